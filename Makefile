@@ -1,0 +1,36 @@
+# Verdict: the two commands of the README, and the few helpers behind them.
+# Everything installs from the lock files; nothing is fetched at run time.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test bench lock clean
+
+## make run: create the virtualenv from the lock, train and register the
+## reference model on first use, then run the main job on embedded defaults.
+run: $(VENV)/.runtime-installed
+	$(BIN)/verdict demo
+
+## make test: the whole test suite (what CI runs).
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/run_all.py
+
+$(VENV)/.runtime-installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.lock
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	touch $@
+
+## make lock: regenerate both locks from pyproject.toml in throwaway venvs.
+lock:
+	bash scripts/lock.sh
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,153 @@
+"""Filesystem WORM store: the embedded default.
+
+Guarantees: an object appears at its key whole or not at all, and a key is
+never overwritten by this code (publication is ``link(2)``, which fails if the
+name exists). Files are made read-only (0444). Durability: file data is
+fsynced before publication and every directory that gained an entry is fsynced
+after it.
+
+Limits, stated plainly: a local root user can still delete or rewrite files.
+This store is therefore tamper-*evident*, not tamper-proof: the hash chain,
+signatures and Merkle checkpoints make any change detectable by the verifier.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from audit.stores.base import ObjectExists, ObjectMissing, ObjectRef, ObjectVersion, StoreUnavailable
+from audit.stores.keys import check_key
+
+__all__ = ["FilesystemStore"]
+
+_TMP_DIR = ".incoming"
+
+
+class FilesystemStore:
+    """Write-once objects as read-only files under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self.url = self.root.as_uri()
+        try:
+            (self.root / _TMP_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create store directory {self.root}: {exc.strerror}") from exc
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put_once(self, key: str, data: bytes) -> ObjectRef:
+        return self.put_many_once([(key, data)])[0]
+
+    def put_many_once(self, items: Sequence[tuple[str, bytes]]) -> list[ObjectRef]:
+        paths = [self._path(key) for key, _ in items]
+        staged: list[Path] = []
+        try:
+            for (_, data), _path in zip(items, paths):
+                staged.append(self._stage(data))
+            new_dirs = self._make_parents(paths)
+            conflicts = self._publish(staged, paths)
+            for directory in {p.parent for p in paths} | new_dirs:
+                _fsync_dir(directory)
+        except OSError as exc:
+            raise StoreUnavailable(f"filesystem store {self.root}: {exc}") from exc
+        finally:
+            for tmp in staged:
+                _unlink_quietly(tmp)
+        if conflicts:
+            raise ObjectExists(conflicts[0])
+        return [ObjectRef(key=key) for key, _ in items]
+
+    def _stage(self, data: bytes) -> Path:
+        """Write ``data`` to a fresh temporary file (O_EXCL), read-only, fsynced."""
+        tmp = self.root / _TMP_DIR / secrets.token_hex(16)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
+
+    def _make_parents(self, paths: list[Path]) -> set[Path]:
+        """Create missing parent directories; return the directories whose
+        entries changed (so they get fsynced too)."""
+        changed: set[Path] = set()
+        for parent in sorted({p.parent for p in paths}):
+            missing = []
+            probe = parent
+            while not probe.exists():
+                missing.append(probe)
+                probe = probe.parent
+            for directory in reversed(missing):
+                try:
+                    directory.mkdir()
+                except FileExistsError:
+                    pass
+                changed.add(directory.parent)
+        return changed
+
+    def _publish(self, staged: list[Path], paths: list[Path]) -> list[str]:
+        """Link each staged file to its final name; return keys that existed."""
+        conflicts = []
+        for tmp, final in zip(staged, paths):
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                conflicts.append(final.relative_to(self.root).as_posix())
+        return conflicts
+
+    def get(self, key: str, version: str | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ObjectMissing(key, f"no file {path}") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read {path}: {exc.strerror}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        start = self.root / prefix.rstrip("/") if prefix else self.root
+        base = start if start.is_dir() else start.parent
+        if not base.is_dir():
+            return
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if d != _TMP_DIR]
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.startswith(prefix):
+                    found.append(key)
+        yield from sorted(found)
+
+    def list_versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
+        for key in self.list_keys(prefix):
+            size = (self.root / key).stat().st_size
+            yield ObjectVersion(key=key, version=None, is_latest=True, size=size)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise

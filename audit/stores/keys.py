@@ -1,0 +1,24 @@
+"""Validation of store keys, shared by every backend so a key accepted by one
+is accepted by all (a trail must move between backends byte for byte)."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["InvalidKey", "check_key"]
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+class InvalidKey(ValueError):
+    """A key that no backend may store."""
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid relative store key, else raise InvalidKey."""
+    if not key or len(key) > 512:
+        raise InvalidKey(f"store key must be 1..512 characters, got {len(key)}")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or not _SEGMENT.fullmatch(segment):
+            raise InvalidKey(f"store key {key!r}: segment {segment!r} must match [A-Za-z0-9_.-]+ and not be '.' or '..'")
+    return key
