@@ -110,7 +110,7 @@ def _prepare(value: Any, path: str) -> Any:
                 raise CanonicalEncodingError(f"{path}: object key {key!r} must be a string")
         ordered = sorted(value, key=lambda k: k.encode("utf-16-be"))
         return {key: _prepare(value[key], f"{path}.{key}") for key in ordered}
-    if kind is list:
+    if kind is list or kind is tuple:
         return [_prepare(item, f"{path}[{i}]") for i, item in enumerate(value)]
     if kind is int:
         if abs(value) > _MAX_SAFE_INT:

@@ -1,0 +1,38 @@
+"""The ``verdict`` command line: one entry point for every part.
+
+Why thin: each command parses arguments and calls plain functions in the
+modules that tests call directly. Heavy imports (torch) happen inside the
+commands that need them, so ``verdict audit verify`` runs without torch.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from gateway.commands import demo
+from gateway.commands.models import models_app
+
+app = typer.Typer(
+    name="verdict",
+    help="Verdict: audited, explained, replayable decisions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_app, name="models")
+demo.register(app)
+
+
+def _mount_audit() -> None:
+    try:
+        from audit.cli import audit_app, keys_app
+    except ImportError:  # the audit CLI is optional until its package lands
+        return
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(keys_app, name="keys")
+
+
+_mount_audit()
+
+
+def main() -> None:
+    app()

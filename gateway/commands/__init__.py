@@ -1,0 +1,1 @@
+"""Command-line groups of the ``verdict`` CLI; each module owns one group."""

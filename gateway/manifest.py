@@ -1,0 +1,187 @@
+"""Model manifest: everything needed to serve, explain and replay a model
+version, fixed at registration and never edited afterwards.
+
+Why each part is here: the input schema drives validation and reason texts;
+the decision rule turns a score into the decision on the record; explainer
+settings pin how contributions are computed; the replay tolerance must be
+fixed *before* any replay so nobody can choose "close enough" after the fact;
+runtime settings pin the execution shapes; training provenance lets a model
+risk validator trace the artifact back to data, code and environment.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+from audit.canonical import canonical_bytes
+from gateway.schema import AttributeSpec
+
+__all__ = [
+    "DatasetProvenance",
+    "DecisionRule",
+    "ExplainerSettings",
+    "Manifest",
+    "ManifestError",
+    "OutputSpec",
+    "ReplayTolerance",
+    "RuntimeSettings",
+    "TrainingProvenance",
+    "decode_manifest",
+    "encode_manifest",
+]
+
+MANIFEST_FORMAT = "verdict.model/v1"
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestError(ValueError):
+    """A manifest that must not be registered or loaded; names the field."""
+
+
+class _Strict(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    pass
+
+
+class OutputSpec(_Strict):
+    name: str                      # e.g. "probability_of_default"
+    description: str
+    space: Literal["probability"] = "probability"
+
+
+class DecisionRule(_Strict):
+    """score >= threshold → ``at_or_above``; otherwise ``below``."""
+
+    threshold: float
+    at_or_above: str
+    below: str
+    rationale: str
+
+
+class ExplainerSettings(_Strict):
+    algorithm: Literal["exact", "permutation"]
+    output_space: Literal["probability"]
+    background_sha256: str
+    background_rows: int
+    max_evaluations: int           # model rows per explanation (budget)
+    seed_policy: str               # how the per-request seed is derived
+    additivity_epsilon: float
+    top_reasons: int = 4
+
+
+class ReplayTolerance(_Strict):
+    """|replayed - logged| <= absolute + relative * |logged| (per value)."""
+
+    absolute: float
+    relative: float
+
+
+class RuntimeSettings(_Strict):
+    """Execution shapes: every forward pass runs at exactly ``score_bucket``
+    rows (decisions) or ``explain_bucket`` rows (explanation evaluations),
+    padding as needed, because kernels, and so last bits, depend on shape."""
+
+    dtype: Literal["float32"]
+    score_bucket: int
+    explain_bucket: int
+    threads: int
+
+
+class DatasetProvenance(_Strict):
+    name: str
+    title: str
+    sha256: str
+    rows: int
+    citation: str
+    licence: str
+
+
+class TrainingProvenance(_Strict):
+    code_commit: str                # git commit, or "uncommitted"
+    source_sha256: str              # hash of the project sources that trained it
+    dataset: DatasetProvenance
+    split: str
+    seed: int
+    hyperparameters: dict[str, float | int | str | list[int]]
+    environment_sha256: str
+    environment_summary: dict[str, str]
+    metrics: dict[str, float]
+
+
+class Manifest(_Strict):
+    format: Literal["verdict.model/v1"]
+    name: str
+    version: str
+    artifact_sha256: str
+    artifact_bytes: int
+    inputs: tuple[AttributeSpec, ...]
+    output: OutputSpec
+    decision: DecisionRule
+    explainer: ExplainerSettings
+    tolerance: ReplayTolerance
+    runtime: RuntimeSettings
+    training: TrainingProvenance
+    description: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def attribute(self, name: str) -> AttributeSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def _check(manifest: Manifest) -> Manifest:
+    """Rules a msgspec type alone cannot express."""
+    problems = []
+    if not _NAME.fullmatch(manifest.name):
+        problems.append(f"name {manifest.name!r} must match {_NAME.pattern}")
+    if not _VERSION.fullmatch(manifest.version):
+        problems.append(f"version {manifest.version!r} must match {_VERSION.pattern}")
+    for field in ("artifact_sha256",):
+        if not _SHA256.fullmatch(getattr(manifest, field)):
+            problems.append(f"{field} must be 64 lowercase hex digits")
+    if not _SHA256.fullmatch(manifest.explainer.background_sha256):
+        problems.append("explainer.background_sha256 must be 64 lowercase hex digits")
+    for field in ("score_bucket", "explain_bucket"):
+        if not 1 <= getattr(manifest.runtime, field) <= 1 << 16:
+            problems.append(f"runtime.{field} must be 1..65536")
+    if manifest.runtime.threads < 1:
+        problems.append("runtime.threads must be >= 1")
+    if manifest.tolerance.absolute < 0 or manifest.tolerance.relative < 0:
+        problems.append("tolerance bounds must be >= 0")
+    names = [s.name for s in manifest.inputs]
+    if len(set(names)) != len(names):
+        problems.append("inputs: attribute names must be unique")
+    for spec in manifest.inputs:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", spec.name):
+            problems.append(f"inputs: attribute name {spec.name!r} must be lower_snake_case ASCII")
+        if spec.kind == "category" and not spec.categories:
+            problems.append(f"inputs.{spec.name}: a category attribute needs categories")
+        if spec.kind != "category" and (spec.minimum is None or spec.maximum is None):
+            problems.append(f"inputs.{spec.name}: a numeric attribute needs minimum and maximum")
+    if problems:
+        raise ManifestError("invalid manifest: " + "; ".join(problems))
+    return manifest
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    try:
+        manifest = msgspec.json.decode(data, type=Manifest)
+    except msgspec.ValidationError as exc:
+        raise ManifestError(f"invalid manifest: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+    return _check(manifest)
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    """Canonical bytes: the registry stores exactly these, so equal manifests are equal bytes."""
+    return canonical_bytes(_check(manifest))

@@ -1,0 +1,61 @@
+"""Identity of the code that is running: project version, source hash, commit.
+
+Why: a model's provenance and every environment manifest must say which code
+produced them. A git commit alone is not enough (a working tree can differ
+from it, and an installed copy has no .git), so the source files themselves
+are hashed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["code_commit", "project_root", "project_version", "source_sha256"]
+
+_PACKAGES = ("gateway", "audit", "replay")
+_SUFFIXES = {".py", ".json", ".md", ".data", ".doc", ".jsonl"}
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def project_version() -> str:
+    try:
+        return metadata.version("verdict")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@functools.cache
+def source_sha256() -> str:
+    """SHA-256 over (relative path, file SHA-256) of every source file, sorted."""
+    root = project_root()
+    lines = []
+    for package in _PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and path.suffix in _SUFFIXES and "__pycache__" not in path.parts:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                lines.append(f"{path.relative_to(root).as_posix()}\0{digest}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+@functools.cache
+def code_commit() -> str:
+    """The git commit when the sources are exactly that commit, else "uncommitted"."""
+    root = project_root()
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", *_PACKAGES],
+            capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "uncommitted"
+    if head.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip():
+        return "uncommitted"
+    return head.stdout.strip()
