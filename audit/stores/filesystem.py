@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from audit.stores.base import ObjectExists, ObjectMissing, ObjectRef, ObjectVersion, StoreUnavailable
-from audit.stores.keys import check_key
+from audit.stores.keys import check_key, check_prefix
 
 __all__ = ["FilesystemStore"]
 
@@ -53,7 +53,8 @@ class FilesystemStore:
             new_dirs = self._make_parents(paths)
             conflicts = self._publish(staged, paths)
             for directory in {p.parent for p in paths} | new_dirs:
-                _fsync_dir(directory)
+                if directory.is_dir():
+                    _fsync_dir(directory)
         except OSError as exc:
             raise StoreUnavailable(f"filesystem store {self.root}: {exc}") from exc
         finally:
@@ -72,13 +73,17 @@ class FilesystemStore:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        os.close(fd)
         return tmp
 
     def _make_parents(self, paths: list[Path]) -> set[Path]:
         """Create missing parent directories; return the directories whose
-        entries changed (so they get fsynced too)."""
+        entries changed (so they get fsynced too). A parent that exists as a
+        file is left alone: publishing under it then reports a taken key."""
         changed: set[Path] = set()
         for parent in sorted({p.parent for p in paths}):
             missing = []
@@ -86,6 +91,8 @@ class FilesystemStore:
             while not probe.exists():
                 missing.append(probe)
                 probe = probe.parent
+            if not probe.is_dir():
+                continue
             for directory in reversed(missing):
                 try:
                     directory.mkdir()
@@ -100,7 +107,9 @@ class FilesystemStore:
         for tmp, final in zip(staged, paths):
             try:
                 os.link(tmp, final)
-            except FileExistsError:
+            except (FileExistsError, IsADirectoryError, NotADirectoryError):
+                # The last two: "a" and "a/b" cannot both be files here (S3 allows
+                # it). Our own layouts never do this; report it as a taken key.
                 conflicts.append(final.relative_to(self.root).as_posix())
         return conflicts
 
@@ -117,8 +126,10 @@ class FilesystemStore:
         return self._path(key).is_file()
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
-        start = self.root / prefix.rstrip("/") if prefix else self.root
-        base = start if start.is_dir() else start.parent
+        # Walk the directory holding the prefix's complete segments, then
+        # filter by plain string prefix (so "chains/c1" also finds "chains/c10/...").
+        directory = check_prefix(prefix).rpartition("/")[0]
+        base = self.root / directory if directory else self.root
         if not base.is_dir():
             return
         found = []
@@ -133,7 +144,7 @@ class FilesystemStore:
 
     def list_versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
         for key in self.list_keys(prefix):
-            size = (self.root / key).stat().st_size
+            size = (self.root / key).stat().st_size  # key came from list_keys: inside root
             yield ObjectVersion(key=key, version=None, is_latest=True, size=size)
 
 
