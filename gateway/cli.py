@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import typer
 
-from gateway.commands import demo
+from gateway.commands import demo, serve
+from gateway.commands.apikeys import apikeys_app
 from gateway.commands.models import models_app
 
 app = typer.Typer(
@@ -19,7 +20,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_app, name="models")
+app.add_typer(apikeys_app, name="apikeys")
 demo.register(app)
+serve.register(app)
 
 
 def _mount_audit() -> None:
@@ -36,3 +39,7 @@ _mount_audit()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

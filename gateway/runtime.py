@@ -42,7 +42,9 @@ class LoadedModel:
         self.score_bucket = manifest.runtime.score_bucket
         self.explain_bucket = manifest.runtime.explain_bucket
         program = torch.export.load(io.BytesIO(artifact))
-        self._module = program.module().to(device)
+        # Guards re-check input shapes in Python on every call; score_matrix
+        # already enforces [bucket, n_inputs] float32, so they are skipped.
+        self._module = program.module(check_guards=False).to(device)
         self.n_inputs = len(manifest.inputs)
 
     def score_matrix(self, x: np.ndarray, bucket: int | None = None) -> tuple[np.ndarray, int]:
@@ -54,14 +56,15 @@ class LoadedModel:
         bucket = self.score_bucket if bucket is None else bucket
         if not 1 <= bucket <= 1 << 16:
             raise ModelExecutionError(f"bucket must be 1..65536 rows, got {bucket}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
         out = np.empty(len(x), dtype=np.float32)
-        padded = torch.zeros((bucket, self.n_inputs), dtype=torch.float32, device=self.device)
         with torch.inference_mode():
             for start in range(0, len(x), bucket):
-                chunk = x[start : start + bucket]
-                padded.zero_()
-                padded[: len(chunk)] = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).to(self.device)
-                out[start : start + len(chunk)] = self._module(padded)[: len(chunk)].cpu().numpy()
+                chunk = torch.from_numpy(x[start : start + bucket])
+                rows = len(chunk)
+                if rows < bucket:  # pad to the bucket shape; padding rows are discarded
+                    chunk = torch.cat([chunk, torch.zeros((bucket - rows, self.n_inputs), dtype=torch.float32)])
+                out[start : start + rows] = self._module(chunk.to(self.device))[:rows].cpu().numpy()
         return out, bucket
 
     def evaluate_for_explanation(self, x: np.ndarray) -> np.ndarray:

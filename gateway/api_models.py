@@ -1,0 +1,89 @@
+"""The HTTP API's request and response bodies (msgspec Structs at the edge).
+
+These are the public contract documented in docs/api.md and served as
+OpenAPI at /schema. The attributes object is typed loosely here on purpose:
+its rules come from the model's manifest and are checked by gateway.schema,
+which reports every broken rule with field and value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = [
+    "DecisionRequest",
+    "DecisionResponse",
+    "ModelOut",
+    "Problem",
+    "ReceiptOut",
+    "ReasonOut",
+]
+
+RequestId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description="Client-chosen idempotency key")]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+Version = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+SubjectId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    model: Name
+    attributes: dict[str, Any]
+    version: Version | None = None
+    request_id: RequestId | None = None
+    subject_id: SubjectId | None = None
+
+
+class ModelOut(msgspec.Struct, frozen=True):
+    name: str
+    version: str
+    sha256: str
+
+
+class ReceiptOut(msgspec.Struct, frozen=True):
+    chain_id: str
+    seq: int
+    record_hash: str
+    signature: str
+    key_id: str
+
+
+class ReasonOut(msgspec.Struct, frozen=True):
+    attribute: str
+    label: str
+    value: str
+    direction: str
+    contribution: float
+    text: str
+
+
+class DecisionResponse(msgspec.Struct, frozen=True):
+    request_id: str
+    model: ModelOut
+    score: float
+    decision: str
+    reasons: list[ReasonOut]
+    base_value: float
+    contributions: dict[str, float]
+    receipt: ReceiptOut
+    decided_at: str
+    idempotent_replay: bool = False
+
+
+class FieldProblem(msgspec.Struct, frozen=True, omit_defaults=True):
+    field: str
+    rule: str
+    message: str
+    value: Any = None
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None

@@ -1,0 +1,198 @@
+"""The HTTP layer: routes, wiring and lifecycle. Logic lives in the services.
+
+Start-up order is fail-closed: the store must open, the signing key must
+load and the chain writer must recover the durable head before the app
+accepts a request; /readyz reports each of these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from dataclasses import dataclass
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.openapi.config import OpenAPIConfig
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.api_models import DecisionRequest, DecisionResponse
+from gateway.apikeys import ApiKeyStore
+from gateway.auth import authenticated_key, require_scope
+from gateway.batcher import MicroBatcher
+from gateway.decisions import AuditLane, DecisionService
+from gateway.lookups import ExplanationView, LookupService, RecordView
+from gateway.metrics import GatewayMetrics
+from gateway.models_cache import ModelCache
+from gateway.problems import ApiProblem, exception_handlers
+from gateway.registry import UnknownModel
+from gateway.settings import ServiceSettings
+
+__all__ = ["Services", "create_app"]
+
+
+@dataclass
+class Services:
+    """Everything the routes need, built by gateway.service.build_services."""
+
+    settings: ServiceSettings
+    models: ModelCache
+    lane: AuditLane
+    decisions: DecisionService
+    lookups: LookupService
+    metrics: GatewayMetrics
+    apikeys: ApiKeyStore
+    readiness: object  # callable () -> dict[str, str]; see gateway.service
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _run(request: Request, fn, *args):  # noqa: ANN001, ANN202
+    """Blocking work (store reads, access appends) off the event loop."""
+    return asyncio.get_running_loop().run_in_executor(request.app.state.io_pool, fn, *args)
+
+
+@post("/v1/decisions", guards=[require_scope("score")], status_code=200, tags=["decisions"],
+      summary="Make an audited, explained decision")
+async def create_decision(request: Request, data: DecisionRequest) -> DecisionResponse:
+    services = _services(request)
+    pending = await _run(request, services.decisions.prepare, data)
+    try:
+        outcome = await asyncio.wait_for(request.app.state.batcher.submit(pending), services.settings.request_timeout_s)
+    except asyncio.TimeoutError:
+        services.metrics.failures.labels("timeout").inc()
+        raise ApiProblem(503, "decision-timeout", "Decision not confirmed in time",
+                         detail=f"no durable record within {services.settings.request_timeout_s}s; retry with the "
+                                f"same request_id to get the decision if it was recorded",
+                         headers={"Retry-After": str(services.settings.retry_after_s)}) from None
+    if isinstance(outcome, ApiProblem):
+        raise outcome
+    return outcome
+
+
+@get("/v1/decisions/{request_id:str}", guards=[require_scope("explain")], tags=["lookups"],
+     summary="The verified audit record of a decision")
+async def get_decision(request: Request, request_id: str) -> RecordView:
+    return await _run(request, _services(request).lookups.record, request_id, authenticated_key(request).key_id)
+
+
+@get("/v1/decisions/{request_id:str}/explanation", guards=[require_scope("explain")], tags=["lookups"],
+     summary="GDPR / adverse-action explanation of a logged decision")
+async def get_explanation(request: Request, request_id: str) -> ExplanationView:
+    return await _run(request, _services(request).lookups.explanation, request_id, authenticated_key(request).key_id)
+
+
+@get("/v1/decisions/{request_id:str}/explanation.png", guards=[require_scope("explain")], tags=["lookups"],
+     summary="Waterfall chart of a logged decision's contributions", media_type="image/png")
+async def get_explanation_png(request: Request, request_id: str) -> Response[bytes]:
+    data = await _run(request, _services(request).lookups.explanation_chart, request_id, authenticated_key(request).key_id, "png")
+    return Response(content=data, media_type="image/png")
+
+
+@get("/v1/models", guards=[require_scope("score")], tags=["models"], summary="Registered models")
+async def list_models(request: Request) -> list[dict]:
+    registry = _services(request).models.registry
+
+    def collect() -> list[dict]:
+        out = []
+        for name in registry.names():
+            promoted = registry.alias(name, "production")
+            out.append({"name": name, "versions": registry.versions(name), "production": promoted.version if promoted else None})
+        return out
+
+    return await _run(request, collect)
+
+
+@get("/v1/models/{name:str}", guards=[require_scope("score")], tags=["models"], summary="A model's production manifest")
+async def get_model(request: Request, name: str) -> Response:
+    return await _manifest_response(request, name, None)
+
+
+@get("/v1/models/{name:str}/versions/{version:str}", guards=[require_scope("score")], tags=["models"],
+     summary="A model version's manifest")
+async def get_model_version(request: Request, name: str, version: str) -> Response:
+    return await _manifest_response(request, name, version)
+
+
+async def _manifest_response(request: Request, name: str, version: str | None) -> Response:
+    try:
+        manifest = await _run(request, _services(request).models.manifest, name, version)
+    except UnknownModel as exc:
+        raise ApiProblem(404, "unknown-model", "Unknown model or version", detail=str(exc)) from None
+    return Response(content=msgspec.json.encode(manifest), media_type=MediaType.JSON)
+
+
+@get("/healthz", tags=["operations"], summary="Liveness", include_in_schema=True)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["operations"], summary="Readiness: models loaded, store writable, signer ready")
+async def readyz(request: Request) -> Response:
+    checks = await _run(request, _services(request).readiness)
+    ready = all(v == "ok" for v in checks.values())
+    return Response(content={"status": "ready" if ready else "not_ready", "checks": checks},
+                    status_code=200 if ready else 503,
+                    headers={} if ready else {"Retry-After": str(_services(request).settings.retry_after_s)})
+
+
+@get("/metrics", tags=["operations"], summary="Prometheus metrics", media_type="text/plain")
+async def metrics(request: Request) -> Response[bytes]:
+    return Response(content=generate_latest(_services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _observe(services: Services):  # noqa: ANN202
+    """Request count and latency per route, recorded when the response starts."""
+    async def before_send_hook(message, scope) -> None:  # noqa: ANN001
+        if message["type"] == "http.response.start":
+            route = scope.get("route_handler")
+            path = getattr(route, "paths", None)
+            label = sorted(path)[0] if path else "unmatched"
+            started = scope.get("state", {}).get("verdict_started")
+            services.metrics.requests.labels(scope.get("method", ""), label, str(message["status"])).inc()
+            if started is not None:
+                services.metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+    return before_send_hook
+
+
+def create_app(services: Services) -> Litestar:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-decide")
+    io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="verdict-io")
+    batcher: MicroBatcher = MicroBatcher(
+        services.decisions.decide_batch, max_batch=services.settings.max_batch,
+        max_wait_s=services.settings.max_wait_ms / 1000, executor=pool,
+        on_batch=services.metrics.batch_size.observe,
+    )
+
+    async def start() -> None:
+        batcher.start()
+
+    async def stop() -> None:
+        await batcher.stop()
+        pool.shutdown(wait=True)
+        io_pool.shutdown(wait=True)
+        if services.lane.writer is not None:
+            services.lane.writer.close()
+
+    def before_request(request: Request) -> None:
+        request.scope.setdefault("state", {})["verdict_started"] = time.perf_counter()
+
+    return Litestar(
+        route_handlers=[create_decision, get_decision, get_explanation, get_explanation_png, list_models,
+                        get_model, get_model_version, healthz, readyz, metrics],
+        exception_handlers=exception_handlers,
+        state=State({"services": services, "apikeys": services.apikeys, "batcher": batcher, "io_pool": io_pool}),
+        on_startup=[start],
+        on_shutdown=[stop],
+        before_request=before_request,
+        before_send=[_observe(services)],
+        request_max_body_size=services.settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Verdict gateway", version="1", path="/schema"),
+        debug=False,
+    )

@@ -1,0 +1,290 @@
+"""Making decisions: score, explain, audit, answer. No HTTP in here.
+
+The order is the contract: a decision is scored and explained, its record is
+appended durably to the audit chain, and only then is a response built, from
+the record itself, so the client sees exactly what was logged. A repeated
+request id with the same body gets the logged decision back; with a
+different body, a conflict. Any failure to make the record durable fails the
+whole decision closed (503), never a decision without a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from audit import records as rec
+from audit.canonical import canonical_bytes
+from audit.chain import ChainError, ChainWriter, Receipt
+from audit.index import IndexConflict, IndexEntry, RequestIndex
+from audit.reader import ReadError, read_decision
+from audit.stores import StoreError
+from gateway.api_models import DecisionRequest, DecisionResponse, ModelOut, ReasonOut, ReceiptOut
+from gateway.metrics import GatewayMetrics
+from gateway.models_cache import ModelCache
+from gateway.problems import ApiProblem
+from gateway.registry import RegistryError, UnknownModel
+from gateway.schema import encode_rows, validate_attributes
+
+__all__ = ["AuditLane", "DecisionService", "PendingDecision", "request_sha256", "response_from_record"]
+
+
+def request_sha256(request: DecisionRequest) -> str:
+    """Identity of a request body for idempotency: SHA-256 of its canonical JSON."""
+    return hashlib.sha256(canonical_bytes(request)).hexdigest()
+
+
+@dataclass(frozen=True)
+class PendingDecision:
+    request_id: str
+    subject_id: str | None
+    model: str
+    version: str
+    attributes: dict[str, Any]
+    request_sha256: str
+    received_at: str
+
+
+def unavailable(detail: str, retry_after_s: int) -> ApiProblem:
+    return ApiProblem(503, "audit-unavailable", "Decision not made: the audit trail is unavailable",
+                      detail=detail, headers={"Retry-After": str(retry_after_s)})
+
+
+def conflict(request_id: str) -> ApiProblem:
+    return ApiProblem(409, "request-id-conflict", "Request id already used with a different body",
+                      detail=f"request_id {request_id!r} was already decided for a different request body; "
+                             f"use a new request_id")
+
+
+class AuditLane:
+    """The one chain writer of this process, behind a lock.
+
+    Decisions (batched) and access records (lookups) both append through it;
+    the lock serialises them so sequence numbers stay contiguous.
+    """
+
+    def __init__(self, writer: ChainWriter | None, metrics: GatewayMetrics) -> None:
+        self.writer = writer
+        self._lock = threading.Lock()
+        self._metrics = metrics
+        self.stopped = False  # a permanent chain error (e.g. another writer owns the chain)
+        self.last_error: str | None = None
+
+    def append(self, bodies: Sequence[Any]) -> list[Receipt | IndexConflict]:
+        if self.writer is None:
+            raise StoreError("audit is switched off in this process (unsafe benchmark mode)")
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                results = self.writer.append_batch(list(bodies))
+            except StoreError as exc:
+                self.last_error = str(exc)
+                raise
+            except ChainError as exc:
+                self.stopped, self.last_error = True, str(exc)
+                raise
+            self.last_error = None
+            self._metrics.audit_append.observe(time.perf_counter() - started)
+            self._metrics.chain_length.labels(self.writer.chain_id).set(self.writer.size)
+            return results
+
+
+def response_from_record(body: rec.DecisionBody, receipt: ReceiptOut, *, replay: bool = False) -> DecisionResponse:
+    """The API response, built only from what was logged."""
+    contributions = body.explanation.contributions
+    return DecisionResponse(
+        request_id=body.request_id,
+        model=ModelOut(name=body.model.name, version=body.model.version, sha256=body.model.sha256),
+        score=body.score,
+        decision=body.decision,
+        reasons=[ReasonOut(attribute=r.attribute, label=r.label, value=str(r.value), direction=r.direction,
+                           contribution=contributions.get(r.attribute, 0.0), text=r.text) for r in body.reasons],
+        base_value=body.explanation.base_value,
+        contributions=dict(contributions),
+        receipt=receipt,
+        decided_at=body.decided_at,
+        idempotent_replay=replay,
+    )
+
+
+def _receipt_out(receipt: Receipt) -> ReceiptOut:
+    return ReceiptOut(chain_id=receipt.chain_id, seq=receipt.seq, record_hash=receipt.record_hash,
+                      signature=receipt.signature, key_id=receipt.key_id)
+
+
+class DecisionService:
+    def __init__(
+        self,
+        models: ModelCache,
+        lane: AuditLane,
+        index: RequestIndex | None,
+        environment_sha256: str,
+        metrics: GatewayMetrics,
+        *,
+        retry_after_s: int = 5,
+        explain: bool = True,
+        clock: Callable[[], str] = rec.utc_now,
+    ) -> None:
+        self.models, self.lane, self.index = models, lane, index
+        self.store = models.registry.store  # one store holds models, chains and index
+        self.environment_sha256 = environment_sha256
+        self.metrics, self.retry_after_s, self.explain, self.clock = metrics, retry_after_s, explain, clock
+
+    # -- event-loop side: cheap checks, no store writes ------------------
+    def prepare(self, request: DecisionRequest) -> PendingDecision:
+        """Validate a request against its model's schema (raises ApiProblem / InputValidationError)."""
+        try:
+            manifest = self.models.manifest(request.model, request.version)
+        except UnknownModel as exc:
+            raise ApiProblem(404, "unknown-model", "Unknown model or version", detail=str(exc)) from None
+        except (RegistryError, StoreError) as exc:
+            raise unavailable(f"model registry unavailable: {exc}", self.retry_after_s) from None
+        attributes = validate_attributes(manifest.inputs, request.attributes)
+        return PendingDecision(
+            request_id=request.request_id or f"req-{uuid.uuid4()}",
+            subject_id=request.subject_id,
+            model=manifest.name,
+            version=manifest.version,
+            attributes=attributes,
+            request_sha256=request_sha256(request),
+            received_at=self.clock(),
+        )
+
+    # -- worker-thread side ------------------------------------------------
+    def decide_batch(self, batch: Sequence[PendingDecision]) -> list[DecisionResponse | ApiProblem]:
+        """Decide a micro-batch; one outcome per input, in order, never an exception."""
+        outcomes: list[DecisionResponse | ApiProblem | None] = [None] * len(batch)
+        try:
+            fresh, duplicates = self._answer_known(batch, outcomes)
+            if fresh:
+                self._decide_fresh(batch, fresh, outcomes)
+            self._answer_duplicates(batch, duplicates, outcomes)
+        except (StoreError, ChainError) as exc:
+            self.metrics.failures.labels("audit_unavailable").inc()
+            problem = unavailable(f"the decision was not recorded, so it was not made: {exc}", self.retry_after_s)
+            outcomes = [o if o is not None else problem for o in outcomes]
+        return [o for o in outcomes]  # type: ignore[misc]
+
+    def _answer_known(self, batch: Sequence[PendingDecision], outcomes: list) -> tuple[list[int], list[tuple[int, int]]]:
+        """Fill outcomes for request ids already decided (idempotency).
+
+        Returns the indexes still to decide, and (copy, original) index pairs
+        for a request id repeated inside this batch: it is decided once and
+        the copies are answered from that first decision.
+        """
+        fresh, first_of = [], {}
+        for i, item in enumerate(batch):
+            if item.request_id in first_of:
+                continue
+            entry = self.index.get(item.request_id) if self.index is not None else None
+            if entry is None:
+                first_of[item.request_id] = i
+                fresh.append(i)
+            else:
+                outcomes[i] = self._from_index(item, entry)
+        duplicates = [(i, first_of[item.request_id]) for i, item in enumerate(batch)
+                      if item.request_id in first_of and first_of[item.request_id] != i]
+        return fresh, duplicates
+
+    def _from_index(self, item: PendingDecision, entry: IndexEntry) -> DecisionResponse | ApiProblem:
+        if entry.request_sha256 != item.request_sha256:
+            self.metrics.failures.labels("conflict").inc()
+            return conflict(item.request_id)
+        try:
+            verified = read_decision(self.store, item.request_id)
+        except ReadError as exc:
+            raise StoreError(f"the original decision for {item.request_id!r} cannot be read back: {exc}") from exc
+        receipt = ReceiptOut(chain_id=verified.chain_id, seq=verified.seq, record_hash=verified.record_hash,
+                             signature=verified.signature, key_id=verified.key_id)
+        return response_from_record(verified.body, receipt, replay=True)
+
+    def _decide_fresh(self, batch: Sequence[PendingDecision], fresh: list[int], outcomes: list) -> None:
+        bodies = self._score_and_explain([batch[i] for i in fresh])
+        if self.lane.writer is None:  # unsafe benchmark mode: no audit
+            for i, body in zip(fresh, bodies):
+                outcomes[i] = response_from_record(body, ReceiptOut("unaudited", -1, "", "", ""))
+        else:
+            results = self.lane.append(bodies)
+            for i, body, result in zip(fresh, bodies, results):
+                if isinstance(result, IndexConflict):  # another replica claimed the id meanwhile
+                    outcomes[i] = self._from_index(batch[i], result.existing)
+                else:
+                    outcomes[i] = response_from_record(body, _receipt_out(result))
+                    self.metrics.decisions.labels(body.model.name, body.decision).inc()
+
+    @staticmethod
+    def _answer_duplicates(batch: Sequence[PendingDecision], duplicates: list[tuple[int, int]], outcomes: list) -> None:
+        for dup, first in duplicates:
+            original = outcomes[first]
+            if isinstance(original, DecisionResponse):
+                same = batch[dup].request_sha256 == batch[first].request_sha256
+                outcomes[dup] = msgspec.structs.replace(original, idempotent_replay=True) if same else conflict(batch[dup].request_id)
+            else:
+                outcomes[dup] = original
+
+    def _score_and_explain(self, items: list[PendingDecision]) -> list[rec.DecisionBody]:
+        """Group by model version, score at the fixed bucket, explain, build the record bodies."""
+        bodies: dict[int, rec.DecisionBody] = {}
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault((item.model, item.version), []).append(i)
+        for (name, version), members in groups.items():
+            loaded = self.models.loaded(name, version)
+            manifest = loaded.model.manifest
+            rows = [items[i].attributes for i in members]
+            x = encode_rows(manifest.inputs, rows)
+            scores, bucket = loaded.model.score_matrix(x)
+            explanations = self._explanations(loaded, x, scores, [items[i].request_id for i in members])
+            decided_at = self.clock()
+            for k, i in enumerate(members):
+                bodies[i] = self._body(items[i], loaded, float(scores[k]), bucket, explanations[k], decided_at)
+        return [bodies[i] for i in range(len(items))]
+
+    def _explanations(self, loaded, x: np.ndarray, scores: np.ndarray, request_ids: list[str]) -> list:  # noqa: ANN001
+        from gateway.explanation import seed_for
+
+        if not self.explain:
+            return [None] * len(request_ids)
+        return loaded.explainer.explain(x, scores, [seed_for(r) for r in request_ids])
+
+    def _body(self, item: PendingDecision, loaded, score: float, bucket: int, explanation, decided_at: str) -> rec.DecisionBody:  # noqa: ANN001
+        from gateway.reasons import reasons as make_reasons
+
+        manifest = loaded.model.manifest
+        if explanation is None:
+            audit_explanation = rec.Explanation(method="none", output_space="probability", base_value=0.0,
+                                                contributions={}, seed=0)
+            reasons = []
+        else:
+            audit_explanation = rec.Explanation(
+                method=explanation.method, output_space=explanation.output_space, base_value=explanation.base_value,
+                contributions=dict(explanation.contributions), seed=explanation.seed,
+                budget={"evaluations": explanation.evaluations, "bucket": explanation.bucket},
+                additivity_error=explanation.additivity_error,
+            )
+            reasons = [rec.Reason(attribute=r.attribute, label=r.label, value=r.value, direction=r.direction, text=r.text)
+                       for r in make_reasons(manifest, item.attributes, explanation, top=manifest.explainer.top_reasons)]
+        return rec.DecisionBody(
+            request_id=item.request_id,
+            request_sha256=item.request_sha256,
+            received_at=item.received_at,
+            decided_at=decided_at,
+            model=rec.ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.artifact_sha256),
+            environment_sha256=self.environment_sha256,
+            runtime=rec.Runtime(device=str(loaded.model.device), dtype=manifest.runtime.dtype, bucket=bucket,
+                                threads=manifest.runtime.threads),
+            inputs=rec.PlainInputs(attributes=dict(item.attributes)),
+            score=score,
+            decision=loaded.model.decide(score),
+            explanation=audit_explanation,
+            reasons=reasons,
+            subject_id=item.subject_id,
+        )

@@ -1,0 +1,169 @@
+"""GDPR / adverse-action lookups of logged decisions, each one itself audited.
+
+Why verify before showing: an explanation given to an applicant or an
+examiner must be the one that was logged, so every lookup re-verifies the
+record (hash, signature, chain position, inclusion in the latest checkpoint)
+and says so. Why audit the lookup: who looked at whose decision, when, is
+itself regulated information; the access record is made durable before the
+answer leaves (fail closed, like decisions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from audit import records as rec
+from audit.chain import ChainError
+from audit.reader import ReadError, VerifiedDecision, read_decision
+from audit.stores import StoreError, StoreUnavailable, WormStore
+from gateway.decisions import AuditLane, unavailable
+from gateway.models_cache import ModelCache
+from gateway.problems import ApiProblem
+
+__all__ = ["ExplanationView", "LookupService", "Verification"]
+
+
+class InclusionView(msgspec.Struct, frozen=True):
+    checkpoint_size: int
+    checkpoint_root: str
+    leaf_index: int
+    proof: list[str]
+    checkpoint_note: str
+    signed_by: list[str]
+
+
+class Verification(msgspec.Struct, frozen=True):
+    record_hash: str
+    signature: str
+    signature_valid: bool
+    key_id: str
+    chain_id: str
+    seq: int
+    inclusion: InclusionView | None
+    status: str  # "verified" or "verified_pending_checkpoint"
+
+
+class ReasonView(msgspec.Struct, frozen=True):
+    attribute: str
+    label: str
+    value: Any
+    direction: str
+    text: str
+
+
+class ExplanationView(msgspec.Struct, frozen=True):
+    request_id: str
+    subject_id: str | None
+    decided_at: str
+    model: dict[str, str]
+    decision: str
+    score: float
+    output_space: str
+    base_value: float
+    contributions: dict[str, float]
+    reasons: list[ReasonView]
+    principal_reasons_for_denial: list[ReasonView]
+    method: str
+    verification: Verification
+
+
+class RecordView(msgspec.Struct, frozen=True):
+    record: rec.Record
+    verification: Verification
+
+
+def _verification(verified: VerifiedDecision) -> Verification:
+    inclusion = verified.inclusion
+    view = None
+    if inclusion is not None:
+        view = InclusionView(checkpoint_size=inclusion.tree_size, checkpoint_root=inclusion.root, leaf_index=inclusion.leaf_index,
+                             proof=list(inclusion.hashes), checkpoint_note=inclusion.checkpoint_note,
+                             signed_by=list(inclusion.signed_by))
+    return Verification(
+        record_hash=verified.record_hash, signature=verified.signature, signature_valid=True,
+        key_id=verified.key_id, chain_id=verified.chain_id, seq=verified.seq, inclusion=view,
+        status="verified" if view is not None else "verified_pending_checkpoint",
+    )
+
+
+class LookupService:
+    def __init__(self, store: WormStore, lane: AuditLane, models: ModelCache, retry_after_s: int = 5) -> None:
+        self.store, self.lane, self.models, self.retry_after_s = store, lane, models, retry_after_s
+
+    def _verified(self, request_id: str) -> VerifiedDecision:
+        try:
+            return read_decision(self.store, request_id)
+        except ReadError as exc:
+            if exc.reason == "not_found":
+                raise ApiProblem(404, "unknown-request-id", "No decision with this request id", detail=str(exc)) from None
+            raise ApiProblem(500, "record-invalid", "The logged decision failed verification",
+                             detail=f"{exc.reason}: {exc}") from None
+        except (StoreUnavailable, StoreError) as exc:
+            raise unavailable(f"the audit trail cannot be read: {exc}", self.retry_after_s) from None
+
+    def _log_access(self, action: str, actor_key_id: str, request_id: str) -> None:
+        body = rec.AccessBody(action=action, actor_key_id=actor_key_id, target_request_id=request_id,
+                              accessed_at=rec.utc_now())
+        try:
+            self.lane.append([body])
+        except (StoreError, ChainError) as exc:
+            raise unavailable(f"the lookup could not be recorded, so it was not answered: {exc}", self.retry_after_s) from None
+
+    def record(self, request_id: str, actor_key_id: str) -> RecordView:
+        verified = self._verified(request_id)
+        self._log_access("lookup", actor_key_id, request_id)
+        return RecordView(record=verified.record, verification=_verification(verified))
+
+    def explanation(self, request_id: str, actor_key_id: str) -> ExplanationView:
+        verified = self._verified(request_id)
+        self._log_access("explanation", actor_key_id, request_id)
+        return self._view(verified)
+
+    def explanation_chart(self, request_id: str, actor_key_id: str, fmt: str = "png") -> bytes:
+        from gateway.waterfall import render_waterfall
+
+        verified = self._verified(request_id)
+        body = verified.body
+        manifest = self.models.manifest(body.model.name, body.model.version)
+        self._log_access("explanation_chart", actor_key_id, request_id)
+        return render_waterfall(manifest, _attributes(body), _result(body), fmt=fmt)
+
+    def _view(self, verified: VerifiedDecision) -> ExplanationView:
+        from gateway.reasons import principal_reasons_for_denial
+
+        body = verified.body
+        manifest = self.models.manifest(body.model.name, body.model.version)
+        denial = []
+        if body.decision == manifest.decision.at_or_above and body.explanation.contributions:
+            denial = [ReasonView(r.attribute, r.label, r.value, r.direction, r.text)
+                      for r in principal_reasons_for_denial(manifest, _attributes(body), _result(body))]
+        return ExplanationView(
+            request_id=body.request_id, subject_id=body.subject_id, decided_at=body.decided_at,
+            model={"name": body.model.name, "version": body.model.version, "sha256": body.model.sha256},
+            decision=body.decision, score=body.score, output_space=body.explanation.output_space,
+            base_value=body.explanation.base_value, contributions=dict(body.explanation.contributions),
+            reasons=[ReasonView(r.attribute, r.label, r.value, r.direction, r.text) for r in body.reasons],
+            principal_reasons_for_denial=denial, method=body.explanation.method,
+            verification=_verification(verified),
+        )
+
+
+def _attributes(body: rec.DecisionBody) -> dict[str, Any]:
+    if not isinstance(body.inputs, rec.PlainInputs):
+        raise ApiProblem(409, "inputs-sealed", "The applicant's inputs are encrypted", detail="this record's inputs are sealed")
+    return dict(body.inputs.attributes)
+
+
+def _result(body: rec.DecisionBody):  # noqa: ANN202 - ExplanationResult
+    """Rebuild the explainer's result from the logged explanation (for reasons and charts)."""
+    from gateway.explanation import ExplanationResult
+
+    e = body.explanation
+    budget = e.budget or {}
+    return ExplanationResult(
+        method=e.method, output_space=e.output_space, base_value=e.base_value, contributions=dict(e.contributions),
+        seed=e.seed, evaluations=int(budget.get("evaluations", 0)), bucket=int(budget.get("bucket", 0)),
+        additivity_error=e.additivity_error or 0.0,
+    )

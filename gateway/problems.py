@@ -1,0 +1,118 @@
+"""RFC 9457 problem details for every error the HTTP API returns.
+
+Why one module: every 4xx/5xx, whether raised by our logic, by Litestar's
+request parsing or by an unexpected bug, must reach the client as
+``application/problem+json`` naming what was wrong, and an unexpected bug
+must never leak a traceback or produce a half-made decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
+
+from gateway.api_models import FieldProblem, Problem
+from gateway.schema import InputValidationError
+
+__all__ = ["ApiProblem", "exception_handlers", "problem_response"]
+
+PROBLEM_TYPE_BASE = "https://verdict.example/problems/"
+MEDIA_TYPE = "application/problem+json"
+_log = logging.getLogger("verdict.gateway")
+
+
+class ApiProblem(Exception):
+    """Raised by handlers and services to answer with a specific problem."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str | None = None,
+                 errors: list[FieldProblem] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or title)
+        self.status, self.slug, self.title, self.detail = status, slug, title, detail
+        self.errors, self.headers = errors, headers or {}
+
+
+def problem_response(request: Request, problem: ApiProblem) -> Response:
+    body = Problem(
+        type=PROBLEM_TYPE_BASE + problem.slug, title=problem.title, status=problem.status,
+        detail=problem.detail, instance=request.url.path, errors=problem.errors,
+    )
+    return Response(content=body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers)
+
+
+# msgspec's messages, as Litestar passes them on, mapped to a stable rule name.
+_RULES = (
+    (re.compile(r"^Object missing required field `(?P<field>[^`]+)`"), "required"),
+    (re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`"), "unknown_field"),
+    (re.compile(r"^Expected `[^`]+` matching regex"), "pattern"),
+    (re.compile(r"^Expected `[^`]+` of length"), "length"),
+    (re.compile(r"^Expected `"), "type"),
+)
+
+
+def _field_problem(message: dict[str, Any]) -> FieldProblem:
+    text = str(message.get("message", "invalid value"))
+    key = str(message.get("key") or "")
+    field = key if key and key != "data" else ""
+    for pattern, rule in _RULES:
+        match = pattern.search(text)
+        if match:
+            if "field" in match.groupdict():
+                field = f"{field}.{match['field']}" if field else match["field"]
+            return FieldProblem(field=field or "body", rule=rule, message=text)
+    return FieldProblem(field=field or "body", rule="invalid", message=text)
+
+
+def _validation(request: Request, exc: ValidationException) -> Response:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    errors = [_field_problem(m) for m in extra if isinstance(m, dict)]
+    return problem_response(request, ApiProblem(
+        422, "invalid-request", "The request body breaks the API schema",
+        detail="; ".join(f"{e.field}: {e.message}" for e in errors) or exc.detail, errors=errors or None,
+    ))
+
+
+def _input_validation(request: Request, exc: InputValidationError) -> Response:
+    errors = [FieldProblem(field=e.field, rule=e.rule, message=e.message, value=e.value) for e in exc.errors]
+    return problem_response(request, ApiProblem(
+        422, "invalid-attributes", "The applicant attributes break the model's input schema",
+        detail=str(exc), errors=errors,
+    ))
+
+
+def _http(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    titles = {400: "Bad request", 401: "Authentication required", 403: "Not allowed", 404: "Not found",
+              405: "Method not allowed", 413: "Request body too large", 415: "Unsupported media type"}
+    slug = {401: "unauthenticated", 403: "forbidden", 404: "not-found", 413: "body-too-large"}.get(status, f"http-{status}")
+    detail = exc.detail if status < 500 else "the server could not complete the request"
+    if status == 400 and "body" in str(exc.detail).lower():
+        slug, detail = "malformed-json", "the request body is not valid JSON"
+    headers = dict(exc.headers or {})
+    if isinstance(exc, NotAuthorizedException):
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="verdict"')
+    return problem_response(request, ApiProblem(status, slug, titles.get(status, "HTTP error"), detail=detail, headers=headers))
+
+
+def _api_problem(request: Request, exc: ApiProblem) -> Response:
+    return problem_response(request, exc)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    _log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem_response(request, ApiProblem(500, "internal-error", "Internal error",
+                                                detail="the request failed; no decision was returned"))
+
+
+exception_handlers: dict[type[Exception] | int, Any] = {
+    ValidationException: _validation,
+    InputValidationError: _input_validation,
+    NotAuthorizedException: _http,
+    PermissionDeniedException: _http,
+    HTTPException: _http,
+    ApiProblem: _api_problem,
+    Exception: _unexpected,
+}

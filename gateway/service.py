@@ -1,0 +1,97 @@
+"""Assembling a running gateway from settings: store, keys, chain, models.
+
+Why separate from the HTTP app: tests and benchmarks build the same services
+the server runs with, and every start-up failure (store unreachable, bucket
+without Object Lock, a second writer on this chain) stops the process with
+one clear message instead of serving unaudited decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from audit.chain import ChainWriter
+from audit.index import RequestIndex
+from audit.signing import FileKeyStore
+from audit.stores import ObjectExists, StoreError, WormStore, open_store
+from gateway import environment
+from gateway.apikeys import ApiKeyStore
+from gateway.app import Services
+from gateway.bootstrap import ensure_reference_model
+from gateway.decisions import AuditLane, DecisionService
+from gateway.lookups import LookupService
+from gateway.metrics import GatewayMetrics
+from gateway.models_cache import ModelCache
+from gateway.registry import Registry
+from gateway.settings import ServiceSettings
+
+__all__ = ["build_services", "publish_environment"]
+
+
+def publish_environment(store: WormStore, fingerprint: environment.EnvironmentFingerprint) -> str:
+    """Store this process's environment manifest content-addressed; return its sha256."""
+    data = environment.encode(fingerprint)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        store.put_once(f"environments/sha256/{digest}", data)
+    except ObjectExists:
+        pass  # same content, same address: written by an earlier start
+    return digest
+
+
+def build_services(settings: ServiceSettings, say: Callable[[str], None] = print) -> Services:
+    store = open_store(settings.store)
+    registry = Registry(store)
+    if settings.bootstrap:
+        ensure_reference_model(registry, say=say)
+    models = ModelCache(registry)
+    for name in registry.names():  # load production models now: a cold first request would time out
+        try:
+            version = models.resolve(name, None)
+        except Exception:  # noqa: BLE001 - a model without a production version is simply not preloaded
+            continue
+        models.loaded(name, version)
+    fingerprint = environment.capture(device=models.device(), seed=0)
+    env_sha = publish_environment(store, fingerprint)
+    metrics = GatewayMetrics()
+    writer = None
+    keys = FileKeyStore.default()
+    if settings.audit:
+        signer, created = keys.init()
+        if created:
+            say(f"Generated a development signing key {signer.key_id} in {keys.directory} (mode 0600)")
+        writer = ChainWriter.open(store, settings.chain_id, signer, keyring=keys, created_by="verdict serve",
+                                  checkpoint_every=settings.checkpoint_every,
+                                  checkpoint_interval=settings.checkpoint_interval_s)
+    lane = AuditLane(writer, metrics)
+    decisions = DecisionService(models, lane, RequestIndex(store) if writer else None, env_sha, metrics,
+                                retry_after_s=settings.retry_after_s, explain=settings.explain)
+    lookups = LookupService(store, lane, models, settings.retry_after_s)
+    return Services(settings=settings, models=models, lane=lane, decisions=decisions, lookups=lookups,
+                    metrics=metrics, apikeys=ApiKeyStore(settings.apikeys_file),
+                    readiness=_readiness(store, lane, models))
+
+
+def _readiness(store: WormStore, lane: AuditLane, models: ModelCache) -> Callable[[], dict[str, str]]:
+    """Ready = a model is loaded, the store answers, and the chain writer has
+    not been stopped by a permanent error. A failed append alone does not make
+    the process unready: the next append resolves it once the store is back,
+    and an unready pod would never receive that next request."""
+
+    def check() -> dict[str, str]:
+        checks = {"models": "ok" if models.loaded_versions() else "no model loaded"}
+        try:
+            store.exists("keys/readiness-probe")
+            checks["store"] = "ok"
+        except StoreError as exc:
+            checks["store"] = f"unreachable: {exc}"
+        if lane.writer is None:
+            checks["signer"] = "audit disabled (unsafe benchmark mode)"
+        elif lane.stopped:
+            checks["signer"] = f"chain writer stopped: {lane.last_error}"
+        else:
+            checks["signer"] = "ok"
+        return checks
+
+    return check

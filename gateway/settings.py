@@ -1,0 +1,83 @@
+"""Service configuration: defaults, then a TOML file, then environment variables.
+
+Why this order: an operator ships a TOML file with the deployment and
+overrides single values per pod (the chain id from the StatefulSet ordinal,
+say) with environment variables. Every setting has a safe default so the
+embedded set-up needs no file at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from audit.config import data_dir, store_url
+
+__all__ = ["ServiceSettings", "SettingsError", "load_settings"]
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the source and key."""
+
+
+class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store: str = ""                      # resolved from VERDICT_STORE / VERDICT_HOME when empty
+    chain_id: str = "gateway-0"          # one chain per writer process
+    max_batch: int = 64                  # micro-batch size bound (= the score bucket)
+    max_wait_ms: float = 4.0             # how long the first request of a batch waits for company
+    max_body_bytes: int = 65536
+    request_timeout_s: float = 10.0      # a decision waiting longer answers 503
+    checkpoint_every: int = 1000         # records between signed Merkle checkpoints
+    checkpoint_interval_s: float = 60.0
+    retry_after_s: int = 5               # Retry-After on 503
+    bootstrap: bool = True               # train/register the reference model on an empty store
+    explain: bool = True                 # benchmarks only: switch explanation off (upper bound)
+    audit: bool = True                   # benchmarks only: switch the audit append off (upper bound)
+    apikeys_file: str = ""               # default $VERDICT_HOME/apikeys.json
+
+
+_ENV_PREFIX = "VERDICT_"
+_CHAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _ordinal_chain_id() -> str | None:
+    """In a StatefulSet the pod name ends in its ordinal: gateway-3 writes chain gateway-3."""
+    pod = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME", "")
+    return pod if re.fullmatch(r".+-\d+", pod) else None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> ServiceSettings:
+    values: dict[str, Any] = {}
+    path = config_file or os.environ.get("VERDICT_CONFIG")
+    if path:
+        try:
+            values.update(tomllib.loads(Path(path).read_text()).get("gateway", {}))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"config file {path}: {exc}") from None
+    if os.environ.get("VERDICT_CHAIN_ID") is None and "chain_id" not in values and (ordinal := _ordinal_chain_id()):
+        values["chain_id"] = ordinal
+    for field in msgspec.structs.fields(ServiceSettings):
+        env = os.environ.get(_ENV_PREFIX + field.name.upper())
+        if env is not None and field.name != "store":
+            values[field.name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = msgspec.convert(values, ServiceSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid gateway setting: {exc}") from None
+    if not _CHAIN_ID.fullmatch(settings.chain_id):
+        raise SettingsError(f"chain_id {settings.chain_id!r} must match {_CHAIN_ID.pattern}")
+    if not 1 <= settings.max_batch <= 4096:
+        raise SettingsError("max_batch must be 1..4096")
+    return msgspec.structs.replace(
+        settings,
+        store=store_url(settings.store or None),
+        apikeys_file=settings.apikeys_file or str(data_dir() / "apikeys.json"),
+    )

@@ -1,0 +1,84 @@
+"""Real reference models, trained once per test session from the real data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audit.stores import FilesystemStore
+from gateway.datasets import DATASETS
+from gateway.registry import Registry
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def require_taiwan() -> None:
+    """The Taiwan file lives in ../shared; CI has it, a user's machine may not."""
+    if not DATASETS["taiwan-default"].path().exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must have ../shared/data/taiwan-default (or VERDICT_TAIWAN_DATA)")
+        pytest.skip("Taiwan data set not available (set VERDICT_TAIWAN_DATA)")
+
+
+@pytest.fixture(scope="session")
+def trained_dirs(tmp_path_factory) -> dict[str, Path]:
+    from gateway.training import train
+
+    out = {}
+    for name in ("german-credit", "taiwan-default"):
+        if name == "taiwan-default" and not DATASETS[name].path().exists():
+            continue
+        out[name] = train(name, tmp_path_factory.mktemp(name) / "model").directory
+    return out
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory, trained_dirs) -> Registry:
+    reg = Registry(FilesystemStore(tmp_path_factory.mktemp("registry-store")))
+    for directory in trained_dirs.values():
+        reg.register(directory)
+    return reg
+
+
+@pytest.fixture(scope="session")
+def german_model(registry):
+    from gateway.runtime import load_model
+
+    return load_model(registry, "german-credit")
+
+
+@pytest.fixture(scope="session")
+def taiwan_model(registry, trained_dirs):
+    from gateway.runtime import load_model
+
+    require_taiwan()
+    return load_model(registry, "taiwan-default")
+
+
+def run_verdict(*args: str, env: dict | None = None, input: str | None = None, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
+    """Run the real CLI in a fresh process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=full_env, input=input, cwd=cwd, timeout=300
+    )
+
+
+@pytest.fixture(scope="session")
+def live_gateway(tmp_path_factory, trained_dirs):
+    """One real `verdict serve` process for the HTTP tests that share it."""
+    from tests.support.gateway_server import GatewayServer, prepare_home
+
+    home = tmp_path_factory.mktemp("gateway-home")
+    tokens = prepare_home(home, trained_dirs["german-credit"])
+    server = GatewayServer(home).start()
+    server.tokens = tokens
+    yield server
+    server.stop()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,75 @@
+"""The models CLI as a user runs it: a fresh process per command."""
+
+from __future__ import annotations
+
+import json
+
+from gateway.datasets import load_dataset
+from tests.gateway.conftest import run_verdict
+
+
+def test_register_list_show_promote(trained_dirs, tmp_path):
+    env = {"VERDICT_HOME": str(tmp_path / "home")}
+    directory = str(trained_dirs["german-credit"])
+    first = run_verdict("models", "register", directory, env=env)
+    assert first.returncode == 0 and "registered german-credit:1.0.0" in first.stdout
+    again = run_verdict("models", "register", directory, env=env)
+    assert again.returncode == 0 and "already registered" in again.stdout
+    listed = json.loads(run_verdict("models", "list", "--json", env=env).stdout)
+    assert listed == [{"name": "german-credit", "versions": ["1.0.0"], "production": None}]
+    promoted = run_verdict("models", "promote", "german-credit:1.0.0", env=env)
+    assert promoted.returncode == 0
+    shown = run_verdict("models", "show", "german-credit", "--json", env=env)
+    manifest = json.loads(shown.stdout)
+    assert manifest["name"] == "german-credit" and len(manifest["inputs"]) == 20
+    for attribute in manifest["inputs"]:
+        assert {"name", "kind", "label"} <= attribute.keys()
+        assert attribute["kind"] in ("integer", "number", "category")
+        if attribute["kind"] == "category":
+            assert attribute["categories"]
+        else:
+            assert "minimum" in attribute and "maximum" in attribute
+    assert (tmp_path / "home" / "store" / "models").is_dir()
+
+
+def test_store_override_by_environment(trained_dirs, tmp_path):
+    url = (tmp_path / "elsewhere").as_uri()
+    result = run_verdict("models", "register", str(trained_dirs["german-credit"]), env={"VERDICT_STORE": url})
+    assert result.returncode == 0
+    assert (tmp_path / "elsewhere" / "models" / "manifests" / "german-credit" / "1.0.0.json").exists()
+
+
+def test_show_unknown_model_is_a_clean_error(tmp_path):
+    result = run_verdict("models", "show", "nope", env={"VERDICT_HOME": str(tmp_path)})
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no model named 'nope'") and "Traceback" not in result.stderr
+
+
+def test_predict_rejects_bad_lines_and_scores_nothing(registry, tmp_path):
+    row = load_dataset("german-credit").rows[0]
+    bad = dict(row, age_years=7)
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(bad) + "\n{not json\n")
+    result = run_verdict("models", "predict", "german-credit", "--input", str(path), env={"VERDICT_STORE": registry.store.url})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "line 2.age_years: must be >= 18 (rule minimum, value 7)" in result.stderr
+    assert "line 3: not valid JSON" in result.stderr
+
+
+def test_predict_reads_stdin_and_forced_bucket(registry):
+    row = load_dataset("german-credit").rows[0]
+    result = run_verdict("models", "predict", "german-credit:1.0.0", "--input", "-", "--bucket", "8",
+                         env={"VERDICT_STORE": registry.store.url}, input=json.dumps(row) + "\n")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout)
+    assert line["line"] == 1 and line["bucket"] == 8 and 0.0 < line["score"] < 1.0
+
+
+def test_demo_bootstraps_on_an_empty_home(tmp_path):
+    result = run_verdict("demo", env={"VERDICT_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr
+    assert "First run: training the german-credit reference model" in result.stdout
+    assert "decline" in result.stdout or "approve" in result.stdout
+    second = run_verdict("demo", env={"VERDICT_HOME": str(tmp_path / "home")})
+    assert "First run" not in second.stdout
