@@ -1,0 +1,135 @@
+"""Gateway throughput and latency over loopback, against its baselines.
+
+Four real server processes, measured side by side in one run (rounds
+interleaved so machine noise hits all of them alike):
+  full      - verdict serve: micro-batched scoring, explanation, audit (the product)
+  no-audit  - the same with the audit append switched off (audit cost = full vs this)
+  upper     - the same with explanation and audit switched off (upper bound)
+  naive     - benchmarks/naive_app.py: a fresh shap explainer and a synchronous signed
+              fsynced write per request, no batching
+Targets (2-core machine, German credit): full >= 5x naive; audit costs <= 15% of
+throughput (full vs no-audit); p99 <= 50 ms at concurrency 16.
+
+Run: .venv/bin/python benchmarks/gateway_load.py [--seconds 6] [--concurrency 1,16,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from gateway.datasets import load_dataset  # noqa: E402
+from tests.support.gateway_server import GatewayServer, prepare_home  # noqa: E402
+from tests.support.moto_server import free_port  # noqa: E402
+
+ROWS = load_dataset("german-credit").rows
+
+
+def _train(work: Path) -> Path:
+    from gateway.training import train
+
+    return train("german-credit", work / "model").directory
+
+
+class NaiveServer:
+    def __init__(self, home: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "VERDICT_HOME": str(home)}
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "naive_app.py"), str(self.port),
+                                         str(home / "naive-records")], env=env, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("naive server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+async def _drive(url: str, token: str, concurrency: int, seconds: float, prefix: str) -> tuple[int, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.monotonic() + seconds
+    counter = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal counter, errors
+        while time.monotonic() < stop_at:
+            counter += 1
+            body = {"model": "german-credit", "request_id": f"{prefix}-{counter}", "attributes": ROWS[counter % len(ROWS)]}
+            started = time.perf_counter()
+            response = await client.post("/v1/decisions", json=body)
+            latencies.append(time.perf_counter() - started)
+            errors += response.status_code != 200
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return len(latencies), latencies, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", default="1,16,64")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="verdict-load-"))
+    model_dir = _train(work)
+    servers, tokens = {}, {}
+    variants = {"full": {}, "no-audit": {"VERDICT_AUDIT": "false"},
+                "upper": {"VERDICT_AUDIT": "false", "VERDICT_EXPLAIN": "false"}}
+    try:
+        for name, env in variants.items():
+            home = work / name
+            tokens[name] = prepare_home(home, model_dir)["client"]
+            servers[name] = GatewayServer(home, env={**env, "VERDICT_UNSAFE_BENCHMARK": "1"}).start()
+        naive_home = work / "naive"
+        prepare_home(naive_home, model_dir)
+        servers["naive"] = NaiveServer(naive_home)
+        tokens["naive"] = "-"
+        print(f"{'concurrency':>11} {'variant':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            samples: dict[str, list[tuple[float, list[float], int]]] = {v: [] for v in servers}
+            for round_no in range(args.rounds):
+                for name, server in servers.items():
+                    seconds = args.seconds if name != "naive" else max(2.0, args.seconds / 2)
+                    n, lat, err = asyncio.run(_drive(server.url, tokens[name], concurrency, seconds, f"{name}-{concurrency}-{round_no}"))
+                    samples[name].append((n / seconds, lat, err))
+            rates = {}
+            for name, runs in samples.items():
+                rate = statistics.median(r for r, _, _ in runs)
+                lat = sorted(x for _, l, _ in runs for x in l)
+                rates[name] = rate
+                p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
+                p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
+                print(f"{concurrency:>11} {name:>9} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f} {sum(e for *_, e in runs):>7}")
+            print(f"{'':>11} ratios: full/naive {rates['full'] / rates['naive']:.2f}x (target >= 5), "
+                  f"audit cost {1 - rates['full'] / rates['no-audit']:.1%} (target <= 15%), "
+                  f"full/upper {rates['full'] / rates['upper']:.2f}")
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
