@@ -199,7 +199,8 @@ class DecisionService:
             self.metrics.failures.labels("conflict").inc()
             return conflict(item.request_id)
         try:
-            verified = read_decision(self.store, item.request_id)
+            # prove=False: hash and signature are checked, without re-reading the chain for an inclusion proof
+            verified = read_decision(self.store, item.request_id, prove=False)
         except ReadError as exc:
             raise StoreError(f"the original decision for {item.request_id!r} cannot be read back: {exc}") from exc
         receipt = ReceiptOut(chain_id=verified.chain_id, seq=verified.seq, record_hash=verified.record_hash,

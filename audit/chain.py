@@ -1,0 +1,801 @@
+"""The chain writer: group commit of signed records into write-once segments.
+
+One writer owns one chain (``chains/<chain_id>/``). Each call to
+:meth:`ChainWriter.append_batch` turns a batch of bodies into records (seq,
+prev_hash, time, key_id), signs each, and makes the batch durable in **one**
+write-once object, the segment ``segments/<first_seq:020d>``. Only then does
+it write, in a second round, the request-index entries of the batch's
+decisions (pinning the segment's version) and, when one is due, a signed
+checkpoint. Receipts are returned after both rounds.
+
+Why segments: a single put is atomic on every backend, so a batch cut off by a
+crash is all-or-nothing; a batch costs one durable write instead of one per
+record; and because a segment is named by its first sequence number, two
+writers that believe they own the same chain collide on the same key
+(``O_EXCL`` / ``If-None-Match: *``) instead of forking it. A writer only ever
+writes segment ``head + 1`` where ``head`` is the last seq it knows; every
+segment starts right after the previous one ends, so a writer that knows a
+stale head writes to a key that already exists. On ObjectExists the writer
+stops for good (:class:`ChainConflict`): it never re-reads and retries
+silently, because another process is writing this chain.
+
+Why the checkpoint is written in the second round: ``put_many_once`` attempts
+every object of a round even if one key exists, so a checkpoint written next to
+a segment that lost a race would sign a tree that is not in the store. Written
+after the segment round succeeded, a checkpoint only ever covers our own,
+durable records.
+
+Recovery (:meth:`ChainWriter.open`) is specified in docs/audit-format.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time as _time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit import layout
+from audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint, sign_checkpoint
+from audit.index import IndexConflict, IndexEntry, RequestIndex
+from audit.merkle import MerkleAccumulator, leaf_hash
+from audit.records import (
+    GENESIS_PREV_HASH,
+    AccessBody,
+    Body,
+    DecisionBody,
+    EvidenceBody,
+    GenesisBody,
+    KeyDocument,
+    KeyRotationBody,
+    Record,
+    RecordError,
+    body_kind,
+    decode_body,
+    decode_header,
+    decode_record,
+    encode_line,
+    iter_lines,
+    record_bytes,
+    split_line,
+    utc_now,
+)
+from audit.signing import (
+    RECORD_SIGNATURE_DOMAIN,
+    Signer,
+    check_key_document,
+    checkpoint_signer,
+    publish_key,
+    verify_record_signature,
+)
+from audit.stores.base import ObjectExists, ObjectMissing, StoreError, WormStore
+
+__all__ = [
+    "ChainConflict",
+    "ChainCorrupt",
+    "ChainError",
+    "ChainWriter",
+    "KeyMismatch",
+    "KeyRing",
+    "Receipt",
+    "default_origin",
+]
+
+_MAX_ROUNDS_IN_FLIGHT = 4
+"""Index rounds of at most this many committed batches run at once (callers
+block before committing another), which bounds what a crash can cut off."""
+_REPAIR_SEGMENTS = 2 * _MAX_ROUNDS_IN_FLIGHT
+"""How many trailing segments recovery re-checks for missing index entries
+(those whose index round a crash may have cut off, with a margin)."""
+
+
+class Receipt(msgspec.Struct, frozen=True):
+    """Proof for the caller that a record is durable: where it is and what was signed."""
+
+    chain_id: str
+    seq: int
+    record_hash: str
+    """Lower-case hex SHA-256 of the record's canonical bytes."""
+    signature: str
+    """Standard base64 of the 64-byte Ed25519 signature."""
+    key_id: str
+    segment_key: str
+    segment_version: str | None
+
+
+class ChainError(Exception):
+    """The writer cannot continue; the message says why and what to do."""
+
+
+class ChainConflict(ChainError):
+    """Another writer owns this chain (a segment key we were about to write exists)."""
+
+
+class ChainCorrupt(ChainError):
+    """The stored chain does not verify, so the writer refuses to extend it."""
+
+
+class KeyMismatch(ChainError):
+    """The signer is not the key the chain expects next."""
+
+
+@runtime_checkable
+class KeyRing(Protocol):
+    """Something that can hand out a signer by key id (e.g. audit.signing.FileKeyStore)."""
+
+    def load(self, key_id: str) -> Signer: ...
+
+
+def default_origin(chain_id: str) -> str:
+    return f"verdict/{chain_id}"
+
+
+@dataclass
+class _Prepared:
+    """A signed batch ready to be written, and the writer state after it."""
+
+    first_seq: int
+    segment_key: str
+    data: bytes
+    records: list[Record]
+    hashes: list[bytes]
+    signatures: list[bytes]
+    next_signer: Signer | None = None
+
+
+@dataclass
+class _ScanState:
+    """What recovery learns by reading a chain from the start."""
+
+    size: int = 0
+    head_hash: bytes = bytes(32)
+    acc: MerkleAccumulator = field(default_factory=MerkleAccumulator)
+    origin: str | None = None
+    key_docs: dict[str, KeyDocument] = field(default_factory=dict)
+    current_key: str | None = None
+    retired: dict[str, int] = field(default_factory=dict)
+    roots: dict[int, bytes] = field(default_factory=dict)
+
+
+class ChainWriter:
+    """Appends records to one chain. Thread-safe.
+
+    Segment writes are serialized (one batch at a time gets a sequence range
+    and is made durable); the second round (index entries, checkpoint) of a
+    batch runs outside that lock, so a caller with several threads overlaps
+    one batch's index writes with the next batch's signing and segment write.
+    Use :meth:`open`, not the constructor.
+    """
+
+    def __init__(
+        self,
+        store: WormStore,
+        chain_id: str,
+        signer: Signer,
+        state: _ScanState,
+        *,
+        checkpoint_every: int,
+        checkpoint_interval: float,
+        index_parallelism: int,
+        clock: Callable[[], str],
+    ) -> None:
+        self.store = store
+        self.chain_id = chain_id
+        self._signer = signer
+        self._size = state.size
+        self._head_hash = state.head_hash
+        self._acc = state.acc
+        self._origin = state.origin or default_origin(chain_id)
+        self._key_docs = dict(state.key_docs)
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_interval = checkpoint_interval
+        self._clock = clock
+        self._last_checkpoint_size = max(state.roots, default=0)
+        self._last_checkpoint_time = _time.monotonic()
+        self._checkpoint_retry = False
+        self._lock = threading.RLock()  # the commit lock: sequence numbers and head
+        self._round2 = threading.Condition()  # pending index entries, rounds in flight
+        self._rounds_in_flight = 0
+        self._pending_index: list[IndexEntry] = []
+        self._failed: ChainError | None = None
+        self._in_doubt: _Prepared | None = None
+        self._closed = False
+        self._index = RequestIndex(store)
+        self._index_parallelism = max(1, index_parallelism)
+        self._pool = (
+            ThreadPoolExecutor(self._index_parallelism - 1, thread_name_prefix=f"audit-index-{chain_id}")
+            if self._index_parallelism > 1
+            else None
+        )
+
+    # --- opening and recovery ------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        store: WormStore,
+        chain_id: str,
+        signer: Signer,
+        *,
+        keyring: KeyRing | None = None,
+        create: bool = True,
+        origin: str | None = None,
+        created_by: str = "verdict",
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 60.0,
+        index_parallelism: int = 8,
+        clock: Callable[[], str] = utc_now,
+    ) -> ChainWriter:
+        """Open (or create) ``chain_id`` for appending, recovering from any crash.
+
+        Reads the whole chain once (links, sequence, key history, Merkle state),
+        verifies every signature of the last segment, re-writes index entries a
+        crash cut off and writes a checkpoint if the tail is not covered by one.
+        An empty chain gets a genesis record signed by ``signer``.
+
+        If the chain expects another key than ``signer`` (it was created or
+        last rotated with another one), and ``keyring`` can load that key, a
+        key_rotation record to ``signer`` is appended first; otherwise
+        :class:`KeyMismatch` is raised. A key the chain has retired is refused.
+        """
+        layout.check_chain_id(chain_id)
+        if checkpoint_every < 1 or checkpoint_interval <= 0:
+            raise ValueError("checkpoint_every must be >= 1 and checkpoint_interval > 0")
+        check_key_document(signer.public_key_document)
+        state = _scan_chain(store, chain_id)
+        options = dict(
+            checkpoint_every=checkpoint_every,
+            checkpoint_interval=checkpoint_interval,
+            index_parallelism=index_parallelism,
+            clock=clock,
+        )
+        if state.size == 0:
+            if not create:
+                raise ChainError(f"chain {chain_id!r} does not exist in {store.url}")
+            state.origin = origin or default_origin(chain_id)
+            writer = cls(store, chain_id, signer, state, **options)
+            try:
+                publish_key(store, signer.public_key_document)
+                writer._write_genesis(created_by)
+            except BaseException:
+                writer._shutdown_pool()
+                raise
+            return writer
+        if origin is not None and origin != state.origin:
+            raise ChainError(f"chain {chain_id!r} has origin {state.origin!r}, not {origin!r}")
+        writer_signer = signer
+        rotate_to: Signer | None = None
+        if state.current_key != signer.key_id:
+            if signer.key_id in state.retired:
+                raise KeyMismatch(
+                    f"key {signer.key_id} was retired on chain {chain_id!r} at seq {state.retired[signer.key_id]}; "
+                    f"the chain expects {state.current_key}"
+                )
+            old = _load_from(keyring, state.current_key)
+            if old is None:
+                raise KeyMismatch(
+                    f"chain {chain_id!r} expects signing key {state.current_key}, got {signer.key_id}; "
+                    f"run `verdict keys rotate --chain {chain_id}` with the old key available"
+                )
+            writer_signer, rotate_to = old, signer
+        writer = cls(store, chain_id, writer_signer, state, **options)
+        try:
+            with writer._lock:
+                writer._repair_index()
+                writer._round_two([], writer._take_checkpoint(force=True))
+            if rotate_to is not None:
+                writer.rotate_key(rotate_to, reason="signer changed at open")
+            else:
+                publish_key(store, signer.public_key_document)
+        except BaseException:
+            writer._shutdown_pool()
+            raise
+        return writer
+
+    def _write_genesis(self, created_by: str) -> None:
+        body = GenesisBody(
+            chain_id=self.chain_id,
+            public_key=self._signer.public_key_document,
+            origin=self._origin,
+            created_by=created_by,
+        )
+        with self._lock:
+            prepared = self._prepare([body])
+            self._commit(prepared)
+            self._round_two([], self._take_checkpoint(force=True))
+
+    # --- properties ---------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Number of durable records (= the next sequence number)."""
+        return self._size
+
+    @property
+    def head_hash(self) -> str:
+        return self._head_hash.hex()
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    @property
+    def key_id(self) -> str:
+        return self._signer.key_id
+
+    @property
+    def last_checkpoint_size(self) -> int:
+        return self._last_checkpoint_size
+
+    # --- appending ----------------------------------------------------------------------------
+
+    def append(self, body: DecisionBody | AccessBody | EvidenceBody) -> Receipt | IndexConflict:
+        return self.append_batch([body])[0]
+
+    def append_batch(self, bodies: Sequence[DecisionBody | AccessBody | EvidenceBody]) -> list[Receipt | IndexConflict]:
+        """Durably append ``bodies`` as consecutive records; one result per body.
+
+        For a decision whose request id is already in the index (claimed by
+        another record, on this chain or another), the result is an
+        :class:`IndexConflict` naming the existing entry; the new record is
+        still in the chain, as a superseded duplicate.
+
+        Raises :class:`ChainConflict` if another writer owns the chain, and
+        StoreError subclasses if the store failed: no receipt was issued then;
+        a segment whose write failed is "in doubt" and resolved by the next
+        call (rolled forward if it landed), index entries whose write failed
+        are retried by the next call.
+        """
+        for body in bodies:
+            if not isinstance(body, (DecisionBody, AccessBody, EvidenceBody)):
+                raise TypeError(f"append_batch takes decision, access or evidence bodies, not {type(body).__name__}")
+        if not bodies:
+            return []
+        with self._lock:
+            self._check_usable()
+            with self._round2:
+                self._round2.wait_for(lambda: self._rounds_in_flight < _MAX_ROUNDS_IN_FLIGHT)
+            prepared = self._prepare(list(bodies))
+            version = self._commit(prepared)
+            entries = self._index_entries(prepared, version)
+            checkpoint_item = self._take_checkpoint(force=False)
+            with self._round2:
+                self._rounds_in_flight += 1  # counted before the commit lock is released
+        outcome = self._round_two(entries, checkpoint_item, counted=True)
+        results: list[Receipt | IndexConflict] = []
+        for receipt in self._receipts(prepared, version):
+            got = outcome.get(receipt.seq)
+            results.append(got if isinstance(got, IndexConflict) else receipt)
+        return results
+
+    def rotate_key(self, new_signer: Signer, *, reason: str | None = None) -> Receipt:
+        """Publish ``new_signer``'s key, append a key_rotation record signed by the
+        current key, then sign everything after it with ``new_signer``."""
+        check_key_document(new_signer.public_key_document)
+        with self._lock:
+            self._check_usable()
+            if new_signer.key_id == self._signer.key_id:
+                raise KeyMismatch(f"chain {self.chain_id!r} is already signed by {new_signer.key_id}")
+            if new_signer.key_id in self._key_docs:
+                raise KeyMismatch(f"key {new_signer.key_id} was already used on chain {self.chain_id!r}; use a fresh key")
+            publish_key(self.store, new_signer.public_key_document)
+            body = KeyRotationBody(new_key=new_signer.public_key_document, reason=reason)
+            prepared = self._prepare([body])
+            prepared.next_signer = new_signer
+            version = self._commit(prepared)
+            self._round_two([], self._take_checkpoint(force=True))
+            return self._receipts(prepared, version)[0]
+
+    def maybe_checkpoint(self) -> str | None:
+        """Write a checkpoint if one is due (N records or T seconds since the last).
+        Call it from a timer so an idle chain still gets its tail checkpointed."""
+        return self._checkpoint_now(force=False)
+
+    def checkpoint(self) -> str | None:
+        """Write a checkpoint of the current head now (None if already checkpointed)."""
+        return self._checkpoint_now(force=True)
+
+    def _checkpoint_now(self, *, force: bool) -> str | None:
+        with self._lock:
+            self._check_usable()
+            item = self._take_checkpoint(force=force)
+        self._round_two([], item)
+        return item[0] if item else None
+
+    def close(self) -> None:
+        """Finish rounds in flight, write a final checkpoint (clean shutdown), release threads."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._failed is None:
+                    if self._in_doubt is not None:
+                        self._resolve_in_doubt()
+                    self._round_two([], self._take_checkpoint(force=True))
+                with self._round2:
+                    self._round2.wait_for(lambda: self._rounds_in_flight == 0)
+            finally:
+                self._closed = True
+                self._shutdown_pool()
+
+    def _shutdown_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ChainWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- round 1: the segment (under the commit lock) -----------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ChainError(f"writer for chain {self.chain_id!r} is closed")
+        if self._failed is not None:
+            raise self._failed
+        if self._in_doubt is not None:
+            self._resolve_in_doubt()
+        if self._pending_index:
+            # Index entries of an earlier failed round go first: recovery only
+            # re-checks the last few segments, so they must not fall behind.
+            self._round_two([], None)
+
+    def _prepare(self, bodies: list[Body]) -> _Prepared:
+        first = self._size
+        prev = self._head_hash.hex() if first else GENESIS_PREV_HASH
+        now = self._clock()
+        key_id = self._signer.key_id
+        lines: list[bytes] = []
+        records: list[Record] = []
+        hashes: list[bytes] = []
+        signatures: list[bytes] = []
+        sign = self._signer.sign
+        for offset, body in enumerate(bodies):
+            record = Record(chain_id=self.chain_id, seq=first + offset, prev_hash=prev, time=now, key_id=key_id, body=body)
+            data = record_bytes(record)
+            digest = hashlib.sha256(data).digest()
+            signature = sign(RECORD_SIGNATURE_DOMAIN + digest)
+            lines.append(encode_line(data, signature))
+            records.append(record)
+            hashes.append(digest)
+            signatures.append(signature)
+            prev = digest.hex()
+        return _Prepared(
+            first_seq=first,
+            segment_key=layout.segment_key(self.chain_id, first),
+            data=b"".join(lines),
+            records=records,
+            hashes=hashes,
+            signatures=signatures,
+        )
+
+    def _commit(self, prepared: _Prepared) -> str | None:
+        """Write the segment; on success advance the head. Returns the segment's version."""
+        try:
+            ref = self.store.put_once(prepared.segment_key, prepared.data)
+        except ObjectExists:
+            self._failed = ChainConflict(
+                f"another writer owns chain {self.chain_id!r}: segment {prepared.segment_key} already exists "
+                f"(this writer's head was seq {prepared.first_seq - 1}); stop this writer and use one writer per chain"
+            )
+            raise self._failed from None
+        except BaseException:
+            self._in_doubt = prepared  # it may or may not have landed
+            raise
+        self._apply(prepared)
+        return ref.version
+
+    def _apply(self, prepared: _Prepared) -> None:
+        for record, digest in zip(prepared.records, prepared.hashes):
+            self._acc.append(leaf_hash(digest))
+            if isinstance(record.body, GenesisBody):
+                self._key_docs[record.body.public_key.key_id] = record.body.public_key
+            elif isinstance(record.body, KeyRotationBody):
+                self._key_docs[record.body.new_key.key_id] = record.body.new_key
+        self._size = prepared.first_seq + len(prepared.records)
+        self._head_hash = prepared.hashes[-1]
+        if prepared.next_signer is not None:
+            self._signer = prepared.next_signer
+
+    def _resolve_in_doubt(self) -> None:
+        """After a failed segment write: did it land? Roll forward or forget it."""
+        prepared = self._in_doubt
+        assert prepared is not None
+        try:
+            existing = self.store.get(prepared.segment_key)
+        except ObjectMissing:
+            self._in_doubt = None
+            return
+        if existing != prepared.data:
+            self._failed = ChainConflict(
+                f"another writer owns chain {self.chain_id!r}: {prepared.segment_key} holds another writer's records"
+            )
+            raise self._failed
+        self._in_doubt = None
+        self._apply(prepared)
+        # Nobody got receipts for this batch, but its decisions must be indexed.
+        entries = self._index_entries(prepared, _latest_version(self.store, prepared.segment_key))
+        with self._round2:
+            self._pending_index.extend(entries)
+
+    def _receipts(self, prepared: _Prepared, version: str | None) -> list[Receipt]:
+        key_id = prepared.records[0].key_id
+        return [
+            Receipt(
+                chain_id=self.chain_id,
+                seq=record.seq,
+                record_hash=digest.hex(),
+                signature=_b64(signature),
+                key_id=key_id,
+                segment_key=prepared.segment_key,
+                segment_version=version,
+            )
+            for record, digest, signature in zip(prepared.records, prepared.hashes, prepared.signatures)
+        ]
+
+    def _index_entries(self, prepared: _Prepared, version: str | None) -> list[IndexEntry]:
+        return [
+            IndexEntry(
+                request_id=record.body.request_id,
+                chain_id=self.chain_id,
+                seq=record.seq,
+                record_hash=digest.hex(),
+                segment_key=prepared.segment_key,
+                segment_version=version,
+                request_sha256=record.body.request_sha256,
+            )
+            for record, digest in zip(prepared.records, prepared.hashes)
+            if isinstance(record.body, DecisionBody)
+        ]
+
+    def _checkpoint_due(self) -> bool:
+        pending = self._size - self._last_checkpoint_size
+        if pending <= 0:
+            return False
+        if pending >= self._checkpoint_every:
+            return True
+        return _time.monotonic() - self._last_checkpoint_time >= self._checkpoint_interval
+
+    def _take_checkpoint(self, *, force: bool) -> tuple[str, bytes] | None:
+        """Under the commit lock: sign a checkpoint of the head if one is due."""
+        if self._size == 0:
+            return None
+        if not (self._checkpoint_retry or (force and self._size > self._last_checkpoint_size) or self._checkpoint_due()):
+            return None
+        cp = Checkpoint(origin=self._origin, size=self._size, root=self._acc.root())
+        note = sign_checkpoint(cp, [checkpoint_signer(self._signer)])
+        self._last_checkpoint_size = self._size
+        self._last_checkpoint_time = _time.monotonic()
+        self._checkpoint_retry = False
+        return layout.checkpoint_key(self.chain_id, self._size), note
+
+    # --- round 2: index entries and checkpoint ---------------------------------------------
+
+    def _round_two(
+        self, entries: list[IndexEntry], checkpoint_item: tuple[str, bytes] | None, *, counted: bool = False
+    ) -> dict[int, IndexEntry | IndexConflict]:
+        """Write index entries (plus any left from a failed round) and the checkpoint
+        in one durable round; per seq, the entry now indexed or an IndexConflict."""
+        with self._round2:
+            entries = self._pending_index + entries
+            self._pending_index = []
+            if not counted:
+                self._rounds_in_flight += 1
+        try:
+            return self._claim(entries, checkpoint_item)
+        except BaseException:
+            with self._round2:
+                self._pending_index = entries + self._pending_index
+                if checkpoint_item is not None:
+                    self._checkpoint_retry = True
+            raise
+        finally:
+            with self._round2:
+                self._rounds_in_flight -= 1
+                self._round2.notify_all()
+
+    def _claim(
+        self, entries: list[IndexEntry], checkpoint_item: tuple[str, bytes] | None
+    ) -> dict[int, IndexEntry | IndexConflict]:
+        # A request id twice in one round: the first record claims it, the others
+        # are superseded duplicates of it.
+        first_by_request: dict[str, IndexEntry] = {}
+        unique: list[IndexEntry] = []
+        outcome: dict[int, IndexEntry | IndexConflict] = {}
+        for entry in entries:
+            owner = first_by_request.get(entry.request_id)
+            if owner is None:
+                first_by_request[entry.request_id] = entry
+                unique.append(entry)
+            else:
+                outcome[entry.seq] = IndexConflict(entry.request_id, owner)
+        chunks = _chunks(unique, self._index_parallelism)
+        futures = []
+        if self._pool is not None and len(chunks) > 1:
+            futures = [self._pool.submit(self._index.claim, chunk) for chunk in chunks[1:]]
+        try:
+            results = [self._index.claim(chunk) for chunk in (chunks[:1] if futures else chunks)]
+        finally:
+            wait(futures)  # never leave writes of this round running behind our back
+        results.extend(future.result() for future in futures)
+        if checkpoint_item is not None:
+            # After the index entries: a checkpoint covers only fully indexed records.
+            self._put_checkpoint(*checkpoint_item)
+        for chunk, claimed in zip(chunks, results):
+            for entry, result in zip(chunk, claimed):
+                outcome[entry.seq] = result
+        return outcome
+
+    def _put_checkpoint(self, key: str, note: bytes) -> None:
+        try:
+            self.store.put_once(key, note)
+        except ObjectExists:
+            if self.store.get(key) != note:
+                self._failed = ChainCorrupt(f"{key} already holds a different checkpoint; the chain was forked")
+                raise self._failed from None
+
+    def _repair_index(self) -> None:
+        """Re-write index entries of the last segments that a crash may have cut off."""
+        keys = sorted(self.store.list_keys(layout.segments_prefix(self.chain_id)))[-_REPAIR_SEGMENTS:]
+        entries: list[IndexEntry] = []
+        for key in keys:
+            version = _latest_version(self.store, key)
+            for raw, _signature in _segment_records(self.store.get(key)):
+                header = decode_header(raw)
+                if body_kind(header.body) != "decision":
+                    continue
+                body = decode_body(header.body)
+                assert isinstance(body, DecisionBody)
+                entries.append(
+                    IndexEntry(
+                        request_id=body.request_id,
+                        chain_id=self.chain_id,
+                        seq=header.seq,
+                        record_hash=hashlib.sha256(raw).hexdigest(),
+                        segment_key=key,
+                        segment_version=version,
+                        request_sha256=body.request_sha256,
+                    )
+                )
+        outcome = self._claim(entries, None)
+        for entry in entries:
+            result = outcome[entry.seq]
+            if isinstance(result, IndexConflict):
+                existing = result.existing
+                if (existing.chain_id, existing.seq) == (entry.chain_id, entry.seq):
+                    self._failed = ChainCorrupt(
+                        f"index entry for request {entry.request_id!r} points at {entry.chain_id}/{entry.seq} "
+                        f"but disagrees with the record ({existing} != {entry})"
+                    )
+                    raise self._failed
+                # else: a superseded duplicate; another record owns the request id.
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
+def _chunks(items: list[IndexEntry], parts: int) -> list[list[IndexEntry]]:
+    if not items:
+        return []
+    parts = max(1, min(parts, len(items)))
+    size = -(-len(items) // parts)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _load_from(keyring: KeyRing | None, key_id: str | None) -> Signer | None:
+    if keyring is None or key_id is None:
+        return None
+    try:
+        return keyring.load(key_id)
+    except Exception:  # noqa: BLE001 - a missing/unusable key just means "not available"
+        return None
+
+
+def _latest_version(store: WormStore, key: str) -> str | None:
+    latest = [v for v in store.list_versions(key) if v.key == key and v.is_latest and not v.is_delete_marker]
+    return latest[0].version if latest else None
+
+
+def _segment_records(data: bytes) -> Iterable[tuple[bytes, bytes]]:
+    for line in iter_lines(data):
+        yield split_line(line)
+
+
+def _scan_chain(store: WormStore, chain_id: str) -> _ScanState:
+    """Read a chain from genesis: check sequence, links, key history and the last
+    checkpoint's root; verify every signature of the last segment (what a crash
+    could have touched). Raises ChainCorrupt on any inconsistency."""
+    state = _ScanState()
+    seg_keys = list(store.list_keys(layout.segments_prefix(chain_id)))
+    checkpoints: dict[int, str] = {}
+    for key in store.list_keys(layout.checkpoints_prefix(chain_id)):
+        size = layout.number_from_key(key)
+        if size is None:
+            raise ChainCorrupt(f"unexpected object {key} in chain {chain_id!r}")
+        checkpoints[size] = key
+    last_cp = max(checkpoints, default=0)
+    last_cp_root: bytes | None = None
+    where = ""
+    try:
+        for n, key in enumerate(seg_keys):
+            where = key
+            first = layout.number_from_key(key)
+            if first != state.size:
+                raise ChainCorrupt(f"segment {key} should start at seq {state.size}")
+            is_tail = n == len(seg_keys) - 1
+            for raw, signature in _segment_records(store.get(key)):
+                _scan_record(state, chain_id, raw, signature, verify=is_tail)
+                if state.size == last_cp:
+                    last_cp_root = state.acc.root()
+    except (RecordError, CheckpointError, ValueError) as exc:
+        raise ChainCorrupt(f"chain {chain_id!r} does not verify at {where}: {exc}") from None
+    if last_cp > state.size:
+        raise ChainCorrupt(
+            f"chain {chain_id!r} truncated: checkpoint at size {last_cp} but only {state.size} records"
+        )
+    if last_cp:
+        trusted = {k: check_key_document(d) for k, d in state.key_docs.items()}
+        try:
+            verified = open_checkpoint(store.get(checkpoints[last_cp]), trusted, origin=state.origin)
+        except CheckpointError as exc:
+            raise ChainCorrupt(f"checkpoint {checkpoints[last_cp]} does not verify: {exc}") from None
+        if verified.checkpoint.size != last_cp or verified.checkpoint.root != last_cp_root:
+            raise ChainCorrupt(f"checkpoint {checkpoints[last_cp]} does not match the chain's records")
+        state.roots[last_cp] = verified.checkpoint.root
+    return state
+
+
+def _scan_record(state: _ScanState, chain_id: str, raw: bytes, signature: bytes, *, verify: bool) -> None:
+    header = decode_header(raw)
+    seq = state.size
+    if header.seq != seq:
+        raise RecordError(f"record seq {header.seq} where {seq} was expected")
+    if header.chain_id != chain_id:
+        raise RecordError(f"record {seq} names chain {header.chain_id!r}")
+    expected_prev = state.head_hash.hex() if seq else GENESIS_PREV_HASH
+    if header.prev_hash != expected_prev:
+        raise RecordError(f"record {seq}: prev_hash does not link to record {seq - 1}")
+    kind = body_kind(header.body)
+    next_key: str | None = None
+    if seq == 0:
+        genesis = decode_body(header.body)
+        if not isinstance(genesis, GenesisBody) or genesis.chain_id != chain_id:
+            raise RecordError("record 0 is not this chain's genesis record")
+        state.origin = genesis.origin
+        state.key_docs[genesis.public_key.key_id] = genesis.public_key
+        state.current_key = genesis.public_key.key_id
+    elif kind == "genesis":
+        raise RecordError(f"record {seq} is a second genesis record")
+    elif kind == "key_rotation":
+        rotation = decode_body(header.body)
+        assert isinstance(rotation, KeyRotationBody)
+        next_key = rotation.new_key.key_id
+        state.key_docs[next_key] = rotation.new_key
+    if header.key_id != state.current_key:
+        raise RecordError(f"record {seq} is signed by {header.key_id}, the chain's key at that point is {state.current_key}")
+    if verify:
+        decode_record(raw)
+        public_key: Ed25519PublicKey = check_key_document(state.key_docs[header.key_id])
+        if not verify_record_signature(public_key, hashlib.sha256(raw).digest(), signature):
+            raise RecordError(f"record {seq}: signature does not verify")
+    digest = hashlib.sha256(raw).digest()
+    state.acc.append(leaf_hash(digest))
+    state.head_hash = digest
+    state.size = seq + 1
+    if next_key is not None:
+        state.retired[state.current_key] = seq  # type: ignore[index]
+        state.current_key = next_key

@@ -1,0 +1,306 @@
+"""``verdict audit ...`` and ``verdict keys ...`` (mounted by the top-level CLI).
+
+Exit codes: 0 verified / done, 1 verification failed (or the record was not
+found or did not verify), 2 usage error or store unreachable.
+
+Imports nothing from gateway/ (no torch): an examiner verifies a trail with
+the audit package alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+from urllib.parse import unquote, urlparse
+
+import msgspec
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from audit.config import store_url
+from audit.stores import StoreError, WormStore, open_store
+from audit.stores.keys import InvalidKey
+
+__all__ = ["audit_app", "keys_app"]
+
+audit_app = typer.Typer(help="Verify and inspect the audit trail.", no_args_is_help=True, add_completion=False)
+keys_app = typer.Typer(help="Manage audit signing keys.", no_args_is_help=True, add_completion=False)
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+StoreOption = Annotated[
+    Optional[str],
+    typer.Option("--store", help="Store URL (file:///path or s3://bucket/prefix); default: $VERDICT_STORE or <data dir>/store."),
+]
+
+
+def _open(url: str | None, *, must_exist: bool = False) -> WormStore:
+    resolved = store_url(url)
+    parsed = urlparse(resolved)
+    if must_exist and parsed.scheme == "file" and not Path(unquote(parsed.path)).is_dir():
+        _err.print(f"[red]error:[/] no store at {resolved} (nothing to verify; check --store or VERDICT_STORE)")
+        raise typer.Exit(2)
+    try:
+        return open_store(resolved)
+    except (StoreError, InvalidKey, ValueError) as exc:
+        _err.print(f"[red]error:[/] cannot open store {resolved}: {exc}")
+        raise typer.Exit(2) from None
+
+
+# --- verdict audit verify --------------------------------------------------------------------
+
+
+@audit_app.command()
+def verify(
+    store: StoreOption = None,
+    json_file: Annotated[
+        Optional[str], typer.Option("--json", metavar="FILE|-", help="Also write the full report as JSON to FILE ('-' = stdout).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no notes; failures only.")] = False,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", min=1, help="Processes for signature checks (default: automatic).")
+    ] = None,
+) -> None:
+    """Verify the whole store: records, signatures, links, checkpoints, index, objects."""
+    from audit.verifier import verify_store
+
+    target = _open(store, must_exist=True)
+    human = _err if json_file == "-" else _out
+    progress = None if quiet or not _err.is_terminal else _progress_bar()
+    try:
+        if progress is not None:
+            with progress:
+                tasks: dict[str, int] = {}
+
+                def update(phase: str, done: int, total: int) -> None:
+                    if phase not in tasks:
+                        tasks[phase] = progress.add_task(phase, total=total)
+                    progress.update(tasks[phase], completed=done, total=total)
+
+                report = verify_store(target, progress=update, workers=workers)
+        else:
+            report = verify_store(target, workers=workers)
+    except StoreError as exc:
+        _err.print(f"[red]error:[/] store unreachable during verification: {exc}")
+        raise typer.Exit(2) from None
+    if json_file is not None:
+        data = msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n"
+        if json_file == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            Path(json_file).write_bytes(data)
+    _print_report(report, human, quiet)
+    if report.objects == 0:
+        _err.print(f"warning: {target.url} holds no objects at all; is this the right store?")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description:>9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_err,
+        transient=True,
+    )
+
+
+def _print_report(report, console: Console, quiet: bool) -> None:  # noqa: ANN001 - VerificationReport
+    summary = (
+        f"{len(report.chains)} chain(s), {report.records:,} records in {report.segments:,} segments, "
+        f"{report.checkpoints:,} checkpoints, {report.index_entries:,} index entries, "
+        f"{report.content_objects:,} content-addressed objects; {report.elapsed:.2f} s "
+        f"({report.records_per_second:,.0f} records/s)"
+    )
+    if report.ok:
+        console.print(f"[green]OK[/]: {summary}")
+    else:
+        first = report.first_failure
+        console.print(f"[red]FAILED[/]: {report.failure_count} failure(s); {summary}")
+        console.print(f"first failure: {_finding(first)}", markup=False)
+        for finding in report.failures[1:20]:
+            console.print(f"  {_finding(finding)}", markup=False)
+        if report.failure_count > 20:
+            console.print(f"  ... {report.failure_count - 20} more (use --json for all)")
+    if not quiet:
+        for note in report.notes[:20]:
+            console.print(f"note: {_finding(note)}", markup=False)
+
+
+def _finding(f) -> str:  # noqa: ANN001 - Finding
+    where = []
+    if f.chain_id is not None:
+        where.append(f"chain {f.chain_id}")
+    if f.seq is not None:
+        where.append(f"seq {f.seq}")
+    if f.key is not None:
+        where.append(f.key)
+    location = f" ({', '.join(where)})" if where else ""
+    return f"[{f.reason}]{location}: {f.message}"
+
+
+# --- verdict audit show ------------------------------------------------------------------------
+
+
+@audit_app.command()
+def show(
+    request_id: Annotated[str, typer.Argument(help="The request id of a logged decision.")],
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verified record and proof as JSON.")] = False,
+) -> None:
+    """Print a decision record after verifying its signature, key and inclusion proof."""
+    from audit.reader import ReadError, read_decision
+
+    target = _open(store, must_exist=True)
+    try:
+        verified = read_decision(target, request_id)
+    except ReadError as exc:
+        _err.print(f"[red]{'not found' if exc.reason == 'not_found' else 'verification failed'}[/] " + escape(f"[{exc.reason}]: {exc}"))
+        raise typer.Exit(1) from None
+    except StoreError as exc:
+        _err.print(f"[red]error:[/] store unreachable: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(verified), indent=2) + b"\n")
+        sys.stdout.flush()
+        return
+    body = verified.body
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("request id", body.request_id)
+    table.add_row("decision", f"{body.decision} (score {body.score!r})")
+    table.add_row("model", f"{body.model.name} {body.model.version} sha256:{body.model.sha256}")
+    table.add_row("decided at", body.decided_at)
+    table.add_row("chain / seq", f"{verified.chain_id} / {verified.seq}")
+    table.add_row("record hash", verified.record_hash)
+    table.add_row("signature", f"valid, key {verified.key_id} (valid at this seq)")
+    inc = verified.inclusion
+    if inc is None:
+        table.add_row("checkpoint", "[yellow]not yet covered by a checkpoint[/]")
+    else:
+        table.add_row("checkpoint", f"{inc.checkpoint_key} (size {inc.tree_size}, signed by {', '.join(inc.signed_by)})")
+        table.add_row("root", inc.root)
+        table.add_row("inclusion proof", "\n".join(inc.hashes) or "(empty: single-record tree)")
+    _out.print(table)
+    _out.print("reasons:")
+    for reason in body.reasons:
+        _out.print(f"  - {reason.text}")
+    _out.print("record:")
+    _out.print_json(msgspec.json.encode(verified.record).decode())
+    if inc is not None:
+        _out.print("checkpoint note:")
+        _out.print(inc.checkpoint_note, markup=False, end="")
+
+
+# --- verdict keys ------------------------------------------------------------------------------
+
+
+@keys_app.command("init")
+def keys_init(store: StoreOption = None) -> None:
+    """Create the signing key (if there is none) and publish its public document."""
+    from audit.signing import FileKeyStore, KeyStoreError, publish_key
+
+    keystore = FileKeyStore.default()
+    try:
+        signer, created = keystore.init()
+    except KeyStoreError as exc:
+        _err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    target = _open(store)
+    try:
+        publish_key(target, signer.public_key_document)
+    except StoreError as exc:
+        _err.print(f"[red]error:[/] cannot publish the key: {exc}")
+        raise typer.Exit(2) from None
+    _out.print(f"{'created' if created else 'existing'} key {signer.key_id} in {keystore.directory}")
+    _out.print(f"vkey: {signer.public_key_document.vkey}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    chain: Annotated[
+        Optional[list[str]], typer.Option("--chain", help="Chain(s) to rotate (repeatable). Default: gateway-0.")
+    ] = None,
+    store: StoreOption = None,
+    reason: Annotated[Optional[str], typer.Option("--reason", help="Why (recorded in the key_rotation record).")] = None,
+) -> None:
+    """Create a new key, announce it on each chain (signed by the old key), make it current.
+
+    Stop the chain's writer (the gateway) first: a running writer owns its chain
+    and this command would be refused.
+    """
+    from audit.chain import ChainError, ChainWriter
+    from audit.signing import FileKeyStore, KeyStoreError, publish_key
+
+    chains = chain or ["gateway-0"]
+    keystore = FileKeyStore.default()
+    target = _open(store)
+    try:
+        old = keystore.current()
+    except KeyStoreError as exc:
+        _err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    new = keystore.create()
+    failed = 0
+    try:
+        publish_key(target, new.public_key_document)
+        for chain_id in chains:
+            try:
+                with ChainWriter.open(target, chain_id, old, create=False, keyring=keystore) as writer:
+                    receipt = writer.rotate_key(new, reason=reason)
+                _out.print(f"chain {chain_id}: key_rotation at seq {receipt.seq}, signed by {old.key_id}")
+            except ChainError as exc:
+                failed += 1
+                _err.print(f"[red]chain {chain_id}:[/] {exc}")
+    except StoreError as exc:
+        _err.print(f"[red]error:[/] store unreachable: {exc}")
+        raise typer.Exit(2) from None
+    keystore.set_current(new.key_id)
+    _out.print(f"current key is now {new.key_id} (was {old.key_id})")
+    if failed:
+        _err.print(
+            "chains not rotated keep expecting the old key; a writer opened with the new key "
+            "rotates them itself while the old key is in the key directory"
+        )
+        raise typer.Exit(1)
+
+
+@keys_app.command("list")
+def keys_list(store: StoreOption = None) -> None:
+    """List local private keys and the public keys published in the store."""
+    from audit.signing import FileKeyStore, load_published_keys
+
+    keystore = FileKeyStore.default()
+    target = _open(store)
+    try:
+        published = load_published_keys(target)
+    except StoreError as exc:
+        _err.print(f"[red]error:[/] store unreachable: {exc}")
+        raise typer.Exit(2) from None
+    current = keystore.current_key_id()
+    local = {doc.key_id: doc for doc in keystore.documents()}
+    table = Table(box=box.SIMPLE)
+    table.add_column("key id", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("current")
+    table.add_column("private key here")
+    table.add_column("published")
+    for key_id in sorted(set(local) | set(published), key=lambda k: (local.get(k) or published[k]).created):
+        doc = local.get(key_id) or published[key_id]
+        table.add_row(
+            key_id,
+            doc.created,
+            "*" if key_id == current else "",
+            "yes" if key_id in local else "no",
+            "yes" if key_id in published else "no",
+        )
+    _out.print(table)

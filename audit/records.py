@@ -1,0 +1,394 @@
+"""The audit record format, ``verdict.audit/v1`` (specified in docs/audit-format.md).
+
+Why this shape: every record shares one header (chain, position, link to the
+previous record, time, signing key) and carries one tagged body (``kind``):
+a ``decision`` holds everything needed to explain and replay that decision
+years later; ``genesis``, ``key_rotation``, ``access`` and ``evidence`` make the
+chain self-describing (who signed, who looked, what was tested) so a verifier
+needs nothing but the store.
+
+Rules that keep the bytes stable:
+
+* every Struct omits fields left at their default, so an absent optional
+  field is *absent* (never ``null``) and adding an optional field later does
+  not change the bytes of records that do not use it;
+* no field is ever renamed or retyped within ``verdict.audit/v1``: a change of
+  meaning is a new format string;
+* the hash and the signature cover the record exactly as stored, so the
+  ``inputs`` section can later hold an encrypted envelope (``encrypted``)
+  instead of plain attributes and still be covered.
+
+The golden vectors in ``tests/audit/golden`` pin the canonical bytes, hashes
+and signatures of fixed records; any drift fails the tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import hashlib
+from typing import Annotated, Literal, Union
+
+import msgspec
+
+from audit.canonical import canonical_bytes
+
+__all__ = [
+    "FORMAT",
+    "GENESIS_PREV_HASH",
+    "AccessBody",
+    "Body",
+    "DecisionBody",
+    "EncryptedInputs",
+    "EvidenceBody",
+    "Explanation",
+    "GenesisBody",
+    "Inputs",
+    "KeyDocument",
+    "KeyRotationBody",
+    "ModelRef",
+    "PlainInputs",
+    "Reason",
+    "Record",
+    "RecordError",
+    "Runtime",
+    "RecordHeader",
+    "body_kind",
+    "decode_body",
+    "decode_header",
+    "decode_record",
+    "encode_line",
+    "iter_lines",
+    "split_line",
+    "format_time",
+    "parse_time",
+    "record_bytes",
+    "record_hash",
+    "utc_now",
+]
+
+FORMAT = "verdict.audit/v1"
+GENESIS_PREV_HASH = "0" * 64
+"""``prev_hash`` of the genesis record (there is no previous record)."""
+
+Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+KeyId = Annotated[str, msgspec.Meta(pattern=r"^ed25519:[0-9a-f]{16}$")]
+Timestamp = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")]
+ChainId = Annotated[str, msgspec.Meta(pattern=r"^(?!\.{1,2}$)[A-Za-z0-9_.\-]{1,64}$")]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Scalar = Union[int, float, str]
+
+
+class RecordError(ValueError):
+    """A record (or a stored line) does not match the format; the message says where."""
+
+
+class _Struct(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """Base for every part of a record: immutable, strict, defaults omitted."""
+
+
+# --- key documents -------------------------------------------------------------------
+
+
+class KeyDocument(_Struct, tag_field="algorithm", tag="ed25519"):
+    """A public signing key as published in the store (``keys/...json``) and
+    embedded in genesis and key-rotation records.
+
+    ``key_id`` = "ed25519:" + first 16 hex digits of SHA-256(raw 32-byte key);
+    ``public_key`` = standard base64 of the raw key; ``vkey`` = the C2SP
+    signed-note verifier key (name = key_id) that checkpoints are checked with.
+    ``algorithm`` ("ed25519") is the Struct's tag: always encoded, checked on decode.
+    """
+
+    key_id: KeyId
+    public_key: str
+    created: Timestamp
+    vkey: str
+
+
+# --- decision parts ------------------------------------------------------------------
+
+
+class ModelRef(_Struct):
+    name: str
+    version: str
+    sha256: Hex64
+    """SHA-256 of the model artifact bytes (the registry blob)."""
+
+
+class Runtime(_Struct):
+    device: str
+    """e.g. "cpu", "cuda:0"."""
+    dtype: str
+    """e.g. "float32"."""
+    bucket: int
+    """The fixed batch shape the request was scored at (batch invariance)."""
+    threads: int
+
+
+class PlainInputs(_Struct, tag_field="kind", tag="plain"):
+    """The applicant's attributes as the model received them (by attribute name)."""
+
+    attributes: dict[str, Scalar]
+
+
+class EncryptedInputs(_Struct, tag_field="kind", tag="encrypted"):
+    """Reserved: attributes sealed with AES-256-GCM under a managed key.
+
+    ``ciphertext`` is the AES-GCM output (ciphertext || 16-byte tag) of the
+    canonical JSON of the attributes object; ``nonce`` (12 bytes) and
+    ``ciphertext`` are standard base64; ``aad`` is the additional
+    authenticated data as text. The record hash and signature cover these
+    stored fields, so crypto-shredding the key later does not break the chain.
+    """
+
+    key_ref: str
+    nonce: str
+    ciphertext: str
+    aad: str
+    algorithm: Literal["AES-256-GCM"]
+
+
+Inputs = Union[PlainInputs, EncryptedInputs]
+
+
+class Explanation(_Struct):
+    method: str
+    """e.g. "shap.PermutationExplainer"."""
+    output_space: str
+    """What the contributions add up to, e.g. "probability" or "logit"."""
+    base_value: float
+    contributions: dict[str, float]
+    """Per applicant attribute (not per one-hot column)."""
+    seed: int
+    budget: dict[str, Scalar] = {}
+    """Explainer cost settings and usage, e.g. {"max_evals": 2048}."""
+    additivity_error: float | None = None
+    """|base_value + sum(contributions) - output| as measured at decision time."""
+
+
+class Reason(_Struct):
+    attribute: str
+    label: str
+    """Human label of the attribute, e.g. "Duration of credit"."""
+    value: Scalar
+    """The applicant's value of the attribute."""
+    direction: str
+    """e.g. "raises_risk" or "lowers_risk"."""
+    text: str
+    """The sentence shown to the applicant."""
+
+
+# --- bodies --------------------------------------------------------------------------
+
+
+class GenesisBody(_Struct, tag_field="kind", tag="genesis"):
+    """First record of every chain: names the chain and its first signing key."""
+
+    chain_id: ChainId
+    public_key: KeyDocument
+    origin: str
+    """Checkpoint origin line for this chain, e.g. "verdict/gateway-0"."""
+    created_by: str
+
+
+class DecisionBody(_Struct, tag_field="kind", tag="decision"):
+    request_id: str
+    request_sha256: Hex64
+    """SHA-256 of the canonical JSON of the client's request body."""
+    received_at: Timestamp
+    decided_at: Timestamp
+    model: ModelRef
+    environment_sha256: Hex64
+    runtime: Runtime
+    inputs: Inputs
+    score: float
+    decision: str
+    explanation: Explanation
+    reasons: list[Reason] = []
+    subject_id: str | None = None
+
+
+class KeyRotationBody(_Struct, tag_field="kind", tag="key_rotation"):
+    """Announces the next signing key; signed by the key it replaces.
+
+    Records after this one must be signed by ``new_key``; the old key is not
+    valid for them.
+    """
+
+    new_key: KeyDocument
+    reason: str | None = None
+
+
+class AccessBody(_Struct, tag_field="kind", tag="access"):
+    """Someone looked at, explained or replayed a logged decision."""
+
+    action: str
+    """"lookup", "explanation", "replay", ..."""
+    actor_key_id: str
+    """Id of the API key that made the call (never the secret)."""
+    target_request_id: str
+    accessed_at: Timestamp
+    purpose: str | None = None
+
+
+class EvidenceBody(_Struct, tag_field="kind", tag="evidence"):
+    """A pointer to an evidence document stored content-addressed."""
+
+    evidence_kind: str
+    """e.g. "replay_report", "immutability_test"."""
+    object_key: str
+    """Store key of the document, ``evidence/sha256/<sha256>``."""
+    sha256: Hex64
+    summary: str
+
+
+Body = Union[GenesisBody, DecisionBody, KeyRotationBody, AccessBody, EvidenceBody]
+
+
+class Record(_Struct, tag_field="format", tag=FORMAT):
+    """One audit record: common header plus one tagged body.
+
+    The header field ``format`` ("verdict.audit/v1") is the Struct's tag, so
+    it is always encoded and any other value is rejected on decode.
+    """
+
+    chain_id: ChainId
+    seq: Seq
+    prev_hash: Hex64
+    time: Timestamp
+    key_id: KeyId
+    body: Body
+
+
+_record_decoder = msgspec.json.Decoder(Record)
+
+
+def record_bytes(record: Record) -> bytes:
+    """The canonical (RFC 8785) bytes of ``record``: what is hashed and stored."""
+    return canonical_bytes(record)
+
+
+def record_hash(record: Record) -> bytes:
+    """SHA-256 of the record's canonical bytes (32 raw bytes)."""
+    return hashlib.sha256(record_bytes(record)).digest()
+
+
+def decode_record(data: bytes) -> Record:
+    """Parse and schema-check one record's JSON bytes (not the canonical form)."""
+    try:
+        return _record_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise RecordError(f"record does not match {FORMAT}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"record is not valid JSON: {exc}") from None
+
+
+# --- time ----------------------------------------------------------------------------
+
+
+def format_time(moment: _dt.datetime) -> str:
+    """RFC 3339 UTC with microseconds and "Z", e.g. 2025-01-31T12:00:00.000000Z."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> _dt.datetime:
+    return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc)
+
+
+def utc_now() -> str:
+    return format_time(_dt.datetime.now(_dt.timezone.utc))
+
+
+# --- segment lines -------------------------------------------------------------------------
+#
+# A segment holds one line per record: the canonical JSON of
+# {"record": <record>, "signature": "<base64 of the 64-byte signature>"}, then "\n".
+# Canonical JSON sorts "record" before "signature" and has no whitespace, so
+# every well-formed line is exactly  LINE_PREFIX + record bytes + SIG_PREFIX +
+# 88 base64 characters + LINE_SUFFIX, and the record's bytes can be sliced out
+# without re-encoding.
+
+LINE_PREFIX = b'{"record":'
+SIG_PREFIX = b',"signature":"'
+LINE_SUFFIX = b'"}'
+SIGNATURE_B64_LEN = 88
+_TRAILER_LEN = len(SIG_PREFIX) + SIGNATURE_B64_LEN + len(LINE_SUFFIX)
+
+
+def encode_line(record_data: bytes, signature: bytes) -> bytes:
+    """One segment line (with its trailing newline) for canonical record bytes."""
+    if len(signature) != 64:
+        raise RecordError(f"an Ed25519 signature is 64 bytes, got {len(signature)}")
+    return LINE_PREFIX + record_data + SIG_PREFIX + base64.b64encode(signature) + LINE_SUFFIX + b"\n"
+
+
+def split_line(line: bytes) -> tuple[bytes, bytes]:
+    """(record bytes, signature) of one line without its newline; RecordError if the
+    line is not in the exact canonical frame."""
+    if (
+        len(line) <= len(LINE_PREFIX) + _TRAILER_LEN
+        or not line.startswith(LINE_PREFIX)
+        or not line.endswith(LINE_SUFFIX)
+        or line[-_TRAILER_LEN : -_TRAILER_LEN + len(SIG_PREFIX)] != SIG_PREFIX
+    ):
+        raise RecordError('line is not {"record":...,"signature":"<88 base64 characters>"}')
+    sig_text = line[-_TRAILER_LEN + len(SIG_PREFIX) : -len(LINE_SUFFIX)]
+    try:
+        signature = base64.b64decode(sig_text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RecordError("signature is not standard base64") from None
+    if len(signature) != 64 or base64.b64encode(signature) != sig_text:
+        raise RecordError("signature is not canonical base64 of 64 bytes")
+    return line[len(LINE_PREFIX) : -_TRAILER_LEN], signature
+
+
+def iter_lines(segment: bytes) -> list[bytes]:
+    """The lines of a segment (without newlines); RecordError if it does not end in one."""
+    if not segment.endswith(b"\n"):
+        raise RecordError("segment does not end with a newline (truncated?)")
+    return segment[:-1].split(b"\n")
+
+
+class RecordHeader(msgspec.Struct, frozen=True):
+    """The header of a stored record with its body left unparsed (a fast scan for
+    readers that only follow the chain; full checks decode the whole Record)."""
+
+    chain_id: str
+    seq: int
+    prev_hash: str
+    key_id: str
+    body: msgspec.Raw
+
+
+class _BodyKind(msgspec.Struct, frozen=True):
+    kind: str
+
+
+_header_decoder = msgspec.json.Decoder(RecordHeader)
+_kind_decoder = msgspec.json.Decoder(_BodyKind)
+_body_decoder = msgspec.json.Decoder(Body)
+
+
+def decode_header(data: bytes) -> RecordHeader:
+    try:
+        return _header_decoder.decode(data)
+    except msgspec.MsgspecError as exc:
+        raise RecordError(f"record header does not match {FORMAT}: {exc}") from None
+
+
+def body_kind(raw_body: bytes | msgspec.Raw) -> str:
+    try:
+        return _kind_decoder.decode(raw_body).kind
+    except msgspec.MsgspecError as exc:
+        raise RecordError(f"record body has no kind: {exc}") from None
+
+
+def decode_body(raw_body: bytes | msgspec.Raw) -> Body:
+    try:
+        return _body_decoder.decode(raw_body)
+    except msgspec.MsgspecError as exc:
+        raise RecordError(f"record body does not match {FORMAT}: {exc}") from None
