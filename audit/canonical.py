@@ -46,10 +46,11 @@ _MAY_DIFFER = tuple(
     # send almost every record down the slow path.
     for pattern in (rb"\.0(?:[,\]}]|$)", rb"e\d+(?:[,\]}]|$)", rb"e-[567](?:[,\]}]|$)", rb"null")
 )
-# Digits -> "0", "." -> ".", anything else -> "x": a 16-digit integer token
-# then shows as "x" followed by sixteen "0" (one C-speed scan, no regex).
+# Digits -> "0", "." -> ".", anything else -> "x": an integer token of 16+
+# digits then shows as "x" followed by sixteen "0" (one C-speed scan, no regex).
 _DIGIT_CLASSES = bytes(0x30 if 0x30 <= b <= 0x39 else (0x2E if b == 0x2E else 0x78) for b in range(256))
-_LONG_INTEGER = b"x" + b"0" * 16
+_SIXTEEN_DIGITS = b"x" + b"0" * 16
+_SEVENTEEN_DIGITS = b"x" + b"0" * 17
 _FOUR_BYTE_UTF8_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
 
 
@@ -134,8 +135,20 @@ def _may_differ(encoded: bytes) -> bool:
 
 
 def _has_long_integer(encoded: bytes) -> bool:
-    """A 16+ digit run not preceded by '.' is an integer that may exceed 2**53."""
-    return _LONG_INTEGER in encoded.translate(_DIGIT_CLASSES) or encoded[:16].isdigit()
+    """True if an integer token may lie outside +/-(2**53-1).
+
+    17+ digits always do; 16-digit tokens (common: 53-bit explanation seeds)
+    are compared exactly, so they keep the fast path when in range.
+    """
+    classes = b"x" + encoded.translate(_DIGIT_CLASSES)  # "x" so a number at offset 0 is found too
+    if _SEVENTEEN_DIGITS in classes:
+        return True
+    start = classes.find(_SIXTEEN_DIGITS)
+    while start != -1:
+        if int(encoded[start : start + 16]) > _MAX_SAFE_INT:
+            return True
+        start = classes.find(_SIXTEEN_DIGITS, start + 17)
+    return False
 
 
 def canonical_bytes(value: Any) -> bytes:
