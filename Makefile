@@ -6,10 +6,12 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test bench lock clean
 
-## make run: create the virtualenv from the lock, train and register the
-## reference model on first use, then run the main job on embedded defaults.
+## make run: create the virtualenv from the lock, then start the decision
+## service on embedded defaults (on first start it trains, registers and
+## promotes the reference model, generates a dev signing key and API key,
+## and prints a working example request).
 run: $(VENV)/.runtime-installed
-	$(BIN)/verdict demo
+	$(BIN)/verdict serve
 
 ## make test: the whole test suite (what CI runs).
 test: $(VENV)/.dev-installed
