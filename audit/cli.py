@@ -1,7 +1,8 @@
 """``verdict audit ...`` and ``verdict keys ...`` (mounted by the top-level CLI).
 
 Exit codes: 0 verified / done, 1 verification failed (or the record was not
-found or did not verify), 2 usage error or store unreachable.
+found or did not verify; for ``immutability-test``: a probe FAILED or the
+evidence could not be filed), 2 usage error or store unreachable.
 
 Imports nothing from gateway/ (no torch): an examiner verifies a trail with
 the audit package alone.
@@ -199,6 +200,135 @@ def show(
     if inc is not None:
         _out.print("checkpoint note:")
         _out.print(inc.checkpoint_note, markup=False, end="")
+
+
+# --- verdict audit immutability-test ----------------------------------------------------------
+
+_STATUS_STYLE = {"enforced": "green", "evident": "yellow", "FAILED": "bold red", "skipped": "magenta"}
+
+
+@audit_app.command("immutability-test")
+def immutability_test(
+    store: StoreOption = None,
+    json_file: Annotated[
+        Optional[str], typer.Option("--json", metavar="FILE|-", help="Write the evidence document (and where it was filed) as JSON.")
+    ] = None,
+    junit_file: Annotated[
+        Optional[str], typer.Option("--junit", metavar="FILE", help="Write JUnit XML: one testcase per probe.")
+    ] = None,
+    chain_id: Annotated[
+        str, typer.Option("--chain-id", help="Chain the signed evidence record goes to (never a gateway chain).")
+    ] = "immutability-0",
+    kms_key_id: Annotated[
+        Optional[str],
+        typer.Option("--kms-key-id", envvar="VERDICT_IMMUTABILITY_KMS_KEY_ID",
+                     help="Sign the evidence with this AWS KMS Ed25519 key (id, ARN or alias) instead of the local key."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary line and failures.")] = False,
+) -> None:
+    """Try to break the trail (canaries and refused operations on real records), verify it, file signed evidence.
+
+    Each probe reports enforced, evident (allowed, but the verifier detects it) or
+    FAILED. Exit code 0: nothing FAILED and the evidence was filed; 1: a probe
+    FAILED or the evidence could not be filed; 2: the store or key is unusable.
+    """
+    from audit.immutability import junit_xml, open_store_for_probing, run_immutability_test
+
+    resolved = store_url(store)
+    parsed = urlparse(resolved)
+    if parsed.scheme == "file" and not Path(unquote(parsed.path)).is_dir():
+        _err.print(f"[red]error:[/] no store at {resolved} (check --store or VERDICT_STORE)")
+        raise typer.Exit(2)
+    try:
+        target = open_store_for_probing(resolved)
+    except (StoreError, InvalidKey, ValueError) as exc:
+        _err.print(f"[red]error:[/] cannot open store {resolved}: {exc}")
+        raise typer.Exit(2) from None
+    signer, keyring = _evidence_signer(kms_key_id)
+    human = _err if json_file == "-" else _out
+
+    def say(result) -> None:  # noqa: ANN001 - ProbeResult
+        if quiet and result.status != "FAILED":
+            return
+        style = _STATUS_STYLE.get(result.status, "")
+        human.print(f"[{style}]{result.status:>8}[/] {escape(result.name)}: {escape(result.detail)}")
+
+    progress = None if quiet or not _err.is_terminal else _progress_bar()
+    try:
+        if progress is not None:
+            tasks: dict[str, int] = {}
+
+            def update(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(phase, total=total)
+                progress.update(tasks[phase], completed=done, total=total)
+
+            with progress:
+                outcome = run_immutability_test(target, signer, keyring=keyring, chain_id=chain_id, say=say, progress=update)
+        else:
+            outcome = run_immutability_test(target, signer, keyring=keyring, chain_id=chain_id, say=say)
+    except ValueError as exc:
+        _err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except StoreError as exc:
+        _err.print(f"[red]error:[/] store unreachable during the immutability test: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if json_file is not None:
+        data = outcome.to_json()
+        if json_file == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            _write_file(json_file, data)
+    if junit_file is not None:
+        _write_file(junit_file, junit_xml(outcome))
+    report = outcome.report
+    counts = report.counts
+    line = (f"{counts['enforced']} enforced, {counts['evident']} evident, {counts['FAILED']} FAILED"
+            + (f", {counts['skipped']} skipped" if counts["skipped"] else ""))
+    if report.result == "passed":
+        human.print(f"[green]PASSED[/]: {line} (run {report.run_id})")
+    else:
+        human.print(f"[red]FAILED[/]: {line}: {escape(', '.join(report.failed))} (run {report.run_id})")
+    if outcome.filed is not None:
+        receipt = outcome.filed.receipt
+        human.print(f"evidence: {outcome.filed.object_key}, record {receipt.chain_id}/{receipt.seq} "
+                    f"{receipt.record_hash} signed by {receipt.key_id}", markup=False)
+    else:
+        human.print(f"[red]evidence NOT filed:[/] {escape(outcome.filing_error or 'unknown reason')}")
+    raise typer.Exit(outcome.exit_code)
+
+
+def _evidence_signer(kms_key_id: str | None):  # noqa: ANN202 - (Signer, KeyRing | None)
+    if kms_key_id:
+        from audit.kms import KmsEd25519Signer, KmsKeyError
+
+        try:
+            return KmsEd25519Signer(kms_key_id), None
+        except KmsKeyError as exc:
+            _err.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+    from audit.signing import FileKeyStore, KeyStoreError
+
+    keystore = FileKeyStore.default()
+    try:
+        signer, created = keystore.init()
+    except KeyStoreError as exc:
+        _err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if created:
+        _err.print(f"created signing key {signer.key_id} in {keystore.directory} (mode 0600)")
+    return signer, keystore
+
+
+def _write_file(name: str, data: bytes) -> None:
+    path = Path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as exc:
+        _err.print(f"[red]error:[/] cannot write {name}: {exc}")
+        raise typer.Exit(2) from None
 
 
 # --- verdict keys ------------------------------------------------------------------------------

@@ -100,7 +100,9 @@ NOTES = {
     "superseded_duplicate": "a decision whose request id is owned by another record",
     "written_during_verification": "an object written by a live writer after the store was listed",
     "index_pending": "a decision at the uncheckpointed tail whose index entry is not written yet",
+    "canary_objects": "throwaway objects of the immutability test under canary/ (not part of the trail)",
 }
+CANARY_PREFIX = "canary/"  # the immutability test's throwaway chains: tampered on purpose, never verified
 
 _MAX_FAILURES = 1000
 _PARALLEL_MIN_BYTES = 4 << 20  # below this, starting worker processes costs more than it saves
@@ -346,7 +348,10 @@ class _Verifier:
     def run(self) -> VerificationReport:
         started = time.perf_counter()
         versions = list(self.store.list_versions(""))
-        live = self.check_versions(versions)
+        canaries = {v.key for v in versions if v.key.startswith(CANARY_PREFIX)}
+        if canaries:
+            self.note("canary_objects", f"{len(canaries)} throwaway objects of the immutability test under {CANARY_PREFIX} (not part of the trail)")
+        live = self.check_versions(v for v in versions if not v.key.startswith(CANARY_PREFIX))
         self.listed = set(live)
         self.report.objects = len(live)
         chains: dict[str, tuple[list[str], list[str]]] = {}

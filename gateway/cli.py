@@ -37,6 +37,17 @@ def _mount_audit() -> None:
 _mount_audit()
 
 
+def _mount_replay() -> None:
+    try:
+        from replay.cli import replay_app
+    except ImportError:  # replay lands separately; the rest of the CLI works without it
+        return
+    app.add_typer(replay_app, name="replay")
+
+
+_mount_replay()
+
+
 def main() -> None:
     app()
 

@@ -56,12 +56,9 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
     env_sha = publish_environment(store, fingerprint)
     metrics = GatewayMetrics()
     writer = None
-    keys = FileKeyStore.default()
     if settings.audit:
-        signer, created = keys.init()
-        if created:
-            say(f"Generated a development signing key {signer.key_id} in {keys.directory} (mode 0600)")
-        writer = ChainWriter.open(store, settings.chain_id, signer, keyring=keys, created_by="verdict serve",
+        signer, keyring = _signer(settings, say)
+        writer = ChainWriter.open(store, settings.chain_id, signer, keyring=keyring, created_by="verdict serve",
                                   checkpoint_every=settings.checkpoint_every,
                                   checkpoint_interval=settings.checkpoint_interval_s)
     lane = AuditLane(writer, metrics)
@@ -71,6 +68,21 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
     return Services(settings=settings, models=models, lane=lane, decisions=decisions, lookups=lookups,
                     metrics=metrics, apikeys=ApiKeyStore(settings.apikeys_file),
                     readiness=_readiness(store, lane, models))
+
+
+def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN202 - (Signer, KeyRing)
+    """File keys by default (a dev key is generated on first start); AWS KMS when configured."""
+    if settings.kms_key_id:
+        from audit.kms import KmsEd25519Signer, KmsKeyRing
+
+        signer = KmsEd25519Signer(settings.kms_key_id.format(chain_id=settings.chain_id))
+        previous = [k.strip() for k in settings.kms_previous_key_ids.split(",") if k.strip()]
+        return signer, KmsKeyRing.from_key_ids(previous) if previous else None
+    keys = FileKeyStore.default()
+    signer, created = keys.init()
+    if created:
+        say(f"Generated a development signing key {signer.key_id} in {keys.directory} (mode 0600)")
+    return signer, keys
 
 
 def _readiness(store: WormStore, lane: AuditLane, models: ModelCache) -> Callable[[], dict[str, str]]:

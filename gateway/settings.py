@@ -41,6 +41,8 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     explain: bool = True                 # benchmarks only: switch explanation off (upper bound)
     audit: bool = True                   # benchmarks only: switch the audit append off (upper bound)
     apikeys_file: str = ""               # default $VERDICT_HOME/apikeys.json
+    kms_key_id: str = ""                 # sign with this AWS KMS Ed25519 key ("{chain_id}" is replaced); default: file keys
+    kms_previous_key_ids: str = ""       # comma-separated earlier KMS keys this chain may have been signed with
 
 
 _ENV_PREFIX = "VERDICT_"
