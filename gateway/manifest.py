@@ -62,14 +62,23 @@ class DecisionRule(_Strict):
     rationale: str
 
 
-class ExplainerSettings(_Strict):
+class ExplainerSettings(_Strict, kw_only=True):
+    """How contributions are computed (docs/explanations.md).
+
+    No new field has a default: a default is left out of the canonical
+    manifest bytes, so a later change to it in code would silently change how
+    already registered models explain and word their decisions."""
+
     algorithm: Literal["exact", "permutation"]
     output_space: Literal["probability"]
     background_sha256: str
     background_rows: int
-    max_evaluations: int           # model rows per explanation (budget)
+    background_summary: str        # how the background rows and their counts were chosen
+    max_evaluations: int           # model rows per explanation (budget); settings needing more are refused
+    permutations: int              # antithetic permutation pairs per explanation ("permutation"; 0 for "exact")
     seed_policy: str               # how the per-request seed is derived
     additivity_epsilon: float
+    reason_templates: dict[str, str]  # "increased_risk"/"decreased_risk" -> str.format template ({label}, {value})
     top_reasons: int = 4
 
 

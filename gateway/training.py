@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from audit.canonical import canonical_bytes
-from gateway import determinism, environment
+from gateway import determinism, environment, explanation
 from gateway.datasets import DATASETS, LoadedDataset, load_dataset
 from gateway.manifest import (
     DatasetProvenance,
@@ -33,6 +32,7 @@ from gateway.manifest import (
     encode_manifest,
 )
 from gateway.modelgraph import CreditModel
+from gateway.reasons import DEFAULT_REASON_TEMPLATES
 from gateway.schema import encode_rows
 from gateway.source import code_commit, source_sha256
 
@@ -59,7 +59,7 @@ class Recipe:
     batch_size: int
     learning_rate: float
     weight_decay: float
-    background_rows: int = 64
+    background_rows: int = 24  # explainer background summary size (docs/explanations.md)
     seed: int = 20261122
 
 
@@ -156,14 +156,14 @@ def _metrics(p_test: np.ndarray, y_test: np.ndarray, recipe: Recipe) -> dict[str
     return metrics
 
 
-def _background(data: LoadedDataset, train_mask: np.ndarray, rows: int) -> list[dict]:
-    """Deterministic background sample: the training rows with the smallest key hashes."""
-    ranked = sorted(
-        (hashlib.sha256(b"background:" + key).digest(), i)
-        for i, key in enumerate(data.row_keys)
-        if train_mask[i]
-    )
-    return [data.rows[i] for _, i in ranked[:rows]]
+def _background(data: LoadedDataset, train_mask: np.ndarray, rows: int) -> bytes:
+    """The explainer's pinned background: ``rows`` real training applicants
+    chosen by explanation.summarise_background (real rows, not centroids: a
+    centroid of category indexes is no applicant at all)."""
+    train = np.flatnonzero(train_mask)
+    chosen = explanation.summarise_background(data.attributes, encode_rows(data.attributes, [data.rows[i] for i in train]), rows)
+    summary = explanation.BACKGROUND_SUMMARY.format(rows=rows)
+    return explanation.encode_background([data.rows[train[i]] for i in chosen], [1] * rows, summary)
 
 
 def _export(model: CreditModel, example: torch.Tensor) -> bytes:
@@ -197,7 +197,7 @@ def train(recipe_name: str, out_dir: Path, version: str = "1.0.0", progress=None
     if progress:
         progress(f"test AUC {metrics['auc_test']:.4f}; exporting")
     artifact = _export(model, x_all[:SCORE_BUCKET])
-    background = canonical_bytes(_background(data, ~test_mask, recipe.background_rows))
+    background = _background(data, ~test_mask, recipe.background_rows)
 
     env = environment.capture(device="cpu", seed=recipe.seed)
     dataset = DATASETS[recipe.dataset]
@@ -211,13 +211,14 @@ def train(recipe_name: str, out_dir: Path, version: str = "1.0.0", progress=None
         output=recipe.output,
         decision=recipe.decision,
         explainer=ExplainerSettings(
-            algorithm="permutation",
+            **explanation.default_budget(len(specs), recipe.background_rows)._asdict(),
             output_space="probability",
             background_sha256=hashlib.sha256(background).hexdigest(),
             background_rows=recipe.background_rows,
-            max_evaluations=2 * (len(specs) + 1) * 8,
-            seed_policy="first 8 bytes of sha256('verdict.explain.seed' || request_id), big-endian",
+            background_summary=explanation.BACKGROUND_SUMMARY.format(rows=recipe.background_rows),
+            seed_policy=explanation.SEED_POLICY,
             additivity_epsilon=1e-6,
+            reason_templates=dict(DEFAULT_REASON_TEMPLATES),
         ),
         tolerance=ReplayTolerance(absolute=1e-6, relative=1e-5),
         runtime=RuntimeSettings(
