@@ -19,7 +19,7 @@ from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api_models import DecisionRequest, DecisionResponse
+from gateway.api_models import DecisionRequest, DecisionResponse, FieldProblem
 from gateway.apikeys import ApiKeyStore
 from gateway.auth import authenticated_key, require_scope
 from gateway.batcher import MicroBatcher
@@ -30,6 +30,7 @@ from gateway.models_cache import ModelCache
 from gateway.problems import ApiProblem, exception_handlers
 from gateway.registry import UnknownModel
 from gateway.settings import ServiceSettings
+from replay.service import ReplayRequest, ReplayStatus
 
 __all__ = ["Services", "create_app"]
 
@@ -46,6 +47,7 @@ class Services:
     metrics: GatewayMetrics
     apikeys: ApiKeyStore
     readiness: object  # callable () -> dict[str, str]; see gateway.service
+    replays: object = None  # replay.service.ReplayService (examiner API)
 
 
 def _services(request: Request) -> Services:
@@ -127,6 +129,64 @@ async def _manifest_response(request: Request, name: str, version: str | None) -
     return Response(content=msgspec.json.encode(manifest), media_type=MediaType.JSON)
 
 
+def _replays(request: Request):  # noqa: ANN202 - ReplayService
+    service = _services(request).replays
+    if service is None:
+        raise ApiProblem(503, "replay-unavailable", "Replays are not available on this gateway",
+                         detail="this process runs without an audit trail (unsafe benchmark mode)")
+    return service
+
+
+@post("/v1/replays", guards=[require_scope("replay")], status_code=202, tags=["replays"],
+      summary="Start a replay of logged decisions (examiners)")
+async def start_replay(request: Request, data: ReplayRequest) -> Response:
+    from replay.service import ReplayBusy, ReplayRequestError
+
+    try:
+        status = await _run(request, _replays(request).start_replay, data, authenticated_key(request).key_id)
+    except ReplayRequestError as exc:
+        raise ApiProblem(422, "invalid-replay", "The replay request breaks a rule", detail=str(exc),
+                         errors=[FieldProblem(field=exc.field, rule=exc.rule, message=str(exc))]) from None
+    except ReplayBusy as exc:
+        raise ApiProblem(503, "replay-busy", "Too many replays queued", detail=str(exc),
+                         headers={"Retry-After": "60"}) from None
+    return Response(content=status, status_code=202, headers={"Location": f"/v1/replays/{status.replay_id}"})
+
+
+@get("/v1/replays/{replay_id:str}", guards=[require_scope("replay")], tags=["replays"], summary="Replay status and summary")
+async def get_replay(request: Request, replay_id: str) -> ReplayStatus:
+    from replay.service import UnknownReplay
+
+    try:
+        return await _run(request, _replays(request).replay_status, replay_id)
+    except UnknownReplay:
+        raise ApiProblem(404, "unknown-replay", "No replay with this id", detail=replay_id) from None
+
+
+@get("/v1/replays/{replay_id:str}/report.json", guards=[require_scope("replay")], tags=["replays"],
+     summary="The signed JSON replay report", media_type=MediaType.JSON)
+async def get_replay_report(request: Request, replay_id: str) -> Response[bytes]:
+    return await _report(request, replay_id, "report_json", MediaType.JSON)
+
+
+@get("/v1/replays/{replay_id:str}/report.html", guards=[require_scope("replay")], tags=["replays"],
+     summary="The replay report for an examiner", media_type=MediaType.HTML)
+async def get_replay_report_html(request: Request, replay_id: str) -> Response:
+    return await _report(request, replay_id, "report_html", MediaType.HTML)
+
+
+async def _report(request: Request, replay_id: str, method: str, media_type: str) -> Response:
+    from replay.service import UnknownReplay
+
+    try:
+        content = await _run(request, getattr(_replays(request), method), replay_id)
+    except UnknownReplay:
+        raise ApiProblem(404, "unknown-replay", "No replay with this id", detail=replay_id) from None
+    if content is None:
+        raise ApiProblem(409, "replay-not-finished", "The replay has no report yet", detail=f"replay {replay_id} is still running")
+    return Response(content=content, media_type=media_type)
+
+
 @get("/healthz", tags=["operations"], summary="Liveness", include_in_schema=True)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -177,6 +237,8 @@ def create_app(services: Services) -> Litestar:
         await batcher.stop()
         pool.shutdown(wait=True)
         io_pool.shutdown(wait=True)
+        if services.replays is not None:
+            services.replays.close()
         if services.lane.writer is not None:
             services.lane.writer.close()
 
@@ -185,7 +247,8 @@ def create_app(services: Services) -> Litestar:
 
     return Litestar(
         route_handlers=[create_decision, get_decision, get_explanation, get_explanation_png, list_models,
-                        get_model, get_model_version, healthz, readyz, metrics],
+                        get_model, get_model_version, start_replay, get_replay, get_replay_report,
+                        get_replay_report_html, healthz, readyz, metrics],
         exception_handlers=exception_handlers,
         state=State({"services": services, "apikeys": services.apikeys, "batcher": batcher, "io_pool": io_pool}),
         on_startup=[start],

@@ -65,9 +65,16 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
     decisions = DecisionService(models, lane, RequestIndex(store) if writer else None, env_sha, metrics,
                                 retry_after_s=settings.retry_after_s, explain=settings.explain)
     lookups = LookupService(store, lane, models, settings.retry_after_s)
+    replays = None
+    if writer is not None:
+        from replay.service import ReplayService
+
+        # Each replica writes replay evidence to its own chain: one writer per chain.
+        replays = ReplayService(settings.store, replay_chain=f"replay-{settings.chain_id}", workers=1,
+                                signer=signer, keyring=keyring)
     return Services(settings=settings, models=models, lane=lane, decisions=decisions, lookups=lookups,
                     metrics=metrics, apikeys=ApiKeyStore(settings.apikeys_file),
-                    readiness=_readiness(store, lane, models))
+                    readiness=_readiness(store, lane, models), replays=replays)
 
 
 def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN202 - (Signer, KeyRing)
