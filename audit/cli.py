@@ -308,6 +308,14 @@ def _evidence_signer(kms_key_id: str | None):  # noqa: ANN202 - (Signer, KeyRing
         except KmsKeyError as exc:
             _err.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
+    signer, keystore, created = _init_file_key()
+    if created:
+        _err.print(f"created signing key {signer.key_id} in {keystore.directory} (mode 0600)")
+    return signer, keystore
+
+
+def _init_file_key():  # noqa: ANN202 - (Ed25519Signer, FileKeyStore, created)
+    """The local signing key, created on first use; a clean exit 2 if the key store is unusable."""
     from audit.signing import FileKeyStore, KeyStoreError
 
     keystore = FileKeyStore.default()
@@ -316,9 +324,7 @@ def _evidence_signer(kms_key_id: str | None):  # noqa: ANN202 - (Signer, KeyRing
     except KeyStoreError as exc:
         _err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    if created:
-        _err.print(f"created signing key {signer.key_id} in {keystore.directory} (mode 0600)")
-    return signer, keystore
+    return signer, keystore, created
 
 
 def _write_file(name: str, data: bytes) -> None:
@@ -337,14 +343,9 @@ def _write_file(name: str, data: bytes) -> None:
 @keys_app.command("init")
 def keys_init(store: StoreOption = None) -> None:
     """Create the signing key (if there is none) and publish its public document."""
-    from audit.signing import FileKeyStore, KeyStoreError, publish_key
+    from audit.signing import publish_key
 
-    keystore = FileKeyStore.default()
-    try:
-        signer, created = keystore.init()
-    except KeyStoreError as exc:
-        _err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    signer, keystore, created = _init_file_key()
     target = _open(store)
     try:
         publish_key(target, signer.public_key_document)

@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from audit.records import KeyDocument, format_time
-from audit.signing import make_key_document
+from audit.signing import DocumentedSigner, make_key_document
 from audit.stores.base import StoreUnavailable
 
 __all__ = [
@@ -89,7 +89,7 @@ class KmsSigningError(StoreUnavailable):
     """
 
 
-class KmsEd25519Signer:
+class KmsEd25519Signer(DocumentedSigner):
     """A :class:`audit.signing.Signer` whose private key is an AWS KMS key.
 
     ``key_id``: key id, key ARN, alias name (``alias/verdict-gateway-0``) or alias
@@ -141,14 +141,6 @@ class KmsEd25519Signer:
         self.kms_key_arn = arn
         self._public_key = public_key
         self._document = make_key_document(public_key, format_time(_as_utc(created)))
-
-    @property
-    def key_id(self) -> str:
-        return self._document.key_id
-
-    @property
-    def public_key_document(self) -> KeyDocument:
-        return self._document
 
     def sign(self, message: bytes) -> bytes:
         """Pure Ed25519 over ``message`` by KMS, checked locally before it is returned."""

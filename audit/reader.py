@@ -204,7 +204,7 @@ class _ChainView:
         leaves, timeline, origin = self._read(max(size, seq + 1))
         if len(leaves) <= seq or leaves[seq] != merkle.leaf_hash(record_hash):
             raise ReadError("hash_mismatch", f"chain {self.chain_id} does not hold this record at seq {seq}")
-        if _key_at(timeline, seq) != key_id:
+        if key_valid_at(timeline, seq) != key_id:
             raise ReadError(
                 "key_not_valid_at_seq", f"record {self.chain_id}/{seq} is signed by {key_id}, not the chain's key at that seq"
             )
@@ -212,7 +212,7 @@ class _ChainView:
             return None
         if len(leaves) < size:
             raise ReadError("chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {len(leaves)}")
-        signer_id = _key_at(timeline, size)
+        signer_id = key_valid_at(timeline, size)
         public_key = _published_key(self.store, signer_id) if signer_id else None
         note = self.store.get(cp_key)
         try:
@@ -263,7 +263,8 @@ class _ChainView:
         return leaves, timeline, origin
 
 
-def _key_at(timeline: list[tuple[int, str]], seq: int) -> str | None:
+def key_valid_at(timeline: list[tuple[int, str]], seq: int) -> str | None:
+    """The signing key valid for ``seq``, from a chain's (first seq, key id) timeline."""
     current = None
     for first, key_id in timeline:
         if first <= seq:

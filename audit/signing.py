@@ -41,9 +41,11 @@ from audit import layout
 from audit.canonical import canonical_bytes
 from audit.checkpoint import CheckpointError, decode_vkey, encode_vkey
 from audit.records import KeyDocument, utc_now
+from audit.durable import fsync_directory, unlink_if_present
 from audit.stores.base import ObjectExists, ObjectRef, WormStore
 
 __all__ = [
+    "DocumentedSigner",
     "RECORD_SIGNATURE_DOMAIN",
     "Ed25519Signer",
     "FileKeyStore",
@@ -168,7 +170,22 @@ class Signer(Protocol):
         ...
 
 
-class Ed25519Signer:
+class DocumentedSigner:
+    """What every Signer shares: its key id and public document come from the
+    document it was built with (file keys and KMS keys alike)."""
+
+    _document: KeyDocument
+
+    @property
+    def key_id(self) -> str:
+        return self._document.key_id
+
+    @property
+    def public_key_document(self) -> KeyDocument:
+        return self._document
+
+
+class Ed25519Signer(DocumentedSigner):
     """A Signer holding an Ed25519 private key in memory."""
 
     def __init__(self, private_key: Ed25519PrivateKey, document: KeyDocument | None = None) -> None:
@@ -184,14 +201,6 @@ class Ed25519Signer:
         """A deterministic key (tests and golden vectors only)."""
         key = Ed25519PrivateKey.from_private_bytes(seed)
         return cls(key, make_key_document(key.public_key(), created))
-
-    @property
-    def key_id(self) -> str:
-        return self._document.key_id
-
-    @property
-    def public_key_document(self) -> KeyDocument:
-        return self._document
 
     def sign(self, message: bytes) -> bytes:
         return self._private_key.sign(message)
@@ -297,7 +306,7 @@ class FileKeyStore:
         pem = private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
         _write_new(self._pem_path(doc.key_id), pem, 0o600)
         _write_new(self._doc_path(doc.key_id), encode_key_document(doc) + b"\n", 0o644)
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
         return Ed25519Signer(private_key, doc)
 
     def load(self, key_id: str) -> Ed25519Signer:
@@ -335,10 +344,10 @@ class FileKeyStore:
         """Atomically point ``current`` at ``key_id`` (write a temp file, fsync, rename)."""
         self.load(key_id)  # must exist and be usable
         tmp = self.directory / f".{_CURRENT}.tmp"
-        _unlink_if_present(tmp)
+        unlink_if_present(tmp)
         _write_new(tmp, (key_id + "\n").encode(), 0o600)
         os.replace(tmp, self.directory / _CURRENT)
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
 
     def init(self) -> tuple[Ed25519Signer, bool]:
         """The current key, creating one if there is none; returns (signer, created)."""
@@ -370,16 +379,3 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_if_present(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass

@@ -240,7 +240,7 @@ def find_resumable(replay_id: str) -> Path:
 def run_replay(job: ReplayJob | None = None, *, resume: str | None = None, progress: ProgressFn | None = None,
                replay_id: str | None = None, stop: threading.Event | None = None, signer: Any = None,
                keyring: Any = None, html_path: Path | None = None, json_path: Path | None = None,
-               default_outputs: bool = False) -> ReplayOutcome:
+               default_outputs: bool = False, pool: WorkerPool | None = None) -> ReplayOutcome:
     """Run (or resume) a replay to its report. Raises ReplayError for usage errors
     before any work, ReplayInterrupted if ``stop`` is set or the process is interrupted."""
     started = time.perf_counter()
@@ -258,13 +258,14 @@ def run_replay(job: ReplayJob | None = None, *, resume: str | None = None, progr
         saved = None
         store_progress = _Progress(replays_dir() / replay_id)
     store = open_store(job.store_url)
-    pool = _early_pool(store, job)
+    kept = pool is not None and pool.store_url == job.store_url and job.workers != 0 and not job.rebuild_env
+    own = None if kept else _early_pool(store, job)
     try:
-        return _run(job, store, saved, store_progress, replay_id, started, pool, progress, stop, signer, keyring,
-                    html_path, json_path, default_outputs)
+        return _run(job, store, saved, store_progress, replay_id, started, pool if kept else own, progress, stop,
+                    signer, keyring, html_path, json_path, default_outputs, closable=own is not None)
     finally:
-        if pool is not None:
-            pool.close()
+        if own is not None:
+            own.close()
 
 
 def _early_pool(store: WormStore, job: ReplayJob) -> WorkerPool | None:
@@ -273,7 +274,7 @@ def _early_pool(store: WormStore, job: ReplayJob) -> WorkerPool | None:
     if job.rebuild_env or job.workers == 0:
         return None
     if job.workers is not None:
-        return WorkerPool(job, job.workers)
+        return WorkerPool(job.store_url, job.workers)
     if not job.selection.is_scan() or job.options.scope == "score_only":
         return None
     from audit import layout
@@ -282,13 +283,14 @@ def _early_pool(store: WormStore, job: ReplayJob) -> WorkerPool | None:
     for _ in store.list_keys(layout.INDEX_PREFIX):
         decisions += 1
         if decisions >= IN_PROCESS_BELOW:
-            return WorkerPool(job, _workers(job, decisions))
+            return WorkerPool(job.store_url, _workers(job, decisions))
     return None
 
 
 def _run(job: ReplayJob, store: WormStore, saved: _Saved | None, store_progress: _Progress, replay_id: str,
          started: float, pool: WorkerPool | None, progress: ProgressFn | None, stop: threading.Event | None,
-         signer: Any, keyring: Any, html_path: Path | None, json_path: Path | None, default_outputs: bool) -> ReplayOutcome:
+         signer: Any, keyring: Any, html_path: Path | None, json_path: Path | None, default_outputs: bool,
+         closable: bool = True) -> ReplayOutcome:
     targets, notes = _select(store, job, progress)
     if saved is not None:
         wanted = {rid for rid, _ in saved.targets}
@@ -323,7 +325,7 @@ def _run(job: ReplayJob, store: WormStore, saved: _Saved | None, store_progress:
         rebuilt = replay_in_rebuilt_environments(store, job, todo, env_status, results, fingerprints, store_progress, progress)
     workers = 0
     if todo and not job.rebuild_env:
-        if pool is not None and job.workers is None and len(todo) < IN_PROCESS_BELOW:
+        if pool is not None and closable and job.workers is None and len(todo) < IN_PROCESS_BELOW:
             pool.close(wait=False)  # a small selection from a large trail: this process is quicker
             pool = None
         workers = _rescore_all(job, todo, results, fingerprints, store_progress, progress, stop, len(targets), replay_id, pool)
@@ -482,7 +484,8 @@ def _rescore_all(job: ReplayJob, todo: list[Target], results: dict[str, Decision
                     raise ReplayInterrupted(replay_id, done, total)
                 record(rescorer.rescore([t.record for t in chunk]), rescorer.fingerprints_seen)
         else:
-            results_iter = pool.run(chunks, stop) if pool is not None else _in_workers(job, chunks, workers, stop)
+            results_iter = (pool.run(chunks, stop, job.options, replay_id) if pool is not None
+                            else _in_workers(job, chunks, workers, stop))
             for chunk_results, prints in results_iter:
                 record(chunk_results, prints)
             if done < total:  # the pool stopped early: asked to stop
@@ -496,36 +499,44 @@ class WorkerPool:
     """Worker processes from a fresh interpreter ("spawn": torch and its thread pools
     are never forked). Started before the trail is scanned, so their start-up
     (torch, the gateway, the explainer) overlaps with proving the records; each
-    worker then loads each model version once."""
+    worker then loads each model version once. A long-lived owner (the replay
+    service) can keep one pool for many replays of the same store."""
 
-    def __init__(self, job: ReplayJob, workers: int) -> None:
+    def __init__(self, store_url: str, workers: int) -> None:
         from replay.rescore import init_worker, warm
 
+        self.store_url = store_url
         self.workers = workers
-        self.job = job
         self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
-                                         initargs=(job.store_url, msgspec.msgpack.encode(job.options)))
+                                         initargs=(store_url,))
         self._warm = [self._pool.submit(warm) for _ in range(workers)]
 
-    def run(self, chunks: list[list[Target]], stop: threading.Event | None) -> Iterator[tuple[list[DecisionResult], dict[str, bytes]]]:
+    def run(self, chunks: list[list[Target]], stop: threading.Event | None, options: ReplayOptions,
+            replay_id: str | None = None) -> Iterator[tuple[list[DecisionResult], dict[str, bytes]]]:
         from replay.rescore import work
 
+        replay_id = replay_id or new_replay_id()
+
+        encoded = msgspec.msgpack.encode(options)
         decoder = msgspec.msgpack.Decoder(list[DecisionResult])
         pending: set[Future] = set()
         queue = list(enumerate(chunks))
         queue.reverse()
-        while queue or pending:
-            while queue and len(pending) < self.workers * 2:
-                chunk_id, chunk = queue.pop()
-                pending.add(self._pool.submit(work, chunk_id, [t.record for t in chunk]))
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                _, data, prints = future.result()
-                yield decoder.decode(data), prints
-            if stop is not None and stop.is_set():
-                for future in pending:
-                    future.cancel()
-                return
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.workers * 2:
+                    chunk_id, chunk = queue.pop()
+                    pending.add(self._pool.submit(work, chunk_id, [t.record for t in chunk], encoded, replay_id))
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    _, data, prints = future.result()
+                    yield decoder.decode(data), prints
+                if stop is not None and stop.is_set():
+                    return
+        finally:
+            for future in pending:
+                future.cancel()
+            wait(pending)  # a kept pool must not carry this replay's chunks into the next one
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
@@ -533,8 +544,8 @@ class WorkerPool:
 
 def _in_workers(job: ReplayJob, chunks: list[list[Target]], workers: int,
                 stop: threading.Event | None) -> Iterator[tuple[list[DecisionResult], dict[str, bytes]]]:
-    pool = WorkerPool(job, workers)
+    pool = WorkerPool(job.store_url, workers)
     try:
-        yield from pool.run(chunks, stop)
+        yield from pool.run(chunks, stop, job.options)
     finally:
         pool.close()

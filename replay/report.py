@@ -412,7 +412,7 @@ def score_chart_png(report: ReplayReport) -> bytes | None:
         ax.set_xlabel("logged score")
         ax.set_ylabel("replayed − logged (symlog)")
         cannot = report.summary.cannot_replay
-        ax.set_title(f"Score deltas against the registered tolerance band"
+        ax.set_title("Score deltas against the registered tolerance band"
                      + (f" ({cannot} cannot_replay not shown)" if cannot else ""), fontsize=10)
         ax.legend(fontsize=7, loc="upper right")
         ax.grid(alpha=0.3)
@@ -579,7 +579,7 @@ def render_html(report: ReplayReport) -> str:
     out.append("</table>")
     out.append("<p class='muted'>The machine-checkable version of this report is the signed JSON stored as evidence in the "
                "trail (evidence/sha256/…), referenced by an evidence record on the replay chain; verify it with "
-               "<code>verdict replay verify-report</code>.</p></body></html>")
+               "<code>verdict replay --verify-report FILE</code>.</p></body></html>")
     return "\n".join(out)
 
 

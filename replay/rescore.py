@@ -117,8 +117,15 @@ class _AtExplainBucket:
         return getattr(self._model, name)
 
 
+_LOADED: dict[tuple[str, str, str, str], Any] = {}
+"""Loaded programs by (name, version, device, artifact sha256), shared by the Rescorers of
+one process; reused only after the Rescorer has re-verified the stored artifact bytes."""
+_EXPLAINERS: dict[tuple, Any] = {}
+
+
 class Rescorer:
-    """Re-runs decisions and judges them. One per process; not thread-safe."""
+    """Re-runs decisions and judges them. One per replay (in each worker); not thread-safe.
+    Everything it learns about the store (manifests, problems) lives as long as the replay."""
 
     def __init__(self, store_url: str, options: ReplayOptions) -> None:
         from gateway.registry import Registry
@@ -186,7 +193,14 @@ class Rescorer:
                     raise _ModelProblem("artifact_missing",
                                         f"model artifact {blob_key(key.sha256)} ({key.name}:{key.version}) is missing from {self.store.url}")
                 try:
-                    self._models[cache_key] = load_model(self.registry, key.name, key.version, device=device)
+                    # Verified on every replay (a Rescorer lives for one replay): the bytes in the
+                    # store must still hash to the record's address, even if a long-lived worker
+                    # already holds the loaded program from an earlier replay.
+                    self.registry.artifact(manifest)
+                    shared = (key.name, key.version, device, key.sha256)
+                    if shared not in _LOADED:
+                        _LOADED[shared] = load_model(self.registry, key.name, key.version, device=device)
+                    self._models[cache_key] = _LOADED[shared]
                 except TamperedBlob as exc:
                     raise _ModelProblem("artifact_altered", str(exc)) from None
                 except RegistryError as exc:
@@ -217,8 +231,11 @@ class Rescorer:
                 except RegistryError as exc:
                     raise _ModelProblem("background_missing", str(exc)) from None
                 subject = model if explain_bucket == model.explain_bucket else _AtExplainBucket(model, explain_bucket)
+                shared = (*cache_key, model.manifest.artifact_sha256, model.manifest.explainer.background_sha256)
                 try:
-                    self._explainers[cache_key] = Explainer(subject, background)
+                    if shared not in _EXPLAINERS:
+                        _EXPLAINERS[shared] = Explainer(subject, background)
+                    self._explainers[cache_key] = _EXPLAINERS[shared]
                 except ExplainerConfigError as exc:
                     raise _ModelProblem("environment_cannot_run", f"the explainer of {key.name}:{key.version} cannot run here: {exc}") from None
             except _ModelProblem as problem:
@@ -402,14 +419,18 @@ class Rescorer:
 
 # --- worker processes ------------------------------------------------------------------------------
 
-_worker: Rescorer | None = None
+_store_url: str | None = None
+_rescorers: dict[tuple[str, bytes], Rescorer] = {}
+_KEEP_RESCORERS = 4
 
 
-def init_worker(store_url: str, options_bytes: bytes) -> None:
-    global _worker
-    _worker = Rescorer(store_url, msgspec.msgpack.decode(options_bytes, type=ReplayOptions))
-    import gateway.explanation  # noqa: F401 - the slow imports now, while the parent proves the records
+def init_worker(store_url: str) -> None:
+    """Worker start-up: the slow imports now (while the parent proves the records)."""
+    global _store_url
+    _store_url = store_url
+    import gateway.explanation  # noqa: F401
     import gateway.reasons  # noqa: F401
+    import gateway.registry  # noqa: F401
     import gateway.runtime  # noqa: F401
     from gateway import determinism
 
@@ -423,8 +444,16 @@ def warm() -> int:
     return os.getpid()
 
 
-def work(chunk_id: int, records: list[bytes]) -> tuple[int, bytes, dict[str, bytes]]:
-    """Worker entry: (chunk id, msgpack of the results, fingerprints seen so far)."""
-    assert _worker is not None, "init_worker was not called"
-    results = _worker.rescore(records)
-    return chunk_id, msgspec.msgpack.encode(results), dict(_worker.fingerprints_seen)
+def work(chunk_id: int, records: list[bytes], options: bytes, replay_id: str) -> tuple[int, bytes, dict[str, bytes]]:
+    """Worker entry: (chunk id, msgpack of the results, fingerprints seen so far).
+    A worker may serve many replays (the replay service keeps its pool): one Rescorer
+    per replay, sharing the loaded programs after re-verifying their bytes."""
+    assert _store_url is not None, "init_worker was not called"
+    key = (replay_id, options)
+    rescorer = _rescorers.get(key)
+    if rescorer is None:
+        if len(_rescorers) >= _KEEP_RESCORERS:
+            _rescorers.pop(next(iter(_rescorers)))
+        rescorer = _rescorers[key] = Rescorer(_store_url, msgspec.msgpack.decode(options, type=ReplayOptions))
+    results = rescorer.rescore(records)
+    return chunk_id, msgspec.msgpack.encode(results), dict(rescorer.fingerprints_seen)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import Any, Literal
 
 import msgspec
@@ -121,7 +121,8 @@ class ReplayService:
         self.store_url = configured(store_url)
         self.replay_chain = check_chain_id(replay_chain)
         self.workers, self.max_queued, self.signer, self.keyring = workers, max_queued, signer, keyring
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="verdict-replay")  # one at a time: one chain writer, the CPUs
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="verdict-replay")  # one at a time: one chain writer, the CPUs
+        self._pool = None  # replay.batch.WorkerPool, when workers are used
         self._lock = threading.Lock()
         self._status: dict[str, ReplayStatus] = {}
         self._stops: dict[str, threading.Event] = {}
@@ -146,7 +147,7 @@ class ReplayService:
             self._status[replay_id] = status
             self._stops[replay_id] = threading.Event()
             queued = self._copy(status)
-        self._pool.submit(self._run, replay_id, job)
+        self._thread.submit(self._run, replay_id, job)
         return queued
 
     def replay_status(self, replay_id: str) -> ReplayStatus:
@@ -194,12 +195,26 @@ class ReplayService:
             time.sleep(0.05)
 
     def close(self) -> None:
-        """Stop accepting replays, ask running ones to stop, wait for the thread."""
+        """Stop accepting replays, ask running ones to stop, wait for the thread and the workers."""
         with self._lock:
             self._closed = True
             for event in self._stops.values():
                 event.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._thread.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _worker_pool(self):  # noqa: ANN202 - WorkerPool | None
+        """Worker processes kept across replays (models stay loaded; their bytes are
+        re-verified by every replay), started on the first replay that wants them."""
+        if not self.workers:
+            return None
+        if self._pool is None:
+            from replay.batch import WorkerPool
+
+            self._pool = WorkerPool(self.store_url, self.workers)
+        return self._pool
 
     # -- internals ----------------------------------------------------------------------------------------
 
@@ -273,7 +288,8 @@ class ReplayService:
                 self._update(replay_id, phase=phase, done=done, total=total)
 
         try:
-            outcome = run_replay(job, replay_id=replay_id, progress=progress, stop=stop, signer=self.signer, keyring=self.keyring)
+            outcome = run_replay(job, replay_id=replay_id, progress=progress, stop=stop, signer=self.signer, keyring=self.keyring,
+                                 pool=self._worker_pool())
         except ReplayInterrupted as exc:
             self._update(replay_id, state="interrupted", finished_at=utc_now(), error=str(exc))
             return
@@ -281,6 +297,9 @@ class ReplayService:
             self._update(replay_id, state="failed", finished_at=utc_now(), error=str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - a failed replay is reported, never lost
+            if isinstance(exc, BrokenExecutor) and self._pool is not None:
+                self._pool.close(wait=False)
+                self._pool = None  # a worker died: the next replay starts fresh ones
             self._update(replay_id, state="failed", finished_at=utc_now(), error=f"{type(exc).__name__}: {exc}")
             return
         stored = outcome.stored

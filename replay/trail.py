@@ -27,7 +27,7 @@ import msgspec
 from audit import layout, merkle
 from audit.checkpoint import CheckpointError, open_checkpoint
 from audit.index import IndexEntry, RequestIndex
-from audit.reader import ReadError, read_decision
+from audit.reader import ReadError, key_valid_at, read_decision
 from audit.records import (
     DecisionBody,
     GenesisBody,
@@ -349,7 +349,7 @@ class _ChainScan:
             return 0, "", None, None
         if len(leaves) < size:
             return size, cp_key, None, ("chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {len(leaves)}")
-        signer_id = _key_at(timeline, size)
+        signer_id = key_valid_at(timeline, size)
         try:
             public_key = self.keys.get(signer_id) if signer_id else None
         except ReadError as exc:
@@ -400,7 +400,7 @@ class _ChainScan:
             return self._target(c, (exc.reason, str(exc)))
         if not verify_record_signature(public_key, digest, c.signature):
             return self._target(c, ("bad_signature", f"record {where}: signature does not verify with {record.key_id}"))
-        if _key_at(timeline, c.position) != record.key_id:
+        if key_valid_at(timeline, c.position) != record.key_id:
             return self._target(c, ("key_not_valid_at_seq", f"record {where} is signed by {record.key_id}, not the chain's key at that seq"))
         size, cp_key, root, problem = checkpoint
         if c.position >= size:
@@ -411,14 +411,6 @@ class _ChainScan:
             return self._target(c, problem)
         return self._target(c, how=(f"signature ({record.key_id}) and inclusion in signed checkpoint {size} "
                                     f"(root {root.hex()[:16]}... recomputed from the chain's records)"))
-
-
-def _key_at(timeline: list[tuple[int, str]], seq: int) -> str | None:
-    current = None
-    for first, key_id in timeline:
-        if first <= seq:
-            current = key_id
-    return current
 
 
 def _prefetch(store: WormStore, keys: Sequence[str]) -> Iterator[tuple[str, bytes]]:

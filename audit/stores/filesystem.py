@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import os
 import secrets
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from audit.durable import fsync_directory, unlink_if_present
 from audit.stores.base import ObjectExists, ObjectMissing, ObjectRef, ObjectVersion, StoreUnavailable
 from audit.stores.keys import check_key, check_prefix
 
@@ -74,7 +74,7 @@ class FilesystemStore:
             raise StoreUnavailable(f"filesystem store {self.root}: {exc}") from exc
         finally:
             for tmp in staged:
-                _unlink_quietly(tmp)
+                unlink_if_present(tmp)
         if conflicts:
             raise ObjectExists(conflicts[0])
         return [ObjectRef(key=key) for key, _ in items]
@@ -116,7 +116,7 @@ class FilesystemStore:
                 os.close(fd)
             return
         for directory in existing:
-            _fsync_dir(directory)
+            fsync_directory(directory)
 
     def _make_parents(self, paths: list[Path]) -> set[Path]:
         """Create missing parent directories; return the directories whose
@@ -194,17 +194,3 @@ def _syncfs(fd: int) -> None:
         raise OSError(err, f"syncfs: {os.strerror(err)}")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
