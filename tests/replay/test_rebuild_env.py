@@ -6,6 +6,7 @@ torch included, from pip's cache: about two minutes here).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -17,9 +18,16 @@ from replay.environment import fetch
 from tests.replay.conftest import cli, report_of
 
 
-@pytest.mark.slow
-def test_replay_inside_a_virtualenv_rebuilt_from_the_recorded_pins(at_trail, tmp_path, monkeypatch):
+@pytest.fixture
+def envs_dir(tmp_path, monkeypatch):
+    """Where the virtualenv is built; removed afterwards (it holds torch: gigabytes)."""
     monkeypatch.setenv("VERDICT_REPLAY_ENVS", str(tmp_path / "envs"))
+    yield tmp_path / "envs"
+    shutil.rmtree(tmp_path / "envs", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_replay_inside_a_virtualenv_rebuilt_from_the_recorded_pins(at_trail, tmp_path, envs_dir):
     ids = [at_trail.production[0], at_trail.tight[1]]
     result = cli(*ids, "--rebuild-env", "--html", str(tmp_path / "report.html"))
     assert result.exit_code == 0, result.output

@@ -68,3 +68,24 @@ def test_bad_requests_are_refused_with_the_field(service):
         service.start_replay(ReplayRequest(model="a:b:c"), "k")
     with pytest.raises(UnknownReplay):
         service.replay_status("rpl-nope")
+
+
+def test_kept_workers_still_notice_an_altered_artifact(trail_copy):
+    """The service keeps its worker processes (and their loaded models) between
+    replays; every replay still re-verifies the artifact bytes in the store."""
+    from audit.reader import read_decision
+    from gateway.registry import blob_key
+    from tests.replay.conftest import writable
+
+    service = ReplayService(trail_copy.store_url, replay_chain="replay-kept", workers=1)
+    try:
+        first = service.wait(service.start_replay(ReplayRequest(request_id=trail_copy.production[0]), "k").replay_id, 300)
+        assert first.state == "finished" and first.passed, first.error
+        store = open_store(trail_copy.store_url)
+        path = writable(trail_copy.store_dir / blob_key(read_decision(store, trail_copy.production[0]).body.model.sha256))
+        path.write_bytes(path.read_bytes() + b"\0")
+        second = service.wait(service.start_replay(ReplayRequest(request_id=trail_copy.production[1]), "k").replay_id, 300)
+        assert second.state == "finished" and second.passed is False
+        assert second.summary.by_reason == {"artifact_altered": 1}
+    finally:
+        service.close()
