@@ -92,6 +92,9 @@ def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN
     return signer, keys
 
 
+DISABLED_FOR_BENCHMARK = "disabled: unsafe benchmark mode (VERDICT_UNSAFE_BENCHMARK=1)"
+
+
 def _readiness(store: WormStore, lane: AuditLane, models: ModelCache) -> Callable[[], dict[str, str]]:
     """Ready = a model is loaded, the store answers, and the chain writer has
     not been stopped by a permanent error. A failed append alone does not make
@@ -106,7 +109,7 @@ def _readiness(store: WormStore, lane: AuditLane, models: ModelCache) -> Callabl
         except StoreError as exc:
             checks["store"] = f"unreachable: {exc}"
         if lane.writer is None:
-            checks["signer"] = "audit disabled (unsafe benchmark mode)"
+            checks["signer"] = DISABLED_FOR_BENCHMARK
         elif lane.stopped:
             checks["signer"] = f"chain writer stopped: {lane.last_error}"
         else:
