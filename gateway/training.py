@@ -171,6 +171,11 @@ def _export(model: CreditModel, example: torch.Tensor) -> bytes:
 
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+    # torch.export records each node's Python stack trace, absolute file paths
+    # included: the artifact's sha256 would then depend on where the checkout
+    # lives. Provenance is the manifest's job (commit, source sha256), so drop it.
+    for node in program.graph_module.graph.nodes:
+        node.meta.pop("stack_trace", None)
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     return buffer.getvalue()

@@ -87,3 +87,17 @@ def test_train_cli_reports_missing_data_cleanly(tmp_path):
 def test_unknown_recipe_is_a_usage_error(tmp_path):
     result = run_verdict("models", "train", "mnist", "--out", str(tmp_path / "m"))
     assert result.returncode == 2 and "german-credit" in result.stderr
+
+
+def test_artifact_does_not_depend_on_where_the_code_lives(trained_dirs):
+    """A validator retraining from another checkout must get the same sha256:
+    no absolute paths or stack traces may be baked into the graph."""
+    import zipfile
+
+    from gateway.source import project_root
+
+    with zipfile.ZipFile(trained_dirs["german-credit"] / "model.pt2") as archive:
+        for name in archive.namelist():
+            data = archive.read(name)
+            assert str(project_root()).encode() not in data, name
+            assert b"stack_trace" not in data, name
