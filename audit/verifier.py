@@ -481,15 +481,8 @@ class _Verifier:
         raw_keys = {k: base64.b64decode(d.public_key) for k, d in self.published.items() if k in self.public_keys}
         context = multiprocessing.get_context("fork")  # no re-import of __main__; workers only hash and verify
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(raw_keys,)) as pool:
-            window: deque[tuple[str, Future[Any]]] = deque()
-            for key, data in self.prefetch(keys):
-                window.append((key, pool.submit(_scan_segment_in_worker, data)))
-                if len(window) >= workers * 4:
-                    head_key, future = window.popleft()
-                    yield head_key, future.result()
-            while window:
-                head_key, future = window.popleft()
-                yield head_key, future.result()
+            submitted = ((key, pool.submit(_scan_segment_in_worker, data)) for key, data in self.prefetch(keys))
+            yield from _in_order(submitted, workers * 4)
 
     def prefetch(self, keys: list[str]) -> Iterator[tuple[str, bytes]]:
         """(key, bytes) in order, read by a few threads ahead (S3 latency); a missing
@@ -499,15 +492,7 @@ class _Verifier:
                 yield key, self.read(key)
             return
         with ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="audit-verify-read") as pool:
-            window: deque[tuple[str, Future[bytes]]] = deque()
-            for key in keys:
-                window.append((key, pool.submit(self.read, key)))
-                if len(window) >= _READ_THREADS * 4:
-                    head_key, future = window.popleft()
-                    yield head_key, future.result()
-            while window:
-                head_key, future = window.popleft()
-                yield head_key, future.result()
+            yield from _in_order(((key, pool.submit(self.read, key)) for key in keys), _READ_THREADS * 4)
 
     def read(self, key: str) -> bytes:
         try:
@@ -897,6 +882,20 @@ class _ChainChecker:
             self.fail("bad_checkpoint", f"{key}: origin {verified.checkpoint.origin!r}, the chain's is {self.origin!r}", key=key)
             return None
         return verified.checkpoint.root
+
+
+def _in_order(submitted: Iterator[tuple[str, Future[Any]]], depth: int) -> Iterator[tuple[str, Any]]:
+    """Results of submitted work in submission order, keeping at most ``depth``
+    in flight: work runs ahead of the consumer without holding the whole store."""
+    window: deque[tuple[str, Future[Any]]] = deque()
+    for item in submitted:
+        window.append(item)
+        if len(window) >= depth:
+            key, future = window.popleft()
+            yield key, future.result()
+    while window:
+        key, future = window.popleft()
+        yield key, future.result()
 
 
 def verify_store(store: WormStore, *, progress: ProgressFn | None = None, workers: int | None = None) -> VerificationReport:
