@@ -34,7 +34,6 @@ import hashlib
 import threading
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -182,7 +181,6 @@ class ChainWriter:
         *,
         checkpoint_every: int,
         checkpoint_interval: float,
-        index_parallelism: int,
         clock: Callable[[], str],
     ) -> None:
         self.store = store
@@ -207,12 +205,6 @@ class ChainWriter:
         self._in_doubt: _Prepared | None = None
         self._closed = False
         self._index = RequestIndex(store)
-        self._index_parallelism = max(1, index_parallelism)
-        self._pool = (
-            ThreadPoolExecutor(self._index_parallelism - 1, thread_name_prefix=f"audit-index-{chain_id}")
-            if self._index_parallelism > 1
-            else None
-        )
 
     # --- opening and recovery ------------------------------------------------------------
 
@@ -229,7 +221,6 @@ class ChainWriter:
         created_by: str = "verdict",
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 60.0,
-        index_parallelism: int = 8,
         clock: Callable[[], str] = utc_now,
     ) -> ChainWriter:
         """Open (or create) ``chain_id`` for appending, recovering from any crash.
@@ -252,7 +243,6 @@ class ChainWriter:
         options = dict(
             checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval,
-            index_parallelism=index_parallelism,
             clock=clock,
         )
         if state.size == 0:
@@ -260,12 +250,8 @@ class ChainWriter:
                 raise ChainError(f"chain {chain_id!r} does not exist in {store.url}")
             state.origin = origin or default_origin(chain_id)
             writer = cls(store, chain_id, signer, state, **options)
-            try:
-                publish_key(store, signer.public_key_document)
-                writer._write_genesis(created_by)
-            except BaseException:
-                writer._shutdown_pool()
-                raise
+            publish_key(store, signer.public_key_document)
+            writer._write_genesis(created_by)
             return writer
         if origin is not None and origin != state.origin:
             raise ChainError(f"chain {chain_id!r} has origin {state.origin!r}, not {origin!r}")
@@ -285,17 +271,13 @@ class ChainWriter:
                 )
             writer_signer, rotate_to = old, signer
         writer = cls(store, chain_id, writer_signer, state, **options)
-        try:
-            with writer._lock:
-                writer._repair_index()
-                writer._round_two([], writer._take_checkpoint(force=True))
-            if rotate_to is not None:
-                writer.rotate_key(rotate_to, reason="signer changed at open")
-            else:
-                publish_key(store, signer.public_key_document)
-        except BaseException:
-            writer._shutdown_pool()
-            raise
+        with writer._lock:
+            writer._repair_index()
+            writer._round_two([], writer._take_checkpoint(force=True))
+        if rotate_to is not None:
+            writer.rotate_key(rotate_to, reason="signer changed at open")
+        else:
+            publish_key(store, signer.public_key_document)
         return writer
 
     def _write_genesis(self, created_by: str) -> None:
@@ -409,7 +391,7 @@ class ChainWriter:
         return item[0] if item else None
 
     def close(self) -> None:
-        """Finish rounds in flight, write a final checkpoint (clean shutdown), release threads."""
+        """Finish rounds in flight and write a final checkpoint (clean shutdown)."""
         with self._lock:
             if self._closed:
                 return
@@ -422,11 +404,6 @@ class ChainWriter:
                     self._round2.wait_for(lambda: self._rounds_in_flight == 0)
             finally:
                 self._closed = True
-                self._shutdown_pool()
-
-    def _shutdown_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
 
     def __enter__(self) -> ChainWriter:
         return self
@@ -617,21 +594,14 @@ class ChainWriter:
                 unique.append(entry)
             else:
                 outcome[entry.seq] = IndexConflict(entry.request_id, owner)
-        chunks = _chunks(unique, self._index_parallelism)
-        futures = []
-        if self._pool is not None and len(chunks) > 1:
-            futures = [self._pool.submit(self._index.claim, chunk) for chunk in chunks[1:]]
-        try:
-            results = [self._index.claim(chunk) for chunk in (chunks[:1] if futures else chunks)]
-        finally:
-            wait(futures)  # never leave writes of this round running behind our back
-        results.extend(future.result() for future in futures)
+        # One put_many_once: the store runs the puts of a round concurrently
+        # where that helps (S3) and makes them durable together (filesystem).
+        claimed = self._index.claim(unique)
         if checkpoint_item is not None:
             # After the index entries: a checkpoint covers only fully indexed records.
             self._put_checkpoint(*checkpoint_item)
-        for chunk, claimed in zip(chunks, results):
-            for entry, result in zip(chunk, claimed):
-                outcome[entry.seq] = result
+        for entry, result in zip(unique, claimed):
+            outcome[entry.seq] = result
         return outcome
 
     def _put_checkpoint(self, key: str, note: bytes) -> None:
@@ -686,14 +656,6 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode("ascii")
-
-
-def _chunks(items: list[IndexEntry], parts: int) -> list[list[IndexEntry]]:
-    if not items:
-        return []
-    parts = max(1, min(parts, len(items)))
-    size = -(-len(items) // parts)
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _load_from(keyring: KeyRing | None, key_id: str | None) -> Signer | None:

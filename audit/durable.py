@@ -20,7 +20,7 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def unlink_if_present(path: Path) -> None:
+def unlink_if_present(path: str | os.PathLike[str]) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

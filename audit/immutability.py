@@ -305,7 +305,7 @@ def run_immutability_test(
         # Opened first: on a new store this writes the evidence chain's genesis, so
         # there is always at least one real record to probe.
         writer = ChainWriter.open(
-            store, chain_id, signer, keyring=keyring, created_by="verdict audit immutability-test", index_parallelism=1
+            store, chain_id, signer, keyring=keyring, created_by="verdict audit immutability-test"
         )
     except StoreUnavailable:
         raise  # nothing can be probed either: the caller reports the store as unreachable
@@ -625,7 +625,7 @@ class _Canary:
 
 def _write_canary(store: WormStore, run_id: str) -> _Canary:
     signer = Ed25519Signer(Ed25519PrivateKey.generate())  # throwaway: signs nothing but this canary
-    writer = ChainWriter.open(store, CANARY_CHAIN, signer, created_by="verdict immutability canary", index_parallelism=1)
+    writer = ChainWriter.open(store, CANARY_CHAIN, signer, created_by="verdict immutability canary")
     try:
         writer.append(AccessBody(
             action="immutability-canary",

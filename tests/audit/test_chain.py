@@ -133,7 +133,7 @@ def test_a_writer_with_a_stale_head_collides_instead_of_forking(store):
 
 
 def test_concurrent_batches_from_threads_get_contiguous_sequence_numbers(store):
-    writer = ChainWriter.open(store, "gateway-0", signer(), index_parallelism=4)
+    writer = ChainWriter.open(store, "gateway-0", signer())
     results: list[Receipt] = []
     lock = threading.Lock()
 
@@ -254,7 +254,7 @@ class FlakyIndexStore(FlakyStore):
 
 def test_failed_index_round_is_retried_before_the_next_batch(store):
     flaky = FlakyIndexStore(store, land=False)
-    writer = ChainWriter.open(flaky, "gateway-0", signer(), index_parallelism=1)
+    writer = ChainWriter.open(flaky, "gateway-0", signer())
     flaky.armed = True
     with pytest.raises(StoreUnavailable):
         writer.append_batch(decisions("x", 3))  # durable in the chain, not yet indexed
