@@ -10,7 +10,12 @@ interleaved so machine noise hits all of them alike):
 Targets (2-core machine, German credit): full >= 5x naive; audit costs <= 15% of
 throughput (full vs no-audit); p99 <= 50 ms at concurrency 16.
 
-Run: .venv/bin/python benchmarks/gateway_load.py [--seconds 6] [--concurrency 1,16,64]
+Load comes from wrk (``apt-get install wrk``) in its own process when it is
+installed (benchmarks/wrk_driver.py says why); otherwise from an httpx client
+in this process, which on 2 cores competes with the servers and understates
+them (the output says which driver ran).
+
+Run: .venv/bin/python benchmarks/gateway_load.py [--seconds 6] [--concurrency 1,16,64] [--driver wrk|httpx]
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from benchmarks import wrk_driver  # noqa: E402
 from gateway.datasets import load_dataset  # noqa: E402
 from tests.support.gateway_server import GatewayServer, prepare_home  # noqa: E402
 from tests.support.moto_server import free_port  # noqa: E402
@@ -87,12 +92,28 @@ async def _drive(url: str, token: str, concurrency: int, seconds: float, prefix:
     return len(latencies), latencies, errors
 
 
+def _run(driver: str, url: str, token: str, concurrency: int, seconds: float, prefix: str) -> tuple[float, float, float, int]:
+    """(req/s, p50 ms, p99 ms, errors) of one measurement."""
+    if driver == "wrk":
+        result = wrk_driver.drive(url, token, ROWS, concurrency, seconds, prefix)
+        return result.rate, result.p50_ms, result.p99_ms, result.errors
+    n, lat, err = asyncio.run(_drive(url, token, concurrency, seconds, prefix))
+    lat.sort()
+    p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
+    return n / seconds, p50, p99, err
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--driver", choices=("wrk", "httpx"), default="wrk" if wrk_driver.available() else "httpx")
     args = parser.parse_args()
+    if args.driver == "wrk" and not wrk_driver.available():
+        parser.error("wrk is not installed (apt-get install wrk), use --driver httpx")
+    print(f"load driver: {args.driver}" + ("" if args.driver == "wrk" else " (in-process; install wrk for figures not capped by the client)"))
     work = Path(tempfile.mkdtemp(prefix="verdict-load-"))
     model_dir = _train(work)
     servers, tokens = {}, {}
@@ -109,20 +130,18 @@ def main() -> None:
         tokens["naive"] = "-"
         print(f"{'concurrency':>11} {'variant':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            samples: dict[str, list[tuple[float, list[float], int]]] = {v: [] for v in servers}
+            samples: dict[str, list[tuple[float, float, float, int]]] = {v: [] for v in servers}
             for round_no in range(args.rounds):
                 for name, server in servers.items():
                     seconds = args.seconds if name != "naive" else max(2.0, args.seconds / 2)
-                    n, lat, err = asyncio.run(_drive(server.url, tokens[name], concurrency, seconds, f"{name}-{concurrency}-{round_no}"))
-                    samples[name].append((n / seconds, lat, err))
+                    samples[name].append(_run(args.driver, server.url, tokens[name], concurrency, seconds,
+                                              f"{name}-{concurrency}-{round_no}"))
             rates = {}
             for name, runs in samples.items():
-                rate = statistics.median(r for r, _, _ in runs)
-                lat = sorted(x for _, l, _ in runs for x in l)
+                # The round with the median rate, reported whole (rate and its latencies).
+                rate, p50, p99, _ = sorted(runs)[len(runs) // 2]
                 rates[name] = rate
-                p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
-                p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
-                print(f"{concurrency:>11} {name:>9} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f} {sum(e for *_, e in runs):>7}")
+                print(f"{concurrency:>11} {name:>9} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f} {sum(r[3] for r in runs):>7}")
             print(f"{'':>11} ratios: full/naive {rates['full'] / rates['naive']:.2f}x (target >= 5), "
                   f"audit cost {1 - rates['full'] / rates['no-audit']:.1%} (target <= 15%), "
                   f"full/upper {rates['full'] / rates['upper']:.2f}")

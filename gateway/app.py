@@ -225,10 +225,11 @@ def _observe(services: Services):  # noqa: ANN202
 
 def create_app(services: Services) -> Litestar:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-decide")
+    commit_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-commit")
     io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="verdict-io")
     batcher: MicroBatcher = MicroBatcher(
-        services.decisions.decide_batch, max_batch=services.settings.max_batch,
-        max_wait_s=services.settings.max_wait_ms / 1000, executor=pool,
+        services.decisions.compute_batch, services.decisions.commit_batch, max_batch=services.settings.max_batch,
+        max_wait_s=services.settings.max_wait_ms / 1000, executor=pool, finish_executor=commit_pool,
         on_batch=services.metrics.batch_size.observe,
     )
 
@@ -238,6 +239,7 @@ def create_app(services: Services) -> Litestar:
     async def stop() -> None:
         await batcher.stop()
         pool.shutdown(wait=True)
+        commit_pool.shutdown(wait=True)
         io_pool.shutdown(wait=True)
         if services.replays is not None:
             services.replays.close()

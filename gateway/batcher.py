@@ -4,9 +4,16 @@ Why: explanation and the durable audit write dominate a decision's cost, and
 both are far cheaper per item in a batch (one forward pass per bucket, one
 group-committed store round per batch). Requests that arrive together are
 collected for at most ``max_wait`` or until ``max_batch`` of them are waiting,
-then processed together on one worker thread, which also serialises every use
-of the chain writer. A request's result never depends on its neighbours: the
-runtime is batch-invariant bit for bit.
+then processed together. A request's result never depends on its
+neighbours: the runtime is batch-invariant bit for bit.
+
+Two stages, each on its own single thread, so they overlap: ``process``
+(scoring and explanation: CPU) for batch k+1 runs while ``finish`` (the
+durable audit append: mostly waiting for the disk or S3) for batch k is in
+flight. ``finish`` runs batches strictly in order on one thread, which also
+serialises every use of the chain writer. Results are delivered only after
+``finish``; at most ``max_finishing`` batches wait for it, so a slow store
+pushes back on new batches instead of piling them up.
 """
 
 from __future__ import annotations
@@ -19,38 +26,52 @@ from typing import Generic, TypeVar
 __all__ = ["MicroBatcher"]
 
 T = TypeVar("T")
+P = TypeVar("P")
 R = TypeVar("R")
 
 
-class MicroBatcher(Generic[T, R]):
+class MicroBatcher(Generic[T, P, R]):
     def __init__(
         self,
-        process: Callable[[Sequence[T]], Sequence[R]],
+        process: Callable[[Sequence[T]], P],
+        finish: Callable[[P], Sequence[R]],
         *,
         max_batch: int,
         max_wait_s: float,
         executor: concurrent.futures.Executor,
+        finish_executor: concurrent.futures.Executor,
+        max_finishing: int = 2,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._process = process
+        self._finish = finish
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._executor = executor
+        self._finish_executor = finish_executor
         self._on_batch = on_batch
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._finish_slots: asyncio.Semaphore | None = None
+        self._max_finishing = max_finishing
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._finish_slots = asyncio.Semaphore(self._max_finishing)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
+        """Stop collecting; batches already computed still finish (their records
+        are appended and their callers answered)."""
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
 
     async def submit(self, item: T) -> R:
         assert self._queue is not None, "MicroBatcher.start() was not called"
@@ -76,6 +97,7 @@ class MicroBatcher(Generic[T, R]):
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        assert self._finish_slots is not None
         while True:
             batch = await self._collect()
             live = [(item, fut) for item, fut in batch if not fut.cancelled()]
@@ -83,15 +105,38 @@ class MicroBatcher(Generic[T, R]):
                 continue
             if self._on_batch:
                 self._on_batch(len(live))
+            await self._finish_slots.acquire()
             try:
-                results = await loop.run_in_executor(self._executor, self._process, [item for item, _ in live])
-            except BaseException as exc:  # the processor decides per-item outcomes; this is a bug path
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                prepared = await loop.run_in_executor(self._executor, self._process, [item for item, _ in live])
+            except BaseException as exc:
+                self._finish_slots.release()
+                _fail(live, exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            for (_, fut), result in zip(live, results):
-                if not fut.done():
-                    fut.set_result(result)
+            task = loop.create_task(self._deliver(live, prepared), name="micro-batch-finish")
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+
+    async def _deliver(self, live: list[tuple[T, asyncio.Future[R]]], prepared: P) -> None:
+        assert self._finish_slots is not None
+        try:
+            # Shielded: a cancelled caller or a stopping batcher must not abandon a
+            # batch whose records may already be durable without answering it.
+            results = await asyncio.shield(
+                asyncio.get_running_loop().run_in_executor(self._finish_executor, self._finish, prepared)
+            )
+        except BaseException as exc:  # the finisher decides per-item outcomes; this is a bug path
+            _fail(live, exc)
+            return
+        finally:
+            self._finish_slots.release()
+        for (_, fut), result in zip(live, results):
+            if not fut.done():
+                fut.set_result(result)
+
+
+def _fail(live: list, exc: BaseException) -> None:  # noqa: ANN001
+    for _, fut in live:
+        if not fut.done():
+            fut.set_exception(exc)

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -120,6 +120,19 @@ def _receipt_out(receipt: Receipt) -> ReceiptOut:
                       signature=receipt.signature, key_id=receipt.key_id)
 
 
+@dataclass
+class ComputedBatch:
+    """A batch between the two stages: outcomes known so far, and the record
+    bodies still to be appended (or the store error that stops the batch)."""
+
+    batch: Sequence[PendingDecision]
+    outcomes: list[DecisionResponse | ApiProblem | None]
+    fresh: list[int] = field(default_factory=list)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)
+    bodies: list[rec.DecisionBody] = field(default_factory=list)
+    error: StoreError | ChainError | None = None
+
+
 class DecisionService:
     def __init__(
         self,
@@ -161,12 +174,30 @@ class DecisionService:
     # -- worker-thread side ------------------------------------------------
     def decide_batch(self, batch: Sequence[PendingDecision]) -> list[DecisionResponse | ApiProblem]:
         """Decide a micro-batch; one outcome per input, in order, never an exception."""
-        outcomes: list[DecisionResponse | ApiProblem | None] = [None] * len(batch)
+        return self.commit_batch(self.compute_batch(batch))
+
+    def compute_batch(self, batch: Sequence[PendingDecision]) -> ComputedBatch:
+        """Stage 1 (CPU): answer known request ids, score and explain the rest.
+        Nothing is written; the batcher overlaps this with the previous batch's commit."""
+        computed = ComputedBatch(batch=batch, outcomes=[None] * len(batch))
         try:
-            fresh, duplicates = self._answer_known(batch, outcomes)
-            if fresh:
-                self._decide_fresh(batch, fresh, outcomes)
-            self._answer_duplicates(batch, duplicates, outcomes)
+            computed.fresh, computed.duplicates = self._answer_known(batch, computed.outcomes)
+            if computed.fresh:
+                computed.bodies = self._score_and_explain([batch[i] for i in computed.fresh])
+        except (StoreError, ChainError) as exc:
+            computed.error = exc
+        return computed
+
+    def commit_batch(self, computed: ComputedBatch) -> list[DecisionResponse | ApiProblem]:
+        """Stage 2 (I/O): append the batch's records durably, then answer from them.
+        Never raises: a store failure answers every open request with 503."""
+        outcomes = computed.outcomes
+        try:
+            if computed.error is not None:
+                raise computed.error
+            if computed.fresh:
+                self._record_fresh(computed.batch, computed.fresh, computed.bodies, outcomes)
+            self._answer_duplicates(computed.batch, computed.duplicates, outcomes)
         except (StoreError, ChainError) as exc:
             self.metrics.failures.labels("audit_unavailable").inc()
             problem = unavailable(f"the decision was not recorded, so it was not made: {exc}", self.retry_after_s)
@@ -207,19 +238,19 @@ class DecisionService:
                              signature=verified.signature, key_id=verified.key_id)
         return response_from_record(verified.body, receipt, replay=True)
 
-    def _decide_fresh(self, batch: Sequence[PendingDecision], fresh: list[int], outcomes: list) -> None:
-        bodies = self._score_and_explain([batch[i] for i in fresh])
+    def _record_fresh(self, batch: Sequence[PendingDecision], fresh: list[int], bodies: list[rec.DecisionBody],
+                      outcomes: list) -> None:
         if self.lane.writer is None:  # unsafe benchmark mode: no audit
             for i, body in zip(fresh, bodies):
                 outcomes[i] = response_from_record(body, ReceiptOut("unaudited", -1, "", "", ""))
-        else:
-            results = self.lane.append(bodies)
-            for i, body, result in zip(fresh, bodies, results):
-                if isinstance(result, IndexConflict):  # another replica claimed the id meanwhile
-                    outcomes[i] = self._from_index(batch[i], result.existing)
-                else:
-                    outcomes[i] = response_from_record(body, _receipt_out(result))
-                    self.metrics.decisions.labels(body.model.name, body.decision).inc()
+            return
+        results = self.lane.append(bodies)
+        for i, body, result in zip(fresh, bodies, results):
+            if isinstance(result, IndexConflict):  # another replica (or an earlier batch) claimed the id meanwhile
+                outcomes[i] = self._from_index(batch[i], result.existing)
+            else:
+                outcomes[i] = response_from_record(body, _receipt_out(result))
+                self.metrics.decisions.labels(body.model.name, body.decision).inc()
 
     @staticmethod
     def _answer_duplicates(batch: Sequence[PendingDecision], duplicates: list[tuple[int, int]], outcomes: list) -> None:
