@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import layout
 from audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint, sign_checkpoint
-from audit.index import IndexConflict, IndexEntry, RequestIndex
+from audit.index import IndexConflict, IndexEntry, RequestIndex, encode_entry
 from audit.merkle import MerkleAccumulator, leaf_hash
 from audit.records import (
     GENESIS_PREV_HASH,
@@ -344,6 +344,7 @@ class ChainWriter:
             with self._round2:
                 self._round2.wait_for(lambda: self._rounds_in_flight < _MAX_ROUNDS_IN_FLIGHT)
             prepared = self._prepare(list(bodies))
+            self._prestage_index(prepared)
             version = self._commit(prepared)
             entries = self._index_entries(prepared, version)
             checkpoint_item = self._take_checkpoint(force=False)
@@ -453,6 +454,15 @@ class ChainWriter:
             hashes=hashes,
             signatures=signatures,
         )
+
+    def _prestage_index(self, prepared: _Prepared) -> None:
+        """Let the store write the index entries' data with the segment's
+        (on an unversioned store they are known already: no VersionId to pin);
+        they are still published only after the segment is durable."""
+        if self.store.versioned:
+            return
+        entries = self._index_entries(prepared, None)
+        self.store.prestage([(RequestIndex.key(e.request_id), encode_entry(e)) for e in entries])
 
     def _commit(self, prepared: _Prepared) -> str | None:
         """Write the segment; on success advance the head. Returns the segment's version."""

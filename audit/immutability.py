@@ -426,11 +426,15 @@ class TrailView:
     def __init__(self, store: WormStore) -> None:
         self._store = store
         self.url = store.url
+        self.versioned = store.versioned
 
     def put_once(self, key: str, data: bytes) -> ObjectRef:
         raise StoreError("the trail view is read-only")
 
     def put_many_once(self, items: Sequence[tuple[str, bytes]]) -> list[ObjectRef]:
+        raise StoreError("the trail view is read-only")
+
+    def prestage(self, items: Sequence[tuple[str, bytes]]) -> None:
         raise StoreError("the trail view is read-only")
 
     def get(self, key: str, version: str | None = None) -> bytes:
@@ -1169,6 +1173,7 @@ class _PlainS3Writes:
         self._client = client
         self.url = store.url + " (plain writes)"
         self.prefix = store.prefix
+        self.versioned = store.versioned
 
     def put_once(self, key: str, data: bytes) -> ObjectRef:
         from botocore.exceptions import ClientError
@@ -1193,6 +1198,9 @@ class _PlainS3Writes:
         if conflict is not None:
             raise conflict
         return refs
+
+    def prestage(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Ignored, as on the S3 store."""
 
     def get(self, key: str, version: str | None = None) -> bytes:
         return self._store.get(key, None if version in (None, "null") else version)

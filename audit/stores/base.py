@@ -80,6 +80,7 @@ class WormStore(Protocol):
     """
 
     url: str
+    versioned: bool  # whether a put returns a version to pin (S3 VersionId)
 
     def put_once(self, key: str, data: bytes) -> ObjectRef:
         """Durably write ``data`` at a key that must not exist yet.
@@ -99,6 +100,13 @@ class WormStore(Protocol):
         objects of the round may be durable: callers must tolerate that, and
         the chain writer's recovery rule covers it).
         """
+        ...
+
+    def prestage(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """A hint: these objects will be put soon (by put_many_once, with these
+        exact bytes) after the next put. A backend may write their data now so
+        that the next put's durability barrier covers it; nothing becomes
+        visible, and a backend may ignore the hint."""
         ...
 
     def get(self, key: str, version: str | None = None) -> bytes:

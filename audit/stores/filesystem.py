@@ -9,6 +9,12 @@ its files durable (and another one its new directory entries); elsewhere the
 files are fsynced concurrently, so the journal commits them together (one
 fsync after another cost 5x more here).
 
+Pre-staging (Linux): the chain writer knows a batch's index entries before it
+writes the batch's segment, but may publish them only once the segment is
+durable. :meth:`FilesystemStore.prestage` writes their files unpublished, so
+the segment's data barrier makes them durable too, and the index round then
+needs only its directory barrier: three barriers per batch instead of four.
+
 Limits, stated plainly: a local root user can still delete or rewrite files.
 This store is therefore tamper-*evident*, not tamper-proof: the hash chain,
 signatures and Merkle checkpoints make any change detectable by the verifier.
@@ -21,6 +27,7 @@ import ctypes.util
 import itertools
 import os
 import secrets
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +39,7 @@ from audit.stores.keys import check_key, check_prefix
 __all__ = ["FilesystemStore"]
 
 _TMP_DIR = ".incoming"
+_MAX_PRESTAGED = 4096
 _FSYNC_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="verdict-fsync")
 
 
@@ -49,12 +57,19 @@ _SYNCFS = _load_syncfs()
 class FilesystemStore:
     """Write-once objects as read-only files under ``root``."""
 
+    versioned = False
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.url = self.root.as_uri()
         self._root_text = str(self.root) + os.sep  # plain strings on the per-object paths (pathlib costs ~20 us)
         self._staging = f"{self._root_text}{_TMP_DIR}{os.sep}{os.getpid()}-{secrets.token_hex(8)}-"
         self._staged_count = itertools.count()
+        # key -> (staged path, data, syncfs calls started when it was written); see prestage().
+        self._prestaged: dict[str, tuple[str, bytes, int]] = {}
+        self._prestage_lock = threading.Lock()
+        self._syncs_started = 0
+        self._synced_through = 0  # the highest start number of a syncfs that has completed
         try:
             (self.root / _TMP_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -70,7 +85,7 @@ class FilesystemStore:
         paths = [self._path(key) for key, _ in items]
         staged: list[str] = []
         try:
-            self._stage_all([data for _, data in items], staged)
+            self._stage_all(items, staged)
             new_dirs = self._make_parents(paths)
             conflicts = self._publish(staged, paths)
             self._sync_directories({p.parent for p in paths} | new_dirs)
@@ -83,40 +98,120 @@ class FilesystemStore:
             raise ObjectExists(conflicts[0])
         return [ObjectRef(key=key) for key, _ in items]
 
-    def _stage_all(self, blobs: list[bytes], staged: list[str]) -> None:
-        """Write each blob to a fresh temporary file (O_EXCL, read-only), then
-        fsync them all concurrently. ``staged`` collects the paths as they are
-        created, so the caller removes every one of them, whatever fails."""
-        fds: list[int] = []
+    def prestage(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Write these objects' files now, unpublished: the next durability
+        barrier (any put's data sync) makes them durable, and a later
+        put_many_once of the same key and bytes then only publishes them.
+
+        A hint, never a write: nothing becomes visible here, and a pre-staged
+        file that is never put is removed (at most ``_MAX_PRESTAGED`` are kept).
+        Only where ``syncfs(2)`` exists, since only it covers files it was not
+        handed.
+        """
+        if _SYNCFS is None or not items:
+            return
+        staged: list[str] = []
         try:
-            for data in blobs:
-                # Unique per process and store object; O_EXCL still refuses any collision.
-                tmp = f"{self._staging}{next(self._staged_count)}"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-                fds.append(fd)
-                staged.append(tmp)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            if fds:
-                self._sync_files(fds)
+            for _, data in items:
+                self._write_staged(data, staged)
+        except OSError:
+            for tmp in staged:
+                unlink_if_present(tmp)
+            return  # only a hint: the put stages them itself
+        with self._prestage_lock:
+            generation = self._syncs_started
+            for (key, data), tmp in zip(items, staged):
+                self._forget_prestaged(key)
+                self._prestaged[key] = (tmp, data, generation)
+            while len(self._prestaged) > _MAX_PRESTAGED:
+                self._forget_prestaged(next(iter(self._prestaged)))
+
+    def _forget_prestaged(self, key: str) -> None:
+        old = self._prestaged.pop(key, None)
+        if old is not None:
+            unlink_if_present(old[0])
+
+    def _take_prestaged(self, key: str, data: bytes) -> tuple[str, bool] | None:
+        """The pre-staged file for exactly these bytes, and whether a barrier
+        has made it durable since; None if there is none."""
+        with self._prestage_lock:
+            found = self._prestaged.pop(key, None)
+            if found is None:
+                return None
+            tmp, staged_data, generation = found
+            if staged_data != data:
+                unlink_if_present(tmp)
+                return None
+            return tmp, self._synced_through > generation
+
+    def _stage_all(self, items: Sequence[tuple[str, bytes]], staged: list[str]) -> None:
+        """Give each item a durable temporary file (O_EXCL, read-only): a
+        pre-staged one, or one written now, then synced with the rest.
+        ``staged`` collects the paths in item order, so the caller removes
+        every one of them, whatever fails."""
+        fds: list[int] = []
+        needs_sync = False
+        try:
+            for key, data in items:
+                prestaged = self._take_prestaged(key, data)
+                if prestaged is None:
+                    fds.append(self._write_staged(data, staged, keep_open=True))
+                    needs_sync = True
+                else:
+                    tmp, durable = prestaged
+                    staged.append(tmp)
+                    needs_sync = needs_sync or not durable
+            if needs_sync:
+                self._sync_files(fds, staged)
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _sync_files(self, fds: list[int]) -> None:
+    def _write_staged(self, data: bytes, staged: list[str], *, keep_open: bool = False) -> int:
+        # Unique per process and store object; O_EXCL still refuses any collision.
+        tmp = f"{self._staging}{next(self._staged_count)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        staged.append(tmp)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            raise
+        if not keep_open:
+            os.close(fd)
+        return fd
+
+    def _sync_files(self, fds: list[int], staged: list[str]) -> None:
         if _SYNCFS is not None:
-            _syncfs(fds[0])
+            if fds:
+                self._syncfs_counted(fds[0])
+                return
+            fd = os.open(staged[0], os.O_RDONLY)  # only pre-staged files, not yet covered by a barrier
+            try:
+                self._syncfs_counted(fd)
+            finally:
+                os.close(fd)
         else:
             for _ in _FSYNC_POOL.map(os.fsync, fds):
                 pass
+
+    def _syncfs_counted(self, fd: int) -> None:
+        """syncfs, recording that every file written before it started is durable."""
+        with self._prestage_lock:
+            self._syncs_started += 1
+            number = self._syncs_started
+        _syncfs(fd)
+        with self._prestage_lock:
+            self._synced_through = max(self._synced_through, number)
 
     def _sync_directories(self, directories: set[Path]) -> None:
         existing = [d for d in directories if d.is_dir()]
         if _SYNCFS is not None and existing:
             fd = os.open(existing[0], os.O_RDONLY | os.O_DIRECTORY)
             try:
-                _syncfs(fd)
+                self._syncfs_counted(fd)
             finally:
                 os.close(fd)
             return

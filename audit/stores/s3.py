@@ -185,6 +185,8 @@ class S3ObjectLockStore:
     Object Lock enabled and versioning enabled; the store never creates it.
     """
 
+    versioned = True
+
     def __init__(
         self,
         bucket: str,
@@ -370,6 +372,9 @@ class S3ObjectLockStore:
 
     def put_once(self, key: str, data: bytes) -> ObjectRef:
         return self._put(check_key(key), bytes(data))
+
+    def prestage(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Ignored: an S3 put is durable when it returns, there is no barrier to share."""
 
     def put_many_once(self, items: Sequence[tuple[str, bytes]]) -> list[ObjectRef]:
         """All puts of the batch run concurrently (one durable round).

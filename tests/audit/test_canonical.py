@@ -82,7 +82,10 @@ json_floats = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from
     [0.0, -0.0, 1e-7, 1e21, 1e-6, 1e-5, 1e16, 1e15, 5e-324, 1.7976931348623157e308, 100.0, 0.1]
 )
 safe_ints = st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
-texts = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+texts = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12) | st.lists(
+    # Text that looks like JSON structure: the fast path must never touch numbers inside strings.
+    st.sampled_from(list('0123456789.-+e,:[]{}"\\ n') + ["null", "1.0", "\\\"", "\U0001f600"]), max_size=10
+).map("".join)
 keys = texts | st.sampled_from(["\U0001f600", "\ufb33", "\u20ac", "a", "A", "\U00010000x", "\uffff"])
 json_values = st.recursive(
     st.none() | st.booleans() | safe_ints | json_floats | texts,
@@ -95,6 +98,26 @@ json_values = st.recursive(
 @given(json_values)
 def test_canonical_bytes_equals_rfc8785_package(value):
     assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"k\\\"": 1.0, "v": "\\"}, '{"k\\\\\\"":1,"v":"\\\\"}'),
+        ([None, 'a"b', -0.0, 12.0], '[null,"a\\"b",0,12]'),
+        (["x:1.0,", 2.0, "[1e16]"], '["x:1.0,",2,"[1e16]"]'),
+        ({"a": None, "b": [1.0]}, '{"a":null,"b":[1]}'),
+        ({"seed": 9007199254740991, "digest": "1234567890123456789e5"}, '{"digest":"1234567890123456789e5","seed":9007199254740991}'),
+    ],
+)
+def test_strings_that_look_like_numbers_are_left_alone(value, text):
+    assert canonical_bytes(value) == text.encode() == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize("bad", [{"a": None, "b": math.nan}, [None, math.inf], {"x": [None, -math.inf]}])
+def test_non_finite_floats_beside_nulls_are_refused(bad):
+    with pytest.raises(CanonicalEncodingError):
+        canonical_bytes(bad)
 
 
 @settings(max_examples=200, deadline=None)
@@ -110,7 +133,7 @@ def test_canonical_bytes_round_trip_is_stable(value):
     try:
         again = canonical_bytes(decoded)
     except CanonicalEncodingError:
-        assert any(abs(x) > 2**53 for x in _integers(decoded))
+        assert any(abs(x) > 2**53 - 1 for x in _integers(decoded))
         return
     assert again == once
 

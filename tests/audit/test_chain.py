@@ -439,3 +439,17 @@ def test_two_writer_processes_on_one_chain_one_is_refused(tmp_path):
                 receipt = json.loads(line)
                 assert stored[receipt["seq"]] == receipt["record_hash"]
     assert len(hashes) == report.records
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pre-staging relies on syncfs(2)")
+def test_a_batch_costs_three_durability_barriers_on_the_filesystem(store):
+    # Segment data (with the index entries' data pre-staged), segment link, index links:
+    # the index is still published only after the segment is durable.
+    writer = ChainWriter.open(store, "gateway-0", signer(), checkpoint_every=10_000, checkpoint_interval=3600)
+    before = store._syncs_started
+    receipts = writer.append_batch(decisions("b", 16))
+    assert store._syncs_started - before == 3
+    writer.close()
+    assert [RequestIndex(store).get(f"b-{n}").record_hash for n in range(16)] == [r.record_hash for r in receipts]
+    assert os.listdir(store.root / ".incoming") == []
+    assert verify_store(store).ok

@@ -217,3 +217,50 @@ def test_file_and_directory_of_one_name_is_a_taken_key(store):
     with pytest.raises(ObjectExists):
         store.put_once("d", b"over a directory")
     assert store.get("f") == b"file" and store.get("d/x") == b"in a directory"
+
+
+needs_syncfs = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pre-staging relies on syncfs(2)")
+
+
+@needs_syncfs
+def test_prestaged_objects_cost_only_the_directory_barrier(store):
+    entries = [(f"index/requests/{n}", f"entry {n}".encode()) for n in range(3)]
+    store.prestage(entries)
+    assert list(store.list_keys()) == []  # nothing is visible before the put
+    store.put_once("chains/c0/segments/00000001", b"segment")  # its data barrier covers the entries
+    barriers_before = store._syncs_started
+    store.put_many_once(entries)
+    assert store._syncs_started - barriers_before == 1  # directories only: the data was already durable
+    assert [store.get(key) for key, _ in entries] == [data for _, data in entries]
+    assert _incoming(store) == []
+
+
+@needs_syncfs
+def test_prestaged_bytes_are_only_used_for_identical_data(store):
+    store.prestage([("k", b"staged"), ("j", b"unused")])
+    barriers_before = store._syncs_started
+    store.put_many_once([("k", b"different")])  # not covered by any barrier yet, and other bytes
+    assert store._syncs_started - barriers_before == 2  # data and directories
+    assert store.get("k") == b"different"
+    assert not store.exists("j")
+    store.prestage([("j", b"again")])  # replaces the unused earlier file
+    assert len(_incoming(store)) == 1
+
+
+@needs_syncfs
+def test_prestaged_but_uncovered_objects_are_synced_before_publication(store):
+    store.prestage([("k", b"v")])
+    barriers_before = store._syncs_started
+    store.put_many_once([("k", b"v")])  # no barrier since pre-staging: one for the data first
+    assert store._syncs_started - barriers_before == 2
+    assert store.get("k") == b"v"
+    assert _incoming(store) == []
+
+
+@needs_syncfs
+def test_unused_prestaged_files_are_bounded(store, monkeypatch):
+    import audit.stores.filesystem as filesystem
+
+    monkeypatch.setattr(filesystem, "_MAX_PRESTAGED", 4)
+    store.prestage([(f"k{n}", b"x") for n in range(10)])
+    assert len(_incoming(store)) == 4
