@@ -205,7 +205,7 @@ def _integral_floats_as_integers(skeleton: bytes) -> bytes:
 def _fast_canonical(value: Any, encoded: bytes) -> bytes | None:
     """msgspec's output for ``value`` made canonical without re-encoding, or
     None if the slow path is needed."""
-    if any(lead in encoded for lead in _FOUR_BYTE_UTF8_LEADS):
+    if not encoded.isascii() and any(lead in encoded for lead in _FOUR_BYTE_UTF8_LEADS):
         return None  # keys may need UTF-16 order
     parts = _split_strings(encoded)
     skeleton = _QUOTE.join(parts[0::2])

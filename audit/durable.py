@@ -7,12 +7,11 @@ write-once store and the private key store fsync directories the same way.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 __all__ = ["fsync_directory", "unlink_if_present"]
 
 
-def fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

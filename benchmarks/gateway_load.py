@@ -1,7 +1,10 @@
 """Gateway throughput and latency over loopback, against its baselines.
 
-Four real server processes, measured side by side in one run (rounds
-interleaved so machine noise hits all of them alike):
+Four real server processes, measured side by side in one run: each is
+warmed up first (discarded), then measured in short rounds interleaved so
+machine noise hits all of them alike. A ratio is taken within each round
+(neighbours in time) and the median over rounds is reported, with its range;
+rates are the median round's.
   full      - verdict serve: micro-batched scoring, explanation, audit (the product)
   no-audit  - the same with the audit append switched off (audit cost = full vs this)
   upper     - the same with explanation and audit switched off (upper bound)
@@ -15,7 +18,7 @@ installed (benchmarks/wrk_driver.py says why); otherwise from an httpx client
 in this process, which on 2 cores competes with the servers and understates
 them (the output says which driver ran).
 
-Run: .venv/bin/python benchmarks/gateway_load.py [--seconds 6] [--concurrency 1,16,64] [--driver wrk|httpx]
+Run: .venv/bin/python benchmarks/gateway_load.py [--seconds 4] [--rounds 5] [--concurrency 1,16,64] [--driver wrk|httpx]
 """
 
 from __future__ import annotations
@@ -104,10 +107,20 @@ def _run(driver: str, url: str, token: str, concurrency: int, seconds: float, pr
     return n / seconds, p50, p99, err
 
 
+def _paired(a: list[float], b: list[float], ratio, unit: str) -> str:  # noqa: ANN001
+    """Median and range of ``ratio`` over rounds, each round's pair measured back to back."""
+    values = sorted(ratio(x, y) for x, y in zip(a, b) if y > 0)
+    if not values:
+        return "n/a"
+    median = values[len(values) // 2]
+    show = (lambda v: f"{v:.1%}") if unit == "%" else (lambda v: f"{v:.2f}x")
+    return f"{show(median)} [{show(values[0])}..{show(values[-1])}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--driver", choices=("wrk", "httpx"), default="wrk" if wrk_driver.available() else "httpx")
     args = parser.parse_args()
@@ -128,6 +141,8 @@ def main() -> None:
         prepare_home(naive_home, model_dir)
         servers["naive"] = NaiveServer(naive_home)
         tokens["naive"] = "-"
+        for name, server in servers.items():  # first requests load models, explainers and caches
+            _run(args.driver, server.url, tokens[name], 16, 2.0, f"{name}-warmup")
         print(f"{'concurrency':>11} {'variant':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             samples: dict[str, list[tuple[float, float, float, int]]] = {v: [] for v in servers}
@@ -136,15 +151,15 @@ def main() -> None:
                     seconds = args.seconds if name != "naive" else max(2.0, args.seconds / 2)
                     samples[name].append(_run(args.driver, server.url, tokens[name], concurrency, seconds,
                                               f"{name}-{concurrency}-{round_no}"))
-            rates = {}
             for name, runs in samples.items():
                 # The round with the median rate, reported whole (rate and its latencies).
                 rate, p50, p99, _ = sorted(runs)[len(runs) // 2]
-                rates[name] = rate
                 print(f"{concurrency:>11} {name:>9} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f} {sum(r[3] for r in runs):>7}")
-            print(f"{'':>11} ratios: full/naive {rates['full'] / rates['naive']:.2f}x (target >= 5), "
-                  f"audit cost {1 - rates['full'] / rates['no-audit']:.1%} (target <= 15%), "
-                  f"full/upper {rates['full'] / rates['upper']:.2f}")
+            rate = {name: [run[0] for run in runs] for name, runs in samples.items()}
+            print(f"{'':>11} ratios (median of {args.rounds} rounds, range): "
+                  f"full/naive {_paired(rate['full'], rate['naive'], lambda f, n: f / n, 'x')} (target >= 5), "
+                  f"audit cost {_paired(rate['full'], rate['no-audit'], lambda f, n: 1 - f / n, '%')} (target <= 15%), "
+                  f"full/upper {_paired(rate['full'], rate['upper'], lambda f, u: f / u, 'x')}")
     finally:
         for server in servers.values():
             server.stop()

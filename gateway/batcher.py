@@ -7,6 +7,11 @@ collected for at most ``max_wait`` or until ``max_batch`` of them are waiting,
 then processed together. A request's result never depends on its
 neighbours: the runtime is batch-invariant bit for bit.
 
+How long to wait: a batch closes early once it holds as many requests as
+were in flight at the busiest moment of the previous batch cycle. A lone
+client (or a quiet period) is therefore never held for the window, while
+under steady concurrency a batch still waits for its usual company.
+
 Two stages, each on its own single thread, so they overlap: ``process``
 (scoring and explanation: CPU) for batch k+1 runs while ``finish`` (the
 durable audit append: mostly waiting for the disk or S3) for batch k is in
@@ -55,6 +60,8 @@ class MicroBatcher(Generic[T, P, R]):
         self._finishing: set[asyncio.Task[None]] = set()
         self._finish_slots: asyncio.Semaphore | None = None
         self._max_finishing = max_finishing
+        self._in_flight = 0  # submitted, not yet answered
+        self._peak_in_flight = 0  # the most in flight since the current batch began collecting
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -76,18 +83,26 @@ class MicroBatcher(Generic[T, P, R]):
     async def submit(self, item: T) -> R:
         assert self._queue is not None, "MicroBatcher.start() was not called"
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
-        return await future
+        self._in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            await self._queue.put((item, future))
+            return await future
+        finally:
+            self._in_flight -= 1
 
     async def _collect(self) -> list[tuple[T, asyncio.Future[R]]]:
         assert self._queue is not None
         batch = [await self._queue.get()]
+        expected = self._peak_in_flight  # the busiest moment since the previous batch began
+        self._peak_in_flight = self._in_flight
+        target = max(1, min(self._max_batch, expected))
         deadline = asyncio.get_running_loop().time() + self._max_wait_s
-        while len(batch) < self._max_batch:
-            while len(batch) < self._max_batch and not self._queue.empty():
+        while len(batch) < target:
+            while len(batch) < target and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             remaining = deadline - asyncio.get_running_loop().time()
-            if len(batch) >= self._max_batch or remaining <= 0:
+            if len(batch) >= target or remaining <= 0:
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))

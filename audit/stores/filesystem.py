@@ -82,13 +82,15 @@ class FilesystemStore:
         return self.put_many_once([(key, data)])[0]
 
     def put_many_once(self, items: Sequence[tuple[str, bytes]]) -> list[ObjectRef]:
-        paths = [self._path(key) for key, _ in items]
+        # Plain path strings: pathlib cost more per object than writing it.
+        paths = [self._root_text + check_key(key) for key, _ in items]
+        parents = {os.path.dirname(path) for path in paths}
         staged: list[str] = []
         try:
             self._stage_all(items, staged)
-            new_dirs = self._make_parents(paths)
-            conflicts = self._publish(staged, paths)
-            self._sync_directories({p.parent for p in paths} | new_dirs)
+            new_dirs = self._make_parents(parents)
+            conflicts = self._publish(staged, paths, items)
+            self._sync_directories(parents | new_dirs)
         except OSError as exc:
             raise StoreUnavailable(f"filesystem store {self.root}: {exc}") from exc
         finally:
@@ -206,8 +208,8 @@ class FilesystemStore:
         with self._prestage_lock:
             self._synced_through = max(self._synced_through, number)
 
-    def _sync_directories(self, directories: set[Path]) -> None:
-        existing = [d for d in directories if d.is_dir()]
+    def _sync_directories(self, directories: set[str]) -> None:
+        existing = [d for d in directories if os.path.isdir(d)]
         if _SYNCFS is not None and existing:
             fd = os.open(existing[0], os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -218,37 +220,39 @@ class FilesystemStore:
         for directory in existing:
             fsync_directory(directory)
 
-    def _make_parents(self, paths: list[Path]) -> set[Path]:
+    @staticmethod
+    def _make_parents(parents: set[str]) -> set[str]:
         """Create missing parent directories; return the directories whose
         entries changed (so they get fsynced too). A parent that exists as a
         file is left alone: publishing under it then reports a taken key."""
-        changed: set[Path] = set()
-        for parent in sorted({p.parent for p in paths}):
+        changed: set[str] = set()
+        for parent in sorted(parents):
             missing = []
             probe = parent
-            while not probe.exists():
+            while not os.path.exists(probe):
                 missing.append(probe)
-                probe = probe.parent
-            if not probe.is_dir():
+                probe = os.path.dirname(probe)
+            if not os.path.isdir(probe):
                 continue
             for directory in reversed(missing):
                 try:
-                    directory.mkdir()
+                    os.mkdir(directory)
                 except FileExistsError:
                     pass
-                changed.add(directory.parent)
+                changed.add(os.path.dirname(directory))
         return changed
 
-    def _publish(self, staged: list[str], paths: list[Path]) -> list[str]:
+    @staticmethod
+    def _publish(staged: list[str], paths: list[str], items: Sequence[tuple[str, bytes]]) -> list[str]:
         """Link each staged file to its final name; return keys that existed."""
         conflicts = []
-        for tmp, final in zip(staged, paths):
+        for tmp, final, (key, _) in zip(staged, paths, items):
             try:
                 os.link(tmp, final)
             except (FileExistsError, IsADirectoryError, NotADirectoryError):
                 # The last two: "a" and "a/b" cannot both be files here (S3 allows
                 # it). Our own layouts never do this; report it as a taken key.
-                conflicts.append(final.relative_to(self.root).as_posix())
+                conflicts.append(key)
         return conflicts
 
     def get(self, key: str, version: str | None = None) -> bytes:

@@ -1,0 +1,85 @@
+"""MicroBatcher on a real event loop and real thread pools (no server needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+
+import pytest
+
+
+@pytest.fixture
+def pools():
+    compute = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    finish = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    yield compute, finish
+    compute.shutdown()
+    finish.shutdown()
+
+
+def _batcher(pools, sizes: list[int], *, max_batch: int, max_wait_s: float):  # noqa: ANN202
+    from gateway.batcher import MicroBatcher
+
+    finished_in: list[str] = []
+
+    def process(items):  # noqa: ANN001, ANN202
+        return [item * 2 for item in items]
+
+    def finish(doubled):  # noqa: ANN001, ANN202
+        finished_in.append(threading.current_thread().name)
+        return doubled
+
+    compute, finisher = pools
+    return MicroBatcher(process, finish, max_batch=max_batch, max_wait_s=max_wait_s, executor=compute,
+                        finish_executor=finisher, on_batch=sizes.append)
+
+
+def test_concurrent_requests_share_bounded_batches_and_get_their_own_results(pools):
+    sizes: list[int] = []
+
+    async def scenario() -> list[int]:
+        batcher = _batcher(pools, sizes, max_batch=8, max_wait_s=0.2)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(n) for n in range(20)))
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) == [n * 2 for n in range(20)]
+    assert sum(sizes) == 20 and max(sizes) <= 8 and len(sizes) < 20
+
+
+def test_a_lone_client_is_not_held_for_the_batching_window(pools):
+    # The window is far longer than the test allows per request: a batch that
+    # already holds every request in flight must close at once.
+    sizes: list[int] = []
+
+    async def scenario() -> list[int]:
+        batcher = _batcher(pools, sizes, max_batch=64, max_wait_s=30.0)
+        batcher.start()
+        try:
+            return [await asyncio.wait_for(batcher.submit(n), timeout=5.0) for n in range(5)]
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) == [0, 2, 4, 6, 8]
+    assert sizes == [1, 1, 1, 1, 1]
+
+
+def test_after_a_busy_cycle_the_next_batch_waits_for_company(pools):
+    sizes: list[int] = []
+
+    async def scenario() -> None:
+        batcher = _batcher(pools, sizes, max_batch=64, max_wait_s=0.3)
+        batcher.start()
+        try:
+            await asyncio.gather(*(batcher.submit(n) for n in range(6)))  # six in flight at once
+            first = asyncio.ensure_future(batcher.submit(100))
+            await asyncio.sleep(0.05)  # a second request arrives within the window: it joins the first
+            await asyncio.gather(first, batcher.submit(101))
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+    assert sizes[-1] == 2
