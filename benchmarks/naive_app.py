@@ -53,7 +53,7 @@ async def decide(data: dict) -> dict:
     x = encode_rows(model.manifest.inputs, [attributes])
     score = float(model.score_matrix(x)[0][0])
     explainer = shap.PermutationExplainer(_f, shap.maskers.Independent(background_x, max_samples=len(background_x)), seed=1)
-    values = explainer(x, max_evals=2 * (x.shape[1] + 1) * 2).values[0]
+    values = explainer(x, max_evals=2 * (x.shape[1] + 1) * 2, silent=True).values[0]  # no progress bar in a server
     record = {"request_id": data.get("request_id"), "attributes": attributes, "score": score,
               "contributions": {s.name: float(v) for s, v in zip(model.manifest.inputs, values)}}
     body = canonical_bytes(record)
