@@ -194,7 +194,7 @@ def _integral_floats_as_integers(skeleton: bytes) -> bytes:
         fixed = fixed.replace(b".0" + delimiter, delimiter)
     if fixed.endswith(b".0"):
         fixed = fixed[:-2]
-    if fixed is skeleton:
+    if fixed == skeleton:
         return skeleton
     # "-0" is only ever a rewritten -0.0 (integers have no negative zero).
     for delimiter in _DELIMITERS:
@@ -212,7 +212,7 @@ def _fast_canonical(value: Any, encoded: bytes) -> bytes | None:
     if not _skeleton_is_canonical(value, skeleton):
         return None
     fixed = _integral_floats_as_integers(skeleton)
-    if fixed is skeleton:
+    if fixed == skeleton:
         return encoded
     parts[0::2] = fixed.split(_QUOTE)
     return _QUOTE.join(parts)
