@@ -225,12 +225,13 @@ def _observe(services: Services):  # noqa: ANN202
 
 def create_app(services: Services) -> Litestar:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-decide")
-    commit_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-commit")
+    commit_pool = concurrent.futures.ThreadPoolExecutor(max_workers=services.settings.commit_threads,
+                                                        thread_name_prefix="verdict-commit")
     io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="verdict-io")
     batcher: MicroBatcher = MicroBatcher(
         services.decisions.compute_batch, services.decisions.commit_batch, max_batch=services.settings.max_batch,
         max_wait_s=services.settings.max_wait_ms / 1000, executor=pool, finish_executor=commit_pool,
-        on_batch=services.metrics.batch_size.observe,
+        max_finishing=services.settings.commit_threads + 1, on_batch=services.metrics.batch_size.observe,
     )
 
     async def start() -> None:

@@ -12,13 +12,15 @@ were in flight at the busiest moment of the previous batch cycle. A lone
 client (or a quiet period) is therefore never held for the window, while
 under steady concurrency a batch still waits for its usual company.
 
-Two stages, each on its own single thread, so they overlap: ``process``
-(scoring and explanation: CPU) for batch k+1 runs while ``finish`` (the
+Two stages on their own executors, so they overlap: ``process`` (scoring
+and explanation: CPU, one thread) for batch k+1 runs while ``finish`` (the
 durable audit append: mostly waiting for the disk or S3) for batch k is in
-flight. ``finish`` runs batches strictly in order on one thread, which also
-serialises every use of the chain writer. Results are delivered only after
-``finish``; at most ``max_finishing`` batches wait for it, so a slow store
-pushes back on new batches instead of piling them up.
+flight. The finish executor may have several threads: the chain writer
+serialises the segment writes itself and overlaps one batch's index round
+with the next batch's segment, so under load two appends share the disk's
+flushes. Results are delivered only after ``finish``; at most
+``max_finishing`` batches are between the stages or in ``finish``, so a slow
+store pushes back on new batches instead of piling them up.
 """
 
 from __future__ import annotations

@@ -52,21 +52,21 @@ def reasons(manifest: Manifest, attributes: Mapping[str, Any], result: Explanati
     schema order); ``top`` defaults to the manifest's ``top_reasons``.
     Attributes with a contribution of exactly zero moved nothing and are no reason."""
     limit = manifest.explainer.top_reasons if top is None else top
-    return _ranked(manifest, attributes, result, lambda c: c != 0.0)[:limit]
+    return _ranked(manifest, attributes, result, lambda c: c != 0.0, limit)
 
 
 def principal_reasons_for_denial(manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult) -> list[Reason]:
     """The (at most four) attributes that raised the risk most: an adverse-action notice's principal reasons."""
-    return _ranked(manifest, attributes, result, lambda c: c > 0.0)[:ECOA_MAX_REASONS]
+    return _ranked(manifest, attributes, result, lambda c: c > 0.0, ECOA_MAX_REASONS)
 
 
-def _ranked(manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult, keep) -> list[Reason]:  # noqa: ANN001
-    order = sorted(enumerate(manifest.inputs), key=lambda item: (-abs(result.contributions[item[1].name]), item[0]))
-    return [
-        _reason(manifest, spec, attributes[spec.name], result.contributions[spec.name])
-        for _, spec in order
-        if keep(result.contributions[spec.name])
-    ]
+def _ranked(manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult, keep, limit: int) -> list[Reason]:  # noqa: ANN001
+    # Only the reasons returned are rendered: on the decision path, rendering
+    # every attribute cost more than ranking them.
+    contributions = result.contributions
+    order = sorted(range(len(manifest.inputs)), key=lambda i: (-abs(contributions[manifest.inputs[i].name]), i))
+    kept = [manifest.inputs[i] for i in order if keep(contributions[manifest.inputs[i].name])][: max(limit, 0)]
+    return [_reason(manifest, spec, attributes[spec.name], contributions[spec.name]) for spec in kept]
 
 
 def _reason(manifest: Manifest, spec, value: Any, contribution: float) -> Reason:  # noqa: ANN001

@@ -32,6 +32,7 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     chain_id: str = "gateway-0"          # one chain per writer process
     max_batch: int = 64                  # micro-batch size bound (= the score bucket)
     max_wait_ms: float = 4.0             # how long the first request of a batch waits for company
+    commit_threads: int = 2              # audit appends in flight at once (one's index round overlaps the next's segment)
     max_body_bytes: int = 65536
     request_timeout_s: float = 10.0      # a decision waiting longer answers 503
     checkpoint_every: int = 1000         # records between signed Merkle checkpoints
@@ -78,6 +79,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise SettingsError(f"chain_id {settings.chain_id!r} must match {_CHAIN_ID.pattern}")
     if not 1 <= settings.max_batch <= 4096:
         raise SettingsError("max_batch must be 1..4096")
+    if not 1 <= settings.commit_threads <= 8:
+        raise SettingsError("commit_threads must be 1..8")
     return msgspec.structs.replace(
         settings,
         store=store_url(settings.store or None),

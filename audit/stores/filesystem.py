@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import itertools
 import os
 import secrets
@@ -68,8 +69,12 @@ class FilesystemStore:
         # key -> (staged path, data, syncfs calls started when it was written); see prestage().
         self._prestaged: dict[str, tuple[str, bytes, int]] = {}
         self._prestage_lock = threading.Lock()
+        # Barrier bookkeeping (see _barrier), under the same lock as pre-staging.
+        self._sync_done = threading.Condition(self._prestage_lock)
+        self._sync_running = False
         self._syncs_started = 0
         self._synced_through = 0  # the highest start number of a syncfs that has completed
+        self._sync_failed_through = 0  # the highest start number of a syncfs that failed
         try:
             (self.root / _TMP_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -200,13 +205,41 @@ class FilesystemStore:
                 pass
 
     def _syncfs_counted(self, fd: int) -> None:
-        """syncfs, recording that every file written before it started is durable."""
-        with self._prestage_lock:
-            self._syncs_started += 1
-            number = self._syncs_started
-        _syncfs(fd)
-        with self._prestage_lock:
-            self._synced_through = max(self._synced_through, number)
+        """A durability barrier: returns once a syncfs that *started* after this
+        call has completed, so every write made before the call is durable.
+
+        Shared between threads (group commit at the disk): a caller arriving
+        while a syncfs runs cannot use that one (it may have missed the
+        caller's writes), so it waits and then starts the next one, which
+        every caller that arrived meanwhile shares. With two batches
+        committing at once, one disk flush serves both. If the syncfs a
+        caller was waiting for fails, that caller fails too: nothing is
+        reported durable on the strength of a flush that did not happen.
+        """
+        with self._sync_done:
+            target = self._syncs_started + 1
+            while self._synced_through < target:
+                if self._sync_failed_through >= target:
+                    raise OSError(errno.EIO, "syncfs failed for a barrier shared with another commit")
+                if self._sync_running:
+                    self._sync_done.wait()
+                    continue
+                self._sync_running = True
+                self._syncs_started += 1
+                number = self._syncs_started
+                self._sync_done.release()
+                try:
+                    _syncfs(fd)
+                except BaseException:
+                    self._sync_done.acquire()
+                    self._sync_failed_through = max(self._sync_failed_through, number)
+                    raise
+                else:
+                    self._sync_done.acquire()
+                    self._synced_through = max(self._synced_through, number)
+                finally:
+                    self._sync_running = False
+                    self._sync_done.notify_all()
 
     def _sync_directories(self, directories: set[str]) -> None:
         existing = [d for d in directories if os.path.isdir(d)]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from audit.stores import FilesystemStore, ObjectExists, ObjectMissing, ObjectRef, WormStore, open_store
+from audit.stores import FilesystemStore, ObjectExists, ObjectMissing, ObjectRef, StoreUnavailable, WormStore, open_store
 from audit.stores.keys import InvalidKey
 
 INCOMING = ".incoming"
@@ -264,3 +268,83 @@ def test_unused_prestaged_files_are_bounded(store, monkeypatch):
     monkeypatch.setattr(filesystem, "_MAX_PRESTAGED", 4)
     store.prestage([(f"k{n}", b"x") for n in range(10)])
     assert len(_incoming(store)) == 4
+
+
+class _SlowSyncfs:
+    """The real syncfs(2), slowed down and logged: each call's (start, end)."""
+
+    def __init__(self, real, seconds: float, fail_calls: frozenset[int] = frozenset()) -> None:  # noqa: ANN001
+        self.real, self.seconds, self.fail_calls = real, seconds, fail_calls
+        self.calls: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, fd: int) -> int:
+        started = time.monotonic()
+        result = self.real(fd)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.calls.append((started, time.monotonic()))
+            number = len(self.calls)
+        if number in self.fail_calls:
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return result
+
+
+def _concurrent_puts(store: FilesystemStore, count: int) -> list[tuple[float, float, BaseException | None]]:
+    """``count`` threads each put one object at the same moment; per thread (called, returned, error)."""
+    start = threading.Barrier(count)
+    outcomes: list[tuple[float, float, BaseException | None]] = [(0.0, 0.0, None)] * count
+
+    def put(n: int) -> None:
+        start.wait()
+        called = time.monotonic()
+        try:
+            store.put_once(f"objects/{n}", f"object {n}".encode())
+            outcomes[n] = (called, time.monotonic(), None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            outcomes[n] = (called, time.monotonic(), exc)
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+@needs_syncfs
+def test_concurrent_commits_share_disk_flushes_each_started_after_their_writes(store, monkeypatch):
+    import audit.stores.filesystem as filesystem
+
+    slow = _SlowSyncfs(filesystem._SYNCFS, 0.05)
+    monkeypatch.setattr(filesystem, "_SYNCFS", slow)
+    outcomes = _concurrent_puts(store, 8)
+    assert [error for _, _, error in outcomes] == [None] * 8
+    # Each put needs two barriers (data, directory): sixteen alone, far fewer shared.
+    assert len(slow.calls) < 12
+    for called, returned, _ in outcomes:
+        # Both of a put's barriers began after it was called and ended before it returned.
+        covering = [(s, e) for s, e in slow.calls if s >= called and e <= returned]
+        assert len(covering) >= 2
+    assert sorted(store.list_keys("objects/")) == sorted(f"objects/{n}" for n in range(8))
+
+
+@needs_syncfs
+def test_a_failed_shared_flush_fails_every_commit_that_waited_for_it(store, monkeypatch):
+    import audit.stores.filesystem as filesystem
+
+    # The first flush serves the first put alone; the others arrive while it
+    # runs and share the second one, which fails: all of them must fail.
+    slow = _SlowSyncfs(filesystem._SYNCFS, 0.05, fail_calls=frozenset({2}))
+    monkeypatch.setattr(filesystem, "_SYNCFS", slow)
+    outcomes = _concurrent_puts(store, 6)
+    failed = [str(error) for _, _, error in outcomes if error is not None]
+    assert all(isinstance(error, (StoreUnavailable, type(None))) for _, _, error in outcomes)
+    assert len(failed) >= 2 and all("syncfs" in message for message in failed)
+    assert any("shared with another commit" in message for message in failed)
+    for n, (_, _, error) in enumerate(outcomes):
+        assert store.exists(f"objects/{n}") == (error is None)  # a failed put published nothing
+    assert not _incoming(store)
+    store.put_once("after", b"the next barrier works again")
+    assert store.get("after") == b"the next barrier works again"

@@ -83,3 +83,42 @@ def test_after_a_busy_cycle_the_next_batch_waits_for_company(pools):
 
     asyncio.run(scenario())
     assert sizes[-1] == 2
+
+
+def test_with_two_finish_threads_two_batches_commit_at_once():
+    # Each finish waits (bounded) until another finish is running beside it:
+    # only possible if the batcher lets two batches be in the finish stage together.
+    from gateway.batcher import MicroBatcher
+
+    both_finishing = threading.Barrier(2, timeout=5.0)
+    compute = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    finish_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+
+    def finish(items):  # noqa: ANN001, ANN202
+        both_finishing.wait()
+        return items
+
+    async def scenario() -> list[int]:
+        batcher = MicroBatcher(lambda items: list(items), finish, max_batch=1, max_wait_s=0.0, executor=compute,
+                               finish_executor=finish_pool, max_finishing=3)
+        batcher.start()
+        try:
+            return await asyncio.gather(batcher.submit(1), batcher.submit(2))
+        finally:
+            await batcher.stop()
+
+    try:
+        assert asyncio.run(scenario()) == [1, 2]
+    finally:
+        compute.shutdown()
+        finish_pool.shutdown()
+
+
+def test_commit_threads_setting_is_bounded(monkeypatch):
+    from gateway.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("VERDICT_COMMIT_THREADS", "3")
+    assert load_settings().commit_threads == 3
+    monkeypatch.setenv("VERDICT_COMMIT_THREADS", "0")
+    with pytest.raises(SettingsError, match="commit_threads must be 1..8"):
+        load_settings()
