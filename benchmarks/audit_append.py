@@ -117,11 +117,14 @@ def main() -> None:
                   f"with 2 producers {max(rates[(name, 64, 2)]) / one:.1f}x")
         print(f"filesystem group commit target >= 5,000 records/s: {max(rates[('filesystem', 64, 1)]):,.0f} "
               f"(2 producers: {max(rates[('filesystem', 64, 2)]):,.0f})")
-        for workers in (1, 2):
+        verified: dict[int, list[float]] = {}
+        for workers in (1, 2, 1, 2):  # interleaved, best of two, like the appends
             report = verify_store(fs, workers=workers)
             assert report.ok, report.first_failure
+            verified.setdefault(workers, []).append(report.records_per_second)
+        for workers, values in verified.items():
             print(f"verify filesystem store, {workers} worker(s): {report.records:,} records, "
-                  f"{report.records_per_second:,.0f} records/s (target >= 5,000)")
+                  f"{max(values):,.0f} records/s (target >= 5,000)")
     finally:
         server.stop()
 
