@@ -30,6 +30,7 @@ Recovery (:meth:`ChainWriter.open`) is specified in docs/audit-format.md.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 import time as _time
@@ -73,7 +74,7 @@ from audit.signing import (
     publish_key,
     verify_record_signature,
 )
-from audit.stores.base import ObjectExists, ObjectMissing, StoreError, WormStore
+from audit.stores.base import DeferredNaming, ObjectExists, ObjectMissing, StoreError, WormStore
 
 __all__ = [
     "ChainConflict",
@@ -205,6 +206,9 @@ class ChainWriter:
         self._in_doubt: _Prepared | None = None
         self._closed = False
         self._index = RequestIndex(store)
+        # Where the store allows it, a segment's name is made durable by the
+        # index round's barrier instead of one of its own (see _commit).
+        self._deferred = store if isinstance(store, DeferredNaming) and not store.versioned else None
 
     # --- opening and recovery ------------------------------------------------------------
 
@@ -239,7 +243,7 @@ class ChainWriter:
         if checkpoint_every < 1 or checkpoint_interval <= 0:
             raise ValueError("checkpoint_every must be >= 1 and checkpoint_interval > 0")
         check_key_document(signer.public_key_document)
-        state = _scan_chain(store, chain_id)
+        state = _roll_forward_unconfirmed(store, chain_id, _scan_chain(store, chain_id))
         options = dict(
             checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval,
@@ -465,9 +469,16 @@ class ChainWriter:
         self.store.prestage([(RequestIndex.key(e.request_id), encode_entry(e)) for e in entries])
 
     def _commit(self, prepared: _Prepared) -> str | None:
-        """Write the segment; on success advance the head. Returns the segment's version."""
+        """Write the segment; on success advance the head. Returns the segment's version.
+
+        On a DeferredNaming store the segment's data is durable here but its
+        name only after the batch's second round (whose barrier every round
+        has, see _claim): nothing is receipted before. A crash in between
+        leaves a staged copy that recovery puts again (_roll_forward_unconfirmed),
+        so index entries made durable by that barrier never point at a lost segment."""
+        publish = self._deferred.publish_once if self._deferred is not None else self.store.put_once
         try:
-            ref = self.store.put_once(prepared.segment_key, prepared.data)
+            ref = publish(prepared.segment_key, prepared.data)
         except ObjectExists:
             self._failed = ChainConflict(
                 f"another writer owns chain {self.chain_id!r}: segment {prepared.segment_key} already exists "
@@ -610,6 +621,8 @@ class ChainWriter:
         if checkpoint_item is not None:
             # After the index entries: a checkpoint covers only fully indexed records.
             self._put_checkpoint(*checkpoint_item)
+        elif not unique and self._deferred is not None:
+            self._deferred.barrier()  # no put in this round: the segment's name still needs one
         for entry, result in zip(unique, claimed):
             outcome[entry.seq] = result
         return outcome
@@ -729,6 +742,35 @@ def _scan_chain(store: WormStore, chain_id: str) -> _ScanState:
             raise ChainCorrupt(f"checkpoint {checkpoints[last_cp]} does not match the chain's records")
         state.roots[last_cp] = verified.checkpoint.root
     return state
+
+
+def _roll_forward_unconfirmed(store: WormStore, chain_id: str, state: _ScanState) -> _ScanState:
+    """Recovery for DeferredNaming stores: a segment whose name a crash lost
+    after its data was durable is put again if it continues the chain exactly
+    (next sequence number, links, signatures); its index entries may already
+    be durable. Any other staged copy is discarded: nothing points at it."""
+    if not isinstance(store, DeferredNaming) or store.versioned:
+        return state
+    for key, data in store.unconfirmed(layout.segments_prefix(chain_id)):
+        if key == layout.segment_key(chain_id, state.size) and _continues(state, chain_id, data):
+            try:
+                store.put_once(key, data)
+            except ObjectExists:
+                pass  # another process put it first; the rescan reads whatever is there
+            state = _scan_chain(store, chain_id)
+        store.discard_unconfirmed(key)
+    return state
+
+
+def _continues(state: _ScanState, chain_id: str, data: bytes) -> bool:
+    probe = copy.deepcopy(state)
+    try:
+        records = list(_segment_records(data))
+        for raw, signature in records:
+            _scan_record(probe, chain_id, raw, signature, verify=True)
+    except (RecordError, CheckpointError, ValueError):
+        return False
+    return bool(records)
 
 
 def _scan_record(state: _ScanState, chain_id: str, raw: bytes, signature: bytes, *, verify: bool) -> None:

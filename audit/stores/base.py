@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 __all__ = [
+    "DeferredNaming",
     "ObjectExists",
     "ObjectMissing",
     "ObjectRef",
@@ -122,4 +123,31 @@ class WormStore(Protocol):
     def list_versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
         """Every version and delete marker under ``prefix`` (one per key on
         unversioned backends), for the verifier's overwrite/deletion checks."""
+        ...
+
+
+@runtime_checkable
+class DeferredNaming(Protocol):
+    """A store that can publish an object before its *name* is durable (the
+    filesystem store). Why: the name of a batch's segment then becomes
+    durable in the same barrier as the batch's index entries. Safe because the
+    object's data is durable when publish_once returns and a staged copy
+    outlives a crash that loses the name: recovery finds it with
+    ``unconfirmed`` and puts it again."""
+
+    def publish_once(self, key: str, data: bytes) -> ObjectRef:
+        """Write ``data`` at a new key: durable data, visible name; the name is
+        durable after the next ``barrier`` (or any put's barrier)."""
+        ...
+
+    def barrier(self) -> None:
+        """Make every name published so far durable."""
+        ...
+
+    def unconfirmed(self, prefix: str) -> list[tuple[str, bytes]]:
+        """(key, data) of published objects under ``prefix`` whose name a crash lost."""
+        ...
+
+    def discard_unconfirmed(self, key: str) -> None:
+        """Forget the staged copies of ``key``."""
         ...

@@ -212,12 +212,18 @@ class FlakyStore:
         self.url = inner.url
 
     def put_once(self, key, data):  # noqa: ANN001, ANN201
+        return self._segment_put(self.inner.put_once, key, data)
+
+    def publish_once(self, key, data):  # noqa: ANN001, ANN201 - the writer's segment put on this store
+        return self._segment_put(self.inner.publish_once, key, data)
+
+    def _segment_put(self, put, key, data):  # noqa: ANN001, ANN202
         if self.armed and "/segments/" in key:
             self.armed = False
             if self.land:
-                self.inner.put_once(key, data)
+                put(key, data)
             raise StoreUnavailable("injected: connection reset")
-        return self.inner.put_once(key, data)
+        return put(key, data)
 
     def __getattr__(self, name):  # noqa: ANN001, ANN204
         return getattr(self.inner, name)
@@ -242,8 +248,8 @@ def test_failed_segment_write_is_resolved_without_reusing_or_skipping_seq(store,
 class FlakyIndexStore(FlakyStore):
     """A real filesystem store whose next index round fails before writing anything."""
 
-    def put_once(self, key, data):  # noqa: ANN001, ANN201
-        return self.inner.put_once(key, data)
+    def _segment_put(self, put, key, data):  # noqa: ANN001, ANN202 - segments are written normally
+        return put(key, data)
 
     def put_many_once(self, items):  # noqa: ANN001, ANN201
         if self.armed and any(key.startswith(layout.INDEX_PREFIX) for key, _ in items):
@@ -280,6 +286,50 @@ def test_recovery_rewrites_missing_index_entries_and_checkpoint(store, tmp_path)
     writer2.close()
     entry = RequestIndex(store).get("a-3")
     assert entry is not None and entry.record_hash == receipts[3].record_hash
+    assert verify_store(store).ok
+
+
+def _lose_segment_name(store: FilesystemStore, key: str, data: bytes) -> None:
+    """The state a crash can leave on the filesystem store: a segment published
+    with deferred naming whose data (staged copy) is durable but whose name is not."""
+    store.publish_once(key, data)
+    (store.root / key).unlink()
+
+
+def test_recovery_puts_back_a_segment_whose_name_a_crash_lost(store):
+    s = signer()
+    writer = ChainWriter.open(store, "gateway-0", s)
+    receipts = writer.append_batch(decisions("a", 4))  # its index entries are durable
+    writer.close()
+    key = receipts[0].segment_key
+    data = store.get(key)
+    checkpoint = store.root / layout.checkpoint_key("gateway-0", 5)
+    checkpoint.unlink()  # a crash before the segment's name was durable comes before any checkpoint of it
+    (store.root / key).unlink()
+    _lose_segment_name(FilesystemStore(store.root), key, data)
+    assert not store.exists(key) and not verify_store(store).ok  # index entries point at a missing segment
+    reopened = ChainWriter.open(store, "gateway-0", s)
+    assert reopened.size == 5
+    reopened.close()
+    assert store.get(key) == data
+    assert RequestIndex(store).get("a-3").record_hash == receipts[3].record_hash
+    report = verify_store(store)
+    assert report.ok, report.failures
+    assert os.listdir(store.root / ".incoming") == []
+
+
+def test_recovery_discards_staged_segments_that_do_not_continue_the_chain(store):
+    s = signer()
+    with ChainWriter.open(store, "gateway-0", s) as writer:
+        writer.append_batch(decisions("a", 2))
+    head = store.get(layout.segment_key("gateway-0", 1))
+    _lose_segment_name(store, layout.segment_key("gateway-0", 3), head)  # the right key, records of another position
+    _lose_segment_name(store, layout.segment_key("gateway-0", 9), b"not a segment")
+    reopened = ChainWriter.open(store, "gateway-0", s)
+    assert reopened.size == 3
+    reopened.close()
+    assert not store.exists(layout.segment_key("gateway-0", 3))
+    assert os.listdir(store.root / ".incoming") == []
     assert verify_store(store).ok
 
 
@@ -442,13 +492,15 @@ def test_two_writer_processes_on_one_chain_one_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pre-staging relies on syncfs(2)")
-def test_a_batch_costs_three_durability_barriers_on_the_filesystem(store):
-    # Segment data (with the index entries' data pre-staged), segment link, index links:
-    # the index is still published only after the segment is durable.
+def test_a_batch_costs_two_durability_barriers_on_the_filesystem(store):
+    # Segment data with the index entries' data (pre-staged); then the segment's
+    # name and the index entries' names together. The segment's data is durable
+    # before any index entry is visible, and a staged copy of it stays until
+    # its name is durable (recovery puts it again if a crash lost the name).
     writer = ChainWriter.open(store, "gateway-0", signer(), checkpoint_every=10_000, checkpoint_interval=3600)
     before = store._syncs_started
     receipts = writer.append_batch(decisions("b", 16))
-    assert store._syncs_started - before == 3
+    assert store._syncs_started - before == 2
     writer.close()
     assert [RequestIndex(store).get(f"b-{n}").record_hash for n in range(16)] == [r.record_hash for r in receipts]
     assert os.listdir(store.root / ".incoming") == []

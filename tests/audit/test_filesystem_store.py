@@ -348,3 +348,37 @@ def test_a_failed_shared_flush_fails_every_commit_that_waited_for_it(store, monk
     assert not _incoming(store)
     store.put_once("after", b"the next barrier works again")
     assert store.get("after") == b"the next barrier works again"
+
+
+def test_publish_once_keeps_a_staged_copy_until_a_barrier_makes_the_name_durable(store):
+    store.publish_once("chains/c0/segments/1", b"segment one")
+    assert store.get("chains/c0/segments/1") == b"segment one"  # visible at once
+    assert len(_incoming(store)) == 1  # the durable copy, until the name is durable
+    store.put_once("index/requests/r1", b"entry")  # any put's barrier covers the name
+    assert _incoming(store) == []
+    with pytest.raises(ObjectExists):
+        store.publish_once("chains/c0/segments/1", b"another")
+    assert _incoming(store) == [] and store.get("chains/c0/segments/1") == b"segment one"
+    store.publish_once("chains/c0/segments/2", b"segment two")
+    assert len(_incoming(store)) == 1
+    store.barrier()
+    assert _incoming(store) == []
+
+
+def test_unconfirmed_finds_published_data_whose_name_was_lost(store):
+    store.publish_once("chains/c1/segments/1", b"other chain")
+    store.publish_once("chains/c0/segments/1", b"kept")
+    store.publish_once("chains/c0/segments/2", b"lost name")  # its data barrier made the names before it durable
+    assert len(_incoming(store)) == 1
+    # A crash before the next barrier may lose the last name, never the staged copy (its data was synced):
+    (store.root / "chains/c0/segments/2").unlink()
+    leftover = FilesystemStore(store.root)
+    leftover.publish_once("chains/c1/segments/2", b"published, then the process died")
+    reopened = FilesystemStore(store.root)
+    assert reopened.unconfirmed("chains/c0/") == [("chains/c0/segments/2", b"lost name")]
+    reopened.discard_unconfirmed("chains/c0/segments/2")
+    assert reopened.unconfirmed("chains/c0/") == []
+    assert len(_incoming(store)) == 1  # chains/c1/segments/2: outside the prefix asked about
+    assert reopened.unconfirmed("chains/") == []  # its name exists (and is durable now): the copy goes
+    assert _incoming(store) == []
+    assert store.get("chains/c1/segments/2") == b"published, then the process died"
