@@ -382,3 +382,25 @@ def test_unconfirmed_finds_published_data_whose_name_was_lost(store):
     assert reopened.unconfirmed("chains/") == []  # its name exists (and is durable now): the copy goes
     assert _incoming(store) == []
     assert store.get("chains/c1/segments/2") == b"published, then the process died"
+
+
+def test_without_syncfs_names_are_confirmed_by_directory_fsyncs(store, monkeypatch):
+    # Platforms without syncfs(2) (macOS) fsync files and directories one by one:
+    # a deferred name must still be made durable, and its staged copy then removed.
+    import audit.stores.filesystem as filesystem
+    from audit.chain import ChainWriter
+    from audit.signing import Ed25519Signer
+    from audit.verifier import verify_store
+    from tests.audit.helpers import decisions
+
+    monkeypatch.setattr(filesystem, "_SYNCFS", None)
+    store.publish_once("objects/published", b"data")
+    assert len(_incoming(store)) == 1
+    store.barrier()
+    assert _incoming(store) == []
+    writer = ChainWriter.open(store, "gateway-0", Ed25519Signer.from_seed(bytes(32), "2026-01-01T00:00:00.000000Z"))
+    receipts = writer.append_batch(decisions("m", 5))
+    assert _incoming(store) == []  # the index round's directory fsyncs confirmed the segment's name
+    writer.close()
+    assert store.get(receipts[0].segment_key)
+    assert verify_store(store).ok
