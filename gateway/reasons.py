@@ -65,7 +65,7 @@ def _ranked(manifest: Manifest, attributes: Mapping[str, Any], result: Explanati
     # every attribute cost more than ranking them.
     contributions = result.contributions
     order = sorted(range(len(manifest.inputs)), key=lambda i: (-abs(contributions[manifest.inputs[i].name]), i))
-    kept = [manifest.inputs[i] for i in order if keep(contributions[manifest.inputs[i].name])][: max(limit, 0)]
+    kept = [manifest.inputs[i] for i in order if keep(contributions[manifest.inputs[i].name])][:limit]
     return [_reason(manifest, spec, attributes[spec.name], contributions[spec.name]) for spec in kept]
 
 

@@ -81,7 +81,7 @@ class FilesystemStore:
         # key -> (staged path, data, syncfs calls started when it was written); see prestage().
         self._prestaged: dict[str, tuple[str, bytes, int]] = {}
         self._prestage_lock = threading.Lock()
-        # Barrier bookkeeping (see _barrier), under the same lock as pre-staging.
+        # Barrier bookkeeping (see _syncfs_counted), under the same lock as pre-staging.
         self._sync_done = threading.Condition(self._prestage_lock)
         self._sync_running = False
         self._syncs_started = 0
@@ -190,9 +190,10 @@ class FilesystemStore:
 
     def discard_unconfirmed(self, key: str) -> None:
         """Remove the staged copies of ``key`` (a caller decided not to put them again)."""
+        check_key(key)
         incoming = self._root_text + _TMP_DIR + os.sep
         for name in os.listdir(incoming):
-            if _key_of_staged(name) == check_key(key):
+            if _key_of_staged(name) == key:
                 unlink_if_present(incoming + name)
 
     def prestage(self, items: Sequence[tuple[str, bytes]]) -> None:
@@ -329,10 +330,7 @@ class FilesystemStore:
                 else:
                     self._sync_done.acquire()
                     self._synced_through = max(self._synced_through, number)
-                    confirmed = [u for u in self._unconfirmed if u[2] < number]
-                    self._unconfirmed = [u for u in self._unconfirmed if u[2] >= number]
-                    for tmp, _, _ in confirmed:  # their names are durable now
-                        unlink_if_present(tmp)
+                    self._drop_staged_copies([u for u in self._unconfirmed if u[2] < number])  # names durable now
                 finally:
                     self._sync_running = False
                     self._sync_done.notify_all()
@@ -347,14 +345,15 @@ class FilesystemStore:
                 os.close(fd)
             return
         with self._prestage_lock:
-            confirmed, self._unconfirmed = self._unconfirmed, []
-        try:
-            for directory in set(existing).union(*(changed for _, changed, _ in confirmed)):
-                fsync_directory(directory)
-        except BaseException:
-            with self._prestage_lock:
-                self._unconfirmed = confirmed + self._unconfirmed
-            raise
+            covered = list(self._unconfirmed)  # published before these fsyncs start
+        for directory in set(existing).union(*(changed for _, changed, _ in covered)):
+            fsync_directory(directory)
+        with self._prestage_lock:
+            self._drop_staged_copies(covered)
+
+    def _drop_staged_copies(self, confirmed: list[tuple[str, set[str], int]]) -> None:
+        """Under the lock: these publish_once names are durable; their staged copies can go."""
+        self._unconfirmed = [u for u in self._unconfirmed if u not in confirmed]
         for tmp, _, _ in confirmed:
             unlink_if_present(tmp)
 

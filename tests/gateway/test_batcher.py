@@ -35,18 +35,26 @@ def _batcher(pools, sizes: list[int], *, max_batch: int, max_wait_s: float):  # 
                         finish_executor=finisher, on_batch=sizes.append)
 
 
-def test_concurrent_requests_share_bounded_batches_and_get_their_own_results(pools):
-    sizes: list[int] = []
+def _run(batcher, work):  # noqa: ANN001, ANN202
+    """Run ``work(batcher)`` on a fresh event loop with the batcher started, then stop it."""
 
-    async def scenario() -> list[int]:
-        batcher = _batcher(pools, sizes, max_batch=8, max_wait_s=0.2)
+    async def scenario():  # noqa: ANN202
         batcher.start()
         try:
-            return await asyncio.gather(*(batcher.submit(n) for n in range(20)))
+            return await work(batcher)
         finally:
             await batcher.stop()
 
-    assert asyncio.run(scenario()) == [n * 2 for n in range(20)]
+    return asyncio.run(scenario())
+
+
+def test_concurrent_requests_share_bounded_batches_and_get_their_own_results(pools):
+    sizes: list[int] = []
+
+    async def work(batcher):  # noqa: ANN001, ANN202
+        return await asyncio.gather(*(batcher.submit(n) for n in range(20)))
+
+    assert _run(_batcher(pools, sizes, max_batch=8, max_wait_s=0.2), work) == [n * 2 for n in range(20)]
     assert sum(sizes) == 20 and max(sizes) <= 8 and len(sizes) < 20
 
 
@@ -55,33 +63,23 @@ def test_a_lone_client_is_not_held_for_the_batching_window(pools):
     # already holds every request in flight must close at once.
     sizes: list[int] = []
 
-    async def scenario() -> list[int]:
-        batcher = _batcher(pools, sizes, max_batch=64, max_wait_s=30.0)
-        batcher.start()
-        try:
-            return [await asyncio.wait_for(batcher.submit(n), timeout=5.0) for n in range(5)]
-        finally:
-            await batcher.stop()
+    async def work(batcher):  # noqa: ANN001, ANN202
+        return [await asyncio.wait_for(batcher.submit(n), timeout=5.0) for n in range(5)]
 
-    assert asyncio.run(scenario()) == [0, 2, 4, 6, 8]
+    assert _run(_batcher(pools, sizes, max_batch=64, max_wait_s=30.0), work) == [0, 2, 4, 6, 8]
     assert sizes == [1, 1, 1, 1, 1]
 
 
 def test_after_a_busy_cycle_the_next_batch_waits_for_company(pools):
     sizes: list[int] = []
 
-    async def scenario() -> None:
-        batcher = _batcher(pools, sizes, max_batch=64, max_wait_s=0.3)
-        batcher.start()
-        try:
-            await asyncio.gather(*(batcher.submit(n) for n in range(6)))  # six in flight at once
-            first = asyncio.ensure_future(batcher.submit(100))
-            await asyncio.sleep(0.05)  # a second request arrives within the window: it joins the first
-            await asyncio.gather(first, batcher.submit(101))
-        finally:
-            await batcher.stop()
+    async def work(batcher):  # noqa: ANN001, ANN202
+        await asyncio.gather(*(batcher.submit(n) for n in range(6)))  # six in flight at once
+        first = asyncio.ensure_future(batcher.submit(100))
+        await asyncio.sleep(0.05)  # a second request arrives within the window: it joins the first
+        await asyncio.gather(first, batcher.submit(101))
 
-    asyncio.run(scenario())
+    _run(_batcher(pools, sizes, max_batch=64, max_wait_s=0.3), work)
     assert sizes[-1] == 2
 
 
@@ -98,17 +96,13 @@ def test_with_two_finish_threads_two_batches_commit_at_once():
         both_finishing.wait()
         return items
 
-    async def scenario() -> list[int]:
-        batcher = MicroBatcher(lambda items: list(items), finish, max_batch=1, max_wait_s=0.0, executor=compute,
-                               finish_executor=finish_pool, max_finishing=3)
-        batcher.start()
-        try:
-            return await asyncio.gather(batcher.submit(1), batcher.submit(2))
-        finally:
-            await batcher.stop()
+    async def work(batcher):  # noqa: ANN001, ANN202
+        return await asyncio.gather(batcher.submit(1), batcher.submit(2))
 
+    batcher = MicroBatcher(lambda items: list(items), finish, max_batch=1, max_wait_s=0.0, executor=compute,
+                           finish_executor=finish_pool, max_finishing=3)
     try:
-        assert asyncio.run(scenario()) == [1, 2]
+        assert _run(batcher, work) == [1, 2]
     finally:
         compute.shutdown()
         finish_pool.shutdown()
