@@ -516,7 +516,9 @@ class _Verifier:
             if owner is not None:
                 self.note(
                     "superseded_duplicate",
-                    f"request {info[1]!r} is also recorded at {owner.chain_id}/{owner.seq}, which the index names",
+                    f"this decision for request {info[1]!r} was never delivered: the index names "
+                    f"{owner.chain_id}/{owner.seq} (record {owner.record_hash[:16]}...) as the decision answered "
+                    f"(a retry that raced on another writer process; one process never signs both)",
                     chain_id=chain_id,
                     seq=seq,
                 )

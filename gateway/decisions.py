@@ -14,6 +14,8 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ from audit.index import IndexConflict, IndexEntry, RequestIndex
 from audit.reader import ReadError, read_decision
 from audit.stores import StoreError
 from gateway.api_models import DecisionRequest, DecisionResponse, ModelOut, ReasonOut, ReceiptOut
+from gateway.claims import ClaimOutcome, RequestClaims
 from gateway.metrics import GatewayMetrics
 from gateway.models_cache import ModelCache
 from gateway.problems import ApiProblem
@@ -128,6 +131,8 @@ class ComputedBatch:
     outcomes: list[DecisionResponse | ApiProblem | None]
     fresh: list[int] = field(default_factory=list)
     duplicates: list[tuple[int, int]] = field(default_factory=list)
+    owned: list[int] = field(default_factory=list)  # items whose request id this batch claimed
+    waiting: list[tuple[int, Future[ClaimOutcome]]] = field(default_factory=list)  # ids an earlier batch owns
     bodies: list[rec.DecisionBody] = field(default_factory=list)
     error: StoreError | ChainError | None = None
 
@@ -144,11 +149,14 @@ class DecisionService:
         retry_after_s: int = 5,
         explain: bool = True,
         clock: Callable[[], str] = rec.utc_now,
+        claim_wait_s: float = 30.0,
     ) -> None:
         self.models, self.lane, self.index = models, lane, index
         self.store = models.registry.store  # one store holds models, chains and index
         self.environment_sha256 = environment_sha256
         self.metrics, self.retry_after_s, self.explain, self.clock = metrics, retry_after_s, explain, clock
+        self.claims = RequestClaims()
+        self.claim_wait_s = claim_wait_s
 
     # -- event-loop side: cheap checks, no store writes ------------------
     def prepare(self, request: DecisionRequest) -> PendingDecision:
@@ -176,15 +184,20 @@ class DecisionService:
         return self.commit_batch(self.compute_batch(batch))
 
     def compute_batch(self, batch: Sequence[PendingDecision]) -> ComputedBatch:
-        """Stage 1 (CPU): answer known request ids, score and explain the rest.
-        Nothing is written; the batcher overlaps this with the previous batch's commit."""
+        """Stage 1 (CPU): claim the batch's request ids, answer known ones, score
+        and explain the rest. Nothing is written; the batcher overlaps this
+        with the previous batch's commit. Claims taken here are released by
+        commit_batch (or here, if this stage fails)."""
         computed = ComputedBatch(batch=batch, outcomes=[None] * len(batch))
         try:
-            computed.fresh, computed.duplicates = self._answer_known(batch, computed.outcomes)
+            self._claim_and_answer_known(computed)
             if computed.fresh:
                 computed.bodies = self._score_and_explain([batch[i] for i in computed.fresh])
         except (StoreError, ChainError) as exc:
             computed.error = exc
+        except BaseException:
+            self._release_claims(computed)
+            raise
         return computed
 
     def commit_batch(self, computed: ComputedBatch) -> list[DecisionResponse | ApiProblem]:
@@ -200,29 +213,79 @@ class DecisionService:
         except (StoreError, ChainError) as exc:
             self.metrics.failures.labels("audit_unavailable").inc()
             problem = unavailable(f"the decision was not recorded, so it was not made: {exc}", self.retry_after_s)
-            outcomes = [o if o is not None else problem for o in outcomes]
+            waiting = {i for i, _ in computed.waiting}  # answered below, from their owner's outcome
+            outcomes = [o if o is not None or i in waiting else problem for i, o in enumerate(outcomes)]
+        finally:
+            computed.outcomes = outcomes
+            self._release_claims(computed)
+        self._answer_waiting(computed.batch, computed.waiting, outcomes)
         return [o for o in outcomes]  # type: ignore[misc]
 
-    def _answer_known(self, batch: Sequence[PendingDecision], outcomes: list) -> tuple[list[int], list[tuple[int, int]]]:
-        """Fill outcomes for request ids already decided (idempotency).
-
-        Returns the indexes still to decide, and (copy, original) index pairs
-        for a request id repeated inside this batch: it is decided once and
-        the copies are answered from that first decision.
+    def _claim_and_answer_known(self, computed: ComputedBatch) -> None:
+        """Claim each request id for this batch and answer ids already decided
+        (idempotency). Sets ``fresh`` (still to decide), ``owned`` (claimed
+        here), ``waiting`` (owned by an earlier batch still in the pipeline:
+        answered from its outcome once it commits) and ``duplicates``:
+        (copy, original) pairs for an id repeated inside this batch, decided
+        once and answered from that first decision.
         """
-        fresh, first_of = [], {}
+        batch, first_of = computed.batch, {}
         for i, item in enumerate(batch):
             if item.request_id in first_of:
                 continue
+            owner = self.claims.claim(item.request_id)
+            if owner is not None:
+                computed.waiting.append((i, owner))
+                continue
+            first_of[item.request_id] = i
+            computed.owned.append(i)
             entry = self.index.get(item.request_id) if self.index is not None else None
             if entry is None:
-                first_of[item.request_id] = i
-                fresh.append(i)
+                computed.fresh.append(i)
             else:
-                outcomes[i] = self._from_index(item, entry)
-        duplicates = [(i, first_of[item.request_id]) for i, item in enumerate(batch)
-                      if item.request_id in first_of and first_of[item.request_id] != i]
-        return fresh, duplicates
+                computed.outcomes[i] = self._from_index(item, entry)
+        computed.duplicates = [(i, first_of[item.request_id]) for i, item in enumerate(batch)
+                               if item.request_id in first_of and first_of[item.request_id] != i]
+
+    def _release_claims(self, computed: ComputedBatch) -> None:
+        for i in computed.owned:
+            item = computed.batch[i]
+            self.claims.release(item.request_id, ClaimOutcome(item.request_sha256, computed.outcomes[i]))
+        computed.owned = []
+
+    def _answer_waiting(self, batch: Sequence[PendingDecision], waiting: list[tuple[int, Future[ClaimOutcome]]],
+                        outcomes: list) -> None:
+        """Answer requests whose id an earlier batch owned, from that batch's outcome.
+
+        The earlier batch was handed to the commit executor first (the batcher
+        submits commits in order), so its commit has started or finished: the
+        wait is bounded by one commit. If it ended without a decision (a store
+        failure), the index says whether another process decided the id;
+        otherwise the client gets the owner's 503 and retries.
+        """
+        for i, owner in waiting:
+            item = batch[i]
+            try:
+                first = owner.result(timeout=self.claim_wait_s)
+            except FutureTimeout:
+                outcomes[i] = unavailable(f"request_id {item.request_id!r} is still being decided by an earlier "
+                                          f"request; retry with the same request_id", self.retry_after_s)
+                continue
+            if isinstance(first.answer, DecisionResponse):
+                if first.request_sha256 == item.request_sha256:
+                    outcomes[i] = msgspec.structs.replace(first.answer, idempotent_replay=True)
+                else:
+                    self.metrics.failures.labels("conflict").inc()
+                    outcomes[i] = conflict(item.request_id)
+                continue
+            try:
+                entry = self.index.get(item.request_id) if self.index is not None else None
+                outcomes[i] = self._from_index(item, entry) if entry is not None else (
+                    first.answer if isinstance(first.answer, ApiProblem) else
+                    unavailable(f"the earlier request with request_id {item.request_id!r} ended without a decision; "
+                                f"retry with the same request_id", self.retry_after_s))
+            except StoreError as exc:
+                outcomes[i] = unavailable(f"the decision could not be read back: {exc}", self.retry_after_s)
 
     def _from_index(self, item: PendingDecision, entry: IndexEntry) -> DecisionResponse | ApiProblem:
         if entry.request_sha256 != item.request_sha256:

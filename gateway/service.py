@@ -63,7 +63,8 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
                                   checkpoint_interval=settings.checkpoint_interval_s)
     lane = AuditLane(writer, metrics)
     decisions = DecisionService(models, lane, RequestIndex(store) if writer else None, env_sha, metrics,
-                                retry_after_s=settings.retry_after_s, explain=settings.explain)
+                                retry_after_s=settings.retry_after_s, explain=settings.explain,
+                                claim_wait_s=settings.request_timeout_s)
     lookups = LookupService(store, lane, models, settings.retry_after_s)
     replays = None
     if writer is not None:

@@ -142,6 +142,33 @@ def test_same_request_id_concurrently_gives_one_decision(live_gateway):
     assert len(receipts) == 1
 
 
+def test_same_request_id_with_different_bodies_signs_only_the_delivered_decision(live_gateway):
+    """16 concurrent posts per request id, each with another body: one 200, fifteen
+    409, and the chain holds exactly the one decision the client received (the
+    losers are refused before scoring, not signed and superseded)."""
+    from audit.records import DecisionBody
+
+    ids = [f"race-{n:02d}" for n in range(20)]
+    bodies = [_body(100 + 16 * n + k, request_id) for k in range(16) for n, request_id in enumerate(ids)]
+    responses = asyncio.run(_post_all(live_gateway.url, live_gateway.tokens["client"], bodies))
+    by_id: dict[str, list[httpx.Response]] = {}
+    for body, response in zip(bodies, responses):
+        by_id.setdefault(body["request_id"], []).append(response)
+    for request_id, answers in by_id.items():
+        assert sorted(r.status_code for r in answers) == [200] + [409] * 15, (request_id, [r.text for r in answers])
+    store = open_store((live_gateway.home / "store").as_uri())
+    signed: dict[str, list] = {}
+    for record in chain_records(store, "gateway-0"):
+        if isinstance(record.body, DecisionBody) and record.body.request_id in by_id:
+            signed.setdefault(record.body.request_id, []).append(record)
+    for request_id, answers in by_id.items():
+        (winner,) = [r.json() for r in answers if r.status_code == 200]
+        assert [(r.seq, r.body.score) for r in signed[request_id]] == [(winner["receipt"]["seq"], winner["score"])]
+    report = verify_store(store)
+    assert report.ok, report.first_failure
+    assert not [n for n in report.notes if n.reason == "superseded_duplicate"]
+
+
 def test_models_endpoints_and_operations(live_gateway):
     token = live_gateway.tokens["client"]
     with httpx.Client(base_url=live_gateway.url, headers=auth(token), timeout=30) as client:
