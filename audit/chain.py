@@ -748,9 +748,12 @@ def _roll_forward_unconfirmed(store: WormStore, chain_id: str, state: _ScanState
     """Recovery for DeferredNaming stores: a segment whose name a crash lost
     after its data was durable is put again if it continues the chain exactly
     (next sequence number, links, signatures); its index entries may already
-    be durable. Any other staged copy is discarded: nothing points at it."""
+    be durable. Any other staged copy is discarded: nothing points at it.
+    Staging left by writers proved dead (pre-staged index entries of a killed
+    process) is removed first."""
     if not isinstance(store, DeferredNaming) or store.versioned:
         return state
+    store.discard_orphans()
     for key, data in store.unconfirmed(layout.segments_prefix(chain_id)):
         if key == layout.segment_key(chain_id, state.size) and _continues(state, chain_id, data):
             try:

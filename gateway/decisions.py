@@ -80,6 +80,8 @@ class AuditLane:
         self._metrics = metrics
         self.stopped = False  # a permanent chain error (e.g. another writer owns the chain)
         self.last_error: str | None = None
+        self.consecutive_failures = 0  # failed appends since the last one that succeeded (readiness)
+        self.last_failure_at = 0.0  # time.monotonic() of the latest failed append
 
     def append(self, bodies: Sequence[Any]) -> list[Receipt | IndexConflict]:
         if self.writer is None:
@@ -89,11 +91,14 @@ class AuditLane:
             results = self.writer.append_batch(list(bodies))
         except StoreError as exc:
             self.last_error = str(exc)
+            self.consecutive_failures += 1
+            self.last_failure_at = time.monotonic()
             raise
         except ChainError as exc:
             self.stopped, self.last_error = True, str(exc)
             raise
         self.last_error = None
+        self.consecutive_failures = 0
         self._metrics.audit_append.observe(time.perf_counter() - started)
         self._metrics.chain_length.labels(self.writer.chain_id).set(self.writer.size)
         return results

@@ -103,8 +103,15 @@ class LookupService:
         except (StoreUnavailable, StoreError) as exc:
             raise unavailable(f"the audit trail cannot be read: {exc}", self.retry_after_s) from None
 
-    def _log_access(self, action: str, actor_key_id: str, request_id: str) -> None:
-        body = rec.AccessBody(action=action, actor_key_id=actor_key_id, target_request_id=request_id,
+    def log_access(self, action: str, actor_key_id: str, target: str) -> None:
+        """Make an access record durable, or refuse the answer (503).
+
+        Called once the answer is ready and just before it is returned, so the
+        trail records only what was delivered: an answer that fails to build
+        (a chart that cannot render, a sealed record) leaves no access record.
+        ``target`` is the request id looked at (for replay reads: the replay id).
+        """
+        body = rec.AccessBody(action=action, actor_key_id=actor_key_id, target_request_id=target,
                               accessed_at=rec.utc_now())
         try:
             self.lane.append([body])
@@ -113,22 +120,28 @@ class LookupService:
 
     def record(self, request_id: str, actor_key_id: str) -> RecordView:
         verified = self._verified(request_id)
-        self._log_access("lookup", actor_key_id, request_id)
-        return RecordView(record=verified.record, verification=_verification(verified))
+        view = RecordView(record=verified.record, verification=_verification(verified))
+        self.log_access("lookup", actor_key_id, request_id)
+        return view
 
     def explanation(self, request_id: str, actor_key_id: str) -> ExplanationView:
-        verified = self._verified(request_id)
-        self._log_access("explanation", actor_key_id, request_id)
-        return self._view(verified)
+        view = self._view(self._verified(request_id))
+        self.log_access("explanation", actor_key_id, request_id)
+        return view
 
     def explanation_chart(self, request_id: str, actor_key_id: str, fmt: str = "png") -> bytes:
         from gateway.waterfall import render_waterfall
 
         verified = self._verified(request_id)
         body = verified.body
+        if not body.explanation.contributions:
+            raise ApiProblem(409, "not-explained", "This decision has no contributions to chart",
+                             detail=f"decision {request_id!r} was made with explanation method "
+                                    f"{body.explanation.method!r}")
         manifest = self.models.manifest(body.model.name, body.model.version)
-        self._log_access("explanation_chart", actor_key_id, request_id)
-        return render_waterfall(manifest, _attributes(body), _result(body), fmt=fmt)
+        chart = render_waterfall(manifest, _attributes(body), _result(body), fmt=fmt)
+        self.log_access("explanation_chart", actor_key_id, request_id)
+        return chart
 
     def _view(self, verified: VerifiedDecision) -> ExplanationView:
         from gateway.reasons import principal_reasons_for_denial

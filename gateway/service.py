@@ -9,12 +9,13 @@ one clear message instead of serving unaudited decisions.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 
 from audit.chain import ChainWriter
 from audit.index import RequestIndex
 from audit.signing import FileKeyStore
-from audit.stores import ObjectExists, StoreError, WormStore, open_store
+from audit.stores import ObjectExists, StoreError, WormStore, WriteProbe, open_store
 from gateway import environment
 from gateway.apikeys import ApiKeyStore
 from gateway.app import Services
@@ -75,7 +76,8 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
                                 signer=signer, keyring=keyring)
     return Services(settings=settings, models=models, lane=lane, decisions=decisions, lookups=lookups,
                     metrics=metrics, apikeys=ApiKeyStore(settings.apikeys_file),
-                    readiness=_readiness(store, lane, models), replays=replays)
+                    readiness=_readiness(store, lane, models, settings.unready_after_failures, settings.retry_after_s),
+                    replays=replays)
 
 
 def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN202 - (Signer, KeyRing)
@@ -96,17 +98,28 @@ def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN
 DISABLED_FOR_BENCHMARK = "disabled: unsafe benchmark mode (VERDICT_UNSAFE_BENCHMARK=1)"
 
 
-def _readiness(store: WormStore, lane: AuditLane, models: ModelCache) -> Callable[[], dict[str, str]]:
-    """Ready = a model is loaded, the store answers, and the chain writer has
-    not been stopped by a permanent error. A failed append alone does not make
-    the process unready: the next append resolves it once the store is back,
-    and an unready pod would never receive that next request."""
+def _readiness(store: WormStore, lane: AuditLane, models: ModelCache,
+               unready_after: int, retry_after_s: float) -> Callable[[], dict[str, str]]:
+    """Ready = a model is loaded, the store answers and can take appends, and
+    the chain writer has not been stopped by a permanent error.
+
+    "Can take appends": after ``unready_after`` consecutive failed appends (a
+    full disk, a store refusing writes) the store check fails, so a load
+    balancer stops sending decisions that could only be refused. Recovery
+    needs no traffic: while failing, each readiness check asks the store to
+    prove it could write (a scratch write where the store can do one,
+    _append_health); once it can, the replica is ready again and the next
+    real append resets the count. A store that cannot probe without writing
+    an object (S3 Object Lock) is reported ready again ``retry_after_s``
+    after its last failure, so that one request can try (half-open). A single failed append does
+    not make the process unready: it may be one lost request.
+    """
 
     def check() -> dict[str, str]:
         checks = {"models": "ok" if models.loaded_versions() else "no model loaded"}
         try:
             store.exists("keys/readiness-probe")
-            checks["store"] = "ok"
+            checks["store"] = _append_health(store, lane, unready_after, retry_after_s)
         except StoreError as exc:
             checks["store"] = f"unreachable: {exc}"
         if lane.writer is None:
@@ -118,3 +131,18 @@ def _readiness(store: WormStore, lane: AuditLane, models: ModelCache) -> Callabl
         return checks
 
     return check
+
+
+def _append_health(store: WormStore, lane: AuditLane, unready_after: int, retry_after_s: float) -> str:
+    failures = lane.consecutive_failures
+    if failures < unready_after:
+        return "ok"
+    if isinstance(store, WriteProbe):
+        try:
+            store.probe_write()
+            return "ok"  # the store can write again: let traffic in; the next append confirms it
+        except StoreError as exc:
+            return f"cannot take appends: {failures} consecutive appends failed (last: {lane.last_error}); now: {exc}"
+    if time.monotonic() - lane.last_failure_at >= retry_after_s:
+        return "ok"  # half-open: let one request try the store
+    return f"cannot take appends: {failures} consecutive appends failed (last: {lane.last_error})"

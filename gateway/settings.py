@@ -38,6 +38,7 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     checkpoint_every: int = 1000         # records between signed Merkle checkpoints
     checkpoint_interval_s: float = 60.0
     retry_after_s: int = 5               # Retry-After on 503
+    unready_after_failures: int = 3      # consecutive failed appends before /readyz reports the store unable to append
     bootstrap: bool = True               # train/register the reference model on an empty store
     explain: bool = True                 # benchmarks only: switch explanation off (upper bound)
     audit: bool = True                   # benchmarks only: switch the audit append off (upper bound)
@@ -81,6 +82,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise SettingsError("max_batch must be 1..4096")
     if not 1 <= settings.commit_threads <= 8:
         raise SettingsError("commit_threads must be 1..8")
+    if settings.unready_after_failures < 1:
+        raise SettingsError("unready_after_failures must be >= 1")
     return msgspec.structs.replace(
         settings,
         store=store_url(settings.store or None),

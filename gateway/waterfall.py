@@ -4,7 +4,8 @@ Why shap's own plot: it is the chart model-risk teams already read, it draws
 exactly base value + contributions = output, and the attribute wording comes
 from the manifest (labels, ``describe`` for values), so the picture says what
 the reasons say. Rendering uses matplotlib's Agg backend (no display needed);
-pyplot keeps global state, so renders are serialised with a lock. SVG text is
+pyplot keeps global state, so renders are serialised with every other chart
+of the process (gateway.plotting.chart_session). SVG text is
 kept as text (searchable, accessible) and its ids and metadata are fixed, so
 the same decision renders to the same SVG bytes.
 """
@@ -12,7 +13,6 @@ the same decision renders to the same SVG bytes.
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,11 +20,11 @@ import numpy as np
 
 from gateway.explanation import ExplanationResult
 from gateway.manifest import Manifest
+from gateway.plotting import chart_session
 
 __all__ = ["FORMATS", "render_waterfall"]
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
-_LOCK = threading.Lock()
 _STYLE = {"svg.fonttype": "none", "svg.hashsalt": "verdict-waterfall", "font.family": "DejaVu Sans"}
 
 
@@ -46,14 +46,10 @@ def render_waterfall(manifest: Manifest, attributes: Mapping[str, Any], result: 
     get a bar each, the rest are summed into one."""
     if fmt not in FORMATS:
         raise ValueError(f"waterfall format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    import matplotlib
-    import matplotlib.pyplot as plt
     import shap
 
     explanation = _shap_explanation(manifest, attributes, result)
-    with _LOCK, matplotlib.rc_context(_STYLE):
-        if matplotlib.get_backend().lower() != "agg":
-            plt.switch_backend("agg")
+    with chart_session(_STYLE) as plt:
         figure = plt.figure()
         try:
             shap.plots.waterfall(explanation, max_display=max_display, show=False)

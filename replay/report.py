@@ -383,45 +383,49 @@ def score_chart_png(report: ReplayReport) -> bytes | None:
               if r.score is not None and r.score.logged is not None and r.score.verdict != "not_replayed"]
     if not points:
         return None
-    import matplotlib
+    from gateway.plotting import chart_session
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with chart_session() as plt:
+        fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=110)
+        try:
+            return _draw_score_chart(report, points, fig, ax)
+        finally:
+            plt.close(fig)
+
+
+def _draw_score_chart(report: ReplayReport, points: list, fig, ax) -> bytes:  # noqa: ANN001
+    """Draw the score-delta chart on ``fig``/``ax`` (the caller holds the chart session)."""
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=110)
-    try:
-        lo, hi = min(p[0] for p in points), max(p[0] for p in points)
-        xs = np.linspace(min(0.0, lo), max(1.0, hi), 200)
-        bounds = []
-        for i, t in enumerate(report.tolerances):
-            eff = t["effective"]
-            band = eff["absolute"] + eff["relative"] * np.abs(xs)
-            bounds.append(float(band.min()))
-            ax.fill_between(xs, -band, band, color="#58d68d", alpha=0.18 if i == 0 else 0.1,
-                            label=f"tolerance {t['model']}: ±({eff['absolute']:g} + {eff['relative']:g}·|score|)")
-        nonzero = [abs(d) for _, d, _ in points if d]
-        smallest = min(nonzero + bounds, default=1e-9)
-        ax.set_yscale("symlog", linthresh=max(smallest / 10, 1e-300))
-        for verdict, colour in _COLOURS.items():
-            sel = [(x, d) for x, d, v in points if v == verdict]
-            if sel:
-                ax.scatter([x for x, _ in sel], [d for _, d in sel], s=9, color=colour, label=f"{verdict} ({len(sel)})",
-                           zorder=3)
-        ax.axhline(0.0, color="#444", linewidth=0.6)
-        ax.set_xlabel("logged score")
-        ax.set_ylabel("replayed − logged (symlog)")
-        cannot = report.summary.cannot_replay
-        ax.set_title("Score deltas against the registered tolerance band"
-                     + (f" ({cannot} cannot_replay not shown)" if cannot else ""), fontsize=10)
-        ax.legend(fontsize=7, loc="upper right")
-        ax.grid(alpha=0.3)
-        buffer = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buffer, format="png")
-        return buffer.getvalue()
-    finally:
-        plt.close(fig)
+    lo, hi = min(p[0] for p in points), max(p[0] for p in points)
+    xs = np.linspace(min(0.0, lo), max(1.0, hi), 200)
+    bounds = []
+    for i, t in enumerate(report.tolerances):
+        eff = t["effective"]
+        band = eff["absolute"] + eff["relative"] * np.abs(xs)
+        bounds.append(float(band.min()))
+        ax.fill_between(xs, -band, band, color="#58d68d", alpha=0.18 if i == 0 else 0.1,
+                        label=f"tolerance {t['model']}: ±({eff['absolute']:g} + {eff['relative']:g}·|score|)")
+    nonzero = [abs(d) for _, d, _ in points if d]
+    smallest = min(nonzero + bounds, default=1e-9)
+    ax.set_yscale("symlog", linthresh=max(smallest / 10, 1e-300))
+    for verdict, colour in _COLOURS.items():
+        sel = [(x, d) for x, d, v in points if v == verdict]
+        if sel:
+            ax.scatter([x for x, _ in sel], [d for _, d in sel], s=9, color=colour, label=f"{verdict} ({len(sel)})",
+                       zorder=3)
+    ax.axhline(0.0, color="#444", linewidth=0.6)
+    ax.set_xlabel("logged score")
+    ax.set_ylabel("replayed − logged (symlog)")
+    cannot = report.summary.cannot_replay
+    ax.set_title("Score deltas against the registered tolerance band"
+                 + (f" ({cannot} cannot_replay not shown)" if cannot else ""), fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 # --- HTML ----------------------------------------------------------------------------------------

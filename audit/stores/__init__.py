@@ -13,6 +13,7 @@ from audit.stores.base import (
     StoreError,
     StoreUnavailable,
     WormStore,
+    WriteProbe,
 )
 from audit.stores.filesystem import FilesystemStore
 
@@ -26,6 +27,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "WormStore",
+    "WriteProbe",
     "open_store",
 ]
 

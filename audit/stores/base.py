@@ -23,6 +23,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "WormStore",
+    "WriteProbe",
 ]
 
 
@@ -150,4 +151,21 @@ class DeferredNaming(Protocol):
 
     def discard_unconfirmed(self, key: str) -> None:
         """Forget the staged copies of ``key``."""
+        ...
+
+    def discard_orphans(self) -> int:
+        """Remove staging left by writers proved dead (never a copy that
+        ``unconfirmed`` may still return); return how many files went."""
+        ...
+
+
+@runtime_checkable
+class WriteProbe(Protocol):
+    """A store that can tell, without writing an object, whether it could take
+    one now (the filesystem store: a scratch write in its staging area). Why:
+    readiness must notice a full disk, and notice by itself when space is
+    back, although an unready replica receives no decision to try with."""
+
+    def probe_write(self) -> None:
+        """Raise :class:`StoreUnavailable` if a write would fail now."""
         ...

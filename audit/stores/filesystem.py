@@ -37,7 +37,6 @@ import ctypes.util
 import errno
 import itertools
 import os
-import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,7 @@ from pathlib import Path
 from audit.durable import fsync_directory, unlink_if_present
 from audit.stores.base import ObjectExists, ObjectMissing, ObjectRef, ObjectVersion, StoreUnavailable
 from audit.stores.keys import check_key, check_prefix
+from audit.stores.staging import StagingOwner
 
 __all__ = ["FilesystemStore"]
 
@@ -53,6 +53,7 @@ _TMP_DIR = ".incoming"
 _STAGED_KEY_MARK = "="  # staged copy of a publish_once object: <unique>=<key with "/" as "~">
 _STAGED_SLASH = "~"  # neither character can occur in a key
 _MAX_PRESTAGED = 4096
+_PROBE_BYTES = 64 * 1024  # about one batch's segment and index entries
 _FSYNC_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="verdict-fsync")
 
 
@@ -76,7 +77,9 @@ class FilesystemStore:
         self.root = Path(root).absolute()
         self.url = self.root.as_uri()
         self._root_text = str(self.root) + os.sep  # plain strings on the per-object paths (pathlib costs ~20 us)
-        self._staging = f"{self._root_text}{_TMP_DIR}{os.sep}{os.getpid()}-{secrets.token_hex(8)}-"
+        # Staging files are named after their owner, who holds a lock while alive (audit.stores.staging).
+        self._owner = StagingOwner(self._root_text + _TMP_DIR, _STAGED_KEY_MARK)
+        self._staging = self._owner.prefix
         self._staged_count = itertools.count()
         # key -> (staged path, data, syncfs calls started when it was written); see prestage().
         self._prestaged: dict[str, tuple[str, bytes, int]] = {}
@@ -196,6 +199,35 @@ class FilesystemStore:
             if _key_of_staged(name) == key:
                 unlink_if_present(incoming + name)
 
+    def discard_orphans(self) -> int:
+        """Remove staging files left by writers proved dead (killed mid-batch):
+        pre-staged index entries and temporary copies, never a key-named copy
+        that crash recovery may still put again. Returns how many were removed."""
+        try:
+            return self._owner.discard_orphans()
+        except OSError as exc:
+            raise StoreUnavailable(f"filesystem store {self.root}: cannot clean staging: {exc}") from exc
+
+    def probe_write(self, size: int = _PROBE_BYTES) -> None:
+        """Can this store take an append now? Writes ``size`` bytes to a scratch
+        file in staging, syncs and removes it; raises StoreUnavailable (with
+        the OS reason, e.g. "No space left on device") if it cannot."""
+        path = f"{self._staging}probe"
+        try:
+            self._owner.hold()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(bytes(size))
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreUnavailable(f"filesystem store {self.root} cannot take writes: {exc.strerror or exc}") from exc
+        finally:
+            unlink_if_present(path)
+
     def prestage(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Write these objects' files now, unpublished: the next durability
         barrier (any put's data sync) makes them durable, and a later
@@ -267,6 +299,7 @@ class FilesystemStore:
 
     def _write_staged(self, data: bytes, staged: list[str], *, keep_open: bool = False, key: str | None = None) -> int:
         # Unique per process and store object; O_EXCL still refuses any collision.
+        self._owner.hold()
         tmp = f"{self._staging}{next(self._staged_count)}"
         if key is not None:
             tmp += _STAGED_KEY_MARK + key.replace("/", _STAGED_SLASH)

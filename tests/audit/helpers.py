@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from audit import layout
@@ -62,3 +63,9 @@ def overwrite(path: Path, data: bytes) -> None:
     path.chmod(0o644)
     path.write_bytes(data)
     path.chmod(0o444)
+
+
+def staged_files(root: Path) -> list[str]:
+    """What a filesystem store holds in staging, less its writers' liveness
+    locks (``<owner>.lock``, audit.stores.staging): the data left behind."""
+    return sorted(name for name in os.listdir(Path(root) / ".incoming") if not name.endswith(".lock"))

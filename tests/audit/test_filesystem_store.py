@@ -17,6 +17,7 @@ import pytest
 
 from audit.stores import FilesystemStore, ObjectExists, ObjectMissing, ObjectRef, StoreUnavailable, WormStore, open_store
 from audit.stores.keys import InvalidKey
+from tests.audit.helpers import staged_files
 
 INCOMING = ".incoming"
 
@@ -27,7 +28,7 @@ def store(tmp_path):
 
 
 def _incoming(store: FilesystemStore) -> list[str]:
-    return sorted(os.listdir(store.root / INCOMING))
+    return staged_files(store.root)
 
 
 def test_round_trip_and_protocol(store, tmp_path):
@@ -208,7 +209,7 @@ def test_temp_file_removed_when_staging_fails(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "unavailable:" in done.stdout, done.stdout + done.stderr
     assert not (root / "big").exists()
-    assert os.listdir(root / INCOMING) == []
+    assert staged_files(root) == []
 
 
 
@@ -407,3 +408,62 @@ def test_without_syncfs_names_are_confirmed_by_directory_fsyncs(store, monkeypat
     writer.close()
     assert store.get(receipts[0].segment_key)
     assert verify_store(store).ok
+
+
+_STAGING_WRITER = textwrap.dedent("""
+    import sys
+    from audit.stores import FilesystemStore
+    store = FilesystemStore(sys.argv[1])
+    store.prestage([("index/requests/r-1", b"request id and hash of r-1")])
+    store.publish_once("chains/c0/segments/1", b"a segment whose name may be lost")
+    print("staged", flush=True)
+    sys.stdin.read()  # alive until killed
+""")
+
+
+def test_staging_of_a_killed_writer_is_removed_once_proved_dead(store):
+    """Pre-staged index entries (request ids, hashes) of a writer killed
+    mid-batch are removed by the next recovery; a live writer's staging and a
+    key-named copy that recovery may put again are kept."""
+    writer = subprocess.Popen([sys.executable, "-c", _STAGING_WRITER, str(store.root)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert writer.stdout.readline() == b"staged\n"
+        staged = [n for n in _incoming(store) if n.startswith(f"{writer.pid}-")]
+        assert len(staged) == 2
+        assert store.discard_orphans() == 0 and _incoming(store) == staged  # alive: its lock is held
+    finally:
+        writer.kill()
+        writer.wait()
+    (store.root / "chains/c0/segments/1").unlink()  # the crash lost the segment's name
+    assert store.discard_orphans() == 1
+    (copy,) = _incoming(store)
+    assert "=" in copy  # the key-named copy stays for the chain's recovery
+    assert store.unconfirmed("chains/c0/") == [("chains/c0/segments/1", b"a segment whose name may be lost")]
+    assert not [n for n in os.listdir(store.root / INCOMING) if n.startswith(f"{writer.pid}-") and n.endswith(".lock")]
+
+
+def test_staging_left_by_a_writer_without_a_lock_is_orphaned(store):
+    """Files from a writer that never took a lock (an earlier version) are
+    gone-owner files: removed, while this store's own staging is kept."""
+    (store.root / INCOMING / "12345-0123456789abcdef-0").write_bytes(b"pre-staged by an old version")
+    (store.root / INCOMING / "12345-0123456789abcdef-1=chains~c9~segments~1").write_bytes(b"key-named copy")
+    store.prestage([("index/requests/mine", b"mine")])
+    mine = [n for n in _incoming(store) if n.startswith(f"{os.getpid()}-")]
+    assert store.discard_orphans() == 1
+    assert _incoming(store) == sorted(["12345-0123456789abcdef-1=chains~c9~segments~1", *mine])
+
+
+def test_write_probe_reports_the_os_reason(store, monkeypatch):
+    store.probe_write()
+    assert [n for n in _incoming(store) if n.endswith("probe")] == []
+    real_write = os.write
+
+    def full_disk(fd, data):  # noqa: ANN001, ANN202 - ENOSPC from the kernel, as on a full disk
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(StoreUnavailable, match="No space left on device"):
+        store.probe_write()
+    monkeypatch.setattr(os, "write", real_write)
+    assert [n for n in _incoming(store) if n.endswith("probe")] == []

@@ -14,7 +14,6 @@ import hashlib
 import random
 import socket
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -167,9 +166,7 @@ def test_put_many_once_64_items_concurrently_durable_and_listed_in_order(s3_stor
     shuffled = keys[:]
     random.Random(7).shuffle(shuffled)
     items = [(k, f"payload {k}".encode() * 20) for k in shuffled]
-    t0 = time.perf_counter()
     refs = s3_store.put_many_once(items)
-    elapsed = time.perf_counter() - t0
 
     assert [r.key for r in refs] == shuffled
     assert all(r.version for r in refs)
@@ -178,7 +175,6 @@ def test_put_many_once_64_items_concurrently_durable_and_listed_in_order(s3_stor
     for ref, (key, data) in zip(refs, items):
         assert s3_store.get(key, ref.version) == data
     assert peak["max"] > 1, "the puts of one batch must be in flight together"
-    assert elapsed < 10
 
 
 def test_batch_with_existing_keys_raises_for_first_in_input_order(s3_store):
@@ -360,47 +356,63 @@ def test_bad_bucket_name_is_a_configuration_error(s3_env):
 # --------------------------------------------------------------------------- outages
 
 
-def test_unreachable_endpoint_fails_fast_with_store_unavailable(s3_env):
+def _count_attempts(client) -> list[str]:  # noqa: ANN001 - a botocore S3 client
+    """Every HTTP attempt the client makes, by operation (botocore's before-send
+    event fires once per attempt, retries included)."""
+    attempts: list[str] = []
+    client.meta.events.register("before-send.s3", lambda event_name, **_: attempts.append(event_name.rsplit(".", 1)[-1]))
+    return attempts
+
+
+def _counting_session(attempts: list[str]):  # noqa: ANN202 - a boto3 session whose clients count attempts
+    import boto3
+
+    session = boto3.session.Session(region_name="us-east-1")
+    session.events.register("before-send.s3", lambda event_name, **_: attempts.append(event_name.rsplit(".", 1)[-1]))
+    return session
+
+
+def test_unreachable_endpoint_fails_with_store_unavailable_after_two_attempts(s3_env):
+    """Connection refused: the error names the operation and endpoint, and each
+    call makes exactly two attempts (no retry storm). How long that takes is a
+    benchmark's business, not a test's."""
     port = free_port()  # nothing listens there
     endpoint = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
     with pytest.raises(StoreUnavailable) as down:
         S3ObjectLockStore.from_url(f"s3://audit-trail/x?endpoint_url={endpoint}&timeout=2")
-    assert time.monotonic() - t0 < 2
     assert endpoint in str(down.value) and "HeadBucket" in str(down.value)
+    attempts: list[str] = []
+    with pytest.raises(StoreUnavailable, match="HeadBucket"):
+        S3ObjectLockStore("audit-trail", "x", endpoint_url=endpoint, timeout=2, session=_counting_session(attempts))
+    assert attempts == ["HeadBucket"] * 2
 
     store = S3ObjectLockStore("audit-trail", "x", endpoint_url=endpoint, timeout=2, check_bucket=False)
+    attempts = _count_attempts(store.client)
     with pytest.raises(StoreUnavailable, match=r"PutObject s3://audit-trail/x/k at http://127\.0\.0\.1"):
         store.put_once("k", b"x")
     with pytest.raises(StoreUnavailable, match="GetObject"):
         store.get("k")
     with pytest.raises(StoreUnavailable, match="ListObjectsV2"):
         list(store.list_keys())
+    assert attempts == ["PutObject"] * 2 + ["GetObject"] * 2 + ["ListObjectsV2"] * 2
 
 
-def test_silent_endpoint_times_out_within_the_configured_timeout(s3_env):
-    """A server that accepts the connection and never answers: the read timeout ends it.
-
-    Budget per call: 2 attempts x read timeout; a PUT also waits up to 1 s per
-    attempt for "100 Continue" (botocore sends Expect: 100-continue on PutObject)."""
+def test_silent_endpoint_ends_in_a_read_timeout_after_two_attempts(s3_env):
+    """A server that accepts the connection and never answers: the configured
+    read timeout ends each attempt, and a call makes two attempts, no more."""
     timeout = 0.5
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)  # never accept(): the kernel completes connects, nobody answers
         endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
         store = S3ObjectLockStore("audit-trail", endpoint_url=endpoint, timeout=timeout, check_bucket=False)
-
-        t0 = time.monotonic()
+        assert (store.client.meta.config.connect_timeout, store.client.meta.config.read_timeout) == (timeout, timeout)
+        attempts = _count_attempts(store.client)
         with pytest.raises(StoreUnavailable, match="ReadTimeoutError") as down:
             store.get("k")
-        elapsed_get = time.monotonic() - t0
-
-        t0 = time.monotonic()
         with pytest.raises(StoreUnavailable, match="ReadTimeoutError"):
             store.put_once("k", b"x")
-        elapsed_put = time.monotonic() - t0
-    assert 2 * timeout <= elapsed_get < 2 * timeout + 1.0, elapsed_get
-    assert 2 * timeout <= elapsed_put < 2 * (timeout + 1.0) + 1.0, elapsed_put
+    assert attempts == ["GetObject"] * 2 + ["PutObject"] * 2
     assert endpoint in str(down.value) and "GetObject" in str(down.value)
 
 
@@ -413,12 +425,12 @@ def test_stopped_server_is_unavailable_and_restart_comes_back_empty(tmp_path, s3
         port = server.port
 
         server.stop()
-        t0 = time.monotonic()
+        attempts = _count_attempts(store.client)
         calls = (lambda: store.put_once("during", b"2"), lambda: store.get("before"), lambda: store.exists("before"))
         for call in calls:
             with pytest.raises(StoreUnavailable, match=server.endpoint_url):
                 call()
-        assert time.monotonic() - t0 < 6
+        assert attempts == ["PutObject"] * 2 + ["GetObject"] * 2 + ["HeadObject"] * 2  # no retry storm
 
         server.restart()
         assert server.port == port and server.endpoint_url == store.endpoint_url

@@ -67,6 +67,16 @@ class Load:
             await asyncio.gather(*(self._worker(client) for _ in range(self.concurrency)))
 
 
+def _staged_by_others(home, pid: int) -> list[str]:  # noqa: ANN001
+    """Staging files in the store owned neither by the gateway process ``pid``
+    nor by this test process (both alive: their locks and pre-staged files are
+    expected; a killed gateway's are not)."""
+    import os
+
+    alive = (f"{pid}-", f"{os.getpid()}-")
+    return sorted(n for n in os.listdir(home / "store" / ".incoming") if not n.startswith(alive))
+
+
 def _assert_every_receipt_has_its_record(store, answered: dict[str, dict]) -> None:
     for request_id, answer in answered.items():
         verified = read_decision(store, request_id)
@@ -83,6 +93,7 @@ def test_sigkill_under_load_loses_no_receipted_decision(tmp_path, trained_dirs):
     server = GatewayServer(home)
     for round_no in range(4):
         server.start()
+        assert _staged_by_others(home, server.process.pid) == [], "recovery left a killed writer's staging behind"
         with Load(server.url, tokens["client"], f"kill{round_no}") as load:
             time.sleep(rng.uniform(1.0, 2.5))
             server.kill()
@@ -139,5 +150,76 @@ def test_storage_outage_fails_closed_and_recovers(tmp_path, trained_dirs, moto_s
     assert recovered, "the gateway did not resume after the store came back"
     store = open_store(direct_url)
     _assert_every_receipt_has_its_record(store, load.ok)
+    report = verify_store(store)
+    assert report.ok, report.first_failure
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 48 MiB tmpfs that the test can fill (needs root, as in CI)."""
+    import subprocess
+
+    mount = tmp_path / "small-fs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(path) -> None:  # noqa: ANN001
+    """Write until the filesystem says ENOSPC."""
+    import errno
+
+    with open(path, "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * (1 << 20))
+                filler.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    while True:  # the last partial megabyte
+        try:
+            with open(path, "ab") as filler:
+                filler.write(b"\0" * 4096)
+        except OSError:
+            return
+
+
+def test_full_disk_makes_the_replica_unready_and_it_recovers_by_itself(tmp_path, trained_dirs, small_filesystem):
+    home = tmp_path / "home"
+    store_url = (small_filesystem / "store").as_uri()
+    tokens = prepare_home(home, trained_dirs["german-credit"], store_url=store_url)
+    server = GatewayServer(home, env={"VERDICT_STORE": store_url}).start()
+    try:
+        with httpx.Client(base_url=server.url, headers=auth(tokens["client"]), timeout=30) as client:
+            def decide(request_id: str) -> httpx.Response:
+                return client.post("/v1/decisions", json={"model": "german-credit", "request_id": request_id,
+                                                          "attributes": ROWS[1]})
+
+            assert decide("before-full").status_code == 200
+            _fill(small_filesystem / "filler")
+            refused = [decide(f"full-{n}") for n in range(3)]  # unready_after_failures = 3
+            unready = client.get("/readyz")
+            still_unready = client.get("/readyz")  # no traffic in between: the probe keeps it out
+            (small_filesystem / "filler").unlink()
+            ready_again = client.get("/readyz")  # no decision needed to come back
+            after = decide("after-full")
+    finally:
+        server.stop()
+    for response in refused:
+        assert response.status_code == 503 and response.headers["content-type"].startswith("application/problem+json")
+        assert "Retry-After" in response.headers
+    for response in (unready, still_unready):
+        assert response.status_code == 503, response.text
+        assert response.json()["checks"]["store"].startswith("cannot take appends: 3 consecutive appends failed")
+        assert "No space left on device" in response.json()["checks"]["store"]
+    assert ready_again.status_code == 200 and ready_again.json()["checks"]["store"] == "ok"
+    assert after.status_code == 200, after.text
+    store = open_store(store_url)
+    assert [read_decision(store, r).body.request_id for r in ("before-full", "after-full")] == ["before-full", "after-full"]
     report = verify_store(store)
     assert report.ok, report.first_failure

@@ -1,13 +1,25 @@
-"""The examiner API over real HTTP: start a replay, poll it, fetch the reports."""
+"""The examiner API over real HTTP: start a replay, poll it, fetch the reports;
+who may read a replay, and that every read is on the trail."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
+import msgspec
+import pytest
 
+from audit.records import AccessBody
+from audit.stores import open_store
+from gateway.apikeys import ApiKeyStore
 from gateway.datasets import load_dataset
+from gateway.explanation import Explainer, seed_for
+from gateway.schema import encode_rows
+from gateway.waterfall import render_waterfall
+from replay.report import ReplayReport, score_chart_png
 from tests.gateway.conftest import auth
+from tests.gateway.test_http_decisions import chain_records
 
 ROWS = load_dataset("german-credit").rows
 
@@ -45,3 +57,92 @@ def test_examiner_replays_decisions_over_http(live_gateway):
         html = client.get(f"/v1/replays/{replay_id}/report.html", headers=auth(tokens["examiner"]))
         assert html.status_code == 200 and "<html" in html.text.lower()
         assert client.get("/v1/replays/nope", headers=auth(tokens["examiner"])).status_code == 404
+
+
+def _finished_replay(client: httpx.Client, token: str, ids: list[str]) -> str:
+    started = client.post("/v1/replays", headers=auth(token), json={"request_ids": ids, "require_checkpoint": False})
+    assert started.status_code == 202, started.text
+    replay_id = started.json()["replay_id"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        state = client.get(f"/v1/replays/{replay_id}", headers=auth(token)).json()["state"]
+        if state not in ("queued", "running"):
+            assert state == "finished"
+            return replay_id
+        time.sleep(0.5)
+    raise AssertionError(f"replay {replay_id} did not finish")
+
+
+@pytest.fixture(scope="module")
+def read_replay(live_gateway):
+    """A finished replay started by the examiner key, and a second examiner's key."""
+    tokens = dict(live_gateway.tokens)
+    keys = ApiKeyStore(live_gateway.home / "apikeys.json")
+    tokens["examiner2"] = keys.create(["replay"], name="examiner2")[1]
+    ids = [f"scoped-{i}" for i in range(3)]
+    with httpx.Client(base_url=live_gateway.url, timeout=60) as client:
+        for i, request_id in enumerate(ids):
+            made = client.post("/v1/decisions", headers=auth(tokens["client"]),
+                               json={"model": "german-credit", "request_id": request_id, "attributes": ROWS[40 + i]})
+            assert made.status_code == 200
+        replay_id = _finished_replay(client, tokens["examiner"], ids)
+    key_ids = {role: keys.authenticate(token).key_id for role, token in tokens.items()}
+    return replay_id, tokens, key_ids
+
+
+def _replay_reads(live_gateway, replay_id: str) -> list[tuple[str, str]]:
+    store = open_store((live_gateway.home / "store").as_uri())
+    return [(r.body.action, r.body.actor_key_id) for r in chain_records(store, "gateway-0")
+            if isinstance(r.body, AccessBody) and r.body.target_request_id == replay_id]
+
+
+def test_replay_reads_are_scoped_to_their_starter_and_recorded(live_gateway, read_replay):
+    replay_id, tokens, key_ids = read_replay
+    before = _replay_reads(live_gateway, replay_id)
+    paths = {"replay_status": f"/v1/replays/{replay_id}", "replay_report": f"/v1/replays/{replay_id}/report.json",
+             "replay_report_html": f"/v1/replays/{replay_id}/report.html"}
+    with httpx.Client(base_url=live_gateway.url, timeout=60) as client:
+        for path in paths.values():
+            other = client.get(path, headers=auth(tokens["examiner2"]))
+            assert other.status_code == 404 and other.headers["content-type"].startswith("application/problem+json")
+            assert replay_id not in other.json()["title"]
+        for role in ("examiner", "admin"):
+            for path in paths.values():
+                assert client.get(path, headers=auth(tokens[role])).status_code == 200, (role, path)
+    recorded = _replay_reads(live_gateway, replay_id)[len(before):]
+    assert sorted(recorded) == sorted((action, key_ids[role]) for role in ("examiner", "admin") for action in paths)
+
+
+def test_charts_render_correctly_while_a_replay_chart_renders(live_gateway, read_replay, registry, german_model):
+    """The explanation waterfall and the replay report's chart share one process:
+    rendered at once from several threads, every chart comes out, and each is the
+    same picture as when drawn alone."""
+    replay_id, tokens, _ = read_replay
+    with httpx.Client(base_url=live_gateway.url, timeout=60) as client:
+        envelope = client.get(f"/v1/replays/{replay_id}/report.json", headers=auth(tokens["examiner"])).json()
+    report = msgspec.convert(envelope["report"], ReplayReport)
+    manifest = german_model.manifest
+    attributes = ROWS[7]
+    x = encode_rows(manifest.inputs, [attributes])
+    scores, _ = german_model.score_matrix(x)
+    result = Explainer(german_model, registry.background(manifest)).explain(x, scores, [seed_for("race")])[0]
+    alone = render_waterfall(manifest, attributes, result, fmt="svg")
+    failures: list[BaseException] = []
+    outputs: list[bytes] = []
+
+    def draw(fn, *args) -> None:  # noqa: ANN001
+        try:
+            for _ in range(6):
+                outputs.append(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=draw, args=(score_chart_png, report)) for _ in range(3)]
+    threads += [threading.Thread(target=draw, args=(render_waterfall, manifest, attributes, result, "svg")) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    svgs = [o for o in outputs if o.lstrip().startswith(b"<?xml")]
+    assert len(outputs) == 36 and len(svgs) == 18 and set(svgs) == {alone}
