@@ -12,7 +12,11 @@ from typing import Annotated, Any
 
 import msgspec
 
+from gateway.manifest import NAME_RE, VERSION_RE
+
 __all__ = [
+    "MODEL_NAME_PATTERN",
+    "MODEL_VERSION_PATTERN",
     "DecisionRequest",
     "DecisionResponse",
     "ModelOut",
@@ -21,9 +25,23 @@ __all__ = [
     "ReasonOut",
 ]
 
-RequestId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description="Client-chosen idempotency key")]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
-Version = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+def _whole(regex: str) -> str:
+    """Anchor ``regex`` to the whole value, for msgspec (Python's ``re.search``) and
+    OpenAPI readers (ECMA-262) alike. Python's ``$`` also matches before a final
+    newline, so ``"german-credit\\n"`` passed ``^...$`` and reached the store as an
+    impossible key (a 500); ``(?!\\n)`` closes that (in ECMA it is redundant)."""
+    return f"^{regex}$(?!\\n)"
+
+
+MODEL_NAME_PATTERN = _whole(NAME_RE.pattern)
+"""A registrable model name (gateway.manifest.NAME_RE, checked at registration)."""
+MODEL_VERSION_PATTERN = _whole(VERSION_RE.pattern)
+"""A registrable version (gateway.manifest.VERSION_RE)."""
+
+RequestId = Annotated[str, msgspec.Meta(pattern=_whole(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"), description="Client-chosen idempotency key")]
+Name = Annotated[str, msgspec.Meta(pattern=MODEL_NAME_PATTERN)]
+Version = Annotated[str, msgspec.Meta(pattern=MODEL_VERSION_PATTERN)]
 SubjectId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 

@@ -11,15 +11,17 @@ import asyncio
 import concurrent.futures
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
+from litestar.params import Parameter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api_models import DecisionRequest, DecisionResponse, FieldProblem
+from gateway.api_models import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN, DecisionRequest, DecisionResponse, FieldProblem
 from gateway.apikeys import ApiKeyStore
 from gateway.auth import authenticated_key, require_scope
 from gateway.batcher import MicroBatcher
@@ -27,8 +29,10 @@ from gateway.decisions import AuditLane, DecisionService
 from gateway.lookups import ExplanationView, LookupService, RecordView
 from gateway.metrics import GatewayMetrics
 from gateway.models_cache import ModelCache
-from gateway.problems import ApiProblem, exception_handlers
+from gateway.problems import ApiProblem, exception_handlers, problem_responses
+from gateway.replay_reads import read_replay
 from gateway.registry import UnknownModel
+from gateway.request_body import check_json_body
 from gateway.settings import ServiceSettings
 from replay.service import ReplayRequest, ReplayStatus
 
@@ -60,7 +64,8 @@ def _run(request: Request, fn, *args):  # noqa: ANN001, ANN202
 
 
 @post("/v1/decisions", guards=[require_scope("score")], status_code=200, tags=["decisions"],
-      summary="Make an audited, explained decision")
+      summary="Make an audited, explained decision",
+      responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503))
 async def create_decision(request: Request, data: DecisionRequest) -> DecisionResponse:
     services = _services(request)
     pending = await _run(request, services.decisions.prepare, data)
@@ -110,14 +115,21 @@ async def list_models(request: Request) -> list[dict]:
     return await _run(request, collect)
 
 
-@get("/v1/models/{name:str}", guards=[require_scope("score")], tags=["models"], summary="A model's production manifest")
-async def get_model(request: Request, name: str) -> Response:
+# Checked at the edge: a name outside the registry's alphabet can never be
+# registered (400 naming the parameter), and must never reach the store as a key.
+ModelName = Annotated[str, Parameter(pattern=MODEL_NAME_PATTERN, description="A registered model name")]
+ModelVersion = Annotated[str, Parameter(pattern=MODEL_VERSION_PATTERN, description="A registered version of the model")]
+
+
+@get("/v1/models/{name:str}", guards=[require_scope("score")], tags=["models"], summary="A model's production manifest",
+     responses=problem_responses(400, 401, 403, 404))
+async def get_model(request: Request, name: ModelName) -> Response:
     return await _manifest_response(request, name, None)
 
 
 @get("/v1/models/{name:str}/versions/{version:str}", guards=[require_scope("score")], tags=["models"],
-     summary="A model version's manifest")
-async def get_model_version(request: Request, name: str, version: str) -> Response:
+     summary="A model version's manifest", responses=problem_responses(400, 401, 403, 404))
+async def get_model_version(request: Request, name: ModelName, version: ModelVersion) -> Response:
     return await _manifest_response(request, name, version)
 
 
@@ -138,7 +150,8 @@ def _replays(request: Request):  # noqa: ANN202 - ReplayService
 
 
 @post("/v1/replays", guards=[require_scope("replay")], status_code=202, tags=["replays"],
-      summary="Start a replay of logged decisions (examiners)")
+      summary="Start a replay of logged decisions (examiners)",
+      responses=problem_responses(400, 401, 403, 413, 415, 422, 503))
 async def start_replay(request: Request, data: ReplayRequest) -> Response:
     from replay.service import ReplayBusy, ReplayRequestError
 
@@ -153,38 +166,31 @@ async def start_replay(request: Request, data: ReplayRequest) -> Response:
     return Response(content=status, status_code=202, headers={"Location": f"/v1/replays/{status.replay_id}"})
 
 
-@get("/v1/replays/{replay_id:str}", guards=[require_scope("replay")], tags=["replays"], summary="Replay status and summary")
+@get("/v1/replays/{replay_id:str}", guards=[require_scope("replay")], tags=["replays"], summary="Replay status and summary",
+     responses=problem_responses(401, 403, 404, 503))
 async def get_replay(request: Request, replay_id: str) -> ReplayStatus:
-    from replay.service import UnknownReplay
-
-    try:
-        return await _run(request, _replays(request).replay_status, replay_id)
-    except UnknownReplay:
-        raise ApiProblem(404, "unknown-replay", "No replay with this id", detail=replay_id) from None
+    return await _replay_read(request, replay_id, "status")
 
 
 @get("/v1/replays/{replay_id:str}/report.json", guards=[require_scope("replay")], tags=["replays"],
-     summary="The signed JSON replay report", media_type=MediaType.JSON)
+     summary="The signed JSON replay report", media_type=MediaType.JSON,
+     responses=problem_responses(401, 403, 404, 409, 503))
 async def get_replay_report(request: Request, replay_id: str) -> Response[bytes]:
-    return await _report(request, replay_id, "report_json", MediaType.JSON)
+    return Response(content=await _replay_read(request, replay_id, "report.json"), media_type=MediaType.JSON)
 
 
 @get("/v1/replays/{replay_id:str}/report.html", guards=[require_scope("replay")], tags=["replays"],
-     summary="The replay report for an examiner", media_type=MediaType.HTML)
+     summary="The replay report for an examiner", media_type=MediaType.HTML,
+     responses=problem_responses(401, 403, 404, 409, 503))
 async def get_replay_report_html(request: Request, replay_id: str) -> Response:
-    return await _report(request, replay_id, "report_html", MediaType.HTML)
+    return Response(content=await _replay_read(request, replay_id, "report.html"), media_type=MediaType.HTML)
 
 
-async def _report(request: Request, replay_id: str, method: str, media_type: str) -> Response:
-    from replay.service import UnknownReplay
-
-    try:
-        content = await _run(request, getattr(_replays(request), method), replay_id)
-    except UnknownReplay:
-        raise ApiProblem(404, "unknown-replay", "No replay with this id", detail=replay_id) from None
-    if content is None:
-        raise ApiProblem(409, "replay-not-finished", "The replay has no report yet", detail=f"replay {replay_id} is still running")
-    return Response(content=content, media_type=media_type)
+async def _replay_read(request: Request, replay_id: str, resource: str):  # noqa: ANN202
+    """Scoped to the key that started the replay (or admin) and recorded: gateway.replay_reads."""
+    services = _services(request)
+    return await _run(request, read_replay, _replays(request), services.lookups, replay_id,
+                      authenticated_key(request), resource)
 
 
 @get("/healthz", tags=["operations"], summary="Liveness", include_in_schema=True)
@@ -247,8 +253,9 @@ def create_app(services: Services) -> Litestar:
         if services.lane.writer is not None:
             services.lane.writer.close()
 
-    def before_request(request: Request) -> None:
+    async def before_request(request: Request) -> None:
         request.scope.setdefault("state", {})["verdict_started"] = time.perf_counter()
+        await check_json_body(request)  # after the guards, before the body is decoded or anything is scored
 
     return Litestar(
         route_handlers=[create_decision, get_decision, get_explanation, get_explanation_png, list_models,

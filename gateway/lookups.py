@@ -10,6 +10,7 @@ answer leaves (fail closed, like decisions).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -23,6 +24,8 @@ from gateway.models_cache import ModelCache
 from gateway.problems import ApiProblem
 
 __all__ = ["ExplanationView", "LookupService", "Verification"]
+
+_log = logging.getLogger(__name__)
 
 
 class InclusionView(msgspec.Struct, frozen=True):
@@ -97,11 +100,15 @@ class LookupService:
             return read_decision(self.store, request_id)
         except ReadError as exc:
             if exc.reason == "not_found":
-                raise ApiProblem(404, "unknown-request-id", "No decision with this request id", detail=str(exc)) from None
+                raise ApiProblem(404, "unknown-request-id", "No decision with this request id",
+                                 detail=f"no decision with request id {request_id!r} is on record") from None
+            _log.error("decision %r failed verification: %s: %s", request_id, exc.reason, exc)
             raise ApiProblem(500, "record-invalid", "The logged decision failed verification",
-                             detail=f"{exc.reason}: {exc}") from None
+                             detail=f"the record of {request_id!r} failed verification ({exc.reason}); "
+                                    f"operators: run `verdict audit verify`") from None
         except (StoreUnavailable, StoreError) as exc:
-            raise unavailable(f"the audit trail cannot be read: {exc}", self.retry_after_s) from None
+            _log.error("audit trail unreadable for lookup of %r: %s", request_id, exc)
+            raise unavailable("the audit trail cannot be read right now", self.retry_after_s) from None
 
     def log_access(self, action: str, actor_key_id: str, target: str) -> None:
         """Make an access record durable, or refuse the answer (503).

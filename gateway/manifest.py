@@ -34,8 +34,10 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = "verdict.model/v1"
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+"""A registrable model name; every one is also a valid store key segment (audit.stores.keys)."""
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A registrable model version, likewise."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -150,10 +152,10 @@ class Manifest(_Strict):
 def _check(manifest: Manifest) -> Manifest:
     """Rules a msgspec type alone cannot express."""
     problems = []
-    if not _NAME.fullmatch(manifest.name):
-        problems.append(f"name {manifest.name!r} must match {_NAME.pattern}")
-    if not _VERSION.fullmatch(manifest.version):
-        problems.append(f"version {manifest.version!r} must match {_VERSION.pattern}")
+    if not NAME_RE.fullmatch(manifest.name):
+        problems.append(f"name {manifest.name!r} must match {NAME_RE.pattern}")
+    if not VERSION_RE.fullmatch(manifest.version):
+        problems.append(f"version {manifest.version!r} must match {VERSION_RE.pattern}")
     for field in ("artifact_sha256",):
         if not _SHA256.fullmatch(getattr(manifest, field)):
             problems.append(f"{field} must be 64 lowercase hex digits")

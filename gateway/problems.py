@@ -8,17 +8,20 @@ must never leak a traceback or produce a half-made decision.
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
+from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
+from litestar.openapi import ResponseSpec
 
 from gateway.api_models import FieldProblem, Problem
 from gateway.schema import InputValidationError
 
-__all__ = ["ApiProblem", "exception_handlers", "problem_response"]
+__all__ = ["ApiProblem", "exception_handlers", "fields_problem", "invalid_request", "problem_response", "problem_responses"]
 
 PROBLEM_TYPE_BASE = "https://verdict.example/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -43,6 +46,14 @@ def problem_response(request: Request, problem: ApiProblem) -> Response:
     return Response(content=body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers)
 
 
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI ``responses`` for a route: these statuses answer with a Problem as
+    ``application/problem+json`` (without this the schema promised Litestar's own
+    400 body, which the gateway never sends)."""
+    return {status: ResponseSpec(Problem, media_type=MEDIA_TYPE, description=HTTPStatus(status).phrase,
+                                 generate_examples=False) for status in statuses}
+
+
 # msgspec's messages, as Litestar passes them on, mapped to a stable rule name.
 _RULES = (
     (re.compile(r"^Object missing required field `(?P<field>[^`]+)`"), "required"),
@@ -51,6 +62,34 @@ _RULES = (
     (re.compile(r"^Expected `[^`]+` of length"), "length"),
     (re.compile(r"^Expected `"), "type"),
 )
+_TYPE_MESSAGE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`")
+_PATTERN_MESSAGE = re.compile(r"^Expected `str` matching regex (?P<regex>'.*')$")  # the regex as Python repr
+# msgspec's type names → JSON's, as expected ("must be ...") and as received ("got ...").
+_EXPECTED = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean", "null": "null",
+             "object": "an object", "array": "an array"}
+_RECEIVED = {"str": "string", "int": "number", "float": "number", "bool": "boolean"}
+
+
+def fields_problem(status: int, slug: str, title: str, errors: list[FieldProblem], detail: str | None = None) -> ApiProblem:
+    """A problem listing broken rules; its detail repeats them as ``field: message`` for humans."""
+    return ApiProblem(status, slug, title, detail="; ".join(f"{e.field}: {e.message}" for e in errors) or detail,
+                      errors=errors or None)
+
+
+def invalid_request(errors: list[FieldProblem], detail: str | None = None) -> ApiProblem:
+    """422: the body is JSON but breaks the route's schema."""
+    return fields_problem(422, "invalid-request", "The request body breaks the API schema", errors, detail)
+
+
+def _in_json_terms(text: str) -> str:
+    """Say ``must be a string, got number`` where msgspec says ``Expected `str`, got `int```:
+    the client wrote JSON (or a URL), not Python."""
+    if match := _TYPE_MESSAGE.match(text):
+        expected = " or ".join(_EXPECTED.get(name, name) for name in match["expected"].split(" | "))
+        return f"must be {expected}, got {_RECEIVED.get(match['got'], match['got'])}"
+    if match := _PATTERN_MESSAGE.match(text):
+        return f"must match {ast.literal_eval(match['regex'])}"
+    return text
 
 
 def _field_problem(message: dict[str, Any]) -> FieldProblem:
@@ -62,17 +101,19 @@ def _field_problem(message: dict[str, Any]) -> FieldProblem:
         if match:
             if "field" in match.groupdict():
                 field = f"{field}.{match['field']}" if field else match["field"]
-            return FieldProblem(field=field or "body", rule=rule, message=text)
+            return FieldProblem(field=field or "body", rule=rule, message=_in_json_terms(text))
     return FieldProblem(field=field or "body", rule="invalid", message=text)
 
 
 def _validation(request: Request, exc: ValidationException) -> Response:
-    extra = exc.extra if isinstance(exc.extra, list) else []
-    errors = [_field_problem(m) for m in extra if isinstance(m, dict)]
-    return problem_response(request, ApiProblem(
-        422, "invalid-request", "The request body breaks the API schema",
-        detail="; ".join(f"{e.field}: {e.message}" for e in errors) or exc.detail, errors=errors or None,
-    ))
+    """Body fields break the schema (422); a path or query parameter that breaks its rule
+    makes the URL itself wrong (400), e.g. a model name no registry key can hold."""
+    messages = [m for m in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(m, dict)]
+    errors = [_field_problem(m) for m in messages]
+    if any(m.get("source", "body") != "body" for m in messages):
+        return problem_response(request, fields_problem(400, "invalid-parameter", "A URL parameter breaks a rule",
+                                                        errors, exc.detail))
+    return problem_response(request, invalid_request(errors, exc.detail))
 
 
 def _input_validation(request: Request, exc: InputValidationError) -> Response:

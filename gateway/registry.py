@@ -147,7 +147,7 @@ class Registry:
         except ObjectMissing:
             known = self.versions(name)
             if not known:
-                raise UnknownModel(f"no model named {name!r} is registered (known: {', '.join(self.names()) or 'none'})") from None
+                raise _no_such_model(name) from None
             raise UnknownModel(f"model {name!r} has no version {version!r} (known: {', '.join(known)})") from None
         return decode_manifest(data)
 
@@ -159,7 +159,7 @@ class Registry:
         if len(known) == 1:
             return known[0]
         if not known:
-            raise UnknownModel(f"no model named {name!r} is registered (known: {', '.join(self.names()) or 'none'})")
+            raise _no_such_model(name)
         raise UnknownModel(f"model {name!r} has no production version; name one of {', '.join(known)} or promote one")
 
     def artifact(self, manifest: Manifest) -> bytes:
@@ -191,6 +191,12 @@ class Registry:
             except ObjectExists:
                 continue  # a concurrent promotion took this slot; take the next
         raise RegistryError(f"could not promote {name}:{version}: alias {alias!r} kept changing under us")
+
+
+def _no_such_model(name: str) -> UnknownModel:
+    """Names only the model asked for: this text reaches API callers, who must not
+    learn which other models (other teams', other tenants') are registered."""
+    return UnknownModel(f"no model named {name!r} is registered")
 
 
 def _require_hash(data: bytes, expected: str, what: str) -> None:

@@ -70,6 +70,18 @@ class InputValidationError(ValueError):
         super().__init__("; ".join(f"{e.field}: {e.message}" for e in self.errors))
 
 
+
+_JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "boolean"), ((int, float), "number"), (str, "string"), (type(None), "null"), (Mapping, "object"),
+    (Sequence, "array"),
+)
+
+
+def json_type(value: Any) -> str:
+    """The JSON type a decoded value was written as ("null", not "NoneType"): clients write JSON."""
+    return next((name for kinds, name in _JSON_TYPES if isinstance(value, kinds)), type(value).__name__)
+
+
 def _check_value(spec: AttributeSpec, value: Any, field: str) -> FieldError | None:
     if spec.kind == "category":
         assert spec.categories is not None
@@ -79,7 +91,7 @@ def _check_value(spec: AttributeSpec, value: Any, field: str) -> FieldError | No
             return FieldError(field, "category", f"must be one of {allowed}", value)
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return FieldError(field, "type", f"must be a {'whole number' if spec.kind == 'integer' else 'number'}, got {type(value).__name__}", value)
+        return FieldError(field, "type", f"must be a {'whole number' if spec.kind == 'integer' else 'number'}, got {json_type(value)}", value)
     if isinstance(value, float) and not math.isfinite(value):
         return FieldError(field, "finite", "must be a finite number (NaN and infinities are refused)", repr(value))
     if spec.kind == "integer" and not isinstance(value, int):
@@ -94,7 +106,7 @@ def _check_value(spec: AttributeSpec, value: Any, field: str) -> FieldError | No
 def validate_attributes(specs: Sequence[AttributeSpec], attributes: Any, prefix: str = "attributes") -> dict[str, Any]:
     """Return the attributes in schema order, or raise InputValidationError listing every problem."""
     if not isinstance(attributes, Mapping):
-        raise InputValidationError([FieldError(prefix, "type", f"must be a JSON object, got {type(attributes).__name__}")])
+        raise InputValidationError([FieldError(prefix, "type", f"must be a JSON object, got {json_type(attributes)}")])
     errors: list[FieldError] = []
     known = {spec.name for spec in specs}
     for name in attributes:

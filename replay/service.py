@@ -27,7 +27,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from audit.layout import LayoutError, check_chain_id
 from audit.records import utc_now
+from gateway.manifest import NAME_RE, VERSION_RE
 from replay.batch import DEFAULT_REPLAY_CHAIN, ReplayError, ReplayInterrupted, ReplayJob, new_replay_id, replays_dir, run_replay
 from replay.report import Summary
 from replay.rescore import ReplayOptions
@@ -116,7 +118,6 @@ class ReplayService:
     def __init__(self, store_url: str | None = None, *, replay_chain: str = DEFAULT_REPLAY_CHAIN,
                  workers: int | None = None, max_queued: int = 8, signer: Any = None, keyring: Any = None) -> None:
         from audit.config import store_url as configured
-        from audit.layout import check_chain_id
 
         self.store_url = configured(store_url)
         self.replay_chain = check_chain_id(replay_chain)
@@ -225,8 +226,14 @@ class ReplayService:
         name = version = None
         if request.model is not None:
             name, _, version = request.model.partition(":")
-            if not name or (":" in request.model and not version) or ":" in version:
-                raise ReplayRequestError("model", "format", f"model {request.model!r} must be NAME or NAME:VERSION")
+            if not NAME_RE.fullmatch(name) or (":" in request.model and not VERSION_RE.fullmatch(version)):
+                raise ReplayRequestError("model", "format", f"model {request.model!r} must be NAME or NAME:VERSION "
+                                                            f"(NAME: {NAME_RE.pattern}, VERSION: {VERSION_RE.pattern})")
+        if request.chain is not None:
+            try:
+                check_chain_id(request.chain)
+            except LayoutError as exc:
+                raise ReplayRequestError("chain", "format", str(exc)) from None
         try:
             since = parse_time_bound(request.since, "since")
         except SelectionError as exc:

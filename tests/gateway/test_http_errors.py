@@ -61,14 +61,39 @@ def test_each_rule_is_named(client, live_gateway, mutate, field, rule):
     assert any(e["field"] == field and e["rule"] == rule for e in problem["errors"]), problem
 
 
-@pytest.mark.parametrize("literal", ["1e400", "-1e999", "NaN", "Infinity"])
-def test_non_finite_numbers_are_refused(client, live_gateway, literal):
-    text = json.dumps({"model": "german-credit", "attributes": dict(VALID, duration_months=0)})
-    text = text.replace('"duration_months": 0', f'"duration_months": {literal}')
-    problem = _problem(_post(client, live_gateway, text))
-    assert problem["status"] in (400, 422)
-    if problem["status"] == 422:
-        assert any(e["field"] == "attributes.duration_months" for e in problem["errors"]), problem
+def _with_raw(field: str, literal: str) -> str:
+    """A valid decision body whose attribute ``field`` is the raw JSON text ``literal``."""
+    return json.dumps({"model": "german-credit", "attributes": dict(VALID, **{field: 0})}).replace(
+        f'"{field}": 0', f'"{field}": {literal}')
+
+
+def _rules(problem: dict) -> list[tuple[str, str]]:
+    return [(e["field"], e["rule"]) for e in problem.get("errors") or []]
+
+
+@pytest.fixture
+def no_traceback(live_gateway):
+    """Refusing bad input is not an error: the server must log no traceback for it."""
+    start = live_gateway.log_path.stat().st_size
+    yield
+    with open(live_gateway.log_path, "rb") as log:
+        log.seek(start)
+        logged = log.read().decode(errors="replace")
+    assert "Traceback" not in logged, logged
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1e999"])
+def test_overflowing_numbers_name_the_field(client, live_gateway, no_traceback, literal):
+    problem = _problem(_post(client, live_gateway, _with_raw("duration_months", literal)))
+    assert problem["status"] == 422
+    assert _rules(problem) == [("attributes.duration_months", "finite")], problem
+    assert problem["errors"][0]["value"] == literal
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity"])
+def test_non_json_numbers_are_a_syntax_error(client, live_gateway, no_traceback, literal):
+    problem = _problem(_post(client, live_gateway, _with_raw("duration_months", literal)))
+    assert problem["status"] == 400 and _rules(problem) == [("body", "syntax")], problem
 
 
 def test_malformed_json_and_wrong_shapes(client, live_gateway):
@@ -162,3 +187,152 @@ def test_rejected_requests_left_no_record(client, live_gateway):
         assert set(attributes) == set(VALID)
     else:
         assert lookup.status_code == 404
+
+
+# -- issue 14: the edge of the API (schemathesis findings) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/models/a%20b", "name"),
+        ("/v1/models/caf%C3%A9", "name"),
+        ("/v1/models/a%00", "name"),
+        ("/v1/models/german-credit%0A", "name"),
+        ("/v1/models/german-credit/versions/1.0.0%20", "version"),
+        ("/v1/models/german-credit/versions/1.0.0%0A", "version"),
+        ("/v1/models/a%20b/versions/1.0.0", "name"),
+    ],
+)
+def test_model_path_outside_the_registry_alphabet_is_400(client, live_gateway, no_traceback, path, parameter):
+    from gateway.api_models import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
+
+    problem = _problem(client.get(path, headers=auth(live_gateway.tokens["client"])))
+    assert problem["status"] == 400 and _rules(problem) == [(parameter, "pattern")], problem
+    pattern = {"name": MODEL_NAME_PATTERN, "version": MODEL_VERSION_PATTERN}[parameter]
+    assert problem["errors"][0]["message"] == f"must match {pattern}"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("model", "a b"), ("model", "café"), ("model", "a\u0000"), ("model", "german-credit\n"),
+     ("version", "1.0.0 "), ("version", "1.0.0\n"), ("request_id", "loan-1\n")],
+)
+def test_model_in_body_outside_the_registry_alphabet_is_422(client, live_gateway, no_traceback, field, value):
+    body = {"model": "german-credit", "attributes": dict(VALID), field: value}
+    problem = _problem(_post(client, live_gateway, body))
+    assert problem["status"] == 422 and _rules(problem) == [(field, "pattern")], problem
+
+
+def test_openapi_states_the_edge_rules(client):
+    from gateway.api_models import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
+
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    operation = paths["/v1/models/{name}/versions/{version}"]["get"]
+    patterns = {p["name"]: p["schema"].get("pattern") for p in operation["parameters"] if p["in"] == "path"}
+    assert patterns == {"name": MODEL_NAME_PATTERN, "version": MODEL_VERSION_PATTERN}
+    assert set(operation["responses"]["400"]["content"]) == {PROBLEM}
+    decide = paths["/v1/decisions"]["post"]
+    assert set(decide["requestBody"]["content"]) == {"application/json"}
+    assert {"400", "415", "422"} <= decide["responses"].keys()
+    assert all(set(decide["responses"][status]["content"]) == {PROBLEM} for status in ("400", "415", "422"))
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 30_000])
+def test_deep_nesting_is_refused_before_decoding(client, live_gateway, no_traceback, depth):
+    nested = "[" * (depth - 2) + "]" * (depth - 2)  # inside the body object and its attributes object
+    problem = _problem(_post(client, live_gateway, _with_raw("purpose", nested)))
+    assert problem["status"] == 400 and _rules(problem) == [("body", "max_depth")], problem
+
+
+def test_nesting_up_to_the_limit_is_decoded(client, live_gateway, no_traceback):
+    nested = "[" * 30 + "]" * 30
+    problem = _problem(_post(client, live_gateway, _with_raw("purpose", nested)))
+    assert problem["status"] == 422 and _rules(problem) == [("attributes.purpose", "category")], problem
+
+
+def test_invalid_utf8_is_400(client, live_gateway, no_traceback):
+    text = json.dumps({"model": "german-credit", "attributes": VALID, "subject_id": "XX"})
+    problem = _problem(_post(client, live_gateway, text.encode().replace(b'"XX"', b'"\xff\xfe"')))
+    assert problem["status"] == 400 and _rules(problem) == [("body", "encoding")], problem
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "utf-16", "iso-8859-1"])
+def test_non_utf8_charset_is_415(client, live_gateway, no_traceback, charset):
+    text = json.dumps({"model": "german-credit", "attributes": VALID})
+    response = _post(client, live_gateway, text, headers={"Content-Type": f"application/json; charset={charset}"})
+    problem = _problem(response)
+    assert problem["status"] == 415 and _rules(problem) == [("Content-Type", "charset")], problem
+
+
+@pytest.mark.parametrize(
+    ("content_type", "request_id"),
+    [
+        (None, "ctype-none"),
+        ("text/plain", "ctype-text"),
+        ("application/x-www-form-urlencoded", "ctype-form"),
+        ("multipart/form-data; boundary=x", "ctype-multipart"),
+        ("application/problem+json", "ctype-problem-json"),
+    ],
+)
+def test_decision_body_must_be_application_json(client, live_gateway, no_traceback, content_type, request_id):
+    headers = auth(live_gateway.tokens["client"]) | ({"Content-Type": content_type} if content_type else {})
+    body = json.dumps({"model": "german-credit", "request_id": request_id, "attributes": VALID})
+    problem = _problem(client.post("/v1/decisions", content=body, headers=headers))
+    assert problem["status"] == 415 and _rules(problem) == [("Content-Type", "media_type")], problem
+    lookup = client.get(f"/v1/decisions/{request_id}", headers=auth(live_gateway.tokens["staff"]))
+    assert lookup.status_code == 404, "a refused request must leave no record"
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=UTF-8", 'application/json;charset="utf-8"', "Application/JSON"])
+def test_json_content_type_variants_are_accepted(client, live_gateway, content_type):
+    text = json.dumps({"model": "german-credit", "attributes": VALID})
+    assert _post(client, live_gateway, text, headers={"Content-Type": content_type}).status_code == 200
+
+
+def test_replay_body_must_be_application_json(client, live_gateway, no_traceback):
+    body = json.dumps({"request_id": "never-decided", "all": True})
+    headers = {**auth(live_gateway.tokens["examiner"]), "Content-Type": "text/plain"}
+    problem = _problem(client.post("/v1/replays", content=body, headers=headers))
+    assert problem["status"] == 415 and _rules(problem) == [("Content-Type", "media_type")], problem
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "message"),
+    [
+        (lambda b: b.update(model=None), "model", "must be a string, got null"),
+        (lambda b: b.update(model=5), "model", "must be a string, got number"),
+        (lambda b: b.update(request_id=True), "request_id", "must be a string or null, got boolean"),
+        (lambda b: b.update(attributes=[1, 2]), "attributes", "must be an object, got array"),
+        (lambda b: b.update(attributes="x"), "attributes", "must be an object, got string"),
+    ],
+)
+def test_type_errors_speak_json(client, live_gateway, mutate, field, message):
+    body = {"model": "german-credit", "attributes": dict(VALID)}
+    mutate(body)
+    problem = _problem(_post(client, live_gateway, body))
+    assert [(e["field"], e["rule"], e["message"]) for e in problem["errors"]] == [(field, "type", message)], problem
+
+
+@pytest.mark.parametrize(("value", "received"), [(None, "null"), ([1], "array"), ({"a": 1}, "object")])
+def test_attribute_type_errors_speak_json(client, live_gateway, value, received):
+    problem = _problem(_post(client, live_gateway, {"model": "german-credit", "attributes": dict(VALID, age_years=value)}))
+    assert [e["message"] for e in problem["errors"]] == [f"must be a whole number, got {received}"], problem
+
+
+def test_unknown_model_does_not_list_the_registered_ones(client, live_gateway):
+    responses = [
+        _post(client, live_gateway, {"model": "nope", "attributes": VALID}),
+        client.get("/v1/models/nope", headers=auth(live_gateway.tokens["client"])),
+        client.get("/v1/models/nope/versions/1.0.0", headers=auth(live_gateway.tokens["client"])),
+    ]
+    for response in responses:
+        problem = _problem(response)
+        assert problem["status"] == 404 and "nope" in problem["detail"]
+        assert "german-credit" not in response.text, problem
+
+
+def test_unknown_request_id_does_not_reveal_the_store(client, live_gateway):
+    response = client.get("/v1/decisions/never-decided", headers=auth(live_gateway.tokens["staff"]))
+    assert _problem(response)["status"] == 404
+    assert "file:" not in response.text and str(live_gateway.home) not in response.text, response.text

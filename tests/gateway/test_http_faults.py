@@ -91,18 +91,22 @@ def test_sigkill_under_load_loses_no_receipted_decision(tmp_path, trained_dirs):
     answered: dict[str, dict] = {}
     rng = random.Random(5)
     server = GatewayServer(home)
-    for round_no in range(4):
-        server.start()
+    try:
+        for round_no in range(4):
+            server.start()
+            assert _staged_by_others(home, server.process.pid) == [], "recovery left a killed writer's staging behind"
+            with Load(server.url, tokens["client"], f"kill{round_no}") as load:
+                time.sleep(rng.uniform(1.0, 2.5))
+                server.kill()
+            answered.update(load.ok)
+            assert load.ok, f"round {round_no}: no decision succeeded before the kill:\n{server.log()}"
+        server.start()  # the chain continues after the last crash
         assert _staged_by_others(home, server.process.pid) == [], "recovery left a killed writer's staging behind"
-        with Load(server.url, tokens["client"], f"kill{round_no}") as load:
-            time.sleep(rng.uniform(1.0, 2.5))
-            server.kill()
-        answered.update(load.ok)
-        assert load.ok, f"round {round_no}: no decision succeeded before the kill:\n{server.log()}"
-    server.start()  # the chain continues after the last crash
-    with httpx.Client(base_url=server.url, headers=auth(tokens["client"]), timeout=30) as client:
-        after = client.post("/v1/decisions", json={"model": "german-credit", "request_id": "after-crashes", "attributes": ROWS[0]})
-    server.stop()
+        with httpx.Client(base_url=server.url, headers=auth(tokens["client"]), timeout=30) as client:
+            after = client.post("/v1/decisions", json={"model": "german-credit", "request_id": "after-crashes",
+                                                       "attributes": ROWS[0]})
+    finally:
+        server.stop()
     assert after.status_code == 200
     _assert_every_receipt_has_its_record(store, answered)
     report = verify_store(store)

@@ -146,3 +146,12 @@ def test_charts_render_correctly_while_a_replay_chart_renders(live_gateway, read
     assert failures == []
     svgs = [o for o in outputs if o.lstrip().startswith(b"<?xml")]
     assert len(outputs) == 36 and len(svgs) == 18 and set(svgs) == {alone}
+
+
+@pytest.mark.parametrize(("body", "field"), [({"model": "a b"}, "model"), ({"model": "german-credit:1.0.0 "}, "model"),
+                                             ({"model": "a\u0000"}, "model"), ({"chain": "../x"}, "chain")])
+def test_replay_filters_outside_the_store_alphabet_are_refused(live_gateway, body, field):
+    with httpx.Client(base_url=live_gateway.url, timeout=60) as client:
+        refused = client.post("/v1/replays", headers=auth(live_gateway.tokens["examiner"]), json={"all": True, **body})
+    assert refused.status_code == 422, refused.text
+    assert [(e["field"], e["rule"]) for e in refused.json()["errors"]] == [(field, "format")]
