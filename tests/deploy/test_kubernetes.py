@@ -5,23 +5,37 @@ either, the render tests are skipped with that reason and the structural
 checks run on the source YAML with Python alone. The checks that matter
 most run the project's own code on the manifests: the gateway settings
 loader on the shipped gateway.toml with a StatefulSet pod name, and the
-real CLI definitions for every command line the jobs run.
+real CLI definitions for every command line the jobs run. Every rendered
+object is also validated strictly against the API schemas of every supported
+Kubernetes version (kubernetes-validate ships them: no cluster, no network).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shlex
 import shutil
+import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
 KUSTOMIZATIONS = ["base", "overlays/staging", "overlays/production", "overlays/production/batch-replay", "jobs/batch-replay"]
+# What gets deployed; base and jobs/batch-replay are only ever applied through these.
+OVERLAYS = [path for path in KUSTOMIZATIONS if path.startswith("overlays/")]
+# The Kubernetes minor versions the manifests must be valid for.
+SUPPORTED_KUBERNETES = [f"1.{minor}" for minor in range(29, 35)]
+# registry/repository@sha256:<64 hex>, with no tag beside the digest (it would only mislead a reader).
+DIGEST_PINNED = re.compile(r"[a-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}")
+RUNBOOK = REPO / "docs" / "operations.md"
 # Created out of band (docs/operations.md), never rendered from the repository.
 EXTERNAL_SECRETS = {"verdict-apikeys", "verdict-gateway-signing-key", "verdict-immutability-signing-key",
                     "verdict-replay-signing-key"}
@@ -35,14 +49,20 @@ def _renderer() -> list[str] | None:
     return None
 
 
+@functools.cache
+def _rendered_yaml(renderer: tuple[str, ...], path: str) -> str:
+    """One render per kustomization per run: most tests read the same few renders."""
+    result = subprocess.run([*renderer, str(K8S / path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{' '.join(renderer)} {path} failed:\n{result.stderr}"
+    return result.stdout
+
+
 def render(path: str) -> list[dict]:
     renderer = _renderer()
     if renderer is None:
         pytest.skip("neither kubectl nor kustomize is installed (no package registry here offers kustomize; "
                     "Debian's kubernetes-client or kubectl >= 1.27 does): render checks skipped, source checks still run")
-    result = subprocess.run([*renderer, str(K8S / path)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"{' '.join(renderer)} {path} failed:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in yaml.safe_load_all(_rendered_yaml(tuple(renderer), path)) if doc]
 
 
 def _by_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -58,6 +78,18 @@ def _pod_specs(docs: list[dict]) -> list[tuple[dict, dict]]:
         elif d["kind"] == "CronJob":
             out.append((d, d["spec"]["jobTemplate"]["spec"]["template"]))
     return out
+
+
+def _all_containers(pod_spec: dict) -> list[dict]:
+    """Init containers too: they run the same image with the same privileges."""
+    return pod_spec.get("initContainers", []) + pod_spec["containers"]
+
+
+def _containers(path: str) -> Iterator[tuple[str, dict]]:
+    """(where, container) for every container of every workload that `path` renders."""
+    for workload, template in _pod_specs(render(path)):
+        for container in _all_containers(template["spec"]):
+            yield f"{path}: {workload['kind']}/{workload['metadata']['name']}, container {container['name']}", container
 
 
 def _matches(selector: dict, labels: dict) -> bool:
@@ -79,13 +111,11 @@ def test_renders_and_hangs_together(path):
         assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0, where
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
         assert spec.get("enableServiceLinks") is False, f"{where}: service links would inject VERDICT_* variables"
-        for container in spec.get("initContainers", []) + spec["containers"]:
+        for container in _all_containers(spec):
             sc = container["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, where
             assert sc["capabilities"]["drop"] == ["ALL"], where
             assert container["image"] != "verdict", f"{where}: the image name was not replaced"
-            if path.startswith("overlays/production"):
-                assert "@sha256:" in container["image"], f"{where}: production deploys by digest"
         # every reference resolves
         if not standalone:
             assert spec["serviceAccountName"] in service_accounts, where
@@ -235,3 +265,85 @@ def test_source_yaml_is_well_formed_without_a_renderer():
             assert doc is None or ("kind" in doc and "apiVersion" in doc), path
     toml = (K8S / "base" / "gateway.toml").read_text()
     assert "chain_id" not in [line.split("=")[0].strip() for line in toml.splitlines() if "=" in line and not line.lstrip().startswith("#")]
+
+
+# --- strict schemas, tokens, resources, image digests ----------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail on any connection attempt: the validator must use the schemas it ships, so that the
+    result never depends on what a server returned that day, nor on having a network at all."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("schema validation tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+def _schema_problem(doc: dict, version: str) -> str | None:
+    """Why the API server of `version` would reject `doc` (unknown or missing fields), or None."""
+    where = f"{doc['kind']}/{doc['metadata']['name']}"
+    try:
+        validated = kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return f"{where}: {'.'.join(map(str, error.path))}: {error.message}"
+    except kubernetes_validate.SchemaNotFoundError as error:
+        return f"{where}: {error.message}"
+    # the library falls back to an older version's schemas when it lacks the one asked for
+    return None if validated == version else f"{where}: validated against {validated}, not {version}"
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
+@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+def test_every_rendered_object_is_valid_for_every_supported_kubernetes(path, version, no_network):
+    """`kubectl kustomize` checks no field; the API server does, at apply time (a CronJob's
+    podFailurePolicy condition without `status` was refused there). Strict mode also rejects
+    unknown fields, which the API server would drop or refuse (a typo'd securityContext field
+    would otherwise silently not apply)."""
+    problems = [problem for doc in render(path) if (problem := _schema_problem(doc, version))]
+    assert not problems, f"{path} on Kubernetes {version}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+def test_no_pod_gets_a_kubernetes_api_token(path):
+    """Nothing in Verdict calls the Kubernetes API, so a mounted token could only serve someone who
+    took over a pod. AWS credentials do not need it: IRSA and EKS Pod Identity project their own
+    token volume. A pod that ever needs the API must say why in a YAML comment, and here."""
+    docs = render(path)
+    for workload, template in _pod_specs(docs):
+        assert template["spec"].get("automountServiceAccountToken") is False, \
+            f"{path}: {workload['kind']}/{workload['metadata']['name']} mounts a Kubernetes API token"
+    for account in _by_kind(docs, "ServiceAccount"):
+        assert account.get("automountServiceAccountToken") is False, f"{path}: ServiceAccount/{account['metadata']['name']}"
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+def test_every_container_has_requests_and_a_memory_limit(path):
+    """Init containers included: without requests the scheduler places the pod blind (and the
+    namespace's quota, if any, refuses it), and without a memory limit one container can take
+    the node's memory from the gateways beside it."""
+    for where, container in _containers(path):
+        resources = container.get("resources", {})
+        assert {"cpu", "memory"} <= set(resources.get("requests", {})), f"{where}: no cpu/memory requests"
+        assert "memory" in resources.get("limits", {}), f"{where}: no memory limit"
+
+
+@pytest.mark.parametrize("path", OVERLAYS)
+def test_overlays_deploy_images_by_digest_only(path):
+    """A tag (`:main`, `:0.1.0`) can be moved to another image after review and staging; a digest
+    names exactly one image. Placeholders are the all-zero digest, which no registry serves."""
+    for where, container in _containers(path):
+        assert DIGEST_PINNED.fullmatch(container["image"]), f"{where}: {container['image']} is not pinned by digest"
+
+
+def test_release_step_pins_the_digest_of_every_deployed_kustomization():
+    """The runbook's release step must reach every kustomization that pins the image, or a release
+    leaves one of them on the placeholder (or on the previous image)."""
+    section = RUNBOOK.read_text().partition("Release: pin the image digest")[2].partition("\n## ")[0]
+    assert "kustomize edit set image" in section, "the runbook has no release step that pins the digest"
+    for kustomization in sorted(K8S.rglob("kustomization.yaml")):
+        images = yaml.safe_load(kustomization.read_text()).get("images", [])
+        if any("digest" in image for image in images):
+            directory = str(kustomization.parent.relative_to(REPO))
+            assert directory in section, f"the release step does not pin {directory}"

@@ -2,7 +2,9 @@
 
 * Always: the bucket policy template renders to JSON that denies what it must
   (checked statement by statement), and the HCL parses (python-hcl2 when
-  installed) with Object Lock COMPLIANCE, versioning and SSE-KMS in place.
+  installed) with Object Lock COMPLIANCE, versioning and SSE-KMS in place, a
+  KMS key that neither Terraform nor anyone but the break-glass role can
+  destroy, and server access logs in a separate, locked-down log bucket.
 * When ``terraform`` and the hashicorp/aws provider are available (a local
   filesystem mirror: ``VERDICT_TF_PLUGIN_DIR`` or ``/opt/tf-plugins``, else
   whatever ``terraform init`` can reach): ``terraform validate`` of the
@@ -30,6 +32,10 @@ REPO = Path(__file__).resolve().parents[2]
 TF = REPO / "deploy" / "terraform"
 MODULE = TF / "modules" / "audit-bucket"
 REGION = "us-east-1"
+BREAK_GLASS = "arn:aws:iam::123456789012:role/verdict-audit-break-glass"  # moto's account
+# What would make the trail unreadable (or let someone lift that protection first).
+KEY_DESTRUCTION = {"kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:DisableKeyRotation", "kms:DeleteImportedKeyMaterial",
+                   "kms:PutKeyPolicy"}
 
 
 def _render_policy(**values: str) -> dict:
@@ -57,19 +63,52 @@ def test_bucket_policy_denies_what_it_must():
     assert shorter["Condition"] == {"NumericLessThan": {"s3:object-lock-remaining-retention-days": "2554"}}
     assert statements["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     guard = statements["DenyProtectionChangesExceptBreakGlass"]
-    assert {"s3:PutBucketObjectLockConfiguration", "s3:PutBucketVersioning", "s3:PutBucketPolicy"} <= set(guard["Action"])
+    assert {"s3:PutBucketObjectLockConfiguration", "s3:PutBucketVersioning", "s3:PutBucketPolicy",
+            "s3:PutBucketLogging"} <= set(guard["Action"])
     assert guard["Condition"]["ArnNotLike"]["aws:PrincipalArn"] == ["arn:aws:iam::1:role/break-glass"]
 
 
-def test_hcl_parses_with_object_lock_versioning_and_kms():
-    hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 is not installed (add it to requirements-dev.lock to run this)")
-    main = hcl2.loads((MODULE / "main.tf").read_text())
-    resources: dict[str, dict] = {}
-    for block in main["resource"]:
-        for kind, named in block.items():
-            for name, body in named.items():  # python-hcl2 >= 7 keeps the quotes of labels
-                resources[f"{kind.strip(chr(34))}.{name.strip(chr(34))}"] = body
-    text = json.dumps(resources).replace('\\"', "")
+@pytest.fixture(scope="module")
+def hcl2():
+    return pytest.importorskip("hcl2", reason="python-hcl2 is not installed (add it to requirements-dev.lock to run this)")
+
+
+def _plain(value):  # noqa: ANN001, ANN202 - any parsed HCL value
+    """python-hcl2 >= 7 keeps the quotes of strings and labels and adds __is_block__/__comments__
+    markers; the tests compare against what the HCL means, so drop both."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items() if not key.startswith("__")}
+    return value
+
+
+def _blocks(hcl2, path: Path, kind: str) -> dict[str, dict]:  # noqa: ANN001 - the hcl2 module
+    """`type.name` -> body of every `resource` (or `data`) block of one file."""
+    blocks: dict[str, dict] = {}
+    for block in _plain(hcl2.loads(path.read_text())).get(kind, []):
+        for type_, named in block.items():
+            for name, body in named.items():
+                blocks[f"{type_}.{name}"] = body
+    return blocks
+
+
+def _configuring(resources: dict[str, dict], type_: str, bucket: str) -> dict:
+    """The one `type_` resource that configures aws_s3_bucket.<bucket>, found by reference, not by name."""
+    (body,) = [body for key, body in resources.items()
+               if key.split(".")[0] == type_ and body.get("bucket") == f"${{aws_s3_bucket.{bucket}.id}}"]
+    return body
+
+
+def _statements(document: dict) -> dict[str, dict]:
+    return {statement["sid"]: statement for statement in document["statement"]}
+
+
+def test_hcl_parses_with_object_lock_versioning_and_kms(hcl2):
+    resources = _blocks(hcl2, MODULE / "main.tf", "resource")
+    text = json.dumps(resources)
     assert resources["aws_s3_bucket.trail"]["object_lock_enabled"] is True
     assert "COMPLIANCE" in text and "Enabled" in text and "aws:kms" in text
     assert resources["aws_kms_key.trail"]["enable_key_rotation"] is True
@@ -77,6 +116,60 @@ def test_hcl_parses_with_object_lock_versioning_and_kms():
     for name in ("variables.tf", "outputs.tf", "versions.tf"):
         hcl2.loads((MODULE / name).read_text())
     hcl2.loads((TF / "environments" / "production" / "main.tf").read_text())
+
+
+def test_trail_kms_key_is_never_destroyed_by_terraform(hcl2):
+    """`terraform destroy` (or a refactoring that renames the resource) would schedule the deletion
+    of the only key that decrypts the trail: the locked versions would outlive their meaning."""
+    key = _blocks(hcl2, MODULE / "main.tf", "resource")["aws_kms_key.trail"]
+    assert any(block.get("prevent_destroy") is True for block in key.get("lifecycle", []))
+
+
+def test_trail_kms_key_policy_denies_destruction_except_to_break_glass(hcl2):
+    """IAM may grant kms:* to administrators; an explicit Deny in the key policy beats it, for every
+    principal (the account root too) except the one break-glass role named by a variable."""
+    key = _blocks(hcl2, MODULE / "main.tf", "resource")["aws_kms_key.trail"]
+    assert key["policy"] == "${data.aws_iam_policy_document.trail_key.json}"
+    statements = _statements(_blocks(hcl2, MODULE / "main.tf", "data")["aws_iam_policy_document.trail_key"])
+    deny = statements["DenyKeyDestructionExceptBreakGlass"]
+    assert deny["effect"] == "Deny" and KEY_DESTRUCTION <= set(deny["actions"])
+    assert deny["principals"] == [{"type": "AWS", "identifiers": ["*"]}]
+    assert deny["condition"] == [{"test": "ArnNotLike", "variable": "aws:PrincipalArn",
+                                  "values": ["${var.kms_break_glass_role_arn}"]}]
+    # without the IAM delegation statement the key would be unusable (and unmanageable)
+    assert statements["EnableIamPolicies"]["actions"] == ["kms:*"]
+    # the role must be named: no default, and the production root passes one
+    (variable,) = [v for block in _plain(hcl2.loads((MODULE / "variables.tf").read_text()))["variable"]
+                   for name, v in block.items() if name == "kms_break_glass_role_arn"]
+    assert "default" not in variable
+    production = _plain(hcl2.loads((TF / "environments" / "production" / "main.tf").read_text()))
+    assert production["module"][0]["audit_bucket"]["kms_break_glass_role_arn"] == "${var.kms_break_glass_role_arn}"
+
+
+def test_trail_bucket_logs_access_to_a_separate_locked_down_bucket(hcl2):
+    """Server access logs record every request on the trail, refused ones included (who tried to
+    delete or overwrite). They go to a bucket of their own that is never public, takes no ACLs,
+    lets only S3 log delivery for the trail bucket write, and expires logs by lifecycle."""
+    resources = _blocks(hcl2, MODULE / "main.tf", "resource")
+    logging = _configuring(resources, "aws_s3_bucket_logging", "trail")
+    assert logging["target_bucket"] == "${aws_s3_bucket.access_logs.id}"
+    assert resources["aws_s3_bucket.access_logs"]["bucket"] != resources["aws_s3_bucket.trail"]["bucket"]
+    assert "object_lock_enabled" not in resources["aws_s3_bucket.access_logs"]  # log delivery refuses default retention
+    public = _configuring(resources, "aws_s3_bucket_public_access_block", "access_logs")
+    assert all(public[flag] is True for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls",
+                                                 "restrict_public_buckets"))
+    ownership = _configuring(resources, "aws_s3_bucket_ownership_controls", "access_logs")
+    assert ownership["rule"][0]["object_ownership"] == "BucketOwnerEnforced"
+    (rule,) = _configuring(resources, "aws_s3_bucket_lifecycle_configuration", "access_logs")["rule"]
+    assert rule["status"] == "Enabled" and rule["expiration"][0]["days"] == "${var.access_log_retention_days}"
+    sse = _configuring(resources, "aws_s3_bucket_server_side_encryption_configuration", "access_logs")
+    assert sse["rule"][0]["apply_server_side_encryption_by_default"][0]["sse_algorithm"] == "AES256"  # not SSE-KMS
+    assert _configuring(resources, "aws_s3_bucket_policy", "access_logs")["policy"] == \
+        "${data.aws_iam_policy_document.access_logs.json}"
+    delivery = _statements(_blocks(hcl2, MODULE / "main.tf", "data")["aws_iam_policy_document.access_logs"])[
+        "AllowLogDeliveryFromTheTrailBucketOnly"]
+    assert delivery["principals"] == [{"type": "Service", "identifiers": ["logging.s3.amazonaws.com"]}]
+    assert {"test": "ArnLike", "variable": "aws:SourceArn", "values": ["${aws_s3_bucket.trail.arn}"]} in delivery["condition"]
 
 
 # --- terraform itself ------------------------------------------------------------------------------------
@@ -136,6 +229,33 @@ def german_credit_model(tmp_path_factory):
     return train("german-credit", tmp_path_factory.mktemp("tf-model") / "model").directory
 
 
+def _as_list(value: str | list[str]) -> list[str]:
+    """IAM JSON writes a single value as a plain string."""
+    return [value] if isinstance(value, str) else value
+
+
+def _assert_key_policy_as_applied(endpoint: str, key_arn: str) -> None:
+    """The policy KMS actually holds (what aws_iam_policy_document rendered), not the HCL."""
+    kms = boto3.client("kms", endpoint_url=endpoint, region_name=REGION)
+    policy = json.loads(kms.get_key_policy(KeyId=key_arn, PolicyName="default")["Policy"])
+    deny = next(s for s in policy["Statement"] if s.get("Sid") == "DenyKeyDestructionExceptBreakGlass")
+    assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
+    assert KEY_DESTRUCTION <= set(_as_list(deny["Action"]))
+    assert _as_list(deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"]) == [BREAK_GLASS]
+
+
+def _assert_access_logging_as_applied(s3, trail_bucket: str, log_bucket: str) -> None:  # noqa: ANN001 - boto3 client
+    assert log_bucket != trail_bucket
+    logging = s3.get_bucket_logging(Bucket=trail_bucket)["LoggingEnabled"]
+    assert logging["TargetBucket"] == log_bucket and logging["TargetPrefix"] == f"{trail_bucket}/"
+    block = s3.get_public_access_block(Bucket=log_bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values()) and len(block) == 4
+    ownership = s3.get_bucket_ownership_controls(Bucket=log_bucket)["OwnershipControls"]["Rules"]
+    assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=log_bucket)["Rules"]
+    assert rule["Status"] == "Enabled" and rule["Expiration"]["Days"] > 0
+
+
 @pytest.mark.slow
 def test_terraform_apply_on_moto_then_the_gateway_runs_on_that_bucket(terraform, moto_server, s3_env, tmp_path, request):
     suffix = uuid.uuid4().hex[:10]
@@ -169,21 +289,25 @@ provider "aws" {{
 # conditional denies would refuse every write: the bucket the gateway uses gets no
 # policy here, and a second bucket shows that the policy itself applies.
 module "trail" {{
-  source                 = "{MODULE}"
-  bucket_name            = "{trail_bucket}"
-  retention_days         = 1
-  minimum_retention_days = 0
-  attach_bucket_policy   = false
+  source                   = "{MODULE}"
+  bucket_name              = "{trail_bucket}"
+  retention_days           = 1
+  minimum_retention_days   = 0
+  attach_bucket_policy     = false
+  kms_break_glass_role_arn = "{BREAK_GLASS}"
 }}
 module "policy_check" {{
-  source                 = "{MODULE}"
-  bucket_name            = "{policy_bucket}"
-  retention_days         = 1
-  minimum_retention_days = 0
-  create_iam_policies    = false
+  source                   = "{MODULE}"
+  bucket_name              = "{policy_bucket}"
+  retention_days           = 1
+  minimum_retention_days   = 0
+  create_iam_policies      = false
+  kms_break_glass_role_arn = "{BREAK_GLASS}"
 }}
 output "store_url" {{ value = module.trail.store_url }}
 output "bucket_policy" {{ value = module.policy_check.bucket_policy }}
+output "kms_key_arn" {{ value = module.trail.kms_key_arn }}
+output "access_log_bucket" {{ value = module.trail.access_log_bucket }}
 """)
     _init(terraform, root)
     applied = _tf(terraform, root, "apply", "-auto-approve", "-input=false", timeout=600)
@@ -200,6 +324,8 @@ output "bucket_policy" {{ value = module.policy_check.bucket_policy }}
     assert attached == json.loads(outputs["bucket_policy"]["value"])
     assert {s["Sid"] for s in attached["Statement"]} >= {"DenyPutWithoutIfNoneMatch", "DenyGovernanceBypassAndDeletes",
                                                          "DenyRetentionOtherThanCompliance", "DenyRetentionShortening"}
+    _assert_key_policy_as_applied(endpoint, outputs["kms_key_arn"]["value"])
+    _assert_access_logging_as_applied(s3, trail_bucket, outputs["access_log_bucket"]["value"])
 
     # The gateway on the bucket Terraform made: a real `verdict serve` process.
     from audit.immutability import TrailView

@@ -38,6 +38,11 @@ variable "admin_role_arns" {
   default = []
 }
 
+variable "kms_break_glass_role_arn" {
+  description = "The only role that may delete or disable the trail's KMS key or change its policy; apply as this role when the key is created."
+  type        = string
+}
+
 provider "aws" {
   region = var.region
   default_tags {
@@ -51,11 +56,12 @@ provider "aws" {
 module "audit_bucket" {
   source = "../../modules/audit-bucket"
 
-  bucket_name            = var.bucket_name
-  retention_days         = 2555 # seven years; equals the store's default retention_days
-  minimum_retention_days = 2554
-  store_prefix           = "trail"
-  admin_role_arns        = var.admin_role_arns
+  bucket_name              = var.bucket_name
+  retention_days           = 2555 # seven years; equals the store's default retention_days
+  minimum_retention_days   = 2554
+  store_prefix             = "trail"
+  admin_role_arns          = var.admin_role_arns
+  kms_break_glass_role_arn = var.kms_break_glass_role_arn
 }
 
 output "store_url" {

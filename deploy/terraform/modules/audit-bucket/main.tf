@@ -11,7 +11,13 @@
 #     must carry If-None-Match (s3:if-none-match), deletes and governance
 #     bypass are denied to every principal, and retention can only be set in
 #     COMPLIANCE mode with at least minimum_retention_days remaining.
-#   * SSE-KMS with a dedicated, rotating customer-managed key.
+#   * SSE-KMS with a dedicated, rotating customer-managed key. Deleting or
+#     disabling that key would make every locked version unreadable (Object Lock
+#     keeps the ciphertext, not the means to read it): its key policy denies
+#     those actions to every principal, the account root included, except the
+#     break-glass role, and Terraform refuses to destroy it.
+#   * S3 server access logging of the trail bucket into a separate log bucket:
+#     who read, wrote or tried to delete what, including refused requests.
 #
 # `verdict audit immutability-test` checks all of this from the outside every
 # night and files signed evidence (deploy/kubernetes/base/cronjob-immutability.yaml).
@@ -20,8 +26,9 @@ data "aws_partition" "current" {}
 data "aws_caller_identity" "current" {}
 
 locals {
-  bucket_arn  = "arn:${data.aws_partition.current.partition}:s3:::${var.bucket_name}"
-  objects_arn = "${local.bucket_arn}/*"
+  bucket_arn        = "arn:${data.aws_partition.current.partition}:s3:::${var.bucket_name}"
+  objects_arn       = "${local.bucket_arn}/*"
+  access_log_bucket = coalesce(var.access_log_bucket_name, "${var.bucket_name}-access-logs")
   # Without break-glass roles named, a role name nobody should create: the account
   # root can still replace the policy (it always can), nobody else can.
   admin_role_arns = jsonencode(length(var.admin_role_arns) > 0 ? var.admin_role_arns : [
@@ -34,7 +41,46 @@ resource "aws_kms_key" "trail" {
   key_usage               = "ENCRYPT_DECRYPT"
   enable_key_rotation     = true
   deletion_window_in_days = var.kms_deletion_window_days
-  tags                    = var.tags
+  # KMS checks that the creator may change this policy later (the lockout safety
+  # check): create the key, and change its policy, as the break-glass role.
+  policy = data.aws_iam_policy_document.trail_key.json
+  tags   = var.tags
+
+  # `terraform destroy` would schedule the deletion of the only key that can
+  # decrypt the trail.
+  lifecycle {
+    prevent_destroy = true
+  }
+}
+
+data "aws_iam_policy_document" "trail_key" {
+  statement {
+    # The default key policy: IAM policies (writer, reader, ...) decide who may use the key.
+    sid       = "EnableIamPolicies"
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+  statement {
+    # Explicit denies beat every allow, IAM's included. PutKeyPolicy is among them:
+    # whoever may rewrite the policy could drop this statement first.
+    sid       = "DenyKeyDestructionExceptBreakGlass"
+    effect    = "Deny"
+    actions   = ["kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:DisableKeyRotation", "kms:DeleteImportedKeyMaterial", "kms:PutKeyPolicy"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "ArnNotLike"
+      variable = "aws:PrincipalArn"
+      values   = [var.kms_break_glass_role_arn]
+    }
+  }
 }
 
 resource "aws_kms_alias" "trail" {
@@ -109,7 +155,124 @@ resource "aws_s3_bucket_policy" "trail" {
     minimum_retention_days = var.minimum_retention_days
     admin_role_arns        = local.admin_role_arns
   })
-  depends_on = [aws_s3_bucket_public_access_block.trail, aws_s3_bucket_object_lock_configuration.trail]
+  # The policy denies changing these afterwards (except to break-glass roles): set them first.
+  depends_on = [aws_s3_bucket_public_access_block.trail, aws_s3_bucket_object_lock_configuration.trail, aws_s3_bucket_logging.trail]
+}
+
+# --- server access logs of the trail bucket ----------------------------------------------------------
+# A bucket of its own: logging into the trail bucket would log its own writes, and
+# S3 log delivery supports neither SSE-KMS nor an Object Lock default retention on
+# the target bucket.
+
+resource "aws_s3_bucket" "access_logs" {
+  bucket        = local.access_log_bucket
+  force_destroy = false
+  tags          = var.tags
+
+  lifecycle {
+    prevent_destroy = true
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "access_logs" {
+  bucket                  = aws_s3_bucket.access_logs.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "access_logs" {
+  bucket = aws_s3_bucket.access_logs.id
+  rule {
+    object_ownership = "BucketOwnerEnforced" # no ACLs: log delivery is granted by the bucket policy below
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "access_logs" {
+  bucket = aws_s3_bucket.access_logs.id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm = "AES256" # the only default encryption S3 log delivery supports
+    }
+  }
+}
+
+resource "aws_s3_bucket_versioning" "access_logs" {
+  bucket = aws_s3_bucket.access_logs.id
+  versioning_configuration {
+    status = "Enabled" # an overwritten or deleted log stays readable until the lifecycle expires it
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
+  bucket = aws_s3_bucket.access_logs.id
+  rule {
+    id     = "expire-access-logs"
+    status = "Enabled"
+    filter {}
+    expiration {
+      days = var.access_log_retention_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 30
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+  }
+  depends_on = [aws_s3_bucket_versioning.access_logs]
+}
+
+data "aws_iam_policy_document" "access_logs" {
+  statement {
+    sid       = "AllowLogDeliveryFromTheTrailBucketOnly"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.access_logs.arn}/*"]
+    principals {
+      type        = "Service"
+      identifiers = ["logging.s3.amazonaws.com"]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = [aws_s3_bucket.trail.arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
+  }
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.access_logs.arn, "${aws_s3_bucket.access_logs.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "access_logs" {
+  bucket     = aws_s3_bucket.access_logs.id
+  policy     = data.aws_iam_policy_document.access_logs.json
+  depends_on = [aws_s3_bucket_public_access_block.access_logs]
+}
+
+resource "aws_s3_bucket_logging" "trail" {
+  bucket        = aws_s3_bucket.trail.id
+  target_bucket = aws_s3_bucket.access_logs.id
+  target_prefix = "${var.bucket_name}/"
+  # S3 refuses a target bucket that does not yet let the logging service write.
+  depends_on = [aws_s3_bucket_policy.access_logs, aws_s3_bucket_ownership_controls.access_logs]
 }
 
 # --- IAM policies for the roles that use the bucket (attach them to IRSA / instance roles) -------

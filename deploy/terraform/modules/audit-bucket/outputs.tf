@@ -7,6 +7,11 @@ output "bucket_arn" {
   value = aws_s3_bucket.trail.arn
 }
 
+output "access_log_bucket" {
+  description = "The bucket that receives the audit bucket's S3 server access logs."
+  value       = aws_s3_bucket.access_logs.id
+}
+
 output "kms_key_arn" {
   description = "The SSE-KMS key of the bucket."
   value       = aws_kms_key.trail.arn

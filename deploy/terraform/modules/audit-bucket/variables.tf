@@ -32,6 +32,16 @@ variable "admin_role_arns" {
   default     = []
 }
 
+variable "kms_break_glass_role_arn" {
+  description = "The one IAM role that may schedule the deletion of the trail's KMS key, disable it or its rotation, or change its key policy; the key policy denies these to everyone else, the account root included. Create the key (first apply) and change its policy as this role: KMS refuses a key policy that would lock its creator out."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", var.kms_break_glass_role_arn))
+    error_message = "kms_break_glass_role_arn must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)."
+  }
+}
+
 variable "kms_deletion_window_days" {
   description = "Waiting period before the bucket's KMS key can be deleted (7-30). Deleting it makes every object unreadable: keep it at 30 and alert on ScheduleKeyDeletion."
   type        = number
@@ -54,4 +64,16 @@ variable "attach_bucket_policy" {
   description = "Attach the bucket policy (always, on AWS). Only for S3 emulators: moto evaluates Deny statements WITHOUT their conditions, so the conditional denies would refuse every write there."
   type        = bool
   default     = true
+}
+
+variable "access_log_bucket_name" {
+  description = "Bucket for the trail bucket's S3 server access logs (created by this module). Default: <bucket_name>-access-logs."
+  type        = string
+  default     = null
+}
+
+variable "access_log_retention_days" {
+  description = "Days the access logs are kept before the lifecycle expires them (default: seven years, as the trail)."
+  type        = number
+  default     = 2555
 }
