@@ -24,14 +24,18 @@ from tests.gateway.test_http_decisions import chain_records
 ROWS = load_dataset("german-credit").rows
 
 
+def _decide(client: httpx.Client, token: str, ids: list[str], first_row: int) -> None:
+    for i, request_id in enumerate(ids):
+        made = client.post("/v1/decisions", headers=auth(token),
+                           json={"model": "german-credit", "request_id": request_id, "attributes": ROWS[first_row + i]})
+        assert made.status_code == 200, made.text
+
+
 def test_examiner_replays_decisions_over_http(live_gateway):
     tokens = live_gateway.tokens
     ids = [f"examined-{i}" for i in range(5)]
     with httpx.Client(base_url=live_gateway.url, timeout=60) as client:
-        for i, request_id in enumerate(ids):
-            made = client.post("/v1/decisions", headers=auth(tokens["client"]),
-                               json={"model": "german-credit", "request_id": request_id, "attributes": ROWS[20 + i]})
-            assert made.status_code == 200
+        _decide(client, tokens["client"], ids, first_row=20)
         refused = client.post("/v1/replays", headers=auth(tokens["client"]), json={"request_ids": ids})
         assert refused.status_code == 403
         bad = client.post("/v1/replays", headers=auth(tokens["examiner"]),
@@ -81,10 +85,7 @@ def read_replay(live_gateway):
     tokens["examiner2"] = keys.create(["replay"], name="examiner2")[1]
     ids = [f"scoped-{i}" for i in range(3)]
     with httpx.Client(base_url=live_gateway.url, timeout=60) as client:
-        for i, request_id in enumerate(ids):
-            made = client.post("/v1/decisions", headers=auth(tokens["client"]),
-                               json={"model": "german-credit", "request_id": request_id, "attributes": ROWS[40 + i]})
-            assert made.status_code == 200
+        _decide(client, tokens["client"], ids, first_row=40)
         replay_id = _finished_replay(client, tokens["examiner"], ids)
     key_ids = {role: keys.authenticate(token).key_id for role, token in tokens.items()}
     return replay_id, tokens, key_ids
