@@ -164,6 +164,25 @@ def decode_background(manifest: Manifest, data: bytes) -> Background:
     return Background(rows, counts, encode_rows(manifest.inputs, rows), weights)
 
 
+# -- fixed-order arithmetic ------------------------------------------------------------
+
+
+def _ordered_sum(terms: np.ndarray, axis: int) -> np.ndarray:
+    """Sum along ``axis`` strictly in index order, one elementwise addition per term.
+
+    Why not ``np.sum``: NumPy picks pairwise or vectorised orders by memory
+    layout and length (and may change them between versions). An elementwise
+    IEEE addition gives the same bits on every instruction set, so this sum
+    depends only on the terms: not on how many requests share the array, nor
+    on the CPU. The explainer calls no BLAS (no dot, matmul or einsum), so its
+    NumPy side has no instruction-set-dependent step at all."""
+    moved = np.moveaxis(terms, axis, 0)
+    total = np.zeros(moved.shape[1:], dtype=np.float64)
+    for term in moved:
+        total += term
+    return total
+
+
 # -- background summary (chosen at training time) -------------------------------
 
 BACKGROUND_SUMMARY = (
@@ -204,13 +223,15 @@ def summarise_background(specs: Sequence[Any], x: np.ndarray, rows: int) -> list
 
     Every row's encoding has exactly one 1 per attribute, so
     |(total + e_i)/s - target|^2 = const + (2/s) * sum of (total/s - target)
-    over row i's columns: each step is a gather and a fixed-order sum."""
+    over row i's columns: each step is a gather and a sum in attribute order
+    (_ordered_sum, not NumPy's sum, whose order is NumPy's to change: the
+    chosen rows, and so the trained model's sha256, must not depend on it)."""
     columns = _indicator_columns(specs, x)
     target = np.bincount(columns.ravel(), minlength=int(columns.max()) + 1) / len(x)
     total = np.zeros_like(target)
     chosen: list[int] = []
     for size in range(1, rows + 1):
-        closeness = (total / size - target)[columns].sum(axis=1)
+        closeness = _ordered_sum((total / size - target)[columns], axis=1)
         closeness[chosen] = np.inf
         chosen.append(int(np.argmin(closeness)))
         np.add.at(total, columns[chosen[-1]], 1.0)
@@ -246,17 +267,6 @@ class _Plan(Protocol):
 
     def combine(self, values: np.ndarray, base: float, full: np.ndarray, drawn: Any) -> np.ndarray:
         """Coalition values float64 [n, coalitions], v(empty), v(full) [n] -> contributions [n, d]."""
-
-
-def _ordered_sum(terms: np.ndarray, axis: int) -> np.ndarray:
-    """Sum along ``axis`` strictly in index order. NumPy picks pairwise or
-    vectorised orders depending on memory layout; this order never depends on
-    how many requests share the array, so neither do the bits."""
-    moved = np.moveaxis(terms, axis, 0)
-    total = np.zeros(moved.shape[1:], dtype=np.float64)
-    for term in moved:
-        total += term
-    return total
 
 
 class _PermutationPlan:

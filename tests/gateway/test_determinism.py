@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import msgspec
 import numpy as np
+import pytest
+import torch
 
-from gateway import environment
+from gateway import determinism, environment
 from gateway.datasets import load_dataset
 from gateway.schema import encode_rows
 from tests.gateway.conftest import PROJECT, run_verdict
@@ -52,6 +55,88 @@ def test_fingerprint_is_stable_across_processes_and_complete():
     assert fp.packages["torch"].startswith("2.13.0") and "numpy" in fp.key_packages
     assert len(fp.project_source_sha256) == 64
     assert environment.fingerprint_sha256(fp) == a["sha"]
+    # the instruction-set paths the libraries run, not only what the CPU could do
+    assert fp.torch.cpu_capability == torch.backends.cpu.get_cpu_capability()
+    assert fp.numpy_simd and fp.numpy_blas is not None and fp.torch.mkldnn is not None
+    if torch.backends.mkl.is_available():
+        assert fp.torch.mkl_dispatch and fp.determinism.mkl_cbwr == determinism.MKL_CNR_DEFAULT
+
+
+def test_manifests_without_the_instruction_set_paths_still_load_and_diff_by_path():
+    """Manifests published before the ISA paths were recorded: they decode (the new
+    fields default to None) and replay's diff names each new path on its own."""
+    from replay.environment import diff, summarize
+
+    determinism.enable(1)
+    current = json.loads(environment.encode(environment.capture()))  # as replay reads a published manifest
+    old = json.loads(json.dumps(current))
+    new_paths = {"numpy_simd", "numpy_blas", "torch.cpu_capability", "torch.mkl_dispatch", "torch.mkldnn", "determinism.mkl_cbwr"}
+    recorded_now = set()  # the new fields with a value here (mkl_dispatch is None without MKL)
+    for path in new_paths:
+        *parents, leaf = path.split(".")
+        section = old
+        for key in parents:
+            section = section[key]
+        if section.pop(leaf) is not None:
+            recorded_now.add(path)
+    assert msgspec.convert(old, environment.EnvironmentFingerprint).torch.cpu_capability is None
+    differences = diff(old, current)
+    assert {d.path for d in differences} == recorded_now
+    assert any(line.startswith("torch.cpu_capability: recorded None") for line in summarize(differences))
+
+
+_MULTIPLY_FIRST = (
+    "import torch; torch.ones(64, 64) @ torch.ones(64, 64);"
+    "from gateway import determinism; determinism.enable(1)"
+)
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="this torch build has no MKL")
+def test_enable_refuses_when_mkl_ran_before_its_cnr_mode_was_set():
+    """MKL fixes its CNR mode at its first call: a process that multiplied before
+    gateway.determinism was imported runs MKL without CNR, and must not score."""
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    result = subprocess.run([sys.executable, "-c", _MULTIPLY_FIRST], cwd=PROJECT, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    assert "DeterminismError: MKL runs CNR mode OFF, the gateway's default asks for COMPATIBLE" in result.stderr
+
+
+_SCORE_EVERYWHERE = """
+import json, sys
+import numpy as np
+from audit.stores import FilesystemStore
+from gateway.datasets import load_dataset
+from gateway.registry import Registry
+from gateway.runtime import load_model
+from gateway.schema import encode_rows
+model = load_model(Registry(FilesystemStore(sys.argv[1])), "german-credit")
+x = encode_rows(model.manifest.inputs, load_dataset("german-credit").rows)
+positions = set()
+for row in x[:40]:  # each row over a whole explain bucket: every position must give it the same bits
+    out = model.evaluate_for_explanation(np.repeat(row[None, :], model.explain_bucket, axis=0)).view(np.uint32)
+    positions |= set(np.flatnonzero(out != out[0]).tolist())
+print(json.dumps({"score": model.score_matrix(x)[0].tobytes().hex(), "explain": model.evaluate_for_explanation(x).tobytes().hex(),
+                  "positions": sorted(positions)}))
+"""
+
+
+def _scored_in_subprocess(registry, overrides: dict[str, str]) -> dict:  # noqa: ANN001
+    result = subprocess.run([sys.executable, "-c", _SCORE_EVERYWHERE, str(registry.store.root)], cwd=PROJECT, capture_output=True,
+                            text=True, env={**os.environ, **overrides}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_scores_are_bit_identical_on_an_avx2_only_cpu(registry):
+    """The root cause of issue 14, item 8, and what the pinned MKL CNR mode buys:
+    on the code paths of an AVX2-only CPU a row's bits do not depend on its
+    position in the explain bucket, and the scores at both buckets are this
+    machine's default bits (measured: MKL without CNR differs in 4 of 4096
+    positions and in the last bit of some scores)."""
+    default = _scored_in_subprocess(registry, {})
+    avx2_only = _scored_in_subprocess(registry, environment.avx2_only_overrides())
+    assert default["positions"] == avx2_only["positions"] == []
+    assert avx2_only == default
 
 
 def test_fingerprint_diff_names_changed_paths():

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from gateway import training
+from gateway import environment, training
 from gateway.datasets import load_dataset
 from gateway.explanation import (
     ROWS_PER_GROUP,
@@ -177,15 +177,67 @@ def test_contributions_do_not_depend_on_the_batch(german_model, german_explainer
     assert bits(other_seed) != bits(together[0])  # the seed is what decides the sample
 
 
+def both_ways(model: LoadedModel, store: Registry) -> dict[str, list]:
+    """Applicants 500..539 explained skipping repeated rows and evaluating everything:
+    contribution bits (hex) and model rows evaluated, per way."""
+    _, x, scores, seeds = applicants(model, 500, 40)
+    background = store.background(model.manifest)
+    out: dict[str, list] = {"evaluations": []}
+    for way, skip in (("skipping", True), ("everything", False)):
+        results = Explainer(model, background, skip_repeated_rows=skip).explain(x, scores, seeds)
+        out[way] = [bits(r).hex() for r in results]
+        out["evaluations"].append(sum(r.evaluations for r in results))
+    return out
+
+
 def test_skipping_repeated_rows_changes_no_bit(german_model, registry, small):
     small_model, small_registry = small[:2]
     for model, store in ((german_model, registry), (small_model, small_registry)):
-        _, x, scores, seeds = applicants(model, 500, 40)
-        background = store.background(model.manifest)
-        skipping = Explainer(model, background).explain(x, scores, seeds)
-        everything = Explainer(model, background, skip_repeated_rows=False).explain(x, scores, seeds)
-        assert [bits(r) for r in skipping] == [bits(r) for r in everything]
-        assert sum(r.evaluations for r in skipping) < sum(r.evaluations for r in everything)
+        explained = both_ways(model, store)
+        assert explained["skipping"] == explained["everything"]
+        skipping, everything = explained["evaluations"]
+        assert skipping < everything
+
+
+_ON_AVX2_ONLY_CPU = """
+import json, sys
+from audit.stores import FilesystemStore
+from gateway import environment
+from gateway.registry import Registry
+from gateway.runtime import load_model
+from tests.gateway.test_explanation import both_ways
+explained = {}
+for store, name in zip(sys.argv[1::2], sys.argv[2::2]):
+    registry = Registry(FilesystemStore(store))
+    explained[name] = both_ways(load_model(registry, name), registry)
+fingerprint = environment.capture()
+paths = {"aten": fingerprint.torch.cpu_capability, "mkl": fingerprint.torch.mkl_dispatch, "numpy": fingerprint.numpy_simd}
+print(json.dumps({"explained": explained, "paths": paths}))
+"""
+
+
+def test_contributions_are_bit_identical_on_an_avx2_only_cpu(german_model, registry, small):
+    """Issue 14, item 8: on an AMD EPYC with AVX2 and no AVX-512, skipping repeated
+    rows changed last bits. A fresh process runs the code an AVX2-only CPU runs
+    (environment.avx2_only_overrides: ATen's AVX2 kernels, MKL's AVX2 branch,
+    NumPy without AVX-512, OpenBLAS Haswell); its contributions, skipping or
+    not, must be this process's bits. Without MKL's CNR mode (MKL_CBWR="") it
+    fails: MKL's AVX2 sgemm gives rows 4014, 4015, 4094, 4095 of the 4096-row
+    explain bucket other bits than the rest."""
+    small_model, small_registry = small[:2]
+    models = [(german_model, registry), (small_model, small_registry)]
+    here = {model.manifest.name: both_ways(model, store)["skipping"] for model, store in models}
+    arguments = [str(part) for model, store in models for part in (store.store.root, model.manifest.name)]
+    child = subprocess.run([sys.executable, "-c", _ON_AVX2_ONLY_CPU, *arguments], cwd=PROJECT, capture_output=True, text=True,
+                           env={**os.environ, **environment.avx2_only_overrides()}, timeout=300)
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    paths = result["paths"]  # the child really ran no AVX-512 code (the environment manifest says so)
+    assert paths["aten"] != "AVX512" and "512" not in str(paths["mkl"])
+    assert not any("512" in group or group == "X86_V4" for group in paths["numpy"])
+    for name, contributions in here.items():
+        assert result["explained"][name]["skipping"] == contributions, name
+        assert result["explained"][name]["everything"] == contributions, name
 
 
 _REPLAY = """

@@ -80,9 +80,10 @@ def test_other_bucket_is_out_of_a_tight_registered_tolerance(at_trail):
 
 
 def test_tightening_on_the_command_line_can_flag_what_the_manifest_allows(at_trail):
-    ids = at_trail.production[:40]
-    moved = [r for r, delta in _expected_deltas(at_trail, ids).items() if delta != 0.0]
+    deltas = _expected_deltas(at_trail, at_trail.production)
+    moved = [r for r, delta in deltas.items() if delta != 0.0][:10]
     assert moved
+    ids = moved + [r for r, delta in deltas.items() if delta == 0.0][:30]  # which rows move is the CPU's business
     result = cli(*ids, "--override-bucket", "8", "--tighten-absolute", "1e-12", "--tighten-relative", "0")
     assert result.exit_code == 1, result.output
     report = report_of(result)["report"]
