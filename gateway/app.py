@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated
@@ -37,6 +38,8 @@ from gateway.settings import ServiceSettings
 from replay.service import ReplayRequest, ReplayStatus
 
 __all__ = ["Services", "create_app"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -229,6 +232,21 @@ def _observe(services: Services):  # noqa: ANN202
     return before_send_hook
 
 
+async def _checkpoint_timer(lane: AuditLane, pool: concurrent.futures.Executor, interval_s: float) -> None:
+    """Checkpoint the chain's tail within ``interval_s`` of its newest record,
+    traffic or not (the writer only checks on its next append otherwise).
+    Ticks at a quarter of the interval (at most every 5 s); a failure is
+    logged and counted by the lane (readiness), and the next tick tries again."""
+    tick = max(0.05, min(5.0, interval_s / 4))
+    loop = asyncio.get_running_loop()
+    while not lane.stopped:
+        await asyncio.sleep(tick)
+        try:
+            await loop.run_in_executor(pool, lane.checkpoint_if_due)
+        except Exception as exc:  # noqa: BLE001 - the store or chain error is on the lane; keep ticking
+            _log.warning("checkpoint of chain %s failed: %s", lane.writer.chain_id if lane.writer else "?", exc)
+
+
 def create_app(services: Services) -> Litestar:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-decide")
     commit_pool = concurrent.futures.ThreadPoolExecutor(max_workers=services.settings.commit_threads,
@@ -240,10 +258,18 @@ def create_app(services: Services) -> Litestar:
         max_finishing=services.settings.commit_threads + 1, on_batch=services.metrics.batch_size.observe,
     )
 
+    timer: list[asyncio.Task] = []
+
     async def start() -> None:
         batcher.start()
+        if services.lane.writer is not None:
+            timer.append(asyncio.get_running_loop().create_task(
+                _checkpoint_timer(services.lane, io_pool, services.settings.checkpoint_interval_s), name="checkpoints"))
 
     async def stop() -> None:
+        for task in timer:
+            task.cancel()
+        await asyncio.gather(*timer, return_exceptions=True)
         await batcher.stop()
         pool.shutdown(wait=True)
         commit_pool.shutdown(wait=True)

@@ -89,19 +89,37 @@ class AuditLane:
         started = time.perf_counter()
         try:
             results = self.writer.append_batch(list(bodies))
-        except StoreError as exc:
-            self.last_error = str(exc)
-            self.consecutive_failures += 1
-            self.last_failure_at = time.monotonic()
-            raise
-        except ChainError as exc:
-            self.stopped, self.last_error = True, str(exc)
+        except (StoreError, ChainError) as exc:
+            self._failed(exc)
             raise
         self.last_error = None
         self.consecutive_failures = 0
         self._metrics.audit_append.observe(time.perf_counter() - started)
         self._metrics.chain_length.labels(self.writer.chain_id).set(self.writer.size)
         return results
+
+    def _failed(self, exc: StoreError | ChainError) -> None:
+        """A store failure counts towards unreadiness; a chain error stops the writer for good."""
+        self.last_error = str(exc)
+        if isinstance(exc, ChainError):
+            self.stopped = True
+        else:
+            self.consecutive_failures += 1
+            self.last_failure_at = time.monotonic()
+
+    def checkpoint_if_due(self) -> str | None:
+        """Write a signed checkpoint if one is due (N records or T seconds since
+        the last), with or without traffic; returns its key. Called by the
+        gateway's checkpoint timer, so an idle chain's tail does not stay
+        uncovered (lookups "verified_pending_checkpoint", replay
+        "not_checkpointed") until the next decision arrives."""
+        if self.writer is None or self.stopped:
+            return None
+        try:
+            return self.writer.maybe_checkpoint()
+        except (StoreError, ChainError) as exc:
+            self._failed(exc)
+            raise
 
 
 def response_from_record(body: rec.DecisionBody, receipt: ReceiptOut, *, replay: bool = False) -> DecisionResponse:

@@ -51,6 +51,11 @@ _READ_THREADS = 8
 _LOOKUPS_UP_TO = 16
 """Up to this many request ids are looked up one by one with read_decision."""
 
+NOT_CHECKPOINTED_ADVICE = ("a running gateway checkpoints its chain within checkpoint_interval_s (60 s by default) of "
+                           "its newest record, traffic or not, and at shutdown: retry in a minute, or replay it on its "
+                           "signature and chain position alone with --allow-pending (API: \"require_checkpoint\": false)")
+"""What to do about a record not yet covered by a checkpoint (said wherever one is refused)."""
+
 
 class SelectionError(ValueError):
     """The selection is empty or malformed (a usage error)."""
@@ -405,7 +410,8 @@ class _ChainScan:
         size, cp_key, root, problem = checkpoint
         if c.position >= size:
             if self.require_checkpoint:
-                return self._target(c, ("not_checkpointed", f"record {where} is not yet covered by a checkpoint"))
+                return self._target(c, ("not_checkpointed", f"record {where} is not yet covered by a signed checkpoint "
+                                        f"(size {size}): {NOT_CHECKPOINTED_ADVICE}"))
             return self._target(c, how=f"signature ({record.key_id}) and chain position; not yet covered by a checkpoint")
         if problem is not None:
             return self._target(c, problem)

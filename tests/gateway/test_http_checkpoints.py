@@ -1,0 +1,34 @@
+"""An idle gateway still checkpoints: a decision is covered by a signed
+checkpoint within the configured interval though no other request comes."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from audit.reader import read_decision
+from audit.stores import open_store
+from gateway.datasets import load_dataset
+from tests.gateway.conftest import auth
+from tests.support.gateway_server import GatewayServer, prepare_home
+
+
+def test_an_idle_gateway_checkpoints_its_last_decision(tmp_path, trained_dirs):
+    home = tmp_path / "home"
+    tokens = prepare_home(home, trained_dirs["german-credit"])
+    store = open_store((home / "store").as_uri())
+    with GatewayServer(home, env={"VERDICT_CHECKPOINT_INTERVAL_S": "1"}).start() as server:
+        with httpx.Client(base_url=server.url, headers=auth(tokens["client"]), timeout=30) as client:
+            made = client.post("/v1/decisions", json={"model": "german-credit", "request_id": "idle-1",
+                                                      "attributes": load_dataset("german-credit").rows[2]})
+        assert made.status_code == 200, made.text
+        # No more requests: only the gateway's own timer can cover the record now.
+        # (The deadline only bounds the wait; nothing here measures how long it took.)
+        deadline = time.monotonic() + 120
+        verified = read_decision(store, "idle-1")
+        while verified.inclusion is None and time.monotonic() < deadline and server.process.poll() is None:
+            time.sleep(0.5)
+            verified = read_decision(store, "idle-1")
+        assert verified.inclusion is not None, "the idle gateway never checkpointed its last decision"
+        assert verified.inclusion.tree_size > made.json()["receipt"]["seq"]
