@@ -26,6 +26,12 @@ after the segment round succeeded, a checkpoint only ever covers our own,
 durable records.
 
 Recovery (:meth:`ChainWriter.open`) is specified in docs/audit-format.md.
+
+One writer per chain is enforced before that: open takes the chain's lease
+(:mod:`audit.lease`, docs/audit-format.md §9a) before recovery writes
+anything, so a second writer refuses to start (:class:`LeaseHeld`, naming the
+holder) instead of cutting the first one off. The write-once segment keys stay
+the last line of defence (a writer whose lease lapsed mid-append collides).
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit import layout
 from audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint, sign_checkpoint
 from audit.index import IndexConflict, IndexEntry, RequestIndex, encode_entry
+from audit.lease import DEFAULT_LEASE, ChainLease, Holder, LeaseOptions
+from audit.lease import acquire as acquire_lease
 from audit.merkle import MerkleAccumulator, leaf_hash
 from audit.records import (
     GENESIS_PREV_HASH,
@@ -83,6 +91,9 @@ __all__ = [
     "ChainWriter",
     "KeyMismatch",
     "KeyRing",
+    "LeaseHeld",
+    "LeaseLost",
+    "LeaseOptions",
     "Receipt",
     "default_origin",
 ]
@@ -115,6 +126,19 @@ class ChainError(Exception):
 
 class ChainConflict(ChainError):
     """Another writer owns this chain (a segment key we were about to write exists)."""
+
+
+class LeaseHeld(ChainConflict):
+    """Another writer holds this chain's lease: this one refuses to start."""
+
+    def __init__(self, message: str, *, holder: Holder | None = None, expires_at: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class LeaseLost(ChainConflict):
+    """Another writer took this chain's lease over: this writer stopped for good."""
 
 
 class ChainCorrupt(ChainError):
@@ -183,8 +207,10 @@ class ChainWriter:
         checkpoint_every: int,
         checkpoint_interval: float,
         clock: Callable[[], str],
+        lease: ChainLease | None = None,
     ) -> None:
         self.store = store
+        self._lease = lease
         self.chain_id = chain_id
         self._signer = signer
         self._size = state.size
@@ -226,6 +252,7 @@ class ChainWriter:
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 60.0,
         clock: Callable[[], str] = utc_now,
+        lease: LeaseOptions | None = DEFAULT_LEASE,
     ) -> ChainWriter:
         """Open (or create) ``chain_id`` for appending, recovering from any crash.
 
@@ -238,16 +265,51 @@ class ChainWriter:
         last rotated with another one), and ``keyring`` can load that key, a
         key_rotation record to ``signer`` is appended first; otherwise
         :class:`KeyMismatch` is raised. A key the chain has retired is refused.
+
+        First of all the chain's lease is taken (``lease``: TTL and renewal,
+        :mod:`audit.lease`); :class:`LeaseHeld` if another live writer holds
+        it. ``lease=None`` opens without one (only for fixed test vectors and
+        tools that must not write anything but records).
         """
         layout.check_chain_id(chain_id)
         if checkpoint_every < 1 or checkpoint_interval <= 0:
             raise ValueError("checkpoint_every must be >= 1 and checkpoint_interval > 0")
         check_key_document(signer.public_key_document)
-        state = _roll_forward_unconfirmed(store, chain_id, _scan_chain(store, chain_id))
+        if not create and not isinstance(store, DeferredNaming) and not _has_segments(store, chain_id):
+            # No lease object for a chain that does not exist (a DeferredNaming
+            # store may still hold a staged genesis segment that recovery puts back).
+            raise ChainError(f"chain {chain_id!r} does not exist in {store.url}")
+        held = acquire_lease(store, chain_id, created_by=created_by, options=lease) if lease is not None else None
+        if held is not None:
+            held.start()  # renew from now on: reading a long chain may take longer than the TTL
+        try:
+            writer = cls._open_locked(store, chain_id, signer, held, keyring=keyring, create=create, origin=origin,
+                                      created_by=created_by, checkpoint_every=checkpoint_every,
+                                      checkpoint_interval=checkpoint_interval, clock=clock)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+        if held is not None:
+            held.set_owner(writer)
+        return writer
+
+    @classmethod
+    def _open_locked(
+        cls, store: WormStore, chain_id: str, signer: Signer, held: ChainLease | None, *, keyring: KeyRing | None,
+        create: bool, origin: str | None, created_by: str, checkpoint_every: int, checkpoint_interval: float,
+        clock: Callable[[], str],
+    ) -> ChainWriter:
+        """Recovery, with the lease (if any) held."""
+        state = _scan_chain(store, chain_id)
+        if held is not None:
+            _check_lease(held)  # still ours after the (possibly long) read, before the first write
+        state = _roll_forward_unconfirmed(store, chain_id, state)
         options = dict(
             checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval,
             clock=clock,
+            lease=held,
         )
         if state.size == 0:
             if not create:
@@ -318,6 +380,11 @@ class ChainWriter:
     @property
     def last_checkpoint_size(self) -> int:
         return self._last_checkpoint_size
+
+    @property
+    def lease(self) -> ChainLease | None:
+        """The chain lease this writer holds (None if opened with ``lease=None``)."""
+        return self._lease
 
     # --- appending ----------------------------------------------------------------------------
 
@@ -396,11 +463,14 @@ class ChainWriter:
         return item[0] if item else None
 
     def close(self) -> None:
-        """Finish rounds in flight and write a final checkpoint (clean shutdown)."""
+        """Finish rounds in flight, write a final checkpoint and release the
+        lease (clean shutdown: the next writer can start at once)."""
         with self._lock:
             if self._closed:
                 return
             try:
+                if self._failed is None and self._lease is not None and self._lease.lost is not None:
+                    self._failed = self._lease.lost  # another writer took over: write nothing more
                 if self._failed is None:
                     if self._in_doubt is not None:
                         self._resolve_in_doubt()
@@ -409,6 +479,8 @@ class ChainWriter:
                     self._round2.wait_for(lambda: self._rounds_in_flight == 0)
             finally:
                 self._closed = True
+                if self._lease is not None:
+                    self._lease.release()
 
     def __enter__(self) -> ChainWriter:
         return self
@@ -423,6 +495,12 @@ class ChainWriter:
             raise ChainError(f"writer for chain {self.chain_id!r} is closed")
         if self._failed is not None:
             raise self._failed
+        if self._lease is not None:
+            try:
+                _check_lease(self._lease)
+            except LeaseLost as exc:
+                self._failed = exc
+                raise
         if self._in_doubt is not None:
             self._resolve_in_doubt()
         if self._pending_index:
@@ -679,6 +757,19 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode("ascii")
+
+
+def _has_segments(store: WormStore, chain_id: str) -> bool:
+    return next(iter(store.list_keys(layout.segments_prefix(chain_id))), None) is not None
+
+
+def _check_lease(lease: ChainLease) -> None:
+    """Raise LeaseLost if another writer took the lease; renew it now if it ran
+    out (StoreError if the store cannot take the renewal: try again later)."""
+    try:
+        lease.check()
+    except LeaseHeld as exc:  # cannot happen once acquired; keep the contract simple for callers
+        raise LeaseLost(str(exc)) from None
 
 
 def _load_from(keyring: KeyRing | None, key_id: str | None) -> Signer | None:

@@ -1287,7 +1287,9 @@ class _FilesystemBackend(_Backend):
     # -- helpers
 
     def _trail_files(self) -> list[Path]:
-        return [self.store.root / key for key in TrailView(self.store).list_keys("")]
+        # Writer leases (audit-format §9a) are coordination objects, not evidence: this
+        # run's own evidence writer writes one after the trail may have been sealed.
+        return [self.store.root / key for key in TrailView(self.store).list_keys("") if "/leases/" not in key]
 
     def _canary(self, name: str) -> tuple[_Canary, Path]:
         sub = FilesystemStore(self.canary_root / name)

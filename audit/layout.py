@@ -5,6 +5,7 @@
     keys/<key-file-id>.json                      public key documents
     chains/<chain_id>/segments/<first_seq:020d>  a batch of signed records
     chains/<chain_id>/checkpoints/<size:020d>    signed checkpoint notes
+    chains/<chain_id>/leases/<n:020d>            the chain's writer lease (audit.lease; not evidence)
     index/requests/<sha256(request_id) hex>      request index entries
     evidence/sha256/<hex>                        evidence documents (content-addressed)
 
@@ -33,6 +34,8 @@ __all__ = [
     "evidence_key",
     "index_key",
     "key_id_from_store_key",
+    "lease_key",
+    "leases_prefix",
     "number_from_key",
     "private_key_filename",
     "public_key_key",
@@ -97,6 +100,14 @@ def checkpoints_prefix(chain_id: str) -> str:
     return chain_prefix(chain_id) + "checkpoints/"
 
 
+def leases_prefix(chain_id: str) -> str:
+    return chain_prefix(chain_id) + "leases/"
+
+
+def lease_key(chain_id: str, n: int) -> str:
+    return f"{leases_prefix(chain_id)}{n:020d}"
+
+
 def segment_key(chain_id: str, first_seq: int) -> str:
     return f"{segments_prefix(chain_id)}{first_seq:020d}"
 
@@ -106,7 +117,7 @@ def checkpoint_key(chain_id: str, size: int) -> str:
 
 
 def number_from_key(key: str) -> int | None:
-    """The 20-digit number at the end of a segment or checkpoint key, else None."""
+    """The 20-digit number at the end of a segment, checkpoint or lease key, else None."""
     last = key.rsplit("/", 1)[-1]
     return int(last) if _NUMBER.fullmatch(last) else None
 

@@ -174,3 +174,25 @@ def test_key_rotation_keeps_the_gateway_verifying(replicas):
     assert gateway0.keys == [old["receipt"]["key_id"], new["receipt"]["key_id"]]
     rotations = [r for r in chain_records(store, "gateway-0") if isinstance(r.body, KeyRotationBody)]
     assert len(rotations) == 1 and rotations[0].key_id == old["receipt"]["key_id"]
+
+
+def test_a_second_gateway_on_a_taken_chain_refuses_to_start_naming_the_holder(replicas, trained_dirs, tmp_path):
+    """The same chain id configured twice: the second `verdict serve` exits at
+    start-up naming the lease holder; the first keeps serving (issue 15 item 6)."""
+    (r0, _r1), url = replicas
+    home = tmp_path / "intruder"
+    prepare_home(home, trained_dirs["german-credit"], store_url=url)
+    intruder = GatewayServer(home, env={"VERDICT_STORE": url, "VERDICT_CHAIN_ID": "gateway-0"})
+    try:
+        intruder.start(wait=False)
+        intruder.process.wait(timeout=180)
+    finally:
+        intruder.stop()
+    log = intruder.log()
+    assert intruder.process.returncode != 0, log
+    assert "cannot start: LeaseHeld: another writer owns chain 'gateway-0'" in log, log
+    assert f"pid {r0.process.pid}" in log and "verdict serve" in log, log
+    assert httpx.get(r0.url + "/readyz", timeout=10).status_code == 200  # the holder was not cut off
+    response = httpx.post(f"{r0.url}/v1/decisions", json=_body(7, f"after-intruder-{uuid.uuid4().hex[:8]}"),
+                          headers=auth(r0.tokens["client"]), timeout=60)
+    assert response.status_code == 200, response.text

@@ -111,7 +111,8 @@ def build(root: Path) -> FilesystemStore:
     evidence_sha = hashlib.sha256(EVIDENCE_DOC).hexdigest()
     store.put_once(layout.evidence_key(evidence_sha), EVIDENCE_DOC)
     writer = ChainWriter.open(
-        store, CHAIN, signer_a(), created_by="verdict golden vectors", clock=FixedClock()
+        store, CHAIN, signer_a(), created_by="verdict golden vectors", clock=FixedClock(),
+        lease=None,  # fixed bytes: a lease holds the real time, pid and a random token
     )
     plain = PlainInputs(attributes={"duration": 48, "credit_amount": 5951.0, "purpose": "A43", "age": 22.5})
     writer.append_batch(
