@@ -15,6 +15,9 @@ recovery re-writes any entry a crash cut off.
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import msgspec
 
 from audit import layout
@@ -22,7 +25,17 @@ from audit.canonical import canonical_bytes
 from audit.records import Hex64
 from audit.stores.base import ObjectExists, ObjectMissing, WormStore
 
-__all__ = ["IndexConflict", "IndexEntry", "IndexEntryError", "RequestIndex", "decode_entry", "encode_entry"]
+__all__ = [
+    "DuplicateMemberError",
+    "IndexConflict",
+    "IndexEntry",
+    "IndexEntryError",
+    "NonCanonicalEntryError",
+    "RequestIndex",
+    "decode_entry",
+    "decode_stored_entry",
+    "encode_entry",
+]
 
 
 class IndexEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -31,7 +44,7 @@ class IndexEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     request_id: str
     chain_id: str
-    seq: int
+    seq: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
     record_hash: Hex64
     segment_key: str
     segment_version: str | None
@@ -49,7 +62,25 @@ class IndexConflict(msgspec.Struct, frozen=True):
 
 
 class IndexEntryError(ValueError):
-    """An index object is malformed."""
+    """An index object is malformed (not JSON, or not the schema of an entry).
+
+    ``entry`` is the entry as far as it could be read (None if it could not),
+    so a verifier can still check where a malformed-but-readable entry points."""
+
+    def __init__(self, message: str, entry: IndexEntry | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+class DuplicateMemberError(IndexEntryError):
+    """An index object names a member twice. JSON decoders silently keep one of
+    the values (msgspec and Python's json the last, others the first), so two
+    readers could disagree on where the entry points: rejected, not resolved."""
+
+
+class NonCanonicalEntryError(IndexEntryError):
+    """A well-formed entry whose bytes are not its canonical encoding (§2), so
+    the same entry could be stored in more than one byte form."""
 
 
 _decoder = msgspec.json.Decoder(IndexEntry)
@@ -71,10 +102,46 @@ def encode_entry(entry: IndexEntry) -> bytes:
 
 
 def decode_entry(data: bytes) -> IndexEntry:
+    """Schema check only (unknown members and wrong types are errors): the
+    gateway's read path, which trusts the writer's canonical bytes."""
     try:
         return _decoder.decode(data)
     except msgspec.MsgspecError as exc:
         raise IndexEntryError(f"not an index entry: {exc}") from None
+
+
+def decode_stored_entry(data: bytes) -> IndexEntry:
+    """The verifier's strict read (§7): no duplicate member, the schema, and
+    exactly the canonical bytes of what was read. Raises DuplicateMemberError,
+    IndexEntryError, or NonCanonicalEntryError carrying the decoded entry (its
+    pointer can still be checked)."""
+    _reject_duplicate_members(data)
+    entry = decode_entry(data)
+    canonical = encode_entry(entry)  # the schema keeps seq within I-JSON: never the slow path's error
+    if canonical != data:
+        raise NonCanonicalEntryError(
+            f"index entry bytes are not canonical JSON (RFC 8785); expected {canonical.decode('utf-8', 'replace')}",
+            entry,
+        )
+    return entry
+
+
+def _reject_duplicate_members(data: bytes) -> None:
+    """Duplicates must be found before msgspec decodes: it keeps the last value silently."""
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        names = [name for name, _ in items]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise DuplicateMemberError(f"index entry has duplicate member(s) {', '.join(map(repr, repeated))}")
+        return dict(items)
+
+    try:
+        json.loads(data, object_pairs_hook=pairs)
+    except DuplicateMemberError:
+        raise
+    except (ValueError, RecursionError):
+        pass  # not JSON at all: decode_entry reports it with the schema error
 
 
 class RequestIndex:

@@ -6,7 +6,8 @@ signature with the key valid at that sequence number, the link to the
 previous record, contiguous sequence numbers from a genesis record, the
 segment names; every checkpoint (signature, origin, root recomputed from the
 records, consistency with the previous checkpoint, no checkpoint beyond the
-end of the chain); the request index in both directions; every
+end of the chain, the mandatory ones present); the request index in both
+directions, each entry exactly canonical and pinning its segment's version; every
 content-addressed object; and, on versioned backends, that no key has a
 second version or a delete marker.
 
@@ -37,7 +38,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit import layout, merkle
 from audit.canonical import CanonicalEncodingError
 from audit.checkpoint import CheckpointError, open_checkpoint, parse_body
-from audit.index import IndexEntry, decode_entry
+from audit.index import (
+    DuplicateMemberError,
+    IndexEntry,
+    IndexEntryError,
+    NonCanonicalEntryError,
+    decode_stored_entry,
+)
 from audit.records import (
     GENESIS_PREV_HASH,
     DecisionBody,
@@ -83,7 +90,12 @@ REASONS = {
     "checkpoint_root_mismatch": "a checkpoint's root differs from the root recomputed from the records",
     "checkpoint_inconsistent": "a checkpoint is not an append-only extension of the previous one",
     "chain_truncated": "a checkpoint covers more records than the chain holds",
+    "checkpoint_missing": "a mandatory checkpoint (size 1, or right after a key rotation) is missing",
     "index_mismatch": "an index entry disagrees with the record it points at",
+    "bad_index_entry": "an index entry is not JSON or does not match the entry schema (members, types)",
+    "index_duplicate_member": "an index entry names a member twice",
+    "index_not_canonical": "an index entry's bytes are not the canonical encoding of the entry",
+    "index_version_mismatch": "an index entry's segment_version is not the segment's version (null on unversioned stores)",
     "index_missing": "a decision record has no index entry and no other record owns its request id",
     "content_hash_mismatch": "a content-addressed object does not hash to its name",
     "extra_version": "a key holds more than one object version (overwritten)",
@@ -317,8 +329,8 @@ class _Verifier:
         # (chain_id, seq) -> [record_hash hex, request_id, request_sha256, segment_key, indexed?]
         self.decisions: dict[tuple[str, int], list[Any]] = {}
         self.index_owner: dict[str, IndexEntry] = {}
+        self.unreadable_index: set[str] = set()  # index keys already failed as unreadable
         self.segment_versions: dict[str, str | None] = {}
-        self.versioned = False
         self.sizes: dict[str, int | None] = {}
         self.listed: set[str] = set()
         self.index_pending_from: dict[str, int] = {}
@@ -360,6 +372,8 @@ class _Verifier:
                 if len(parts) == 4 and parts[2] in ("segments", "checkpoints") and layout.number_from_key(key) is not None:
                     segs, cps = chains.setdefault(parts[1], ([], []))
                     (segs if parts[2] == "segments" else cps).append(key)
+                elif len(parts) == 4 and parts[2] == "leases" and layout.number_from_key(key) is not None:
+                    pass  # the writer's lease (audit-format §9a): coordination, not evidence
                 else:
                     self.fail("unexpected_object", f"{key} is not a segment or checkpoint", key=key)
             elif key.startswith(layout.INDEX_PREFIX):
@@ -388,8 +402,6 @@ class _Verifier:
         by_key: dict[str, list[ObjectVersion]] = {}
         for v in versions:
             by_key.setdefault(v.key, []).append(v)
-            if v.version is not None:
-                self.versioned = True
         live: list[str] = []
         for key in sorted(by_key):
             kept = [v for v in by_key[key] if not v.is_delete_marker]
@@ -530,6 +542,8 @@ class _Verifier:
                     chain_id=chain_id,
                     seq=seq,
                 )
+            elif layout.index_key(info[1]) in self.unreadable_index:
+                continue  # its entry exists but could not be read: reported once, as that entry's failure
             elif layout.index_key(info[1]) not in self.listed and self.store.exists(layout.index_key(info[1])):
                 self.note(
                     "written_during_verification",
@@ -547,10 +561,8 @@ class _Verifier:
                 )
 
     def check_index_entry(self, key: str, data: bytes) -> None:
-        try:
-            entry = decode_entry(data)
-        except ValueError as exc:
-            self.fail("index_mismatch", f"{key}: unreadable index entry: {exc}", key=key)
+        entry = self.read_index_entry(key, data)
+        if entry is None:
             return
         if layout.index_key(entry.request_id) != key:
             self.fail("index_mismatch", f"{key} holds the entry of request {entry.request_id!r}", key=key)
@@ -584,8 +596,6 @@ class _Verifier:
             problems.append("request_sha256 differs")
         if info[3] != entry.segment_key:
             problems.append(f"segment_key {entry.segment_key} != {info[3]}")
-        elif self.versioned and entry.segment_version != self.segment_versions.get(info[3]):
-            problems.append(f"segment_version {entry.segment_version} is not the segment's version")
         if problems:
             self.fail(
                 "index_mismatch",
@@ -595,8 +605,36 @@ class _Verifier:
                 key=key,
             )
             return
+        self.check_segment_version(key, entry)
         info[4] = True
         self.index_owner[entry.request_id] = entry
+
+    def read_index_entry(self, key: str, data: bytes) -> IndexEntry | None:
+        """Strict read (§7); a format failure is reported with its own reason. An
+        entry that could still be read is returned, so where it points is checked
+        too and its decision is not reported a second time as unindexed."""
+        try:
+            return decode_stored_entry(data)
+        except IndexEntryError as exc:
+            self.fail(_index_format_reason(exc), f"{key}: {exc}", key=key)
+            if exc.entry is None:
+                self.unreadable_index.add(key)
+            return exc.entry
+
+    def check_segment_version(self, key: str, entry: IndexEntry) -> None:
+        """The entry pins the version the segment was listed with: its S3 VersionId
+        on versioned stores, null (None) on unversioned ones such as the filesystem."""
+        listed = self.segment_versions.get(entry.segment_key)
+        if entry.segment_version != listed:
+            expected = "null (unversioned store)" if listed is None else repr(listed)
+            self.fail(
+                "index_version_mismatch",
+                f"{key} (request {entry.request_id!r}) has segment_version {entry.segment_version!r}; "
+                f"{entry.segment_key} is at version {expected}",
+                chain_id=entry.chain_id,
+                seq=entry.seq,
+                key=key,
+            )
 
     # -- content-addressed objects
 
@@ -631,6 +669,7 @@ class _ChainChecker:
         self.link_explained = False  # the next broken link is the suspect's alteration
         self.segment_firsts: list[int] = []
         self.checkpoints: dict[int, tuple[str, bytes]] = {}  # size -> (key, note)
+        self.checkpoint_keys = set(checkpoint_keys)  # listed, whether or not they parse
         self.roots: dict[int, bytes] = {}
         for key in checkpoint_keys:
             self.load_checkpoint(key)
@@ -845,6 +884,7 @@ class _ChainChecker:
                         seq=size1,
                         key=self.checkpoints[size2][0],
                     )
+        self.check_mandatory_checkpoints(size)
         last = max(self.checkpoints, default=0)
         # The writer writes index entries after its segment and before the checkpoint
         # covering it; a crash can cut off at most the last _TAIL_SEGMENTS segments'
@@ -866,6 +906,38 @@ class _ChainChecker:
             keys=[k for _, k in self.key_timeline],
         )
 
+    def mandatory_checkpoints(self) -> dict[int, str]:
+        """Sizes every writer version checkpoints before it appends anything else
+        (§8): 1 after genesis, r + 1 after the key_rotation record at seq r."""
+        if not self.genesis_seen:
+            return {}
+        sizes = {1: "after the genesis record"}
+        for first, _ in self.key_timeline[1:]:  # (r + 1, new key) per rotation at seq r
+            sizes[first] = f"after the key_rotation record at seq {first - 1}"
+        return sizes
+
+    def check_mandatory_checkpoints(self, size: int) -> None:
+        """A mandatory checkpoint may be absent only while no record follows it (a
+        crash before it was written; recovery writes it before appending)."""
+        for cp_size, why in self.mandatory_checkpoints().items():
+            key = layout.checkpoint_key(self.chain_id, cp_size)
+            if cp_size >= size or key in self.checkpoint_keys:
+                continue
+            if self.appeared_later(key):
+                self.v.note(
+                    "written_during_verification",
+                    f"checkpoint {cp_size} appeared after the store was listed (live writer)",
+                    chain_id=self.chain_id,
+                    key=key,
+                )
+                continue
+            self.fail(
+                "checkpoint_missing",
+                f"mandatory checkpoint {cp_size} ({why}) is missing, but the chain holds {size} records",
+                seq=cp_size - 1,
+                key=key,
+            )
+
     def appeared_later(self, key: str) -> bool:
         return key not in self.v.listed and self.v.store.exists(key)
 
@@ -884,6 +956,14 @@ class _ChainChecker:
             self.fail("bad_checkpoint", f"{key}: origin {verified.checkpoint.origin!r}, the chain's is {self.origin!r}", key=key)
             return None
         return verified.checkpoint.root
+
+
+def _index_format_reason(exc: IndexEntryError) -> str:
+    if isinstance(exc, DuplicateMemberError):
+        return "index_duplicate_member"
+    if isinstance(exc, NonCanonicalEntryError):
+        return "index_not_canonical"
+    return "bad_index_entry"
 
 
 def _task_chunks(segments: Iterable[tuple[str, bytes]]) -> Iterator[tuple[list[str], list[bytes]]]:

@@ -48,7 +48,9 @@ def test_new_version_over_an_existing_key_is_detected(s3_trail, s3_client, s3_bu
     assert not report.ok
     assert report.first_failure.reason == "extra_version" and report.first_failure.key == key
     reasons = {f.reason for f in report.failures}
-    assert "index_mismatch" in reasons  # the index pins the original version
+    assert "index_mismatch" in reasons  # the altered record's entry: another record hash
+    # the batch's unaltered records: their entries pin the original VersionId, not the latest
+    assert "index_version_mismatch" in reasons
     # the pinned version still reads back the audited bytes
     assert store.get(key, receipts[0].segment_version) == original
 
