@@ -172,7 +172,8 @@ def _lookup(store: WormStore, request_id: str, require_checkpoint: bool) -> Targ
     try:
         verified = read_decision(store, request_id, require_checkpoint=require_checkpoint)
     except ReadError as exc:
-        return Target(request_id=request_id, problem=(exc.reason, str(exc)))
+        advice = f": {NOT_CHECKPOINTED_ADVICE}" if exc.reason == "not_checkpointed" else ""
+        return Target(request_id=request_id, problem=(exc.reason, f"{exc}{advice}"))
     except (StoreError, ValueError) as exc:
         return Target(request_id=request_id, problem=("store_error", f"{type(exc).__name__}: {exc}"))
     inclusion = verified.inclusion

@@ -135,6 +135,7 @@ def test_record_not_yet_checkpointed_needs_allow_pending(trail_copy):
         assert strict.exit_code == 1
         (decision,) = report_of(strict)["report"]["decisions"]
         assert decision["reason"] == "not_checkpointed"
+        assert any("--allow-pending" in why and "retry in a minute" in why for why in decision["why"]), decision
         relaxed = cli("pending-0001", "--allow-pending")
         assert relaxed.exit_code == 0, relaxed.output
         (decision,) = report_of(relaxed)["report"]["decisions"]
