@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from audit.chain import ChainWriter
 from audit.index import RequestIndex
+from audit.lease import LeaseOptions
 from audit.signing import FileKeyStore
 from audit.stores import ObjectExists, StoreError, WormStore, WriteProbe, open_store
 from gateway import environment
@@ -61,7 +62,9 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         signer, keyring = _signer(settings, say)
         writer = ChainWriter.open(store, settings.chain_id, signer, keyring=keyring, created_by="verdict serve",
                                   checkpoint_every=settings.checkpoint_every,
-                                  checkpoint_interval=settings.checkpoint_interval_s)
+                                  checkpoint_interval=settings.checkpoint_interval_s,
+                                  lease=LeaseOptions(ttl=settings.lease_ttl_s, renew_every=settings.lease_renew_s,
+                                                     skew=settings.lease_skew_s))
     lane = AuditLane(writer, metrics)
     decisions = DecisionService(models, lane, RequestIndex(store) if writer else None, env_sha, metrics,
                                 retry_after_s=settings.retry_after_s, explain=settings.explain,

@@ -39,6 +39,9 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     checkpoint_interval_s: float = 60.0
     retry_after_s: int = 5               # Retry-After on 503
     unready_after_failures: int = 3      # consecutive failed appends before /readyz reports the store unable to append
+    lease_ttl_s: float = 180.0           # this writer's lease on its chain lasts this long without renewal (audit.lease)
+    lease_renew_s: float = 60.0          # and is renewed this often (one small write-once object per renewal)
+    lease_skew_s: float = 15.0           # the most two writers' clocks may disagree
     bootstrap: bool = True               # train/register the reference model on an empty store
     explain: bool = True                 # benchmarks only: switch explanation off (upper bound)
     audit: bool = True                   # benchmarks only: switch the audit append off (upper bound)
@@ -84,6 +87,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise SettingsError("commit_threads must be 1..8")
     if settings.unready_after_failures < 1:
         raise SettingsError("unready_after_failures must be >= 1")
+    if not (0 <= settings.lease_skew_s and 0 < settings.lease_renew_s < settings.lease_ttl_s - settings.lease_skew_s):
+        raise SettingsError("lease settings need 0 <= lease_skew_s and 0 < lease_renew_s < lease_ttl_s - lease_skew_s")
     return msgspec.structs.replace(
         settings,
         store=store_url(settings.store or None),

@@ -227,3 +227,48 @@ def test_full_disk_makes_the_replica_unready_and_it_recovers_by_itself(tmp_path,
     assert [read_decision(store, r).body.request_id for r in ("before-full", "after-full")] == ["before-full", "after-full"]
     report = verify_store(store)
     assert report.ok, report.first_failure
+
+
+def test_a_gateway_whose_lease_was_taken_over_stops_deciding_and_says_why(tmp_path, trained_dirs):
+    """A frozen gateway (SIGSTOP) lets its lease lapse; a second one takes the
+    chain over; the first, thawed, must not append another record: it answers
+    503, reports unready, and its log names the new holder."""
+    import signal
+
+    home = tmp_path / "home"
+    tokens = prepare_home(home, trained_dirs["german-credit"])
+    short = {"VERDICT_LEASE_TTL_S": "4", "VERDICT_LEASE_RENEW_S": "1", "VERDICT_LEASE_SKEW_S": "0.5",
+             "VERDICT_CHECKPOINT_INTERVAL_S": "1"}
+    first, second = GatewayServer(home, env=short), GatewayServer(home, env=short)
+    body = {"model": "german-credit", "attributes": ROWS[3]}
+    try:
+        first.start()
+        first.process.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 120  # bounds the wait for the lease to lapse; nothing is timed
+        while True:
+            try:
+                second.start()
+                break
+            except RuntimeError as refused:
+                assert "LeaseHeld" in str(refused), str(refused)
+                assert time.monotonic() < deadline, "the frozen gateway's lease never lapsed"
+        first.process.send_signal(signal.SIGCONT)
+        with httpx.Client(headers=auth(tokens["client"]), timeout=30) as client:
+            taken = client.post(second.url + "/v1/decisions", json={**body, "request_id": "after-takeover"})
+            while client.get(first.url + "/readyz").status_code == 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            unready = client.get(first.url + "/readyz")
+            refused = client.post(first.url + "/v1/decisions", json={**body, "request_id": "to-the-old-holder"})
+    finally:
+        if first.process is not None and first.process.poll() is None:
+            first.process.send_signal(signal.SIGCONT)
+        first.stop()
+        second.stop()
+    assert taken.status_code == 200, taken.text
+    assert unready.status_code == 503 and "chain writer stopped" in unready.json()["checks"]["signer"], unready.text
+    assert refused.status_code == 503 and refused.headers["content-type"].startswith("application/problem+json")
+    assert str(second.process.pid) in first.log(), first.log()
+    store = open_store((home / "store").as_uri())
+    assert read_decision(store, "after-takeover").body.request_id == "after-takeover"
+    report = verify_store(store)
+    assert report.ok, report.first_failure
