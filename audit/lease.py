@@ -103,6 +103,10 @@ class LeaseDoc(msgspec.Struct, frozen=True):
     expires_at: str
     released: bool = False
 
+    def expires(self) -> float:
+        """``expires_at`` as a POSIX timestamp."""
+        return _parse_time(self.expires_at)
+
 
 def _parse_time(value: str) -> float:
     return _dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc).timestamp()
@@ -345,6 +349,14 @@ class ChainLease:
                 if self.on_lost is not None:
                     self.on_lost(exc)
                 return
+
+    def wait_renewals_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until the renewal thread has stopped (released, or the lease
+        lost); True if it has. For callers that must see a loss happen."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
 
     def release(self) -> None:
         """Stop renewing and, unless lost, write a released lease (best effort:

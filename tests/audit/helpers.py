@@ -69,3 +69,17 @@ def staged_files(root: Path) -> list[str]:
     """What a filesystem store holds in staging, less its writers' liveness
     locks (``<owner>.lock``, audit.stores.staging): the data left behind."""
     return sorted(name for name in os.listdir(Path(root) / ".incoming") if not name.endswith(".lock"))
+
+
+def wait_out_newest_lease(store, chain_id: str, skew: float) -> None:  # noqa: ANN001 - a WormStore
+    """Sleep until the chain's newest lease is free by the lease rule itself
+    (its ``expires_at`` plus ``skew``, read from the lease document), so a test
+    waits for the protocol's event instead of polling against a clock."""
+    import time
+
+    from audit.lease import newest_lease
+
+    found = newest_lease(store, chain_id)
+    if found is None or found[1] is None:
+        return
+    time.sleep(max(0.0, found[1].expires() + skew - time.time()) + 0.1)
