@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import threading
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
@@ -48,7 +49,8 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import layout
-from audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint, sign_checkpoint
+from audit.checkpoint import Checkpoint, CheckpointError, parse_body, sign_checkpoint
+from audit.completeness import check_held_checkpoint
 from audit.index import IndexConflict, IndexEntry, RequestIndex, encode_entry
 from audit.lease import DEFAULT_LEASE, ChainLease, Holder, LeaseOptions
 from audit.lease import acquire as acquire_lease
@@ -62,6 +64,7 @@ from audit.records import (
     GenesisBody,
     KeyDocument,
     KeyRotationBody,
+    RegistryBody,
     Record,
     RecordError,
     body_kind,
@@ -83,11 +86,15 @@ from audit.signing import (
     verify_record_signature,
 )
 from audit.stores.base import DeferredNaming, ObjectExists, ObjectMissing, StoreError, WormStore
+from audit.trust import RootKey, TrustError, TrustPolicy, load_anchors
+from audit.walk import KeyTimeline, open_chain_checkpoint
 
 __all__ = [
     "ChainConflict",
     "ChainCorrupt",
+    "ChainBehindHeld",
     "ChainError",
+    "ChainNotAnchored",
     "ChainWriter",
     "KeyMismatch",
     "KeyRing",
@@ -96,7 +103,10 @@ __all__ = [
     "LeaseOptions",
     "Receipt",
     "default_origin",
+    "scan_timeline",
 ]
+
+_log = logging.getLogger("verdict.audit.chain")
 
 _MAX_ROUNDS_IN_FLIGHT = 4
 """Index rounds of at most this many committed batches run at once (callers
@@ -141,6 +151,16 @@ class LeaseLost(ChainConflict):
     """Another writer took this chain's lease over: this writer stopped for good."""
 
 
+class ChainNotAnchored(ChainError):
+    """The chain's keys are not certified by the trust root (spec §5a): its
+    verifiers would reject everything written to it, so nothing is."""
+
+
+class ChainBehindHeld(ChainError):
+    """The stored chain is shorter than, or differs from, a checkpoint kept outside
+    the store (the writer's own, a witness's): it was truncated or rewritten."""
+
+
 class ChainCorrupt(ChainError):
     """The stored chain does not verify, so the writer refuses to extend it."""
 
@@ -180,11 +200,26 @@ class _ScanState:
     size: int = 0
     head_hash: bytes = bytes(32)
     acc: MerkleAccumulator = field(default_factory=MerkleAccumulator)
-    origin: str | None = None
-    key_docs: dict[str, KeyDocument] = field(default_factory=dict)
-    current_key: str | None = None
-    retired: dict[str, int] = field(default_factory=dict)
+    keys: KeyTimeline = field(default_factory=KeyTimeline)
+    """The chain's origin and key history (spec §5), by the one walker's rules."""
     roots: dict[int, bytes] = field(default_factory=dict)
+    roots_at: dict[int, bytes] = field(default_factory=dict)
+    chain_id: str = ""
+
+    @property
+    def origin(self) -> str | None:
+        return self.keys.origin
+
+    # -- audit.completeness.ChainFacts, for held checkpoints at open
+
+    def root_at(self, size: int) -> bytes:
+        return self.roots_at[size]
+
+    def leaf_at(self, seq: int) -> bytes:
+        raise NotImplementedError("a writer checks held checkpoints, not receipts")
+
+    def signing_key(self, size: int) -> tuple[str, Ed25519PublicKey] | None:
+        return self.keys.signer(size)
 
 
 class ChainWriter:
@@ -208,16 +243,20 @@ class ChainWriter:
         checkpoint_interval: float,
         clock: Callable[[], str],
         lease: ChainLease | None = None,
+        trust: _Trust | None = None,
+        on_checkpoint: Callable[[int, bytes], None] | None = None,
     ) -> None:
         self.store = store
         self._lease = lease
+        self._trust = trust
+        self._on_checkpoint = on_checkpoint
         self.chain_id = chain_id
         self._signer = signer
         self._size = state.size
         self._head_hash = state.head_hash
         self._acc = state.acc
         self._origin = state.origin or default_origin(chain_id)
-        self._key_docs = dict(state.key_docs)
+        self._keys = state.keys
         self._checkpoint_every = checkpoint_every
         self._checkpoint_interval = checkpoint_interval
         self._clock = clock
@@ -253,6 +292,10 @@ class ChainWriter:
         checkpoint_interval: float = 60.0,
         clock: Callable[[], str] = utc_now,
         lease: LeaseOptions | None = DEFAULT_LEASE,
+        root: RootKey | None = None,
+        policy: TrustPolicy | None = None,
+        held_checkpoints: Sequence[bytes] = (),
+        on_checkpoint: Callable[[int, bytes], None] | None = None,
     ) -> ChainWriter:
         """Open (or create) ``chain_id`` for appending, recovering from any crash.
 
@@ -270,7 +313,25 @@ class ChainWriter:
         :mod:`audit.lease`); :class:`LeaseHeld` if another live writer holds
         it. ``lease=None`` opens without one (only for fixed test vectors and
         tools that must not write anything but records).
+
+        Trust (spec §5a): with ``root``, the writer certifies its key on a new
+        chain (before genesis) and each key it rotates to (before the rotation
+        record). With a ``policy`` (the root's own when only ``root`` is given)
+        an existing chain must be anchored, else :class:`ChainNotAnchored`: a
+        writer never extends a chain its verifiers would reject; without
+        ``root`` the certificates must have been issued beforehand
+        (``verdict trust certify``).
+
+        ``held_checkpoints``: checkpoint notes of this chain kept outside the
+        store (the gateway's own latest, the witnesses' latest, spec §8a). A
+        chain whose head is behind one, or whose root at its size differs, is
+        refused (:class:`ChainBehindHeld`): continuing it would reuse sequence
+        numbers that receipts already name. ``on_checkpoint(size, note)`` is
+        called after each checkpoint is durable (to keep it, to witness it);
+        it must not block, and what it raises is logged, never propagated.
         """
+        if policy is None and root is not None:
+            policy = root.policy()
         layout.check_chain_id(chain_id)
         if checkpoint_every < 1 or checkpoint_interval <= 0:
             raise ValueError("checkpoint_every must be >= 1 and checkpoint_interval > 0")
@@ -285,7 +346,9 @@ class ChainWriter:
         try:
             writer = cls._open_locked(store, chain_id, signer, held, keyring=keyring, create=create, origin=origin,
                                       created_by=created_by, checkpoint_every=checkpoint_every,
-                                      checkpoint_interval=checkpoint_interval, clock=clock)
+                                      checkpoint_interval=checkpoint_interval, clock=clock,
+                                      trust=_Trust(root, policy) if policy is not None else None,
+                                      held=held_checkpoints, on_checkpoint=on_checkpoint)
         except BaseException:
             if held is not None:
                 held.release()
@@ -296,43 +359,52 @@ class ChainWriter:
 
     @classmethod
     def _open_locked(
-        cls, store: WormStore, chain_id: str, signer: Signer, held: ChainLease | None, *, keyring: KeyRing | None,
+        cls, store: WormStore, chain_id: str, signer: Signer, lease_held: ChainLease | None, *, keyring: KeyRing | None,
         create: bool, origin: str | None, created_by: str, checkpoint_every: int, checkpoint_interval: float,
-        clock: Callable[[], str],
+        clock: Callable[[], str], trust: _Trust | None, held: Sequence[bytes] = (),
+        on_checkpoint: Callable[[int, bytes], None] | None = None,
     ) -> ChainWriter:
         """Recovery, with the lease (if any) held."""
-        state = _scan_chain(store, chain_id)
-        if held is not None:
-            _check_lease(held)  # still ours after the (possibly long) read, before the first write
-        state = _roll_forward_unconfirmed(store, chain_id, state)
+        held_sizes = {size for size in map(_note_size, held) if size is not None}
+        state = _scan_chain(store, chain_id, held_sizes)
+        if lease_held is not None:
+            _check_lease(lease_held)  # still ours after the (possibly long) read, before the first write
+        state = _roll_forward_unconfirmed(store, chain_id, state, held_sizes)
+        _check_held(chain_id, state, held)
         options = dict(
             checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval,
             clock=clock,
-            lease=held,
+            lease=lease_held,
+            trust=trust,
+            on_checkpoint=on_checkpoint,
         )
         if state.size == 0:
             if not create:
                 raise ChainError(f"chain {chain_id!r} does not exist in {store.url}")
-            state.origin = origin or default_origin(chain_id)
+            state.keys.origin = origin or default_origin(chain_id)
             writer = cls(store, chain_id, signer, state, **options)
+            writer._certify(signer.public_key_document, 0)
             publish_key(store, signer.public_key_document)
             writer._write_genesis(created_by)
             return writer
         if origin is not None and origin != state.origin:
             raise ChainError(f"chain {chain_id!r} has origin {state.origin!r}, not {origin!r}")
+        if trust is not None:
+            _check_anchored(store, chain_id, state, trust.policy)
         writer_signer = signer
         rotate_to: Signer | None = None
-        if state.current_key != signer.key_id:
-            if signer.key_id in state.retired:
+        current = state.keys.current
+        if current != signer.key_id:
+            if signer.key_id in state.keys.retired:
                 raise KeyMismatch(
-                    f"key {signer.key_id} was retired on chain {chain_id!r} at seq {state.retired[signer.key_id]}; "
-                    f"the chain expects {state.current_key}"
+                    f"key {signer.key_id} was retired on chain {chain_id!r} at seq {state.keys.retired[signer.key_id]}; "
+                    f"the chain expects {current}"
                 )
-            old = _load_from(keyring, state.current_key)
+            old = _load_from(keyring, current)
             if old is None:
                 raise KeyMismatch(
-                    f"chain {chain_id!r} expects signing key {state.current_key}, got {signer.key_id}; "
+                    f"chain {chain_id!r} expects signing key {current}, got {signer.key_id}; "
                     f"run `verdict keys rotate --chain {chain_id}` with the old key available"
                 )
             writer_signer, rotate_to = old, signer
@@ -345,6 +417,26 @@ class ChainWriter:
         else:
             publish_key(store, signer.public_key_document)
         return writer
+
+    def _certify(self, key: KeyDocument, from_seq: int) -> None:
+        """Before a key signs anything on this chain: its certificate (spec §5a).
+
+        With the root at hand the writer issues it; otherwise one issued
+        beforehand must be there, or nothing is written (fail closed).
+        """
+        if self._trust is None:
+            return
+        if self._trust.root is not None:
+            self._trust.root.certify(self.store, self.chain_id, key, from_seq, self._origin)
+            return
+        anchors = load_anchors(self.store, self.chain_id, self._trust.policy)
+        try:
+            anchors.check_key(from_seq, key, self._origin)
+        except TrustError as exc:
+            raise ChainNotAnchored(
+                f"{exc.message}; the root's holder must first run `verdict trust certify --chain {self.chain_id} "
+                f"--key {key.key_id} --from-seq {from_seq}`"
+            ) from None
 
     def _write_genesis(self, created_by: str) -> None:
         body = GenesisBody(
@@ -388,10 +480,12 @@ class ChainWriter:
 
     # --- appending ----------------------------------------------------------------------------
 
-    def append(self, body: DecisionBody | AccessBody | EvidenceBody) -> Receipt | IndexConflict:
+    def append(self, body: DecisionBody | AccessBody | EvidenceBody | RegistryBody) -> Receipt | IndexConflict:
         return self.append_batch([body])[0]
 
-    def append_batch(self, bodies: Sequence[DecisionBody | AccessBody | EvidenceBody]) -> list[Receipt | IndexConflict]:
+    def append_batch(
+        self, bodies: Sequence[DecisionBody | AccessBody | EvidenceBody | RegistryBody]
+    ) -> list[Receipt | IndexConflict]:
         """Durably append ``bodies`` as consecutive records; one result per body.
 
         For a decision whose request id is already in the index (claimed by
@@ -406,8 +500,9 @@ class ChainWriter:
         are retried by the next call.
         """
         for body in bodies:
-            if not isinstance(body, (DecisionBody, AccessBody, EvidenceBody)):
-                raise TypeError(f"append_batch takes decision, access or evidence bodies, not {type(body).__name__}")
+            if not isinstance(body, (DecisionBody, AccessBody, EvidenceBody, RegistryBody)):
+                raise TypeError(f"append_batch takes decision, access, evidence or registry bodies, "
+                                f"not {type(body).__name__}")
         if not bodies:
             return []
         with self._lock:
@@ -436,8 +531,9 @@ class ChainWriter:
             self._check_usable()
             if new_signer.key_id == self._signer.key_id:
                 raise KeyMismatch(f"chain {self.chain_id!r} is already signed by {new_signer.key_id}")
-            if new_signer.key_id in self._key_docs:
+            if any(doc.key_id == new_signer.key_id for _, doc in self._keys.entries):
                 raise KeyMismatch(f"key {new_signer.key_id} was already used on chain {self.chain_id!r}; use a fresh key")
+            self._certify(new_signer.public_key_document, self._size + 1)
             publish_key(self.store, new_signer.public_key_document)
             body = KeyRotationBody(new_key=new_signer.public_key_document, reason=reason)
             prepared = self._prepare([body])
@@ -573,9 +669,9 @@ class ChainWriter:
         for record, digest in zip(prepared.records, prepared.hashes):
             self._acc.append(leaf_hash(digest))
             if isinstance(record.body, GenesisBody):
-                self._key_docs[record.body.public_key.key_id] = record.body.public_key
+                self._keys.genesis(record.body)
             elif isinstance(record.body, KeyRotationBody):
-                self._key_docs[record.body.new_key.key_id] = record.body.new_key
+                self._keys.rotation(record.seq, record.body.new_key)
         self._size = prepared.first_seq + len(prepared.records)
         self._head_hash = prepared.hashes[-1]
         if prepared.next_signer is not None:
@@ -712,6 +808,11 @@ class ChainWriter:
             if self.store.get(key) != note:
                 self._failed = ChainCorrupt(f"{key} already holds a different checkpoint; the chain was forked")
                 raise self._failed from None
+        if self._on_checkpoint is not None:
+            try:
+                self._on_checkpoint(layout.number_from_key(key) or 0, note)
+            except Exception:  # noqa: BLE001 - keeping/witnessing a checkpoint never fails an append
+                _log.exception("checkpoint %s: the on_checkpoint hook failed", key)
 
     def _repair_index(self) -> None:
         """Re-write index entries of the last segments that a crash may have cut off."""
@@ -759,6 +860,49 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+@dataclass(frozen=True)
+class _Trust:
+    root: RootKey | None
+    policy: TrustPolicy
+
+
+def _check_anchored(store: WormStore, chain_id: str, state: _ScanState, policy: TrustPolicy) -> None:
+    anchors = load_anchors(store, chain_id, policy)
+    try:
+        state.keys.check_anchored(anchors)
+    except TrustError as exc:
+        raise ChainNotAnchored(
+            f"{exc.message}. Verify the chain (`verdict audit verify --unanchored`) and, if it is genuine, "
+            f"have the root's holder certify it (`verdict trust certify --chain {chain_id}`)"
+        ) from None
+
+
+def _note_size(note: bytes) -> int | None:
+    split = note.rfind(b"\n\n")
+    try:
+        return parse_body(note[: split + 1]).size if split >= 0 else None
+    except CheckpointError:
+        return None
+
+
+def _check_held(chain_id: str, state: _ScanState, held: Sequence[bytes]) -> None:
+    """Refuse a chain behind (or other than) a checkpoint kept outside the store (spec §8a)."""
+    state.chain_id = chain_id
+    for note in held:
+        size = _note_size(note)
+        if size is not None and size > state.size:
+            problems = [("below_held_checkpoint", f"the store holds {state.size} records, but checkpoint {size} of "
+                                                  "this chain was signed and kept outside the store")]
+        else:
+            problems = check_held_checkpoint(state, note, witnessed=False, where="held checkpoint")
+        if problems:
+            raise ChainBehindHeld(
+                f"chain {chain_id!r} refused: {problems[0][1]} ({problems[0][0]}). The chain was truncated or "
+                "rewritten after that checkpoint; investigate with `verdict audit verify --checkpoint FILE` "
+                "before anything is appended"
+            )
+
+
 def _has_segments(store: WormStore, chain_id: str) -> bool:
     return next(iter(store.list_keys(layout.segments_prefix(chain_id))), None) is not None
 
@@ -791,11 +935,13 @@ def _segment_records(data: bytes) -> Iterable[tuple[bytes, bytes]]:
         yield split_line(line)
 
 
-def _scan_chain(store: WormStore, chain_id: str) -> _ScanState:
+def _scan_chain(store: WormStore, chain_id: str, at_sizes: Iterable[int] = ()) -> _ScanState:
     """Read a chain from genesis: check sequence, links, key history and the last
     checkpoint's root; verify every signature of the last segment (what a crash
-    could have touched). Raises ChainCorrupt on any inconsistency."""
+    could have touched). Raises ChainCorrupt on any inconsistency. The roots at
+    ``at_sizes`` (held checkpoints' sizes) are kept in ``state.roots_at``."""
     state = _ScanState()
+    wanted = set(at_sizes)
     seg_keys = list(store.list_keys(layout.segments_prefix(chain_id)))
     checkpoints: dict[int, str] = {}
     for key in store.list_keys(layout.checkpoints_prefix(chain_id)):
@@ -817,6 +963,8 @@ def _scan_chain(store: WormStore, chain_id: str) -> _ScanState:
                 _scan_record(state, chain_id, raw, signature, verify=is_tail)
                 if state.size == last_cp:
                     last_cp_root = state.acc.root()
+                if state.size in wanted:
+                    state.roots_at[state.size] = state.acc.root()
     except (RecordError, CheckpointError, ValueError) as exc:
         raise ChainCorrupt(f"chain {chain_id!r} does not verify at {where}: {exc}") from None
     if last_cp > state.size:
@@ -824,9 +972,8 @@ def _scan_chain(store: WormStore, chain_id: str) -> _ScanState:
             f"chain {chain_id!r} truncated: checkpoint at size {last_cp} but only {state.size} records"
         )
     if last_cp:
-        trusted = {k: check_key_document(d) for k, d in state.key_docs.items()}
         try:
-            verified = open_checkpoint(store.get(checkpoints[last_cp]), trusted, origin=state.origin)
+            verified = open_chain_checkpoint(store.get(checkpoints[last_cp]), last_cp, state.keys)
         except CheckpointError as exc:
             raise ChainCorrupt(f"checkpoint {checkpoints[last_cp]} does not verify: {exc}") from None
         if verified.checkpoint.size != last_cp or verified.checkpoint.root != last_cp_root:
@@ -835,7 +982,17 @@ def _scan_chain(store: WormStore, chain_id: str) -> _ScanState:
     return state
 
 
-def _roll_forward_unconfirmed(store: WormStore, chain_id: str, state: _ScanState) -> _ScanState:
+def scan_timeline(store: WormStore, chain_id: str) -> list[tuple[int, KeyDocument, str]]:
+    """(first seq, key document, origin) of every key the chain has used, read as recovery reads it."""
+    try:
+        state = _scan_chain(store, chain_id)
+    except ChainCorrupt as exc:
+        raise ChainError(str(exc)) from None
+    return [(first, doc, state.origin or default_origin(chain_id)) for first, doc in state.keys.entries]
+
+
+def _roll_forward_unconfirmed(store: WormStore, chain_id: str, state: _ScanState,
+                              at_sizes: Iterable[int] = ()) -> _ScanState:
     """Recovery for DeferredNaming stores: a segment whose name a crash lost
     after its data was durable is put again if it continues the chain exactly
     (next sequence number, links, signatures); its index entries may already
@@ -851,7 +1008,7 @@ def _roll_forward_unconfirmed(store: WormStore, chain_id: str, state: _ScanState
                 store.put_once(key, data)
             except ObjectExists:
                 pass  # another process put it first; the rescan reads whatever is there
-            state = _scan_chain(store, chain_id)
+            state = _scan_chain(store, chain_id, at_sizes)
         store.discard_unconfirmed(key)
     return state
 
@@ -878,32 +1035,26 @@ def _scan_record(state: _ScanState, chain_id: str, raw: bytes, signature: bytes,
     if header.prev_hash != expected_prev:
         raise RecordError(f"record {seq}: prev_hash does not link to record {seq - 1}")
     kind = body_kind(header.body)
-    next_key: str | None = None
     if seq == 0:
         genesis = decode_body(header.body)
         if not isinstance(genesis, GenesisBody) or genesis.chain_id != chain_id:
             raise RecordError("record 0 is not this chain's genesis record")
-        state.origin = genesis.origin
-        state.key_docs[genesis.public_key.key_id] = genesis.public_key
-        state.current_key = genesis.public_key.key_id
+        state.keys.genesis(genesis)
     elif kind == "genesis":
         raise RecordError(f"record {seq} is a second genesis record")
     elif kind == "key_rotation":
         rotation = decode_body(header.body)
         assert isinstance(rotation, KeyRotationBody)
-        next_key = rotation.new_key.key_id
-        state.key_docs[next_key] = rotation.new_key
-    if header.key_id != state.current_key:
-        raise RecordError(f"record {seq} is signed by {header.key_id}, the chain's key at that point is {state.current_key}")
+        state.keys.rotation(seq, rotation.new_key)  # valid from seq + 1; this record is the old key's
+    expected = state.keys.key_at(seq)
+    if header.key_id != expected:
+        raise RecordError(f"record {seq} is signed by {header.key_id}, the chain's key at that point is {expected}")
     if verify:
         decode_record(raw)
-        public_key: Ed25519PublicKey = check_key_document(state.key_docs[header.key_id])
-        if not verify_record_signature(public_key, hashlib.sha256(raw).digest(), signature):
+        signer = state.keys.signer(seq)
+        if signer is None or not verify_record_signature(signer[1], hashlib.sha256(raw).digest(), signature):
             raise RecordError(f"record {seq}: signature does not verify")
     digest = hashlib.sha256(raw).digest()
     state.acc.append(leaf_hash(digest))
     state.head_hash = digest
     state.size = seq + 1
-    if next_key is not None:
-        state.retired[state.current_key] = seq  # type: ignore[index]
-        state.current_key = next_key

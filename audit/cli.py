@@ -26,6 +26,7 @@ from rich.table import Table
 from audit.config import store_url
 from audit.stores import StoreError, WormStore, open_store
 from audit.stores.keys import InvalidKey
+from audit.trust_cli import UNANCHORED, TrustOption, UnanchoredOption, resolve_policy
 
 __all__ = ["audit_app", "keys_app"]
 
@@ -67,11 +68,32 @@ def verify(
     workers: Annotated[
         Optional[int], typer.Option("--workers", min=1, help="Processes for signature checks (default: automatic).")
     ] = None,
+    trust: TrustOption = None,
+    unanchored: UnanchoredOption = False,
+    checkpoint: Annotated[Optional[list[str]], typer.Option(
+        "--checkpoint", metavar="FILE", help="A checkpoint note held outside the store (repeatable): the chain "
+                                             "must still hold it (no truncation, no rewrite).")] = None,
+    receipts: Annotated[Optional[str], typer.Option(
+        "--receipts", metavar="FILE", help="Receipts held by a client (JSON lines, as the API returned them): "
+                                           "each record must still be there, unchanged.")] = None,
 ) -> None:
-    """Verify the whole store: records, signatures, links, checkpoints, index, objects."""
+    """Verify the whole store: records, signatures, links, checkpoints, index, objects,
+    against the trust root (certificates), witnesses, held checkpoints and receipts."""
+    from audit.completeness import parse_receipts
     from audit.verifier import verify_store
 
     target = _open(store, must_exist=True)
+    policy = resolve_policy(trust, unanchored)
+    held = [(path, _read_input(path, "checkpoint")) for path in checkpoint or []]
+    held_receipts = []
+    if receipts is not None:
+        try:
+            held_receipts = [(f"{receipts}:{r.chain_id}/{r.seq}", r)
+                             for r in parse_receipts(_read_input(receipts, "receipts"))]
+        except ValueError as exc:
+            _err.print(f"[red]error:[/] {receipts}: {exc}")
+            raise typer.Exit(2) from None
+    options = dict(workers=workers, trust=policy, held_checkpoints=held, receipts=held_receipts, ask_witnesses=True)
     human = _err if json_file == "-" else _out
     progress = None if quiet or not _err.is_terminal else _progress_bar()
     try:
@@ -84,9 +106,9 @@ def verify(
                         tasks[phase] = progress.add_task(phase, total=total)
                     progress.update(tasks[phase], completed=done, total=total)
 
-                report = verify_store(target, progress=update, workers=workers)
+                report = verify_store(target, progress=update, **options)
         else:
-            report = verify_store(target, workers=workers)
+            report = verify_store(target, **options)
     except StoreError as exc:
         _err.print(f"[red]error:[/] store unreachable during verification: {exc}")
         raise typer.Exit(2) from None
@@ -101,6 +123,14 @@ def verify(
     if report.objects == 0:
         _err.print(f"warning: {target.url} holds no objects at all; is this the right store?")
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _read_input(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        _err.print(f"[red]error:[/] cannot read {what} file {path}: {exc.strerror}")
+        raise typer.Exit(2) from None
 
 
 def _progress_bar() -> Progress:
@@ -121,19 +151,24 @@ def _print_report(report, console: Console, quiet: bool) -> None:  # noqa: ANN00
         f"{report.content_objects:,} content-addressed objects; {report.elapsed:.2f} s "
         f"({report.records_per_second:,.0f} records/s)"
     )
+    mark = "" if report.anchored else UNANCHORED
+    if report.anchored:
+        summary += f"; anchored to root {', '.join(report.trust_roots)} ({report.certificates} certificates)"
+        if report.witnessed:
+            summary += "; witnessed " + ", ".join(f"{c} up to {n}" for c, n in sorted(report.witnessed.items()))
     if report.ok:
-        console.print(f"[green]OK[/]: {summary}")
+        console.print(f"{mark}[green]OK[/]: {summary}")
     else:
         first = report.first_failure
-        console.print(f"[red]FAILED[/]: {report.failure_count} failure(s); {summary}")
-        console.print(f"first failure: {_finding(first)}", markup=False)
+        console.print(f"{mark}[red]FAILED[/]: {report.failure_count} failure(s); {summary}")
+        console.print(f"{mark}first failure: {_finding(first)}", markup=False)
         for finding in report.failures[1:20]:
-            console.print(f"  {_finding(finding)}", markup=False)
+            console.print(f"{mark}  {_finding(finding)}", markup=False)
         if report.failure_count > 20:
-            console.print(f"  ... {report.failure_count - 20} more (use --json for all)")
+            console.print(f"{mark}  ... {report.failure_count - 20} more (use --json for all)")
     if not quiet:
         for note in report.notes[:20]:
-            console.print(f"note: {_finding(note)}", markup=False)
+            console.print(f"{mark}note: {_finding(note)}", markup=False)
 
 
 def _finding(f) -> str:  # noqa: ANN001 - Finding
@@ -156,13 +191,16 @@ def show(
     request_id: Annotated[str, typer.Argument(help="The request id of a logged decision.")],
     store: StoreOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verified record and proof as JSON.")] = False,
+    trust: TrustOption = None,
+    unanchored: UnanchoredOption = False,
 ) -> None:
-    """Print a decision record after verifying its signature, key and inclusion proof."""
+    """Print a decision record after verifying its signature, certified key and inclusion proof."""
     from audit.reader import ReadError, read_decision
 
     target = _open(store, must_exist=True)
+    policy = resolve_policy(trust, unanchored)
     try:
-        verified = read_decision(target, request_id)
+        verified = read_decision(target, request_id, trust=policy)
     except ReadError as exc:
         _err.print(f"[red]{'not found' if exc.reason == 'not_found' else 'verification failed'}[/] " + escape(f"[{exc.reason}]: {exc}"))
         raise typer.Exit(1) from None
@@ -173,6 +211,8 @@ def show(
         sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(verified), indent=2) + b"\n")
         sys.stdout.flush()
         return
+    if policy is None:
+        _err.print(UNANCHORED.rstrip(": ") + ": the record below is only as genuine as the store is")
     body = verified.body
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(no_wrap=True)
@@ -183,7 +223,8 @@ def show(
     table.add_row("decided at", body.decided_at)
     table.add_row("chain / seq", f"{verified.chain_id} / {verified.seq}")
     table.add_row("record hash", verified.record_hash)
-    table.add_row("signature", f"valid, key {verified.key_id} (valid at this seq)")
+    anchored = "certified by the trust root" if policy is not None else "UNANCHORED: found in the store"
+    table.add_row("signature", f"valid, key {verified.key_id} (valid at this seq; {anchored})")
     inc = verified.inclusion
     if inc is None:
         table.add_row("checkpoint", "[yellow]not yet covered by a checkpoint[/]")
@@ -225,6 +266,8 @@ def immutability_test(
                      help="Sign the evidence with this AWS KMS Ed25519 key (id, ARN or alias) instead of the local key."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary line and failures.")] = False,
+    trust: TrustOption = None,
+    unanchored: UnanchoredOption = False,
 ) -> None:
     """Try to break the trail (canaries and refused operations on real records), verify it, file signed evidence.
 
@@ -244,6 +287,10 @@ def immutability_test(
     except (StoreError, InvalidKey, ValueError) as exc:
         _err.print(f"[red]error:[/] cannot open store {resolved}: {exc}")
         raise typer.Exit(2) from None
+    from audit.trust import local_root
+
+    policy = resolve_policy(trust, unanchored)
+    anchoring = dict(root=local_root(), trust=policy)
     signer, keyring = _evidence_signer(kms_key_id)
     human = _err if json_file == "-" else _out
 
@@ -264,9 +311,10 @@ def immutability_test(
                 progress.update(tasks[phase], completed=done, total=total)
 
             with progress:
-                outcome = run_immutability_test(target, signer, keyring=keyring, chain_id=chain_id, say=say, progress=update)
+                outcome = run_immutability_test(target, signer, keyring=keyring, chain_id=chain_id, say=say,
+                                                progress=update, **anchoring)
         else:
-            outcome = run_immutability_test(target, signer, keyring=keyring, chain_id=chain_id, say=say)
+            outcome = run_immutability_test(target, signer, keyring=keyring, chain_id=chain_id, say=say, **anchoring)
     except ValueError as exc:
         _err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
@@ -372,8 +420,11 @@ def keys_rotate(
     from audit.chain import ChainError, ChainWriter
     from audit.signing import FileKeyStore, KeyStoreError, publish_key
 
+    from audit.trust import local_root
+
     chains = chain or ["gateway-0"]
     keystore = FileKeyStore.default()
+    root = local_root()  # certifies the new key on each chain (spec §5a); without it, `verdict trust certify`
     target = _open(store)
     try:
         old = keystore.current()
@@ -386,7 +437,7 @@ def keys_rotate(
         publish_key(target, new.public_key_document)
         for chain_id in chains:
             try:
-                with ChainWriter.open(target, chain_id, old, create=False, keyring=keystore) as writer:
+                with ChainWriter.open(target, chain_id, old, create=False, keyring=keystore, root=root) as writer:
                     receipt = writer.rotate_key(new, reason=reason)
                 _out.print(f"chain {chain_id}: key_rotation at seq {receipt.seq}, signed by {old.key_id}")
             except ChainError as exc:

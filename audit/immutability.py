@@ -83,6 +83,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import layout
 from audit.chain import ChainError, ChainWriter, KeyRing, Receipt
+from audit.trust import RootKey, TrustPolicy
 from audit.records import AccessBody, EvidenceBody, RecordError, decode_header, decode_record, iter_lines, split_line, utc_now
 from audit.signing import Ed25519Signer, KeyDocumentError, Signer
 from audit.stores.base import (
@@ -276,8 +277,14 @@ def run_immutability_test(
     run_id: str | None = None,
     say: Callable[[ProbeResult], None] | None = None,
     progress: ProgressFn | None = None,
+    root: RootKey | None = None,
+    trust: TrustPolicy | None = None,
 ) -> Outcome:
     """Probe ``store``, verify the trail, file the evidence; see the module docs.
+
+    ``root`` certifies the evidence chain (spec §5a); ``trust`` is the policy
+    the trail is verified against (default: the root's). Without either the
+    verification is unanchored, and the evidence says so.
 
     ``signer`` signs the evidence record on ``chain_id`` (created on first use;
     ``keyring`` lets the chain writer rotate from an older key, as the gateway
@@ -305,7 +312,7 @@ def run_immutability_test(
         # Opened first: on a new store this writes the evidence chain's genesis, so
         # there is always at least one real record to probe.
         writer = ChainWriter.open(
-            store, chain_id, signer, keyring=keyring, created_by="verdict audit immutability-test"
+            store, chain_id, signer, keyring=keyring, created_by="verdict audit immutability-test", root=root
         )
     except StoreUnavailable:
         raise  # nothing can be probed either: the caller reports the store as unreachable
@@ -320,7 +327,7 @@ def run_immutability_test(
                 record(result)
         finally:
             backend.cleanup()
-        trail, verify_result = _verify_trail(store, progress)
+        trail, verify_result = _verify_trail(store, progress, trust or (root.policy() if root else None))
         record(verify_result)
         previous_key, previous = _previous_evidence(store, chain_id)
         record(_consistency(store, previous_key, previous, trail))
@@ -450,13 +457,14 @@ class TrailView:
         return (v for v in self._store.list_versions(prefix) if not v.key.startswith(CANARY_PREFIX))
 
 
-def _verify_trail(store: WormStore, progress: ProgressFn | None) -> tuple[TrailState | None, ProbeResult]:
+def _verify_trail(store: WormStore, progress: ProgressFn | None,
+                  trust: TrustPolicy | None) -> tuple[TrailState | None, ProbeResult]:
     from audit.verifier import verify_store
 
     started = time.perf_counter()
     view = TrailView(store)
     try:
-        report = verify_store(view, progress=progress)  # type: ignore[arg-type]
+        report = verify_store(view, progress=progress, trust=trust)  # type: ignore[arg-type]
     except StoreError as exc:
         return None, ProbeResult(
             "trail_verification", "trail", "verify_store over every chain, checkpoint, index entry and object version",
@@ -488,13 +496,17 @@ def _verify_trail(store: WormStore, progress: ProgressFn | None) -> tuple[TrailS
         "checkpoints": report.checkpoints, "index_entries": report.index_entries, "objects": report.objects,
         "failure_count": report.failure_count, "failures": [_finding(f) for f in report.failures[:20]],
         "notes": [_finding(n) for n in report.notes[:20]],
+        "anchored": report.anchored, "trust_roots": report.trust_roots,
     }
+    anchoring = ("anchored to the trust root" if report.anchored
+                 else "UNANCHORED (no trust policy: any store writer could have produced this trail)")
     if report.ok and report.records == 0:
         status, detail = ENFORCED, f"the store holds no records ({report.objects} objects): nothing to verify"
     elif report.ok:
         status, detail = ENFORCED, (
             f"{report.records} records in {len(report.chains)} chain(s), {report.checkpoints} checkpoints, "
-            f"{report.index_entries} index entries: every hash, link, signature, checkpoint and version verifies"
+            f"{report.index_entries} index entries: every hash, link, signature, checkpoint and version verifies; "
+            f"{anchoring}"
         )
     else:
         status, detail = FAILED, f"{report.failure_count} verification failure(s); first: {_finding(first)}"

@@ -37,6 +37,11 @@ __all__ = [
     "lease_key",
     "leases_prefix",
     "number_from_key",
+    "certificate_key",
+    "certificates_prefix",
+    "cosigned_key",
+    "cosigned_prefix",
+    "parse_certificate_key",
     "private_key_filename",
     "public_key_key",
     "segment_key",
@@ -47,11 +52,13 @@ KEYS_PREFIX = "keys/"
 CHAINS_PREFIX = "chains/"
 INDEX_PREFIX = "index/requests/"
 EVIDENCE_PREFIX = "evidence/sha256/"
+CERTIFICATES_PREFIX = "trust/certificates/"
 
 _CHAIN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _KEY_ID = re.compile(r"ed25519:([0-9a-f]{16})")
 _KEY_FILE = re.compile(r"keys/ed25519_([0-9a-f]{16})\.json")
 _NUMBER = re.compile(r"[0-9]{20}")
+_CERTIFICATE_KEY = re.compile(r"trust/certificates/([A-Za-z0-9_.\-]{1,64})/([0-9]{20})-ed25519_([0-9a-f]{16})\.json")
 CONTENT_ADDRESSED = re.compile(r"(?:^|.*/)sha256/([0-9a-f]{64})$")
 """Any key ending in ``sha256/<64 hex>`` names its own SHA-256 (model blobs,
 environment manifests, evidence); the verifier re-hashes every one."""
@@ -106,6 +113,32 @@ def leases_prefix(chain_id: str) -> str:
 
 def lease_key(chain_id: str, n: int) -> str:
     return f"{leases_prefix(chain_id)}{n:020d}"
+
+
+def cosigned_prefix(chain_id: str) -> str:
+    return chain_prefix(chain_id) + "cosigned/"
+
+
+def cosigned_key(chain_id: str, size: int) -> str:
+    """A checkpoint with witness cosignatures appended (§8a)."""
+    return f"{cosigned_prefix(chain_id)}{size:020d}"
+
+
+def certificates_prefix(chain_id: str) -> str:
+    return f"{CERTIFICATES_PREFIX}{check_chain_id(chain_id)}/"
+
+
+def certificate_key(chain_id: str, from_seq: int, key_id: str) -> str:
+    """Where the root's certificate of ``key_id`` on ``chain_id`` from ``from_seq`` lives (§5a)."""
+    return f"{certificates_prefix(chain_id)}{from_seq:020d}-{_key_file_id(key_id)}.json"
+
+
+def parse_certificate_key(key: str) -> tuple[str, int, str] | None:
+    """(chain_id, from_seq, key_id) named by a certificate key, else None."""
+    match = _CERTIFICATE_KEY.fullmatch(key)
+    if not match or match.group(1) in (".", ".."):
+        return None
+    return match.group(1), int(match.group(2)), f"ed25519:{match.group(3)}"
 
 
 def segment_key(chain_id: str, first_seq: int) -> str:

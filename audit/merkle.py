@@ -28,6 +28,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "MerkleAccumulator",
+    "MerkleTree",
     "ProofError",
     "consistency_proof",
     "inclusion_proof",
@@ -399,3 +400,66 @@ class MerkleAccumulator:
 
     def __repr__(self) -> str:
         return f"MerkleAccumulator(size={self._size}, root={self.root().hex()})"
+
+
+class MerkleTree:
+    """All complete-subtree hashes of a growing tree, so any RFC 6962 subtree root
+    (and so any proof) costs O(log n) instead of re-hashing the leaves.
+
+    About 64 bytes per leaf. The verifier keeps one per chain; the witness
+    submitter keeps one to prove consistency from whatever size a witness saw."""
+
+    def __init__(self) -> None:
+        self.levels: list[bytearray] = [bytearray()]
+        self.size = 0
+
+    def append(self, leaf: bytes) -> None:
+        self.levels[0] += leaf
+        index, level = self.size, 0
+        while index & 1:
+            data = self.levels[level]
+            right = data[-32:]
+            left = data[-64:-32]
+            if level + 1 == len(self.levels):
+                self.levels.append(bytearray())
+            self.levels[level + 1] += hashlib.sha256(b"\x01" + left + right).digest()
+            index >>= 1
+            level += 1
+        self.size += 1
+
+    def leaves(self, n: int) -> list[bytes]:
+        data = self.levels[0]
+        return [bytes(data[i * 32 : i * 32 + 32]) for i in range(n)]
+
+    def _complete(self, lo: int, width: int) -> bytes:
+        level = width.bit_length() - 1
+        i = lo >> level
+        return bytes(self.levels[level][i * 32 : i * 32 + 32])
+
+    def subtree_root(self, lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n == 0:
+            return EMPTY_ROOT
+        if n & (n - 1) == 0 and lo % n == 0:
+            return self._complete(lo, n)
+        k = 1 << ((n - 1).bit_length() - 1)
+        return node_hash(self.subtree_root(lo, lo + k), self.subtree_root(lo + k, hi))
+
+    def consistency_proof(self, m: int, n: int) -> list[bytes]:
+        """RFC 6962 PROOF(m, D[0:n]) (same algorithm as consistency_proof)."""
+        if m == 0 or m == n:
+            return []
+        proof: list[bytes] = []
+        lo, hi, whole = 0, n, True
+        while m != hi - lo:
+            k = 1 << ((hi - lo - 1).bit_length() - 1)
+            if m <= k:
+                proof.append(self.subtree_root(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self.subtree_root(lo, lo + k))
+                lo, m, whole = lo + k, m - k, False
+        if not whole:
+            proof.append(self.subtree_root(lo, hi))
+        proof.reverse()
+        return proof

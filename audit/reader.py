@@ -18,20 +18,17 @@ import base64
 import hashlib
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import layout, merkle
 from audit.canonical import CanonicalEncodingError
 from audit.chain import Receipt
-from audit.checkpoint import CheckpointError, open_checkpoint
+from audit.checkpoint import CheckpointError
 from audit.index import IndexEntry, RequestIndex
 from audit.records import (
     DecisionBody,
-    GenesisBody,
-    KeyRotationBody,
     Record,
     RecordError,
-    decode_body,
-    decode_header,
     decode_record,
     iter_lines,
     record_bytes,
@@ -39,6 +36,8 @@ from audit.records import (
 )
 from audit.signing import KeyDocumentError, check_key_document, decode_key_document, verify_record_signature
 from audit.stores.base import ObjectMissing, WormStore
+from audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
+from audit.walk import KeyTimeline, open_chain_checkpoint
 
 __all__ = ["InclusionProof", "ReadError", "VerifiedDecision", "read_decision"]
 
@@ -100,7 +99,8 @@ class VerifiedDecision(msgspec.Struct, frozen=True):
 
 
 def read_decision(
-    store: WormStore, request_id: str, *, require_checkpoint: bool = False, prove: bool = True
+    store: WormStore, request_id: str, *, require_checkpoint: bool = False, prove: bool = True,
+    trust: TrustPolicy | None = None,
 ) -> VerifiedDecision:
     """Return the verified decision for ``request_id`` or raise ReadError.
 
@@ -109,6 +109,12 @@ def read_decision(
     (default) also the key's validity at that seq and an inclusion proof in the
     latest checkpoint, which reads the chain (O(chain length) hashing); the
     gateway's idempotent replay of a receipt can pass ``prove=False``.
+
+    With ``trust`` (spec §5b) keys come from the root's certificates, never
+    from the store: the signing key must be certified for the chain from a
+    seq at or before the record's, and with ``prove`` the whole key timeline
+    up to the checkpoint must be anchored (``uncertified_chain``,
+    ``uncertified_key``). Without it the published key is used (unanchored).
     """
     entry = RequestIndex(store).get(request_id)
     if entry is None:
@@ -143,10 +149,14 @@ def read_decision(
         or body.request_sha256 != entry.request_sha256
     ):
         raise ReadError("index_mismatch", f"record {entry.chain_id}/{entry.seq} is not the decision the index names")
-    public_key = _published_key(store, record.key_id)
+    anchors = load_anchors(store, entry.chain_id, trust) if trust is not None else None
+    if anchors is not None:
+        public_key = _certified_key(anchors, record.key_id, entry.seq)
+    else:
+        public_key = _published_key(store, record.key_id)
     if not verify_record_signature(public_key, digest, signature):
         raise ReadError("bad_signature", f"record {entry.chain_id}/{entry.seq}: signature does not verify with {record.key_id}")
-    inclusion = _ChainView(store, entry.chain_id).prove(entry.seq, digest, record.key_id) if prove else None
+    inclusion = _ChainView(store, entry.chain_id, anchors).prove(entry.seq, digest, record.key_id) if prove else None
     if inclusion is None and require_checkpoint:
         raise ReadError("not_checkpointed", f"record {entry.chain_id}/{entry.seq} is not yet covered by a checkpoint")
     return VerifiedDecision(
@@ -177,6 +187,16 @@ def _line_at(segment: bytes, entry: IndexEntry, first: int | None) -> tuple[byte
         raise ReadError("parse_error", f"{entry.segment_key} line {position + 1}: {exc}") from None
 
 
+def _certified_key(anchors: ChainAnchors, key_id: str, seq: int) -> Ed25519PublicKey:
+    """The root-certified public key of ``key_id`` on the chain, valid from a seq at or before ``seq``."""
+    cert = anchors.for_key(key_id, seq)
+    if cert is None:
+        reason = "uncertified_chain" if anchors.certificate_at(0) is None else "uncertified_key"
+        raise ReadError(reason, f"record {anchors.chain_id}/{seq} is signed by {key_id}, which the trust root has "
+                                "not certified for this chain at that seq")
+    return Ed25519PublicKey.from_public_bytes(anchors.public_key(cert.from_seq, key_id))
+
+
 def _published_key(store: WormStore, key_id: str):  # noqa: ANN202 - Ed25519PublicKey
     try:
         doc = decode_key_document(store.get(layout.public_key_key(key_id)))
@@ -192,19 +212,25 @@ def _published_key(store: WormStore, key_id: str):  # noqa: ANN202 - Ed25519Publ
 class _ChainView:
     """The leaf hashes and key history of a chain, read up to its latest checkpoint."""
 
-    def __init__(self, store: WormStore, chain_id: str) -> None:
+    def __init__(self, store: WormStore, chain_id: str, anchors: ChainAnchors | None = None) -> None:
         self.store = store
         self.chain_id = chain_id
+        self.anchors = anchors
 
     def prove(self, seq: int, record_hash: bytes, key_id: str) -> InclusionProof | None:
         checkpoints = sorted(self.store.list_keys(layout.checkpoints_prefix(self.chain_id)))
         sizes = [(layout.number_from_key(k), k) for k in checkpoints]
         sizes = [(n, k) for n, k in sizes if n is not None]
         size, cp_key = max(sizes, default=(0, ""))
-        leaves, timeline, origin = self._read(max(size, seq + 1))
+        leaves, timeline = self._read(max(size, seq + 1))
+        if self.anchors is not None:
+            try:
+                timeline.check_anchored(self.anchors)
+            except TrustError as exc:
+                raise ReadError(exc.reason, exc.message) from None
         if len(leaves) <= seq or leaves[seq] != merkle.leaf_hash(record_hash):
             raise ReadError("hash_mismatch", f"chain {self.chain_id} does not hold this record at seq {seq}")
-        if key_valid_at(timeline, seq) != key_id:
+        if timeline.key_at(seq) != key_id:
             raise ReadError(
                 "key_not_valid_at_seq", f"record {self.chain_id}/{seq} is signed by {key_id}, not the chain's key at that seq"
             )
@@ -212,11 +238,10 @@ class _ChainView:
             return None
         if len(leaves) < size:
             raise ReadError("chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {len(leaves)}")
-        signer_id = key_valid_at(timeline, size)
-        public_key = _published_key(self.store, signer_id) if signer_id else None
         note = self.store.get(cp_key)
         try:
-            verified = open_checkpoint(note, {signer_id: public_key} if public_key else {}, origin=origin)
+            verified = open_chain_checkpoint(note, size, timeline, self.anchors,
+                                             lambda key_id: _published_key(self.store, key_id))
         except CheckpointError as exc:
             raise ReadError("bad_checkpoint_signature", f"{cp_key}: {exc}") from None
         if verified.checkpoint.size != size:
@@ -237,10 +262,9 @@ class _ChainView:
             signed_by=list(verified.signed_by),
         )
 
-    def _read(self, upto: int) -> tuple[list[bytes], list[tuple[int, str]], str | None]:
+    def _read(self, upto: int) -> tuple[list[bytes], KeyTimeline]:
         leaves: list[bytes] = []
-        timeline: list[tuple[int, str]] = []
-        origin: str | None = None
+        timeline = KeyTimeline()
         for key in self.store.list_keys(layout.segments_prefix(self.chain_id)):
             first = layout.number_from_key(key)
             if first is None or first >= upto:
@@ -248,25 +272,8 @@ class _ChainView:
             try:
                 for line in iter_lines(self.store.get(key)):
                     raw, _ = split_line(line)
-                    seq = len(leaves)
-                    if seq == 0 or b'"kind":"key_rotation"' in raw:
-                        header = decode_header(raw)
-                        body = decode_body(header.body)
-                        if isinstance(body, GenesisBody) and header.seq == 0:
-                            timeline.append((0, body.public_key.key_id))
-                            origin = body.origin
-                        elif isinstance(body, KeyRotationBody):
-                            timeline.append((header.seq + 1, body.new_key.key_id))
+                    timeline.feed(len(leaves), raw)
                     leaves.append(merkle.leaf_hash(hashlib.sha256(raw).digest()))
             except RecordError as exc:
                 raise ReadError("parse_error", f"{key}: {exc}") from None
-        return leaves, timeline, origin
-
-
-def key_valid_at(timeline: list[tuple[int, str]], seq: int) -> str | None:
-    """The signing key valid for ``seq``, from a chain's (first seq, key id) timeline."""
-    current = None
-    for first, key_id in timeline:
-        if first <= seq:
-            current = key_id
-    return current
+        return leaves, timeline

@@ -5,7 +5,8 @@ previous record, time, signing key) and carries one tagged body (``kind``):
 a ``decision`` holds everything needed to explain and replay that decision
 years later; ``genesis``, ``key_rotation``, ``access`` and ``evidence`` make the
 chain self-describing (who signed, who looked, what was tested) so a verifier
-needs nothing but the store.
+needs nothing but the store; ``registry`` records what the model registry did
+(registrations, promotions, status changes), naming the objects by hash.
 
 Rules that keep the bytes stable:
 
@@ -28,6 +29,7 @@ import base64
 import binascii
 import datetime as _dt
 import hashlib
+import re
 from typing import Annotated, Literal, Union
 
 import msgspec
@@ -50,8 +52,10 @@ __all__ = [
     "ModelRef",
     "PlainInputs",
     "Reason",
+    "ModelVersion",
     "Record",
     "RecordError",
+    "RegistryBody",
     "Runtime",
     "RecordHeader",
     "body_kind",
@@ -208,6 +212,9 @@ class DecisionBody(_Struct, tag_field="kind", tag="decision"):
     explanation: Explanation
     reasons: list[Reason] = []
     subject_id: str | None = None
+    manifest_sha256: Hex64 | None = None
+    """SHA-256 of the stored manifest object ``models/manifests/<name>/<version>.json``
+    (its bytes as stored). Optional: records written before it existed stay valid."""
 
 
 class KeyRotationBody(_Struct, tag_field="kind", tag="key_rotation"):
@@ -244,7 +251,63 @@ class EvidenceBody(_Struct, tag_field="kind", tag="evidence"):
     summary: str
 
 
-Body = Union[GenesisBody, DecisionBody, KeyRotationBody, AccessBody, EvidenceBody]
+class ModelVersion(_Struct):
+    name: str
+    version: str
+
+
+_ALIAS_KEY = re.compile(r"models/aliases/(?P<name>[^/]+)/(?P<alias>[^/]+)/[0-9]{8}\.json")
+_EVENT_FIELDS = {
+    "registration": frozenset({"artifact_sha256", "background_sha256"}),
+    "promotion": frozenset({"alias", "alias_key", "alias_sha256"}),
+    "status": frozenset({"status"}),
+}
+"""Per event: the optional fields it must have; it may have no other of _EVENT_ONLY."""
+_EVENT_ONLY = frozenset().union(*_EVENT_FIELDS.values())
+
+
+class RegistryBody(_Struct, tag_field="kind", tag="registry"):
+    """What the model registry did, naming every object it wrote by hash
+    (spec §3 ``registry``). Appended to the registry chain only after those
+    objects are durable, so the objects a record names exist when it does.
+
+    Which optional fields are present depends on ``event`` (checked on decode):
+    a registration names its artifact and background blobs, a promotion the
+    alias object it wrote, a status change the new status.
+    """
+
+    event: Literal["registration", "promotion", "status"]
+    model: ModelVersion
+    manifest_sha256: Hex64
+    """SHA-256 of ``models/manifests/<name>/<version>.json`` as stored."""
+    by: str
+    at: Timestamp
+    """When the registry operation happened (the header's ``time``: when it was recorded)."""
+    artifact_sha256: Hex64 | None = None
+    background_sha256: Hex64 | None = None
+    alias: str | None = None
+    alias_key: str | None = None
+    """``models/aliases/<name>/<alias>/<n:08d>.json``: the alias object the promotion wrote."""
+    alias_sha256: Hex64 | None = None
+    status: str | None = None
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        required = _EVENT_FIELDS[self.event]
+        present = {name for name in _EVENT_ONLY if getattr(self, name) is not None}
+        if missing := sorted(required - present):
+            raise ValueError(f"a {self.event} record needs {', '.join(missing)}")
+        if extra := sorted(present - required):
+            raise ValueError(f"a {self.event} record cannot have {', '.join(extra)}")
+        if self.alias_key is not None:
+            match = _ALIAS_KEY.fullmatch(self.alias_key)
+            if not match or match["name"] != self.model.name or match["alias"] != self.alias:
+                raise ValueError(
+                    f"alias_key {self.alias_key!r} is not models/aliases/{self.model.name}/{self.alias}/<n:08d>.json"
+                )
+
+
+Body = Union[GenesisBody, DecisionBody, KeyRotationBody, AccessBody, EvidenceBody, RegistryBody]
 
 
 class Record(_Struct, tag_field="format", tag=FORMAT):

@@ -28,7 +28,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -48,10 +48,12 @@ from audit.index import (
 from audit.records import (
     GENESIS_PREV_HASH,
     DecisionBody,
+    EvidenceBody,
     GenesisBody,
     KeyDocument,
     KeyRotationBody,
     RecordError,
+    RegistryBody,
     decode_record,
     iter_lines,
     record_bytes,
@@ -64,7 +66,11 @@ from audit.signing import (
     encode_key_document,
     verify_record_signature,
 )
+from audit.completeness import HeldReceipt, check_all, witnesses_of
+from audit.references import REFERENCE_NOTES, REFERENCE_REASONS, References, decision_refs
 from audit.stores.base import ObjectMissing, ObjectVersion, WormStore
+from audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
+from audit.walk import KeyTimeline
 
 __all__ = ["REASONS", "ChainSummary", "Failure", "Finding", "VerificationReport", "verify_store"]
 
@@ -101,6 +107,20 @@ REASONS = {
     "extra_version": "a key holds more than one object version (overwritten)",
     "delete_marker": "a key has a delete marker (deleted)",
     "unexpected_object": "an object in the audit layout that the format does not define",
+    "bad_certificate": "a certificate is malformed, misnamed or its root signature does not verify",
+    "untrusted_root": "a certificate is signed by a root that is not in the trust policy",
+    "uncertified_chain": "a chain's genesis key or origin has no valid certificate at from_seq 0",
+    "uncertified_key": "a key brought in by a key_rotation has no valid certificate for that chain and seq",
+    "bad_cosignature": "a cosignature line by a policy witness does not verify",
+    "below_witnessed_size": "the chain holds fewer records than a witnessed checkpoint (truncated)",
+    "witnessed_root_mismatch": "the chain's root at a witnessed size differs (rewritten)",
+    "bad_held_checkpoint": "a held checkpoint is malformed or not signed by the chain's certified key",
+    "below_held_checkpoint": "the chain holds fewer records than a held checkpoint (truncated)",
+    "held_checkpoint_mismatch": "the chain's root at a held checkpoint's size differs (rewritten)",
+    "bad_receipt": "a receipt is malformed or its signature is not by the certified key at its seq",
+    "receipt_missing": "the chain no longer holds the record a receipt names (truncated)",
+    "receipt_mismatch": "the record at a receipt's seq has another hash (rewritten)",
+    **REFERENCE_REASONS,  # missing_object, object_mismatch, unrecorded_alias (audit.references, §10 step 6a)
 }
 """Stable failure reason codes (part of the format; tools may match on them)."""
 
@@ -111,6 +131,9 @@ NOTES = {
     "written_during_verification": "an object written by a live writer after the store was listed",
     "index_pending": "a decision at the uncheckpointed tail whose index entry is not written yet",
     "canary_objects": "throwaway objects of the immutability test under canary/ (not part of the trail)",
+    "unused_certificate": "a valid certificate that no record relies on",
+    "witness_unreachable": "a witness of the trust policy could not be asked what it cosigned",
+    **REFERENCE_NOTES,
 }
 CANARY_PREFIX = "canary/"  # the immutability test's throwaway chains: tampered on purpose, never verified
 
@@ -161,6 +184,12 @@ class VerificationReport(msgspec.Struct):
     elapsed: float = 0.0
     records_per_second: float = 0.0
     workers: int = 1
+    anchored: bool = False
+    """True when verified under a trust policy (spec §5b); False: any store writer could have forged it."""
+    trust_roots: list[str] = []
+    certificates: int = 0
+    witnessed: dict[str, int] = {}
+    """chain id -> the largest checkpoint size cosigned by a quorum of the policy's witnesses."""
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -172,7 +201,9 @@ ProgressFn = Callable[[str, int, int], None]
 # One tuple per line: (seq, chain_id, prev_hash, key_id, record_hash, kind,
 # sig_state, problem, extra). sig_state: 1 valid, 0 invalid, -1 key not published.
 # problem: (reason, message) when the line could not be checked. extra: genesis
-# -> GenesisBody, key_rotation -> KeyDocument, decision -> (request_id, request_sha256).
+# -> GenesisBody, key_rotation -> KeyDocument, decision -> (request_id, request_sha256,
+# names of its objects: audit.references.decision_refs), evidence -> (object_key, sha256),
+# registry -> RegistryBody.
 _Scan = tuple
 
 _worker_keys: dict[str, bytes] = {}
@@ -223,7 +254,12 @@ def _scan_line(line_no: int, line: bytes, keys: dict[str, bytes]) -> _Scan:
     body = record.body
     kind = type(body).__struct_config__.tag
     if isinstance(body, DecisionBody):
-        extra: Any = (body.request_id, body.request_sha256)
+        extra: Any = (body.request_id, body.request_sha256, decision_refs(
+            body.model.name, body.model.version, body.model.sha256, body.environment_sha256, body.manifest_sha256))
+    elif isinstance(body, EvidenceBody):
+        extra = (body.object_key, body.sha256)
+    elif isinstance(body, RegistryBody):
+        extra = body
     elif isinstance(body, GenesisBody):
         extra = body
     elif isinstance(body, KeyRotationBody):
@@ -243,67 +279,7 @@ def _is_json_object(data: bytes) -> bool:
 # --- Merkle subtree cache (fast consistency proofs for long chains) ---------------------
 
 
-class _Tree:
-    """All complete-subtree hashes of a growing tree, so any RFC 6962 subtree root
-    (and so any proof) costs O(log n) instead of re-hashing the leaves."""
-
-    def __init__(self) -> None:
-        self.levels: list[bytearray] = [bytearray()]
-        self.size = 0
-
-    def append(self, leaf: bytes) -> None:
-        self.levels[0] += leaf
-        index, level = self.size, 0
-        while index & 1:
-            data = self.levels[level]
-            right = data[-32:]
-            left = data[-64:-32]
-            if level + 1 == len(self.levels):
-                self.levels.append(bytearray())
-            self.levels[level + 1] += hashlib.sha256(b"\x01" + left + right).digest()
-            index >>= 1
-            level += 1
-        self.size += 1
-
-    def leaves(self, n: int) -> list[bytes]:
-        data = self.levels[0]
-        return [bytes(data[i * 32 : i * 32 + 32]) for i in range(n)]
-
-    def _complete(self, lo: int, width: int) -> bytes:
-        level = width.bit_length() - 1
-        i = lo >> level
-        return bytes(self.levels[level][i * 32 : i * 32 + 32])
-
-    def subtree_root(self, lo: int, hi: int) -> bytes:
-        n = hi - lo
-        if n == 0:
-            return merkle.EMPTY_ROOT
-        if n & (n - 1) == 0 and lo % n == 0:
-            return self._complete(lo, n)
-        k = 1 << ((n - 1).bit_length() - 1)
-        return merkle.node_hash(self.subtree_root(lo, lo + k), self.subtree_root(lo + k, hi))
-
-    def consistency_proof(self, m: int, n: int) -> list[bytes]:
-        """RFC 6962 PROOF(m, D[0:n]) (same algorithm as merkle.consistency_proof)."""
-        if m == 0 or m == n:
-            return []
-        proof: list[bytes] = []
-        lo, hi, whole = 0, n, True
-        while m != hi - lo:
-            k = 1 << ((hi - lo - 1).bit_length() - 1)
-            if m <= k:
-                proof.append(self.subtree_root(lo + k, hi))
-                hi = lo + k
-            else:
-                proof.append(self.subtree_root(lo, lo + k))
-                lo, m, whole = lo + k, m - k, False
-        if not whole:
-            proof.append(self.subtree_root(lo, hi))
-        proof.reverse()
-        return proof
-
-
-def _consistency_proof(tree: _Tree, old_size: int, new_size: int) -> list[bytes]:
+def _consistency_proof(tree: merkle.MerkleTree, old_size: int, new_size: int) -> list[bytes]:
     # Small trees: the reference generator in audit.merkle (so that path runs too);
     # long chains: the cached tree, which gives the same proof in O(log^2 n).
     if new_size <= _CONSISTENCY_DIRECT_MAX:
@@ -315,8 +291,18 @@ def _consistency_proof(tree: _Tree, old_size: int, new_size: int) -> list[bytes]
 
 
 class _Verifier:
-    def __init__(self, store: WormStore, progress: ProgressFn | None, workers: int | None) -> None:
+    def __init__(self, store: WormStore, progress: ProgressFn | None, workers: int | None,
+                 trust: TrustPolicy | None = None, held: Sequence[tuple[str, bytes]] = (),
+                 receipts: Sequence[tuple[str, HeldReceipt]] = (), ask_witnesses: bool = False) -> None:
         self.store = store
+        self.ask_witnesses = ask_witnesses
+        self.trust = trust
+        self.held = list(held)
+        self.receipts = list(receipts)
+        self.certificate_keys: dict[str, list[str]] = {}  # chain id -> certificate objects
+        self.anchors: dict[str, ChainAnchors] = {}
+        self.checkers: dict[str, _ChainChecker] = {}
+        self.cosigned: dict[str, list[str]] = {}
         self.progress = progress
         self.requested_workers = workers
         self.report = VerificationReport(ok=False, store=store.url)
@@ -334,6 +320,7 @@ class _Verifier:
         self.sizes: dict[str, int | None] = {}
         self.listed: set[str] = set()
         self.index_pending_from: dict[str, int] = {}
+        self.references = References()  # objects the records name (§10 step 6a)
 
     # -- reporting
 
@@ -374,8 +361,16 @@ class _Verifier:
                     (segs if parts[2] == "segments" else cps).append(key)
                 elif len(parts) == 4 and parts[2] == "leases" and layout.number_from_key(key) is not None:
                     pass  # the writer's lease (audit-format §9a): coordination, not evidence
+                elif len(parts) == 4 and parts[2] == "cosigned" and layout.number_from_key(key) is not None:
+                    self.cosigned.setdefault(parts[1], []).append(key)
                 else:
                     self.fail("unexpected_object", f"{key} is not a segment or checkpoint", key=key)
+            elif key.startswith("trust/"):
+                named = layout.parse_certificate_key(key)
+                if named is None:
+                    self.fail("unexpected_object", f"{key} is not a certificate name", key=key)
+                else:
+                    self.certificate_keys.setdefault(named[0], []).append(key)
             elif key.startswith(layout.INDEX_PREFIX):
                 index_keys.append(key)
             elif key.startswith(layout.KEYS_PREFIX):
@@ -383,9 +378,12 @@ class _Verifier:
             if layout.content_address(key) is not None:
                 content_keys.append(key)
         self.load_keys(key_docs)
+        self.load_certificates()
         self.verify_chains(chains)
         self.verify_index(index_keys)
         self.verify_content(content_keys)
+        self.references.check(self.store, self.listed, self.prefetch, self.fail, self.note)
+        self.verify_completeness()
         self.report.elapsed = round(time.perf_counter() - started, 6)
         if self.report.elapsed > 0:
             self.report.records_per_second = round(self.report.records / self.report.elapsed, 1)
@@ -450,6 +448,83 @@ class _Verifier:
             self.raw_keys[key_id] = public_key.public_bytes_raw()
         self.report.key_documents = len(self.published)
 
+    # -- trust (spec §5a, §8a)
+
+    def load_certificates(self) -> None:
+        if self.trust is None:
+            return  # report.anchored stays False; the caller must say what that means
+        self.report.anchored = True
+        self.report.trust_roots = [root.key_id for root in self.trust.roots]
+        for chain_id, keys in sorted(self.certificate_keys.items()):
+            anchors = load_anchors(self.store, chain_id, self.trust, items=self.prefetch(sorted(keys)))
+            for reason, key, message in anchors.problems:
+                self.fail(reason, message, chain_id=chain_id, key=key)
+            self.anchors[chain_id] = anchors
+            self.report.certificates += len(keys) - len(anchors.problems)
+
+    def anchors_of(self, chain_id: str) -> ChainAnchors | None:
+        if self.trust is None:
+            return None
+        return self.anchors.setdefault(chain_id, ChainAnchors(chain_id))
+
+    def verify_completeness(self) -> None:
+        """Cosigned checkpoints, witnesses' and held checkpoints, receipts (spec §8a)."""
+        facts: dict[str, Any] = dict(self.checkers)
+        origins: dict[str, str] = {c.origin: cid for cid, c in self.checkers.items() if c.origin}
+        for chain_id, anchors in self.anchors.items():
+            for cert in anchors.unused():
+                if chain_id not in self.checkers:
+                    facts.setdefault(chain_id, _CertifiedOnly(chain_id, anchors))
+                    origins.setdefault(cert.origin, chain_id)
+                self.note("unused_certificate", f"{cert.key.key_id} certified from seq {cert.from_seq} "
+                                                "is used by no record", chain_id=chain_id,
+                          key=layout.certificate_key(chain_id, cert.from_seq, cert.key.key_id))
+        held = list(self.held)
+        if self.ask_witnesses:
+            held.extend(self.witnessed_by_witnesses(origins))
+        for chain_id, keys in sorted(self.cosigned.items()):
+            checker = self.checkers.get(chain_id)
+            for key in sorted(keys):
+                note = self.read(key)
+                size = layout.number_from_key(key)
+                plain = checker.checkpoints.get(size) if checker is not None else None
+                if plain is not None and not note.startswith(plain[1]):
+                    self.fail("bad_cosignature", f"{key} is not checkpoint {size} with cosignatures added",
+                              chain_id=chain_id, key=key)
+                    continue
+                # Without its plain checkpoint (deleted with the tail) the cosigned note still
+                # carries the log's signature: it is checked against the chain like a held one.
+                witnesses, problem = witnesses_of(note, self.trust)
+                if problem is not None:
+                    self.fail(problem[0], f"{key}: {problem[1]}", chain_id=chain_id, key=key)
+                if self.trust is not None and self.trust.witness_quorum and len(witnesses) >= self.trust.witness_quorum:
+                    self.report.witnessed[chain_id] = max(self.report.witnessed.get(chain_id, 0), size)
+                if plain is None or (self.trust is not None and self.trust.witness_quorum
+                                     and len(witnesses) >= self.trust.witness_quorum):
+                    held.append((key, note))
+        for reason, message, chain_id in check_all(facts, origins, held, self.receipts, self.trust):
+            self.fail(reason, message, chain_id=chain_id)
+
+    def witnessed_by_witnesses(self, origins: dict[str, str]) -> list[tuple[str, bytes]]:
+        """Each policy witness's latest cosigned checkpoint of each chain (spec §8a); an
+        unreachable witness is a note: the store's own cosigned objects still count."""
+        from audit.witness_client import WitnessClient, WitnessClientError
+
+        found: list[tuple[str, bytes]] = []
+        for entry in self.trust.witnesses if self.trust is not None else ():
+            if not entry.url:
+                continue
+            client = WitnessClient(entry.url, entry.name, entry.vkey)
+            for origin, chain_id in sorted(origins.items()):
+                try:
+                    note = client.fetch_latest(origin)
+                except WitnessClientError as exc:
+                    self.note("witness_unreachable", f"witness {entry.name}: {exc}", chain_id=chain_id)
+                    break
+                if note is not None:
+                    found.append((f"witness {entry.name}", note))
+        return found
+
     # -- chains
 
     def worker_count(self, total_bytes: int) -> int:
@@ -469,6 +544,7 @@ class _Verifier:
         for chain_id in sorted(chains):
             seg_keys, cp_keys = chains[chain_id]
             checker = _ChainChecker(self, chain_id, sorted(cp_keys))
+            self.checkers[chain_id] = checker
             for key in sorted(seg_keys):
                 _, scan = next(scans)
                 checker.segment(key, scan)
@@ -657,20 +733,19 @@ class _ChainChecker:
         self.chain_id = chain_id
         self.expected = 0  # next sequence number
         self.prev_hash: str | None = None  # hex hash of the previous record
-        self.tree = _Tree()
+        self.tree = merkle.MerkleTree()
         self.acc = merkle.MerkleAccumulator()
         self.records = 0
         self.segments = 0
-        self.origin: str | None = None
+        self.timeline = KeyTimeline()  # the chain's origin and keys, by audit.walk's rules
         self.genesis_seen = False
-        self.key_timeline: list[tuple[int, str]] = []  # (first valid size, key_id)
-        self.current_key: str | None = None
         self.suspect: tuple[int, str, str] | None = None  # (seq, hash, key) with a bad signature
         self.link_explained = False  # the next broken link is the suspect's alteration
         self.segment_firsts: list[int] = []
         self.checkpoints: dict[int, tuple[str, bytes]] = {}  # size -> (key, note)
         self.checkpoint_keys = set(checkpoint_keys)  # listed, whether or not they parse
         self.roots: dict[int, bytes] = {}
+        self.anchors = v.anchors_of(chain_id)
         for key in checkpoint_keys:
             self.load_checkpoint(key)
 
@@ -750,8 +825,13 @@ class _ChainChecker:
         if kind == "key_rotation":
             self.rotation(seq, extra, key)
         elif kind == "decision":
-            request_id, request_sha256 = extra
+            request_id, request_sha256, refs = extra
             self.v.decisions[(self.chain_id, seq)] = [record_hash, request_id, request_sha256, key, False]
+            self.v.references.decision(self.chain_id, seq, key, refs)
+        elif kind == "evidence":
+            self.v.references.evidence_record(self.chain_id, seq, key, extra)
+        elif kind == "registry":
+            self.v.references.registry_record(self.chain_id, seq, key, extra)
         self.add_leaf(digest)
         self.prev_hash = record_hash
         self.expected = seq + 1
@@ -768,19 +848,54 @@ class _ChainChecker:
             self.fail("bad_genesis", f"record {seq} is a second genesis record", seq=seq, key=key)
             return
         self.genesis_seen = True
-        self.origin = body.origin
         if body.chain_id != self.chain_id:
             self.fail("bad_genesis", f"genesis names chain {body.chain_id!r}", seq=seq, key=key)
         if body.public_key.key_id != key_id:
             self.fail("bad_genesis", f"genesis announces key {body.public_key.key_id} but is signed by {key_id}", seq=seq, key=key)
         self.compare_document(seq, body.public_key, key)
-        self.key_timeline.append((0, body.public_key.key_id))
-        self.current_key = body.public_key.key_id
+        self.anchor(0, body.public_key, body.origin, seq, key)
+        self.timeline.genesis(body)
 
     def rotation(self, seq: int, doc: KeyDocument, key: str) -> None:
         self.compare_document(seq, doc, key)
-        self.key_timeline.append((seq + 1, doc.key_id))
-        self.current_key = doc.key_id
+        self.anchor(seq + 1, doc, None, seq, key)
+        self.timeline.rotation(seq, doc)
+
+    @property
+    def origin(self) -> str | None:
+        return self.timeline.origin
+
+    def anchor(self, from_seq: int, doc: KeyDocument, origin: str | None, seq: int, key: str) -> None:
+        """The root must have certified this key on this chain from ``from_seq`` (§5a)."""
+        if self.anchors is None:
+            return
+        try:
+            self.anchors.check_key(from_seq, doc, origin)
+        except TrustError as exc:
+            self.fail(exc.reason, exc.message, seq=seq, key=key)
+
+    # -- ChainFacts (audit.completeness)
+
+    @property
+    def size(self) -> int:
+        return self.tree.size
+
+    def root_at(self, size: int) -> bytes:
+        return self.tree.subtree_root(0, size)
+
+    def leaf_at(self, seq: int) -> bytes:
+        return bytes(self.tree.levels[0][seq * 32 : seq * 32 + 32])
+
+    def signing_key(self, size: int) -> tuple[str, Ed25519PublicKey] | None:
+        if self.anchors is not None and size > self.tree.size:
+            # Beyond the records that are left (a truncated chain), the chain cannot say which key
+            # signed: the root's certificates can, including one for a rotation that was cut off.
+            return _CertifiedOnly(self.chain_id, self.anchors).signing_key(size)
+        if self.anchors is not None:
+            return self.timeline.signer(size, self.anchors)
+        key_id = self.key_at(size)
+        public_key = self.v.public_keys.get(key_id) if key_id is not None else None
+        return (key_id, public_key) if public_key is not None else None
 
     def compare_document(self, seq: int, doc: KeyDocument, key: str) -> None:
         published = self.v.published.get(doc.key_id)
@@ -793,10 +908,11 @@ class _ChainChecker:
         if sig_state == -1:
             self.fail("unknown_key", f"record {seq} is signed by {key_id}, which is not published", seq=seq, key=key)
             return
-        if self.current_key is not None and key_id != self.current_key:
+        expected = self.key_at(seq)
+        if expected is not None and key_id != expected:
             self.fail(
                 "key_not_valid_at_seq",
-                f"record {seq} is signed by {key_id}; the chain's key at seq {seq} is {self.current_key}",
+                f"record {seq} is signed by {key_id}; the chain's key at seq {seq} is {expected}",
                 seq=seq,
                 key=key,
             )
@@ -822,11 +938,7 @@ class _ChainChecker:
 
     def key_at(self, size: int) -> str | None:
         """The key that signs record ``size`` (= the chain's key after ``size`` records)."""
-        current = None
-        for first, key_id in self.key_timeline:
-            if first <= size:
-                current = key_id
-        return current
+        return self.timeline.key_at(size)
 
     # -- end of chain: checkpoints
 
@@ -903,7 +1015,7 @@ class _ChainChecker:
             checkpoints=len(self.checkpoints),
             last_checkpoint_size=last,
             head_hash=self.prev_hash,
-            keys=[k for _, k in self.key_timeline],
+            keys=[k for _, k in self.timeline.ids()],
         )
 
     def mandatory_checkpoints(self) -> dict[int, str]:
@@ -912,7 +1024,7 @@ class _ChainChecker:
         if not self.genesis_seen:
             return {}
         sizes = {1: "after the genesis record"}
-        for first, _ in self.key_timeline[1:]:  # (r + 1, new key) per rotation at seq r
+        for first, _ in self.timeline.entries[1:]:  # (r + 1, new key) per rotation at seq r
             sizes[first] = f"after the key_rotation record at seq {first - 1}"
         return sizes
 
@@ -942,11 +1054,11 @@ class _ChainChecker:
         return key not in self.v.listed and self.v.store.exists(key)
 
     def open(self, cp_size: int, key: str, note: bytes) -> bytes | None:
-        key_id = self.key_at(cp_size)
-        public_key = self.v.public_keys.get(key_id) if key_id else None
-        if public_key is None:
-            self.fail("bad_checkpoint_signature", f"{key}: no published key is valid for size {cp_size}", key=key)
+        signer = self.signing_key(cp_size)
+        if signer is None:
+            self.fail("bad_checkpoint_signature", f"{key}: no trusted key is valid for size {cp_size}", key=key)
             return None
+        key_id, public_key = signer
         try:
             verified = open_checkpoint(note, {key_id: public_key})
         except CheckpointError as exc:
@@ -997,7 +1109,48 @@ def _in_order(submitted: Iterator[tuple[Any, Future[Any]]], depth: int) -> Itera
         yield key, future.result()
 
 
-def verify_store(store: WormStore, *, progress: ProgressFn | None = None, workers: int | None = None) -> VerificationReport:
+class _CertifiedOnly:
+    """ChainFacts of a chain the root certified but whose records are all gone."""
+
+    def __init__(self, chain_id: str, anchors: ChainAnchors) -> None:
+        self.chain_id = chain_id
+        self.anchors = anchors
+        first = anchors.certificate_at(0)
+        self.origin = first.origin if first is not None else None
+        self.size = 0
+
+    def root_at(self, size: int) -> bytes:
+        return merkle.EMPTY_ROOT
+
+    def leaf_at(self, seq: int) -> bytes:
+        raise IndexError(seq)
+
+    def signing_key(self, size: int) -> tuple[str, Ed25519PublicKey] | None:
+        cert = self.anchors.latest_at(size)
+        if cert is None:
+            return None
+        return cert.key.key_id, Ed25519PublicKey.from_public_bytes(self.anchors.public_key(cert.from_seq, cert.key.key_id))
+
+
+def verify_store(
+    store: WormStore,
+    *,
+    progress: ProgressFn | None = None,
+    workers: int | None = None,
+    trust: TrustPolicy | None = None,
+    held_checkpoints: Sequence[tuple[str, bytes]] = (),
+    receipts: Sequence[tuple[str, HeldReceipt]] = (),
+    ask_witnesses: bool = False,
+) -> VerificationReport:
     """Verify every chain, checkpoint, index entry and content-addressed object in
-    ``store``. ``workers``: processes for signature checks (None: automatic)."""
-    return _Verifier(store, progress, workers).run()
+    ``store``. ``workers``: processes for signature checks (None: automatic).
+
+    ``trust``: the trust policy (spec §5b). Without one the report is
+    *unanchored* (``report.anchored`` False): keys are
+    then trusted because they are in the store, which a store writer controls;
+    callers must say so (the CLI refuses unless asked for ``--unanchored``).
+    ``held_checkpoints`` and ``receipts``: statements kept outside the store,
+    as ``(where, note or receipt)`` (spec §8a). ``ask_witnesses``: also ask
+    each policy witness with a ``url`` for the latest checkpoint it cosigned.
+    """
+    return _Verifier(store, progress, workers, trust, held_checkpoints, receipts, ask_witnesses).run()

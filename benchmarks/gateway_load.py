@@ -18,7 +18,18 @@ installed (benchmarks/wrk_driver.py says why); otherwise from an httpx client
 in this process, which on 2 cores competes with the servers and understates
 them (the output says which driver ran).
 
+Witnessing (issue 15), with ``--witnesses 0,1,3``: instead of the above, one
+gateway per count, each with its own data directory: 0 = witnessing off (the
+trust root's own policy, no witness), n = a trust policy naming n witness
+processes on loopback (each its own state directory and port; quorum n). All
+checkpoint every second (VERDICT_CHECKPOINT_INTERVAL_S=1) so checkpoints are
+cosigned all through the load. Measured side by side like the above, at
+concurrency 16 and 64 by default; target: witnessing costs < 2% of decisions/s
+(it runs in a background thread, never on a decision's path). Then how many
+checkpoints each witness cosigned (the store's cosigned/ objects, verified).
+
 Run: .venv/bin/python benchmarks/gateway_load.py [--seconds 4] [--rounds 5] [--concurrency 1,16,64] [--driver wrk|httpx]
+     .venv/bin/python benchmarks/gateway_load.py --witnesses 0,1,3 [--concurrency 16,64]
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from benchmarks import wrk_driver  # noqa: E402
+from benchmarks import _witnesses, wrk_driver  # noqa: E402
 from gateway.datasets import load_dataset  # noqa: E402
 from tests.support.gateway_server import GatewayServer, prepare_home  # noqa: E402
 from tests.support.moto_server import free_port  # noqa: E402
@@ -124,16 +135,112 @@ def _paired(a: list[float], b: list[float], ratio, unit: str) -> str:  # noqa: A
     return f"{show(median)} [{show(values[0])}..{show(values[-1])}]"
 
 
+WITNESS_CHAIN = "gateway-0"
+WITNESS_ENV = {"VERDICT_CHECKPOINT_INTERVAL_S": "1", "VERDICT_CHAIN_ID": WITNESS_CHAIN}
+
+
+def _witness_label(count: int) -> str:
+    return "off" if count == 0 else f"{count} witness" + ("es" if count > 1 else "")
+
+
+def witnessing_main(args: argparse.Namespace, counts: list[int]) -> None:
+    """One gateway per witness count, interleaved rounds; decisions/s and the ratio on/off."""
+    from audit import layout
+    from audit.signing import FileKeyStore
+    from audit.stores import open_store
+    from audit.trust import RootKey
+
+    work = Path(tempfile.mkdtemp(prefix="verdict-load-witness-"))
+    model_dir = _train(work)
+    servers: dict[str, GatewayServer] = {}
+    tokens: dict[str, str] = {}
+    homes: dict[str, Path] = {}
+    witnesses: dict[str, list[_witnesses.WitnessProcess]] = {}
+    try:
+        for count in counts:
+            name = _witness_label(count)
+            home = homes[name] = work / f"witnesses-{count}"
+            tokens[name] = prepare_home(home, model_dir)["client"]
+            env = dict(WITNESS_ENV)
+            witnesses[name] = []
+            if count:
+                # As tests/gateway/test_http_witnessing.py: the signing key and the root exist before the
+                # gateway starts, so the witnesses know the log's key and the policy names the root.
+                signer, _ = FileKeyStore(home / "keys").init()
+                root, _ = RootKey.load_or_create(home / "trust" / "root.pem")
+                logs = {f"verdict/{WITNESS_CHAIN}": [signer.public_key_document.vkey]}
+                witnesses[name] = _witnesses.start_witnesses(work / f"witness-state-{count}", f"load-{count}w",
+                                                             count, logs)
+                policy = root.policy().with_witnesses([w.entry() for w in witnesses[name]], count)
+                (home / "policy.json").write_bytes(policy.encode())
+                env["VERDICT_TRUST_POLICY"] = str(home / "policy.json")
+            servers[name] = GatewayServer(home, env=env).start()
+        for name, server in servers.items():  # first requests load models, explainers and caches
+            _first_decision(server.url, tokens[name])
+            _run(args.driver, server.url, tokens[name], 16, 2.0, f"w{name.split()[0]}-warmup")
+        names = list(servers)
+        print(f"witnessing: {len(names)} gateways ({', '.join(names)}), checkpoint every 1 s, "
+              f"{args.rounds} interleaved rounds of {args.seconds:g} s")
+        print(f"{'concurrency':>11} {'witnessing':>12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for concurrency in [int(c) for c in (args.concurrency or "16,64").split(",")]:
+            samples: dict[str, list[tuple[float, float, float, int]]] = {v: [] for v in names}
+            for round_no in range(args.rounds):
+                shift = round_no % len(names)  # rotate the order: no variant always runs first
+                for name in names[shift:] + names[:shift]:
+                    samples[name].append(_run(args.driver, servers[name].url, tokens[name], concurrency, args.seconds,
+                                              f"w{name.split()[0]}-{concurrency}-{round_no}"))
+            for name, runs in samples.items():
+                rate, p50, p99, _ = sorted(runs)[len(runs) // 2]
+                print(f"{concurrency:>11} {name:>12} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f} {sum(r[3] for r in runs):>7}")
+            rate = {name: [run[0] for run in runs] for name, runs in samples.items()}
+            if "off" in rate:
+                ratios = [f"{name} {_paired(rate[name], rate['off'], lambda w, o: w / o, 'x')}"
+                          for name in names if name != "off"]
+                print(f"{'':>11} on/off (median of {args.rounds} rounds, range; target: within 2%): "
+                      + ", ".join(ratios))
+        for server in servers.values():  # the shutdown checkpoint is submitted too
+            server.stop()
+        for name in names:
+            store = open_store((homes[name] / "store").as_uri())
+            head = _witnesses.latest_checkpoint(store, WITNESS_CHAIN)
+            checkpoints = sum(1 for _ in store.list_keys(layout.checkpoints_prefix(WITNESS_CHAIN)))
+            line = f"{name}: {checkpoints} checkpoints written, latest at size {head:,}"
+            if witnesses[name]:
+                cosigned, largest = _witnesses.cosigned_counts(store, [WITNESS_CHAIN], witnesses[name])
+                line += (f"; largest cosigned size {largest:,}; cosigned per witness: "
+                         + ", ".join(f"{w} {c}" for w, c in cosigned.items()))
+            print(line)
+    finally:
+        for server in servers.values():
+            server.stop()
+        for group in witnesses.values():
+            _witnesses.stop_all(group)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--concurrency", default=None, help="default 1,16,64 (16,64 with --witnesses)")
     parser.add_argument("--driver", choices=("wrk", "httpx"), default="wrk" if wrk_driver.available() else "httpx")
+    parser.add_argument("--witnesses", default=None, metavar="COUNTS",
+                        help="e.g. 0,1,3: compare gateways with that many witness processes (0 = witnessing off) "
+                             "instead of the default variants")
     args = parser.parse_args()
     if args.driver == "wrk" and not wrk_driver.available():
         parser.error("wrk is not installed (apt-get install wrk), use --driver httpx")
+    counts: list[int] = []
+    if args.witnesses is not None:
+        try:
+            counts = [int(c) for c in args.witnesses.split(",") if c.strip()]
+        except ValueError:
+            parser.error("--witnesses takes counts, e.g. 0,1,3")
+        if not counts or min(counts) < 0 or len(set(counts)) != len(counts):
+            parser.error("--witnesses takes distinct counts >= 0, e.g. 0,1,3")
     print(f"load driver: {args.driver}" + ("" if args.driver == "wrk" else " (in-process; install wrk for figures not capped by the client)"))
+    if args.witnesses is not None:
+        witnessing_main(args, counts)
+        return
     work = Path(tempfile.mkdtemp(prefix="verdict-load-"))
     model_dir = _train(work)
     servers, tokens = {}, {}
@@ -152,7 +259,7 @@ def main() -> None:
             _first_decision(server.url, tokens[name])
             _run(args.driver, server.url, tokens[name], 16, 2.0, f"{name}-warmup")
         print(f"{'concurrency':>11} {'variant':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+        for concurrency in [int(c) for c in (args.concurrency or "1,16,64").split(",")]:
             samples: dict[str, list[tuple[float, float, float, int]]] = {v: [] for v in servers}
             for round_no in range(args.rounds):
                 for name, server in servers.items():

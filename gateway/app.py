@@ -55,6 +55,7 @@ class Services:
     apikeys: ApiKeyStore
     readiness: object  # callable () -> dict[str, str]; see gateway.service
     replays: object = None  # replay.service.ReplayService (examiner API)
+    witnessing: object = None  # audit.witnessing.CheckpointWitnessing (checkpoints kept and cosigned)
 
 
 def _services(request: Request) -> Services:
@@ -277,7 +278,9 @@ def create_app(services: Services) -> Litestar:
         if services.replays is not None:
             services.replays.close()
         if services.lane.writer is not None:
-            services.lane.writer.close()
+            services.lane.writer.close()  # the shutdown checkpoint, handed to the witnesses
+        if services.witnessing is not None:
+            await asyncio.get_running_loop().run_in_executor(None, services.witnessing.close)
 
     async def before_request(request: Request) -> None:
         request.scope.setdefault("state", {})["verdict_started"] = time.perf_counter()

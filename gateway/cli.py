@@ -28,13 +28,26 @@ serve.register(app)
 def _mount_audit() -> None:
     try:
         from audit.cli import audit_app, keys_app
+        from audit.trust_cli import trust_app
     except ImportError:  # the audit CLI is optional until its package lands
         return
     app.add_typer(audit_app, name="audit")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(trust_app, name="trust")
 
 
 _mount_audit()
+
+
+def _mount_witness() -> None:
+    try:
+        from audit.witness_cli import witness_app
+    except ImportError:  # the witness needs only the audit package; keep the CLI usable without it
+        return
+    app.add_typer(witness_app, name="witness")
+
+
+_mount_witness()
 
 
 def _mount_replay() -> None:

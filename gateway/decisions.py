@@ -27,6 +27,7 @@ from audit.canonical import canonical_bytes
 from audit.chain import ChainError, ChainWriter, Receipt
 from audit.index import IndexConflict, IndexEntry, RequestIndex
 from audit.reader import ReadError, read_decision
+from audit.trust import TrustPolicy
 from audit.stores import StoreError
 from gateway.api_models import DecisionRequest, DecisionResponse, ModelOut, ReasonOut, ReceiptOut
 from gateway.claims import ClaimOutcome, RequestClaims
@@ -173,8 +174,10 @@ class DecisionService:
         explain: bool = True,
         clock: Callable[[], str] = rec.utc_now,
         claim_wait_s: float = 30.0,
+        trust: TrustPolicy | None = None,
     ) -> None:
         self.models, self.lane, self.index = models, lane, index
+        self.trust = trust  # a repeated request is answered from its record only if its key is certified
         self.store = models.registry.store  # one store holds models, chains and index
         self.environment_sha256 = environment_sha256
         self.metrics, self.retry_after_s, self.explain, self.clock = metrics, retry_after_s, explain, clock
@@ -316,7 +319,7 @@ class DecisionService:
             return conflict(item.request_id)
         try:
             # prove=False: hash and signature are checked, without re-reading the chain for an inclusion proof
-            verified = read_decision(self.store, item.request_id, prove=False)
+            verified = read_decision(self.store, item.request_id, prove=False, trust=self.trust)
         except ReadError as exc:
             raise StoreError(f"the original decision for {item.request_id!r} cannot be read back: {exc}") from exc
         receipt = ReceiptOut(chain_id=verified.chain_id, seq=verified.seq, record_hash=verified.record_hash,
@@ -404,4 +407,5 @@ class DecisionService:
             explanation=audit_explanation,
             reasons=reasons,
             subject_id=item.subject_id,
+            manifest_sha256=loaded.manifest_sha256,
         )

@@ -19,6 +19,7 @@ from audit import records as rec
 from audit.chain import ChainError
 from audit.reader import ReadError, VerifiedDecision, read_decision
 from audit.stores import StoreError, StoreUnavailable, WormStore
+from audit.trust import TrustPolicy
 from gateway.decisions import AuditLane, unavailable
 from gateway.models_cache import ModelCache
 from gateway.problems import ApiProblem
@@ -92,12 +93,14 @@ def _verification(verified: VerifiedDecision) -> Verification:
 
 
 class LookupService:
-    def __init__(self, store: WormStore, lane: AuditLane, models: ModelCache, retry_after_s: int = 5) -> None:
+    def __init__(self, store: WormStore, lane: AuditLane, models: ModelCache, retry_after_s: int = 5,
+                 trust: TrustPolicy | None = None) -> None:
         self.store, self.lane, self.models, self.retry_after_s = store, lane, models, retry_after_s
+        self.trust = trust  # lookups verify against the same trust root as `verdict audit verify`
 
     def _verified(self, request_id: str) -> VerifiedDecision:
         try:
-            return read_decision(self.store, request_id)
+            return read_decision(self.store, request_id, trust=self.trust)
         except ReadError as exc:
             if exc.reason == "not_found":
                 raise ApiProblem(404, "unknown-request-id", "No decision with this request id",

@@ -25,6 +25,8 @@ ALIAS_TTL_S = 5.0
 class LoadedVersion:
     model: LoadedModel
     explainer: object  # gateway.explanation.Explainer
+    manifest_sha256: str | None = None
+    """SHA-256 of the stored manifest object, pinned on every decision (audit-format §3)."""
 
 
 class ModelCache:
@@ -61,7 +63,10 @@ class ModelCache:
 
                 model = load_model(self.registry, name, version, device=self._device)
                 explainer = Explainer(model, self.registry.background(model.manifest))
-                self._loaded[key] = LoadedVersion(model, explainer)
+                # Hashed once per loaded version; the object is write-once, so it is the
+                # manifest the model was just loaded from.
+                manifest_sha256 = self.registry.manifest_sha256(name, version)
+                self._loaded[key] = LoadedVersion(model, explainer, manifest_sha256)
             return self._loaded[key]
 
     def loaded_versions(self) -> list[tuple[str, str]]:

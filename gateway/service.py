@@ -11,12 +11,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from audit.chain import ChainWriter
+from audit.config import data_dir
 from audit.index import RequestIndex
 from audit.lease import LeaseOptions
 from audit.signing import FileKeyStore
 from audit.stores import ObjectExists, StoreError, WormStore, WriteProbe, open_store
+from audit.trust import RootKey, TrustError, TrustPolicy, configured_root, load_policy, local_root_path
+from audit.witnessing import CheckpointWitnessing, held_notes
 from gateway import environment
 from gateway.apikeys import ApiKeyStore
 from gateway.app import Services
@@ -26,7 +30,8 @@ from gateway.lookups import LookupService
 from gateway.metrics import GatewayMetrics
 from gateway.models_cache import ModelCache
 from gateway.registry import Registry
-from gateway.settings import ServiceSettings
+from gateway.registry_log import RegistryLog
+from gateway.settings import ServiceSettings, SettingsError
 
 __all__ = ["build_services", "publish_environment"]
 
@@ -44,9 +49,16 @@ def publish_environment(store: WormStore, fingerprint: environment.EnvironmentFi
 
 def build_services(settings: ServiceSettings, say: Callable[[str], None] = print) -> Services:
     store = open_store(settings.store)
+    root, policy = _trust(settings, say)
+    signer = keyring = None
+    if settings.audit:
+        signer, keyring = _signer(settings, say)
     registry = Registry(store)
     if settings.bootstrap:
-        ensure_reference_model(registry, say=say)
+        # Registration and promotion are recorded on the registry chain with this gateway's
+        # key, certified by its root (spec §3 "registry").
+        events = RegistryLog(store, signer, keyring=keyring, root=root, policy=policy) if signer else None
+        ensure_reference_model(registry, say=say, events=events)
     models = ModelCache(registry)
     for name in registry.names():  # load production models now: a cold first request would time out
         try:
@@ -57,30 +69,88 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
     fingerprint = environment.capture(device=models.device(), seed=0)
     env_sha = publish_environment(store, fingerprint)
     metrics = GatewayMetrics()
-    writer = None
-    if settings.audit:
-        signer, keyring = _signer(settings, say)
-        writer = ChainWriter.open(store, settings.chain_id, signer, keyring=keyring, created_by="verdict serve",
-                                  checkpoint_every=settings.checkpoint_every,
-                                  checkpoint_interval=settings.checkpoint_interval_s,
-                                  lease=LeaseOptions(ttl=settings.lease_ttl_s, renew_every=settings.lease_renew_s,
-                                                     skew=settings.lease_skew_s))
+    writer = witnessing = None
+    if signer is not None:
+        held_dir = data_dir() / "trust" / "held"
+        witnessing = CheckpointWitnessing(store, settings.chain_id, policy.witnesses, policy.witness_quorum,
+                                          held_dir, timeout=settings.witness_timeout_s)
+        try:
+            writer = ChainWriter.open(store, settings.chain_id, signer, keyring=keyring, created_by="verdict serve",
+                                      checkpoint_every=settings.checkpoint_every,
+                                      checkpoint_interval=settings.checkpoint_interval_s,
+                                      lease=LeaseOptions(ttl=settings.lease_ttl_s, renew_every=settings.lease_renew_s,
+                                                         skew=settings.lease_skew_s),
+                                      root=root, policy=policy,
+                                      held_checkpoints=held_notes(held_dir, settings.chain_id)
+                                      + _witnessed(policy, settings, say),
+                                      on_checkpoint=witnessing.checkpointed)
+        except BaseException:
+            witnessing.close()
+            raise
     lane = AuditLane(writer, metrics)
     decisions = DecisionService(models, lane, RequestIndex(store) if writer else None, env_sha, metrics,
                                 retry_after_s=settings.retry_after_s, explain=settings.explain,
-                                claim_wait_s=settings.request_timeout_s)
-    lookups = LookupService(store, lane, models, settings.retry_after_s)
+                                claim_wait_s=settings.request_timeout_s, trust=policy)
+    lookups = LookupService(store, lane, models, settings.retry_after_s, trust=policy)
     replays = None
     if writer is not None:
         from replay.service import ReplayService
 
         # Each replica writes replay evidence to its own chain: one writer per chain.
         replays = ReplayService(settings.store, replay_chain=f"replay-{settings.chain_id}", workers=1,
-                                signer=signer, keyring=keyring)
+                                signer=signer, keyring=keyring, trust=policy, root=root)
     return Services(settings=settings, models=models, lane=lane, decisions=decisions, lookups=lookups,
                     metrics=metrics, apikeys=ApiKeyStore(settings.apikeys_file),
                     readiness=_readiness(store, lane, models, settings.unready_after_failures, settings.retry_after_s),
-                    replays=replays)
+                    replays=replays, witnessing=witnessing)
+
+
+def _trust(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[RootKey | None, TrustPolicy]:
+    """The root this gateway certifies its chains with (if it holds one) and the policy it verifies with.
+
+    Embedded default: a root key file in the data directory, outside the
+    store, created on first start. Production: ``trust_root = "kms:<key id>"``,
+    or ``"none"`` with certificates issued beforehand by the root's holder
+    (``verdict trust certify``) and the examiners' ``trust_policy``.
+    """
+    try:
+        path = local_root_path(data_dir())
+        existed = path.exists()
+        root = configured_root(settings.trust_root, create=True)
+        if not settings.trust_root and not existed and root is not None:
+            say(f"Generated the trust root {root.key_id} in {path} (mode 0600, outside the store); "
+                "`verdict trust export` writes the policy examiners verify with")
+        if settings.trust_policy:
+            policy = load_policy(settings.trust_policy)
+        elif root is not None:
+            policy = root.policy()
+        else:
+            raise TrustError("bad_trust_policy", 'trust_root = "none" needs a trust_policy file')
+    except TrustError as exc:
+        raise SettingsError(f"trust: {exc.message}") from None
+    if root is not None and root.key_id not in {r.key_id for r in policy.roots}:
+        raise SettingsError(f"trust: the root {root.key_id} is not in the trust policy {settings.trust_policy}")
+    return root, policy
+
+
+def _witnessed(policy: TrustPolicy, settings: ServiceSettings, say: Callable[[str], None]) -> list[bytes]:
+    """The latest checkpoint of this chain each policy witness cosigned (what the store must still hold)."""
+    from audit.chain import default_origin
+    from audit.witness_client import WitnessClient, WitnessClientError
+
+    notes = []
+    for entry in policy.witnesses:
+        if not entry.url:
+            continue
+        try:
+            note = WitnessClient(entry.url, entry.name, entry.vkey, settings.witness_timeout_s).fetch_latest(
+                default_origin(settings.chain_id))
+        except WitnessClientError as exc:
+            say(f"warning: witness {entry.name} could not say what it last cosigned: {exc}")
+            continue
+        if note is not None:
+            notes.append(note)
+    return notes
 
 
 def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN202 - (Signer, KeyRing)

@@ -48,6 +48,10 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     apikeys_file: str = ""               # default $VERDICT_HOME/apikeys.json
     kms_key_id: str = ""                 # sign with this AWS KMS Ed25519 key ("{chain_id}" is replaced); default: file keys
     kms_previous_key_ids: str = ""       # comma-separated earlier KMS keys this chain may have been signed with
+    trust_root: str = ""                 # "" = a root key file in the data dir, made on first start; a PEM path;
+                                         # "kms:<key id>"; "none" = no root here (certificates issued beforehand)
+    trust_policy: str = ""               # trust policy file (roots, witnesses, quorum); default: the root's own
+    witness_timeout_s: float = 10.0      # per witness request (in the background, never on a decision's path)
 
 
 _ENV_PREFIX = "VERDICT_"

@@ -37,6 +37,7 @@ import msgspec
 
 from audit.records import DecisionBody, decode_record, utc_now
 from audit.stores import WormStore, open_store
+from audit.trust import TrustPolicy
 from replay import environment as envs
 from replay.rescore import ReplayOptions, Rescorer, RuntimeKey, runtime_key
 from replay.trail import Selection, Target, resolve
@@ -96,6 +97,8 @@ class ReplayJob(msgspec.Struct, frozen=True, omit_defaults=True):
     workers: int | None = None
     """Worker processes; None: one per CPU for large replays, none for small ones."""
     rebuild_env: bool = False
+    trust: TrustPolicy | None = None
+    """The trust policy records are verified against (spec §5b); None: unanchored (the CLI says so)."""
 
 
 class ModelTolerance(msgspec.Struct, frozen=True):
@@ -240,7 +243,7 @@ def find_resumable(replay_id: str) -> Path:
 def run_replay(job: ReplayJob | None = None, *, resume: str | None = None, progress: ProgressFn | None = None,
                replay_id: str | None = None, stop: threading.Event | None = None, signer: Any = None,
                keyring: Any = None, html_path: Path | None = None, json_path: Path | None = None,
-               default_outputs: bool = False, pool: WorkerPool | None = None) -> ReplayOutcome:
+               default_outputs: bool = False, pool: WorkerPool | None = None, root: Any = None) -> ReplayOutcome:
     """Run (or resume) a replay to its report. Raises ReplayError for usage errors
     before any work, ReplayInterrupted if ``stop`` is set or the process is interrupted."""
     started = time.perf_counter()
@@ -262,7 +265,7 @@ def run_replay(job: ReplayJob | None = None, *, resume: str | None = None, progr
     own = None if kept else _early_pool(store, job)
     try:
         return _run(job, store, saved, store_progress, replay_id, started, pool if kept else own, progress, stop,
-                    signer, keyring, html_path, json_path, default_outputs, closable=own is not None)
+                    signer, keyring, html_path, json_path, default_outputs, closable=own is not None, root=root)
     finally:
         if own is not None:
             own.close()
@@ -290,7 +293,7 @@ def _early_pool(store: WormStore, job: ReplayJob) -> WorkerPool | None:
 def _run(job: ReplayJob, store: WormStore, saved: _Saved | None, store_progress: _Progress, replay_id: str,
          started: float, pool: WorkerPool | None, progress: ProgressFn | None, stop: threading.Event | None,
          signer: Any, keyring: Any, html_path: Path | None, json_path: Path | None, default_outputs: bool,
-         closable: bool = True) -> ReplayOutcome:
+         closable: bool = True, root: Any = None) -> ReplayOutcome:
     targets, notes = _select(store, job, progress)
     if saved is not None:
         wanted = {rid for rid, _ in saved.targets}
@@ -343,7 +346,8 @@ def _run(job: ReplayJob, store: WormStore, saved: _Saved | None, store_progress:
     if default_outputs:
         html_path = html_path or store_progress.directory / "report.html"
         json_path = json_path or store_progress.directory / "report.json"
-    outcome = reports.finish(store, job, report, signer=signer, keyring=keyring, html_path=html_path, json_path=json_path)
+    outcome = reports.finish(store, job, report, signer=signer, keyring=keyring, html_path=html_path, json_path=json_path,
+                             root=root)
     outcome.replay_id = replay_id
     outcome.html_path = str(html_path) if html_path else None
     outcome.json_path = str(json_path) if json_path else None
@@ -362,7 +366,7 @@ def _with_proof(result: DecisionResult, target: Target) -> DecisionResult:
 
 def _select(store: WormStore, job: ReplayJob, progress: ProgressFn | None) -> tuple[list[Target], list[str]]:
     tick = (lambda done, total: progress("verifying", done, total)) if progress else None
-    return resolve(store, job.selection, require_checkpoint=job.require_checkpoint, progress=tick)
+    return resolve(store, job.selection, require_checkpoint=job.require_checkpoint, progress=tick, trust=job.trust)
 
 
 def _tolerances(store: WormStore, job: ReplayJob, targets: list[Target]) -> list[ModelTolerance]:

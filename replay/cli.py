@@ -21,6 +21,8 @@ from typing import Annotated
 
 import typer
 
+from audit.trust_cli import UNANCHORED, TrustOption, UnanchoredOption, resolve_policy
+
 __all__ = ["main", "replay_app", "replay_command"]
 
 EXIT_FAILURE = 1
@@ -67,6 +69,8 @@ def replay_command(
     override_threads: Annotated[int | None, typer.Option(min=1, max=1024, help="COUNTERFACTUAL: run with this many threads instead of the recorded count")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
     verify_report: Annotated[Path | None, typer.Option(help="Only check a signed JSON report against the store's published keys")] = None,
+    trust: TrustOption = None,
+    unanchored: UnanchoredOption = False,
 ) -> None:
     """Replay logged decisions: prove the record, reload the exact model and
     environment settings, re-score and re-explain through the gateway's own code,
@@ -109,9 +113,12 @@ def replay_command(
             raise _fail(f"--replay-chain: {exc}", EXIT_USAGE) from None
         if replay_chain.startswith("gateway-"):
             raise _fail(f"--replay-chain {replay_chain}: gateway chains belong to the gateway (one writer per chain)", EXIT_USAGE)
+        policy = resolve_policy(trust, unanchored)
+        if policy is None:
+            typer.echo(UNANCHORED + "the records replayed below were not checked against a trust root", err=True)
         job = ReplayJob(store_url=url, selection=selection, options=options, require_checkpoint=not allow_pending,
                         actor=default_actor(), purpose=purpose, replay_chain=replay_chain, workers=workers,
-                        rebuild_env=rebuild_env)
+                        rebuild_env=rebuild_env, trust=policy)
     elif request_ids or all_ or since or until or model or chain:
         raise _fail("--resume continues the replay as it was started; give no selection with it", EXIT_USAGE)
 

@@ -318,7 +318,7 @@ def _put(store: WormStore, data: bytes) -> tuple[str, str]:
 
 
 def finish(store: WormStore, job: Any, report: ReplayReport, *, signer: Any = None, keyring: Any = None,
-           html_path: Path | None = None, json_path: Path | None = None):  # noqa: ANN201 - ReplayOutcome
+           html_path: Path | None = None, json_path: Path | None = None, root: Any = None):  # noqa: ANN201 - ReplayOutcome
     from replay.batch import ReplayOutcome
 
     outcome = ReplayOutcome(replay_id=report.replay_id, report=report, results=report.decisions,
@@ -326,6 +326,7 @@ def finish(store: WormStore, job: Any, report: ReplayReport, *, signer: Any = No
     stored = None
     if job.record:
         from audit.chain import ChainWriter
+        from audit.trust import local_root
         from audit.signing import FileKeyStore
 
         keys = FileKeyStore.default()
@@ -344,7 +345,10 @@ def finish(store: WormStore, job: Any, report: ReplayReport, *, signer: Any = No
                 f"{s.identical} identical, {s.within_tolerance} within tolerance, {s.out_of_tolerance} out of tolerance, "
                 f"{s.cannot_replay} cannot replay" + ("; COUNTERFACTUAL runtime overrides" if report.counterfactual else ""))
         accessed = [r.request_id for r in report.decisions if r.reason != "not_found"]
-        writer = ChainWriter.open(store, job.replay_chain, signer, keyring=keyring or keys, created_by="verdict replay")
+        # The replay chain is certified by the same root as the gateway's (spec §5a): the
+        # gateway's own root, else this machine's, else it stays unanchored like its verifier.
+        writer = ChainWriter.open(store, job.replay_chain, signer, keyring=keyring or keys, created_by="verdict replay",
+                                  root=root if root is not None else local_root())
         try:
             now = utc_now()
             bodies: list[Any] = [AccessBody(action="replay", actor_key_id=job.actor, target_request_id=rid, accessed_at=now,

@@ -116,12 +116,14 @@ class ReplayService:
     """Runs replays in the background and keeps their status (finished ones also on disk)."""
 
     def __init__(self, store_url: str | None = None, *, replay_chain: str = DEFAULT_REPLAY_CHAIN,
-                 workers: int | None = None, max_queued: int = 8, signer: Any = None, keyring: Any = None) -> None:
+                 workers: int | None = None, max_queued: int = 8, signer: Any = None, keyring: Any = None,
+                 trust: Any = None, root: Any = None) -> None:
         from audit.config import store_url as configured
 
         self.store_url = configured(store_url)
         self.replay_chain = check_chain_id(replay_chain)
         self.workers, self.max_queued, self.signer, self.keyring = workers, max_queued, signer, keyring
+        self.trust, self.root = trust, root  # audit.trust.TrustPolicy / RootKey: verify against, certify with
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="verdict-replay")  # one at a time: one chain writer, the CPUs
         self._pool = None  # replay.batch.WorkerPool, when workers are used
         self._lock = threading.Lock()
@@ -252,7 +254,7 @@ class ReplayService:
                                 tighten_relative=request.tighten_relative)
         return ReplayJob(store_url=self.store_url, selection=selection, options=options,
                          require_checkpoint=request.require_checkpoint, actor=actor, purpose=request.purpose,
-                         replay_chain=self.replay_chain, workers=self.workers)
+                         replay_chain=self.replay_chain, workers=self.workers, trust=self.trust)
 
     def _check_tighten(self, request: ReplayRequest, name: str | None, version: str | None) -> None:
         """Refuse a widening tolerance up front against every manifest it could meet
@@ -296,6 +298,7 @@ class ReplayService:
 
         try:
             outcome = run_replay(job, replay_id=replay_id, progress=progress, stop=stop, signer=self.signer, keyring=self.keyring,
+                                 root=self.root,
                                  pool=self._worker_pool())
         except ReplayInterrupted as exc:
             self._update(replay_id, state="interrupted", finished_at=utc_now(), error=str(exc))

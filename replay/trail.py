@@ -8,9 +8,13 @@ every selected decision -- calling ``read_decision`` per decision would read
 the whole chain once per decision (it is O(chain length)), which makes a
 quarter's replay quadratic.
 
-The batch checks mirror ``read_decision`` rule for rule and use its reason
-codes, so a decision is replayable in a batch exactly when its lookup would
-succeed; ``tests/replay`` checks the two agree on intact and tampered trails.
+The chain rules themselves (which key signs which record, which key must
+sign a checkpoint, what the trust root certified) come from
+:mod:`audit.walk` and :mod:`audit.trust`, as they do for ``read_decision``;
+what differs is only that the chain is read once for many decisions. The
+reason codes are ``read_decision``'s, so a decision is replayable in a batch
+exactly when its lookup would succeed; ``tests/replay`` checks the two agree
+on intact and tampered trails.
 Every decision that fails a check is returned with its reason (it becomes a
 ``cannot_replay`` verdict), never dropped.
 """
@@ -23,15 +27,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import layout, merkle
-from audit.checkpoint import CheckpointError, open_checkpoint
+from audit.checkpoint import CheckpointError
 from audit.index import IndexEntry, RequestIndex
-from audit.reader import ReadError, key_valid_at, read_decision
+from audit.reader import ReadError, read_decision
 from audit.records import (
     DecisionBody,
-    GenesisBody,
-    KeyRotationBody,
     RecordError,
     body_kind,
     decode_body,
@@ -44,6 +47,8 @@ from audit.records import (
 )
 from audit.signing import KeyDocumentError, check_key_document, decode_key_document, verify_record_signature
 from audit.stores import ObjectMissing, StoreError, WormStore
+from audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
+from audit.walk import KeyTimeline, open_chain_checkpoint
 
 __all__ = ["Selection", "SelectionError", "Target", "parse_time_bound", "resolve", "scan"]
 
@@ -144,14 +149,18 @@ class Target(msgspec.Struct, omit_defaults=True):
 
 
 def resolve(store: WormStore, selection: Selection, *, require_checkpoint: bool = True,
-            progress: Callable[[int, int], None] | None = None) -> tuple[list[Target], list[str]]:
-    """The verified targets of a selection, in trail order, and notes (e.g. duplicates skipped)."""
+            progress: Callable[[int, int], None] | None = None,
+            trust: TrustPolicy | None = None) -> tuple[list[Target], list[str]]:
+    """The verified targets of a selection, in trail order, and notes (e.g. duplicates skipped).
+
+    ``trust``: the trust policy (spec §5b); keys then come from the root's
+    certificates and an unanchored chain's decisions are not replayed."""
     selection.check()
     if len(selection.request_ids) > _LOOKUPS_UP_TO:
         # Many ids: one pass over the chains beats one chain read per id (read_decision is O(chain)).
         wanted = set(selection.request_ids)
         targets, notes = scan(store, selection, require_checkpoint=require_checkpoint, progress=progress,
-                              want=lambda body: body.request_id in wanted)
+                              want=lambda body: body.request_id in wanted, trust=trust)
         found = {t.request_id for t in targets}
         by_id = {t.request_id: t for t in targets}
         missing = [Target(request_id=r, problem=("not_found", f"no decision with request id {r!r} in {store.url}"))
@@ -161,16 +170,16 @@ def resolve(store: WormStore, selection: Selection, *, require_checkpoint: bool 
     if selection.request_ids:
         targets = []
         for n, request_id in enumerate(dict.fromkeys(selection.request_ids), start=1):
-            targets.append(_lookup(store, request_id, require_checkpoint))
+            targets.append(_lookup(store, request_id, require_checkpoint, trust))
             if progress:
                 progress(n, len(selection.request_ids))
         return targets, []
-    return scan(store, selection, require_checkpoint=require_checkpoint, progress=progress)
+    return scan(store, selection, require_checkpoint=require_checkpoint, progress=progress, trust=trust)
 
 
-def _lookup(store: WormStore, request_id: str, require_checkpoint: bool) -> Target:
+def _lookup(store: WormStore, request_id: str, require_checkpoint: bool, trust: TrustPolicy | None) -> Target:
     try:
-        verified = read_decision(store, request_id, require_checkpoint=require_checkpoint)
+        verified = read_decision(store, request_id, require_checkpoint=require_checkpoint, trust=trust)
     except ReadError as exc:
         advice = f": {NOT_CHECKPOINTED_ADVICE}" if exc.reason == "not_checkpointed" else ""
         return Target(request_id=request_id, problem=(exc.reason, f"{exc}{advice}"))
@@ -217,7 +226,8 @@ def chain_ids(store: WormStore) -> list[str]:
 
 def scan(store: WormStore, selection: Selection, *, require_checkpoint: bool = True,
          progress: Callable[[int, int], None] | None = None,
-         want: Callable[[DecisionBody], bool] | None = None) -> tuple[list[Target], list[str]]:
+         want: Callable[[DecisionBody], bool] | None = None,
+         trust: TrustPolicy | None = None) -> tuple[list[Target], list[str]]:
     """Read each selected chain once and prove every selected decision in it."""
     chains = [selection.chain] if selection.chain else chain_ids(store)
     want = want or _wanted(selection)
@@ -225,7 +235,8 @@ def scan(store: WormStore, selection: Selection, *, require_checkpoint: bool = T
     targets: list[Target] = []
     notes: list[str] = []
     for chain_id in chains:
-        _ChainScan(store, chain_id, keys, require_checkpoint).run(want, targets, notes, progress)
+        anchors = load_anchors(store, chain_id, trust) if trust is not None else None
+        _ChainScan(store, chain_id, keys, require_checkpoint, anchors).run(want, targets, notes, progress)
     return targets, notes
 
 
@@ -262,14 +273,24 @@ class _Candidate(msgspec.Struct):
 
 
 class _ChainScan:
-    def __init__(self, store: WormStore, chain_id: str, keys: _KeyCache, require_checkpoint: bool) -> None:
+    def __init__(self, store: WormStore, chain_id: str, keys: _KeyCache, require_checkpoint: bool,
+                 anchors: ChainAnchors | None = None) -> None:
         self.store, self.chain_id, self.keys, self.require_checkpoint = store, chain_id, keys, require_checkpoint
+        self.anchors = anchors
+
+    def _key(self, key_id: str, seq: int):  # noqa: ANN202 - Ed25519PublicKey, or raises ReadError
+        """The certified key under a trust policy (spec §5a), else the published one."""
+        if self.anchors is None:
+            return self.keys.get(key_id)
+        cert = self.anchors.for_key(key_id, seq)
+        if cert is None:
+            raise ReadError("uncertified_key", f"{key_id} is not certified for chain {self.chain_id} at seq {seq}")
+        return Ed25519PublicKey.from_public_bytes(self.anchors.public_key(cert.from_seq, key_id))
 
     def run(self, want: Callable[[DecisionBody], bool], targets: list[Target], notes: list[str],
             progress: Callable[[int, int], None] | None) -> None:
         leaves: list[bytes] = []
-        timeline: list[tuple[int, str]] = []
-        origin: str | None = None
+        timeline = KeyTimeline()
         candidates: list[_Candidate] = []
         chain_problem: tuple[str, str] | None = None
         seg_keys = list(self.store.list_keys(layout.segments_prefix(self.chain_id)))
@@ -283,38 +304,34 @@ class _ChainScan:
                     raw, signature = split_line(line)
                     position = len(leaves)
                     leaves.append(merkle.leaf_hash(hashlib.sha256(raw).digest()))
-                    # Canonical JSON escapes every quote inside a string, so these byte patterns
-                    # only occur as real members: a record without them is neither a decision
-                    # nor a key event, and needs no decoding (replay chains hold many such).
-                    if position != 0 and b'"kind":"decision"' not in raw and b'"kind":"key_rotation"' not in raw:
+                    timeline.feed(position, raw)  # decodes only genesis and key rotations
+                    # Canonical JSON escapes every quote inside a string, so this byte pattern
+                    # only occurs as the real member: other records need no decoding here
+                    # (replay chains hold many access records).
+                    if b'"kind":"decision"' not in raw:
                         continue
                     header = decode_header(raw)
-                    kind = body_kind(header.body)
-                    if kind == "decision":
+                    if body_kind(header.body) == "decision":
                         body = decode_body(header.body)
                         if isinstance(body, DecisionBody) and want(body):
                             candidates.append(_Candidate(position, raw, signature, body, key))
-                    elif position == 0 and kind == "genesis":
-                        genesis = decode_body(header.body)
-                        if isinstance(genesis, GenesisBody) and header.seq == 0:
-                            timeline.append((0, genesis.public_key.key_id))
-                            origin = genesis.origin
-                    elif kind == "key_rotation":
-                        rotation = decode_body(header.body)
-                        if isinstance(rotation, KeyRotationBody):
-                            timeline.append((header.seq + 1, rotation.new_key.key_id))
             except RecordError as exc:
                 # read_decision reads the chain to prove inclusion and fails the same way.
                 chain_problem = ("parse_error", f"{key}: {exc}")
             except ObjectMissing:
                 chain_problem = ("parse_error", f"{key} disappeared while reading")
+        if chain_problem is None and self.anchors is not None:
+            try:
+                timeline.check_anchored(self.anchors)
+            except TrustError as exc:
+                chain_problem = (exc.reason, exc.message)
         if chain_problem is not None:
             for c in candidates:
                 targets.append(self._target(c, problem=chain_problem))
             return
         if not candidates:
             return  # nothing selected here (e.g. a replay chain): no checkpoint to check
-        checkpoint = self._checkpoint(leaves, timeline, origin)
+        checkpoint = self._checkpoint(leaves, timeline)
         entries = self._index_entries([c.body.request_id for c in candidates])
         for c, entry in zip(candidates, entries):
             if isinstance(entry, IndexEntry) and (entry.chain_id, entry.seq) != (self.chain_id, c.position):
@@ -346,7 +363,7 @@ class _ChainScan:
             out[i::_READ_THREADS] = part
         return out
 
-    def _checkpoint(self, leaves: list[bytes], timeline: list[tuple[int, str]], origin: str | None):  # noqa: ANN202
+    def _checkpoint(self, leaves: list[bytes], timeline: KeyTimeline):  # noqa: ANN202
         """(size, key, root, problem) of the latest checkpoint, verified against the records."""
         sizes = [(layout.number_from_key(k), k) for k in self.store.list_keys(layout.checkpoints_prefix(self.chain_id))]
         sizes = [(n, k) for n, k in sizes if n is not None]
@@ -355,13 +372,10 @@ class _ChainScan:
             return 0, "", None, None
         if len(leaves) < size:
             return size, cp_key, None, ("chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {len(leaves)}")
-        signer_id = key_valid_at(timeline, size)
         try:
-            public_key = self.keys.get(signer_id) if signer_id else None
+            verified = open_chain_checkpoint(self.store.get(cp_key), size, timeline, self.anchors, self.keys.get)
         except ReadError as exc:
             return size, cp_key, None, (exc.reason, str(exc))
-        try:
-            verified = open_checkpoint(self.store.get(cp_key), {signer_id: public_key} if public_key else {}, origin=origin)
         except CheckpointError as exc:
             return size, cp_key, None, ("bad_checkpoint_signature", f"{cp_key}: {exc}")
         if verified.checkpoint.size != size:
@@ -401,12 +415,12 @@ class _ChainScan:
                 or entry.segment_key != c.segment_key):
             return self._target(c, ("index_mismatch", f"record {where} is not the decision the index names"))
         try:
-            public_key = self.keys.get(record.key_id)
+            public_key = self._key(record.key_id, c.position)
         except ReadError as exc:
             return self._target(c, (exc.reason, str(exc)))
         if not verify_record_signature(public_key, digest, c.signature):
             return self._target(c, ("bad_signature", f"record {where}: signature does not verify with {record.key_id}"))
-        if key_valid_at(timeline, c.position) != record.key_id:
+        if timeline.key_at(c.position) != record.key_id:
             return self._target(c, ("key_not_valid_at_seq", f"record {where} is signed by {record.key_id}, not the chain's key at that seq"))
         size, cp_key, root, problem = checkpoint
         if c.position >= size:

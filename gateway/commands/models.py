@@ -16,10 +16,18 @@ models_app = typer.Typer(help="Train, register, inspect and run models.", no_arg
 _err = Console(stderr=True)
 
 
-def _registry(store: str | None):
+def _registry(store: str | None, *, recorded: bool = False):
+    """The registry of the configured store; ``recorded``: with the event log that
+    appends registrations and promotions to the registry chain (spec §3
+    ``registry``), signed with this machine's key and certified by its root."""
     from gateway.registry import Registry
 
-    return Registry(open_configured_store(store))
+    opened = open_configured_store(store)
+    if not recorded:
+        return Registry(opened)
+    from gateway.registry_log import RegistryLog
+
+    return Registry(opened, events=RegistryLog.local(opened, create_root=True, say=lambda msg: _err.print(msg)))
 
 
 @models_app.command("train")
@@ -50,7 +58,7 @@ def register_command(path: Annotated[Path, typer.Argument(help="A trained model 
     from gateway.registry import RegistryError
 
     try:
-        manifest, new = _registry(store).register(path)
+        manifest, new = _registry(store, recorded=True).register(path)
     except RegistryError as exc:
         fail(str(exc))
     typer.echo(f"{'registered' if new else 'already registered (identical)'} {manifest.ref} sha256 {manifest.artifact_sha256}")
@@ -117,7 +125,7 @@ def promote_command(ref: Annotated[str, typer.Argument(help="NAME:VERSION")], st
     if version is None:
         fail("promote needs NAME:VERSION", EXIT_USAGE)
     try:
-        event = _registry(store).promote(name, version)
+        event = _registry(store, recorded=True).promote(name, version)
     except RegistryError as exc:
         fail(str(exc))
     typer.echo(f"production alias of {name} -> {version} (promotion #{event.sequence} at {event.promoted_at})")

@@ -18,7 +18,7 @@ from audit.checkpoint import CheckpointError, decode_vkey, open_checkpoint, pars
 from audit.stores import FilesystemStore
 from audit.verifier import verify_store
 from tests.audit.golden import make_checkpoint_notes as vectors_module
-from tests.audit.golden.make_golden import CHAIN, STORE_DIR
+from tests.audit.golden.make_golden import CHAIN, POLICY, STORE_DIR
 
 VECTORS = json.loads(vectors_module.VECTORS.read_text("utf-8"))
 NOTES = {v["name"]: v for v in VECTORS["notes"]}
@@ -105,7 +105,7 @@ def run_documented_sketch(root):
     doc = (Path(__file__).parents[2] / "docs" / "audit-format.md").read_text()
     script = root.parent / "verify.py"
     script.write_text(doc.split("```python\n", 1)[1].split("```", 1)[0])
-    return subprocess.run([sys.executable, str(script), str(root), CHAIN], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, str(script), str(root), CHAIN, str(POLICY)], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("note", by_expectation("accept"))

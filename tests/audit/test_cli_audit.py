@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 from audit import layout
 from audit.chain import ChainWriter
 from audit.cli import audit_app, keys_app
-from audit.config import store_url
+from audit.config import data_dir, store_url
 from audit.signing import FileKeyStore
 from audit.stores import open_store
+from audit.trust import RootKey, load_policy, local_root_path
+from audit.trust_cli import trust_app
 from tests.audit.helpers import decisions, overwrite
 
 REPO = Path(__file__).parents[2]
@@ -29,7 +31,8 @@ def trail(verdict_home):
     assert result.exit_code == 0, result.output
     signer = FileKeyStore.default().current()
     store = open_store(store_url())
-    with ChainWriter.open(store, "gateway-0", signer, checkpoint_every=5) as writer:
+    root, _ = RootKey.load_or_create(local_root_path(data_dir()))  # as the gateway does on first start
+    with ChainWriter.open(store, "gateway-0", signer, checkpoint_every=5, root=root) as writer:
         writer.append_batch(decisions("req", 20))
     return store
 
@@ -116,3 +119,75 @@ def test_audit_cli_does_not_import_torch():
         capture_output=True, text=True, cwd=REPO,
     )
     assert result.returncode == 0 and "--store" in result.stdout
+
+
+# --- trust: no verification "OK" without a trust policy (spec §5b) -------------------------------
+
+
+def test_verify_without_any_trust_policy_refuses(verdict_home):
+    store = open_store(store_url())
+    with ChainWriter.open(store, "gateway-0", FileKeyStore.default().init()[0]) as writer:
+        writer.append_batch(decisions("req", 3))
+    result = runner.invoke(audit_app, ["verify"])
+    assert result.exit_code == 2
+    assert "no trust policy" in result.stderr and "--unanchored" in result.stderr
+    result = runner.invoke(audit_app, ["verify", "--unanchored"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines and all(line.startswith("UNANCHORED (no trust policy: any store writer") for line in lines)
+    result = runner.invoke(audit_app, ["show", "req-1", "--unanchored"])
+    assert result.exit_code == 0 and "UNANCHORED" in result.stderr and "found in the store" in result.stdout
+
+
+def test_trust_export_gives_the_examiner_a_policy_that_verifies(trail, tmp_path):
+    policy_file = tmp_path / "policy.json"
+    result = runner.invoke(trust_app, ["export", "--out", str(policy_file)])
+    assert result.exit_code == 0, result.output
+    policy = load_policy(policy_file)
+    assert policy.roots[0].key_id == RootKey.load(local_root_path(data_dir())).key_id
+    result = runner.invoke(audit_app, ["verify", "--trust", str(policy_file)])
+    assert result.exit_code == 0, result.output
+    assert "anchored to root " + policy.roots[0].key_id in result.stdout and "UNANCHORED" not in result.stdout
+    other = tmp_path / "other.json"
+    other.write_bytes(RootKey.load_or_create(tmp_path / "other" / "root.pem")[0].policy().encode())
+    result = runner.invoke(audit_app, ["verify", "--trust", str(other)])
+    assert result.exit_code == 1 and "[untrusted_root]" in result.stdout and "[uncertified_chain]" in result.stdout
+    result = runner.invoke(audit_app, ["verify", "--trust", str(tmp_path / "missing.json")])
+    assert result.exit_code == 2 and "cannot read trust policy" in result.stderr
+
+
+def test_trust_certify_anchors_an_older_trail_only_if_it_verifies(verdict_home, tmp_path):
+    store = open_store(store_url())
+    with ChainWriter.open(store, "gateway-0", FileKeyStore.default().init()[0]) as writer:  # before roots existed
+        writer.append_batch(decisions("req", 3))
+    RootKey.load_or_create(local_root_path(data_dir()))
+    result = runner.invoke(audit_app, ["verify"])
+    assert result.exit_code == 1 and "[uncertified_chain]" in result.stdout
+    result = runner.invoke(trust_app, ["certify", "--chain", "gateway-0"])
+    assert result.exit_code == 0, result.output
+    assert "certified ed25519:" in result.stdout
+    assert runner.invoke(audit_app, ["verify"]).exit_code == 0
+    # a damaged chain is refused: certifying it would vouch for it
+    with ChainWriter.open(store, "gateway-1", FileKeyStore.default().current()) as writer:
+        writer.append_batch(decisions("other", 3))
+    path = Path(verdict_home) / "store" / layout.segment_key("gateway-1", 1)
+    overwrite(path, path.read_bytes().replace(b'"score":0', b'"score":1', 1))
+    result = runner.invoke(trust_app, ["certify", "--chain", "gateway-1"])
+    assert result.exit_code == 1 and "refused" in result.stderr
+
+
+def test_verify_with_held_checkpoint_and_receipts(trail, tmp_path):
+    note = trail.get(layout.checkpoint_key("gateway-0", 21))
+    (tmp_path / "cp").write_bytes(note)
+    result = runner.invoke(audit_app, ["verify", "--checkpoint", str(tmp_path / "cp")])
+    assert result.exit_code == 0, result.output
+    for key in list(trail.list_keys(layout.segments_prefix("gateway-0")))[-1:]:
+        path = Path(trail.root) / key
+        path.parent.chmod(0o755)
+        path.unlink()
+    result = runner.invoke(audit_app, ["verify", "--checkpoint", str(tmp_path / "cp"), "--json", "-"])
+    assert result.exit_code == 1
+    assert "below_held_checkpoint" in {f["reason"] for f in json.loads(result.stdout)["failures"]}
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    result = runner.invoke(audit_app, ["verify", "--receipts", str(tmp_path / "bad.jsonl")])
+    assert result.exit_code == 2 and "not a receipt" in result.stderr

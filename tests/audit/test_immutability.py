@@ -63,7 +63,9 @@ MOTO_EXPECTED = {
 
 
 def _run_cli(*args: str):
-    return runner.invoke(audit_app, ["immutability-test", *args])
+    # These tests probe the storage; their stores were made without a trust root, so the
+    # trail verification is explicitly unanchored (test_anchored_evidence covers the root).
+    return runner.invoke(audit_app, ["immutability-test", "--unanchored", *args])
 
 
 def _trail_with_decisions(store, n: int = 6) -> None:
@@ -304,3 +306,22 @@ def test_never_writes_to_a_gateway_chain(verdict_home):
 def test_missing_store_is_a_usage_error(verdict_home):
     result = _run_cli("--store", (verdict_home / "nowhere").as_uri())
     assert result.exit_code == 2 and "no store" in result.output
+
+
+def test_anchored_evidence_says_so_and_an_unanchored_run_says_that_too(verdict_home, tmp_path):
+    from audit.trust import RootKey, local_root_path
+
+    store = FilesystemStore(verdict_home / "store")
+    _trail_with_decisions(store)
+    result = _run_cli("--json", str(tmp_path / "unanchored.json"))
+    probes = {p["name"]: p for p in json.loads((tmp_path / "unanchored.json").read_text())["probes"]}
+    assert "UNANCHORED" in probes["trail_verification"]["detail"]
+    assert probes["trail_verification"]["evidence"]["anchored"] is False
+    # with a root: the new evidence chain is certified, the trail verifies anchored ... except the
+    # gateway chain made before the root existed, which the evidence names (certify it first)
+    RootKey.load_or_create(local_root_path(verdict_home))
+    result = runner.invoke(audit_app, ["immutability-test", "--json", str(tmp_path / "anchored.json")])
+    assert result.exit_code == 1, result.output
+    probes = {p["name"]: p for p in json.loads((tmp_path / "anchored.json").read_text())["probes"]}
+    assert probes["trail_verification"]["status"] == "FAILED"
+    assert "uncertified_chain" in probes["trail_verification"]["detail"]

@@ -246,7 +246,7 @@ def test_immutability_evidence_signed_by_kms(kms, verdict_home, monkeypatch, tmp
     kms.create_key(alias="alias/verdict-immutability")
     monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", kms.endpoint_url)
     FilesystemStore(verdict_home / "store")
-    result = CliRunner().invoke(audit_app, ["immutability-test", "--kms-key-id", "alias/verdict-immutability",
+    result = CliRunner().invoke(audit_app, ["immutability-test", "--unanchored", "--kms-key-id", "alias/verdict-immutability",
                                             "--json", str(tmp_path / "ev.json")])
     assert result.exit_code == 0, result.output
     filed = json.loads((tmp_path / "ev.json").read_text())["filed"]

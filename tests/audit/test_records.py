@@ -9,6 +9,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import typing
 from pathlib import Path
 
 import msgspec
@@ -19,6 +20,7 @@ from audit.records import (
     FORMAT,
     GENESIS_PREV_HASH,
     AccessBody,
+    Body,
     DecisionBody,
     EncryptedInputs,
     PlainInputs,
@@ -62,7 +64,8 @@ def test_golden_trail_verifies(tmp_path):
     shutil.copytree(GOLDEN_STORE, tmp_path / "store")
     report = verify_store(FilesystemStore(tmp_path / "store"))
     assert report.ok, report.failures
-    assert report.records == 6 and report.checkpoints == 3 and report.index_entries == 2
+    # golden-0 (6 records, 3 checkpoints, 2 index entries) and golden-registry (5, 2, 1)
+    assert report.records == 11 and report.checkpoints == 5 and report.index_entries == 3
 
 
 def test_golden_vectors_independently():
@@ -110,7 +113,7 @@ def test_documented_python_verifier_works(tmp_path):
     script = doc.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "verify.py").write_text(script)
     result = subprocess.run(
-        [sys.executable, str(tmp_path / "verify.py"), str(GOLDEN_STORE), "golden-0"], capture_output=True, text=True, timeout=60
+        [sys.executable, str(tmp_path / "verify.py"), str(GOLDEN_STORE), "golden-0", str(make_golden.POLICY)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert "chain golden-0: 6 records, all checks passed" in result.stdout
@@ -134,6 +137,11 @@ def test_records_round_trip_and_hash():
 def test_every_body_kind_is_in_the_golden_trail():
     kinds = [type(r.body).__struct_config__.tag for r in _golden_records()]
     assert kinds == ["genesis", "decision", "access", "evidence", "key_rotation", "decision"]
+    registry = json.loads((GOLDEN / "records.json").read_text())["registry"]["records"]
+    registry_kinds = [type(decode_record(v["canonical"].encode()).body).__struct_config__.tag for v in registry]
+    assert registry_kinds == ["genesis", "registry", "registry", "decision", "registry"]
+    every = {t.__struct_config__.tag for t in typing.get_args(Body)}
+    assert every == set(kinds) | set(registry_kinds)
     assert isinstance(_golden_records()[1].body.inputs, PlainInputs)
     assert isinstance(_golden_records()[5].body.inputs, EncryptedInputs)
 

@@ -12,15 +12,19 @@ from audit import layout
 from audit.chain import ChainConflict, ChainWriter, Receipt
 from audit.index import RequestIndex
 from audit.reader import read_decision
+from audit.trust import RootKey
 from audit.verifier import verify_store
 from tests.audit.helpers import decisions, signer
 
 CHAIN = "gateway-0"
 
 
+ROOT = RootKey(signer(90))
+
+
 @pytest.fixture
 def s3_trail(s3_store):
-    with ChainWriter.open(s3_store, CHAIN, signer(), checkpoint_every=8) as writer:
+    with ChainWriter.open(s3_store, CHAIN, signer(), checkpoint_every=8, root=ROOT) as writer:
         receipts = writer.append_batch(decisions("a", 12))
         receipts += writer.append_batch(decisions("b", 6))
     return s3_store, receipts
@@ -74,12 +78,14 @@ def test_second_writer_on_s3_is_refused(s3_store):
     assert verify_store(s3_store).ok
 
 
-def test_cli_verify_on_s3(s3_trail, s3_store_url, verdict_home):
+def test_cli_verify_on_s3(s3_trail, s3_store_url, verdict_home, tmp_path):
     from audit.cli import audit_app
 
-    result = CliRunner().invoke(audit_app, ["verify", "--store", s3_store_url, "--json", "-"])
+    (tmp_path / "policy.json").write_bytes(ROOT.policy().encode())
+    result = CliRunner().invoke(audit_app, ["verify", "--store", s3_store_url, "--json", "-",
+                                            "--trust", str(tmp_path / "policy.json")])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["ok"] is True
+    assert json.loads(result.stdout)["ok"] is True and json.loads(result.stdout)["anchored"] is True
 
 
 def test_cli_verify_unreachable_s3_exits_2(s3_env, verdict_home):

@@ -344,8 +344,12 @@ output "access_log_bucket" {{ value = module.trail.access_log_bucket }}
                               json={"model": "german-credit", "request_id": "tf-0001", "attributes": row})
         assert response.status_code == 200, response.text + server.log()
     store = open_store(store_url)
-    report = verify_store(TrailView(store))
-    assert report.ok and report.records >= 2, report.first_failure
+    from audit.trust import RootKey
+
+    policy = RootKey.load(home / "trust" / "root.pem").policy()  # the gateway made its root on first start
+    (tmp_path / "policy.json").write_bytes(policy.encode())  # what the CronJob gets mounted
+    report = verify_store(TrailView(store), trust=policy)
+    assert report.ok and report.anchored and report.records >= 2, report.first_failure
     last_segment = list(store.list_keys("chains/gateway-0/segments/"))[-1]
     head = s3.head_object(Bucket=trail_bucket, Key=f"trail/{last_segment}")
     assert head["ObjectLockMode"] == "COMPLIANCE" and head["ServerSideEncryption"] == "aws:kms"
@@ -353,7 +357,8 @@ output "access_log_bucket" {{ value = module.trail.access_log_bucket }}
     # ... and the nightly test on it: every bucket setting Terraform made is reported enforced.
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "audit", "immutability-test", "--store", store_url, "--json", str(tmp_path / "ev.json")],
-        cwd=REPO, env={**os.environ, "VERDICT_HOME": str(tmp_path / "cron")}, capture_output=True, text=True, timeout=300,
+        cwd=REPO, env={**os.environ, "VERDICT_HOME": str(tmp_path / "cron"), "VERDICT_TRUST_POLICY": str(tmp_path / "policy.json")},
+        capture_output=True, text=True, timeout=300,
     )
     statuses = {p["name"]: p["status"] for p in json.loads((tmp_path / "ev.json").read_text())["probes"]}
     for name in ("bucket_versioning", "bucket_object_lock", "bucket_default_retention", "store_lock_on_write",

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import boto3
 import httpx
@@ -24,6 +25,7 @@ from audit.immutability import TrailView
 from audit.reader import read_decision
 from audit.records import KeyRotationBody
 from audit.stores import open_store
+from audit.trust import RootKey
 from audit.verifier import verify_store
 from gateway.datasets import load_dataset
 from tests.audit.test_immutability import MOTO_EXPECTED
@@ -51,10 +53,14 @@ def replicas(tmp_path_factory, trained_dirs, moto_server):
         create_audit_bucket(boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name=REGION), bucket, 1)
         url = f"s3://{bucket}/trail?endpoint_url={moto_server.endpoint_url}&region={REGION}&retention_days=1&timeout=5"
         servers = []
+        # One trust root for the deployment (production: a KMS key), so each replica's chain
+        # and every lookup across replicas verify under the same policy.
+        root_file = tmp_path_factory.mktemp("trust-root") / "root.pem"
+        RootKey.load_or_create(root_file)
         for n, env in enumerate(({"VERDICT_CHAIN_ID": "gateway-0"}, {"POD_NAME": "gateway-1"})):
             home = tmp_path_factory.mktemp(f"replica-{n}")
             tokens = prepare_home(home, trained_dirs["german-credit"], store_url=url)
-            server = GatewayServer(home, env={"VERDICT_STORE": url, **env})
+            server = GatewayServer(home, env={"VERDICT_STORE": url, "VERDICT_TRUST_ROOT": str(root_file), **env})
             server.tokens = tokens
             servers.append(server)
         try:
@@ -113,13 +119,14 @@ def test_same_request_id_on_both_replicas_is_decided_once(replicas):
         verified = read_decision(store, rid)
         assert (verified.chain_id, verified.seq, verified.record_hash) == (
             answers[2 * n]["receipt"]["chain_id"], answers[2 * n]["receipt"]["seq"], answers[2 * n]["receipt"]["record_hash"])
-    report = verify_store(TrailView(store))
-    assert report.ok, report.first_failure
+    report = verify_store(TrailView(store), trust=RootKey.load(Path(r0.env["VERDICT_TRUST_ROOT"])).policy())
+    assert report.ok and report.anchored, report.first_failure
     chains = {c.chain_id: c for c in report.chains}
     assert {"gateway-0", "gateway-1"} <= set(chains) and all(chains[c].records > 5 for c in ("gateway-0", "gateway-1"))
     # a racing loser's record stays in its chain as a superseded duplicate (a note, never a failure)
     assert {n.reason for n in report.notes} <= {"superseded_duplicate", "not_yet_checkpointed", "index_pending",
-                                                 "written_during_verification", "no_checkpoint"}
+                                                 "written_during_verification", "no_checkpoint",
+                                                 "registry_unbound"}  # the test set-up registers without a log
     # a lookup on one replica finds and verifies a decision made on the other
     with httpx.Client(timeout=30) as client:
         view = client.get(f"{r1.url}/v1/decisions/only0-0/explanation", headers=auth(r1.tokens["staff"]))
@@ -131,7 +138,8 @@ def test_immutability_test_against_the_live_replicas(replicas, tmp_path):
     asyncio.run(_post([(r0, _body(1, "imm-live-0")), (r1, _body(2, "imm-live-1"))]))
     store = open_store(url)
     before = {c.chain_id: c.records for c in verify_store(TrailView(store)).chains}
-    env = {**os.environ, "VERDICT_HOME": str(tmp_path / "cron-home")}  # the CronJob's own key
+    env = {**os.environ, "VERDICT_HOME": str(tmp_path / "cron-home"),  # the CronJob's own key, the shared root
+           "VERDICT_TRUST_ROOT": r0.env["VERDICT_TRUST_ROOT"]}
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "audit", "immutability-test", "--store", url,
          "--json", str(tmp_path / "ev.json"), "--junit", str(tmp_path / "junit.xml")],
@@ -154,7 +162,8 @@ def test_key_rotation_keeps_the_gateway_verifying(replicas):
     (r0, r1), url = replicas
     old = asyncio.run(_post([(r0, _body(9, "before-rotation"))]))[0].json()
     r0.stop()
-    env = {**os.environ, "VERDICT_HOME": str(r0.home), "VERDICT_STORE": url}
+    env = {**os.environ, "VERDICT_HOME": str(r0.home), "VERDICT_STORE": url,
+           "VERDICT_TRUST_ROOT": r0.env["VERDICT_TRUST_ROOT"]}
     rotated = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "keys", "rotate", "--chain", "gateway-0", "--reason", "scheduled"],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120,
@@ -168,8 +177,9 @@ def test_key_rotation_keeps_the_gateway_verifying(replicas):
             view = client.get(f"{server.url}/v1/decisions/before-rotation/explanation", headers=auth(server.tokens["staff"]))
             assert view.status_code == 200 and view.json()["verification"]["status"] in ("verified", "verified_pending_checkpoint")
     store = open_store(url)
-    report = verify_store(TrailView(store))
+    report = verify_store(TrailView(store), trust=RootKey.load(Path(r0.env["VERDICT_TRUST_ROOT"])).policy())
     assert report.ok, report.first_failure
+    assert report.anchored
     gateway0 = next(c for c in report.chains if c.chain_id == "gateway-0")
     assert gateway0.keys == [old["receipt"]["key_id"], new["receipt"]["key_id"]]
     rotations = [r for r in chain_records(store, "gateway-0") if isinstance(r.body, KeyRotationBody)]

@@ -4,6 +4,12 @@ The committed files pin the format: canonical bytes, hashes, signatures,
 segment lines, index entries, key documents and checkpoint notes. The tests
 rebuild the trail with the current code and require every byte to match.
 
+The registry chain (spec §3 ``registry``) is pinned by a second chain,
+``golden-registry``, certified by the same root: a registration, a promotion,
+a decision pinning its manifest (``manifest_sha256``) and a status change,
+with the registry objects they name (and the model blob and environment
+manifest golden-0's decisions name). golden-0's bytes are unchanged by it.
+
 Regenerate ONLY for an intended format change (which also needs a new
 format string):  .venv/bin/python -m tests.audit.golden.make_golden
 """
@@ -20,6 +26,8 @@ from pathlib import Path
 from audit import layout
 from audit.canonical import canonical_bytes
 from audit.chain import ChainWriter
+import msgspec
+
 from audit.records import (
     AccessBody,
     DecisionBody,
@@ -27,14 +35,18 @@ from audit.records import (
     EvidenceBody,
     Explanation,
     ModelRef,
+    ModelVersion,
     PlainInputs,
     Reason,
+    RegistryBody,
     Runtime,
     iter_lines,
     split_line,
 )
 from audit.signing import RECORD_SIGNATURE_DOMAIN, Ed25519Signer
 from audit.stores import FilesystemStore
+from audit.trust import CERTIFICATE_DOMAIN, RootKey, certificate_hash, decode_certificate, issue_certificate
+from gateway.registry_log import append_records
 
 HERE = Path(__file__).parent
 STORE_DIR = HERE / "store"
@@ -45,6 +57,46 @@ SEED_B = bytes(range(32, 64))
 CREATED_A = "2025-01-01T00:00:00.000000Z"
 CREATED_B = "2025-06-01T00:00:00.000000Z"
 EVIDENCE_DOC = b'{"kind":"immutability_test","result":"pass"}\n'
+ROOT_SEED = bytes(range(64, 96))
+ROOT_CREATED = "2024-12-01T00:00:00.000000Z"
+CERTIFIED_AT = "2024-12-31T00:00:00.000000Z"
+POLICY = HERE / "trust-policy.json"
+"""The trust policy the golden trail is pinned under (spec §5b): its root certified golden-0's keys."""
+REGISTRY_CHAIN = "golden-registry"
+MODEL_NAME, MODEL_VERSION = "german-credit-mlp", "1.0.0"
+MODEL_BLOB = b"model"
+"""The artifact golden-0's decisions name (sha256 of these bytes)."""
+ENVIRONMENT_DOC = b"environment"
+BACKGROUND_BLOB = b"background"
+PROMOTED_AT = "2025-01-02T03:05:00.500000Z"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+MANIFEST_DOC = canonical_bytes({
+    "artifact_sha256": _sha(MODEL_BLOB), "background_sha256": _sha(BACKGROUND_BLOB),
+    "name": MODEL_NAME, "version": MODEL_VERSION,
+})
+"""An illustrative manifest (the audit format pins its bytes by hash, not its schema: docs/models.md)."""
+MANIFEST_KEY = f"models/manifests/{MODEL_NAME}/{MODEL_VERSION}.json"
+ALIAS_KEY = f"models/aliases/{MODEL_NAME}/production/00000000.json"
+ALIAS_DOC = canonical_bytes({
+    "alias": "production", "name": MODEL_NAME, "promoted_at": PROMOTED_AT, "promoted_by": "golden vectors",
+    "sequence": 0, "version": MODEL_VERSION,
+})
+
+
+def registry_objects() -> list[tuple[str, bytes]]:
+    """(store key, bytes) of the registry objects the golden trail names, in write order."""
+    return [
+        (f"models/blobs/sha256/{_sha(MODEL_BLOB)}", MODEL_BLOB),
+        (f"models/blobs/sha256/{_sha(BACKGROUND_BLOB)}", BACKGROUND_BLOB),
+        (f"environments/sha256/{_sha(ENVIRONMENT_DOC)}", ENVIRONMENT_DOC),
+        (MANIFEST_KEY, MANIFEST_DOC),
+        (ALIAS_KEY, ALIAS_DOC),
+    ]
 
 
 def signer_a() -> Ed25519Signer:
@@ -55,13 +107,33 @@ def signer_b() -> Ed25519Signer:
     return Ed25519Signer.from_seed(SEED_B, CREATED_B)
 
 
+def root_signer() -> Ed25519Signer:
+    return Ed25519Signer.from_seed(ROOT_SEED, ROOT_CREATED)
+
+
+def root_key() -> RootKey:
+    return RootKey(root_signer())
+
+
+def certificates() -> list[tuple[str, bytes]]:
+    """(store key, bytes) of the golden certificates: golden-0's two (key A from seq 0, key B
+    from seq 5, rotation at 4), then golden-registry's (key A from seq 0)."""
+    out = []
+    for chain, from_seq, signer in ((CHAIN, 0, signer_a()), (CHAIN, 5, signer_b()), (REGISTRY_CHAIN, 0, signer_a())):
+        doc = signer.public_key_document
+        data = issue_certificate(root_signer(), chain, doc, from_seq, f"verdict/{chain}", issued_at=CERTIFIED_AT)
+        out.append((layout.certificate_key(chain, from_seq, doc.key_id), data))
+    return out
+
+
 class FixedClock:
-    def __init__(self) -> None:
+    def __init__(self, minute: int = 4) -> None:
         self.n = 0
+        self.minute = minute
 
     def __call__(self) -> str:
         self.n += 1
-        return f"2025-01-02T03:04:{self.n:02d}.123456Z"
+        return f"2025-01-02T03:{self.minute:02d}:{self.n:02d}.123456Z"
 
 
 def decision(request_id: str, inputs, *, subject_id: str | None = None) -> DecisionBody:  # noqa: ANN001
@@ -147,14 +219,41 @@ def build(root: Path) -> FilesystemStore:
     )
     writer.append_batch([decision("req-0002", sealed)])
     writer.close()
+    build_registry(store)
+    # Certified after the fact with a fixed issue time (a root at the writer would stamp the real time).
+    for key, data in certificates():
+        store.put_once(key, data)
     shutil.rmtree(root / ".incoming", ignore_errors=True)
     return store
 
 
-def vectors(root: Path) -> dict:
-    """Per record: canonical text, SHA-256, signature input and signature (for auditors)."""
+def build_registry(store: FilesystemStore) -> None:
+    """The registry chain: its objects first, then the records naming them (spec §3 ``registry``)."""
+    for key, data in registry_objects():
+        store.put_once(key, data)
+    model = ModelVersion(name=MODEL_NAME, version=MODEL_VERSION)
+    writer = ChainWriter.open(
+        store, REGISTRY_CHAIN, signer_a(), created_by="verdict golden vectors", clock=FixedClock(minute=5), lease=None,
+    )
+    append_records(writer, [
+        RegistryBody(event="registration", model=model, manifest_sha256=_sha(MANIFEST_DOC),
+                     artifact_sha256=_sha(MODEL_BLOB), background_sha256=_sha(BACKGROUND_BLOB),
+                     by="golden vectors", at="2025-01-02T03:05:00.250000Z"),
+        RegistryBody(event="promotion", model=model, manifest_sha256=_sha(MANIFEST_DOC), alias="production",
+                     alias_key=ALIAS_KEY, alias_sha256=_sha(ALIAS_DOC), by="golden vectors", at=PROMOTED_AT),
+    ])
+    plain = PlainInputs(attributes={"duration": 12, "credit_amount": 1000.0, "purpose": "A40", "age": 35.0})
+    writer.append_batch([msgspec.structs.replace(decision("req-0003", plain), manifest_sha256=_sha(MANIFEST_DOC))])
+    append_records(writer, [
+        RegistryBody(event="status", model=model, manifest_sha256=_sha(MANIFEST_DOC), status="suspended",
+                     reason="golden vectors: a status change", by="golden vectors", at="2025-01-02T03:05:30.000000Z"),
+    ])
+    writer.close()
+
+
+def _chain_vectors(root: Path, chain: str) -> list[dict]:
     out = []
-    for key in sorted((root / layout.segments_prefix(CHAIN)).iterdir()):
+    for key in sorted((root / layout.segments_prefix(chain)).iterdir()):
         for line in iter_lines(key.read_bytes()):
             raw, signature = split_line(line)
             digest = hashlib.sha256(raw).digest()
@@ -168,12 +267,41 @@ def vectors(root: Path) -> dict:
                     "line": line.decode("utf-8"),
                 }
             )
+    return out
+
+
+def _certificate_vectors(chain: str) -> list[dict]:
+    certs = []
+    for key, data in certificates():
+        if layout.parse_certificate_key(key)[0] != chain:
+            continue
+        cert = decode_certificate(key, data, root_key().policy().root_keys())
+        digest = certificate_hash(cert)
+        certs.append({"key": key, "bytes": data.decode(), "certificate_sha256": digest.hex(),
+                      "signing_input_hex": (CERTIFICATE_DOMAIN + digest).hex()})
+    return certs
+
+
+def vectors(root: Path) -> dict:
+    """Per record: canonical text, SHA-256, signature input and signature (for auditors).
+
+    ``records`` and ``certificates``: golden-0; ``registry``: the registry chain with
+    the objects its records (and golden-0's decisions) name."""
     return {
+        "registry": {
+            "chain_id": REGISTRY_CHAIN,
+            "objects": [{"key": key, "sha256": _sha(data), "bytes": data.decode("utf-8")}
+                        for key, data in registry_objects()],
+            "certificates": _certificate_vectors(REGISTRY_CHAIN),
+            "records": _chain_vectors(root, REGISTRY_CHAIN),
+        },
+        "trust_root": {"seed_hex": ROOT_SEED.hex(), "policy": json.loads(root_key().policy().encode())},
+        "certificates": _certificate_vectors(CHAIN),
         "keys": [
             {"seed_hex": SEED_A.hex(), "document": json.loads(canonical_bytes(signer_a().public_key_document))},
             {"seed_hex": SEED_B.hex(), "document": json.loads(canonical_bytes(signer_b().public_key_document))},
         ],
-        "records": out,
+        "records": _chain_vectors(root, CHAIN),
     }
 
 
@@ -187,6 +315,7 @@ def main() -> None:
         if path.is_file():
             path.chmod(0o644)
     VECTORS.write_text(json.dumps(vectors(STORE_DIR), indent=2, ensure_ascii=False) + "\n")
+    POLICY.write_bytes(root_key().policy().encode())
     print(f"wrote {STORE_DIR} and {VECTORS}", file=sys.stderr)
 
 

@@ -1,0 +1,135 @@
+"""A real gateway, a real witness process, a real store: checkpoints get cosigned
+in the background, and a truncated store is refused at restart and by the verifier
+(issue 15, items 2 and 4)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from audit import layout
+from audit.cosignature import encode_witness_vkey
+from audit.signing import FileKeyStore
+from audit.stores import open_store
+from audit.trust import RootKey, WitnessEntry
+from audit.verifier import verify_store
+from audit.witness import load_or_create_key
+from gateway.datasets import load_dataset
+from tests.gateway.conftest import auth
+from tests.support.gateway_server import PROJECT, GatewayServer, prepare_home
+from tests.support.moto_server import HOST, free_port
+
+POLLS = 240  # bounded polls of the store (0.25 s apart), never a deadline
+
+
+class WitnessProcess:
+    def __init__(self, state: Path, log_vkey: str) -> None:
+        self.state, self.port = state, free_port()
+        state.mkdir(parents=True)
+        (state / "logs.json").write_text('{"logs": [{"origin": "verdict/gateway-0", "vkeys": ["%s"]}]}' % log_vkey)
+        key, _ = load_or_create_key(state / "witness.pem")
+        self.name = "witness-test"
+        self.vkey = encode_witness_vkey(self.name, key.public_key())
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> WitnessProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "audit.witness_cli", "serve", "--state", str(self.state), "--name", self.name,
+             "--logs", str(self.state / "logs.json"), "--port", str(self.port)],
+            cwd=PROJECT, stdout=open(self.state / "log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        for _ in range(POLLS):
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        raise RuntimeError((self.state / "log").read_text())
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+def _decide(server: GatewayServer, token: str, ids: list[str]) -> list[dict]:
+    rows = load_dataset("german-credit").rows
+    out = []
+    with httpx.Client(base_url=server.url, headers=auth(token), timeout=30) as client:
+        for n, request_id in enumerate(ids):
+            made = client.post("/v1/decisions", json={"model": "german-credit", "request_id": request_id,
+                                                      "attributes": rows[n % len(rows)]})
+            assert made.status_code == 200, made.text
+            out.append(made.json())
+    return out
+
+
+def _remove(path: Path) -> None:
+    path.parent.chmod(0o755)
+    path.unlink()
+
+
+def test_witnessed_gateway_refuses_a_truncated_store(tmp_path, trained_dirs):
+    home = tmp_path / "home"
+    tokens = prepare_home(home, trained_dirs["german-credit"])
+    signer, _ = FileKeyStore(home / "keys").init()  # `verdict keys init`: the witness must know the log's key
+    root, _ = RootKey.load_or_create(home / "trust" / "root.pem")
+    witness = WitnessProcess(tmp_path / "witness", signer.public_key_document.vkey).start()
+    policy = root.policy().with_witnesses([WitnessEntry(name=witness.name, vkey=witness.vkey, url=witness.url)], 1)
+    (home / "policy.json").write_bytes(policy.encode())
+    env = {"VERDICT_CHECKPOINT_INTERVAL_S": "0.5", "VERDICT_TRUST_POLICY": str(home / "policy.json")}
+    store = open_store((home / "store").as_uri())
+    try:
+        with GatewayServer(home, env=env).start() as server:
+            receipts = [d["receipt"] for d in _decide(server, tokens["client"], [f"w-{i}" for i in range(6)])]
+            head = receipts[-1]["seq"] + 1
+            cosigned = []
+            for _ in range(POLLS):  # the idle timer checkpoints; the background thread gets it cosigned
+                cosigned = [layout.number_from_key(k) for k in store.list_keys(layout.cosigned_prefix("gateway-0"))]
+                if cosigned and max(cosigned) >= head:
+                    break
+                time.sleep(0.25)
+            assert cosigned and max(cosigned) >= head, server.log()
+        report = verify_store(store, trust=policy, ask_witnesses=True)
+        assert report.ok, report.failures
+        assert report.anchored and report.witnessed["gateway-0"] >= head
+
+        # A store writer (no key) cuts the tail: segments, checkpoints, cosigned notes, index entries.
+        cut = receipts[2]["seq"]
+        for prefix in (layout.segments_prefix("gateway-0"), layout.checkpoints_prefix("gateway-0"),
+                       layout.cosigned_prefix("gateway-0")):
+            for key in list(store.list_keys(prefix)):
+                if layout.number_from_key(key) > cut:
+                    _remove(store.root / key)
+        for receipt_id in (f"w-{i}" for i in range(2, 6)):
+            _remove(store.root / layout.index_key(receipt_id))
+
+        report = verify_store(store, trust=policy, ask_witnesses=True)
+        assert "below_witnessed_size" in {f.reason for f in report.failures}
+        from audit.completeness import HeldReceipt
+
+        held = [(r["request_id"], HeldReceipt(**r["receipt"])) for r in
+                [{"request_id": f"w-{i}", "receipt": receipts[i]} for i in range(6)]]
+        report = verify_store(store, trust=policy, receipts=held)
+        assert {f.reason for f in report.failures} >= {"receipt_missing"}
+
+        # The gateway's own held checkpoint (data dir) refuses the chain at restart ...
+        refused = GatewayServer(home, env=env)
+        with pytest.raises(RuntimeError, match="below_held_checkpoint|refused"):
+            refused.start()
+        # ... and so does the witness's, with the gateway's data directory lost.
+        for held_file in (home / "trust" / "held").iterdir():
+            held_file.unlink()
+        with pytest.raises(RuntimeError, match="below_held_checkpoint|refused"):
+            GatewayServer(home, env=env).start()
+    finally:
+        witness.stop()

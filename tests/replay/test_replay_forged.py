@@ -1,0 +1,36 @@
+"""The threat model's honest row: a gateway host that holds its signing key (and,
+in the embedded default, the root) can sign a false decision that the trail
+itself accepts. Replay is what catches it: re-scored against the pinned model,
+the logged score is out of tolerance."""
+
+from __future__ import annotations
+
+import msgspec
+
+from audit.chain import ChainWriter
+from audit.reader import read_decision
+from audit.signing import FileKeyStore
+from audit.stores import open_store
+from audit.trust import RootKey
+from audit.verifier import verify_store
+from tests.replay.conftest import cli, report_of
+
+
+def test_a_validly_signed_false_decision_is_flagged_by_replay(trail_copy):
+    store = open_store(trail_copy.store_url)
+    root = RootKey.load(trail_copy.home / "trust" / "root.pem")
+    genuine = read_decision(store, trail_copy.production[5], trust=root.policy()).body
+    forged = msgspec.structs.replace(
+        genuine, request_id="forged-by-the-host", score=1.0 - genuine.score,
+        decision="approve" if genuine.decision != "approve" else "decline")
+    key = FileKeyStore(trail_copy.home / "keys").current()  # the host's own signing key
+    with ChainWriter.open(store, "gateway-0", key, root=root, lease=None) as writer:
+        writer.append(forged)
+
+    report = verify_store(store, trust=root.policy())
+    assert report.ok, report.failures  # the trail cannot tell: the key may sign
+
+    result = cli("forged-by-the-host")
+    assert result.exit_code == 1, result.output
+    (decision,) = report_of(result)["report"]["decisions"]
+    assert decision["verdict"] == "out_of_tolerance", decision
