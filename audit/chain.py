@@ -49,8 +49,8 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import layout
-from audit.checkpoint import Checkpoint, CheckpointError, parse_body, sign_checkpoint
-from audit.completeness import check_held_checkpoint
+from audit.checkpoint import Checkpoint, CheckpointError, sign_checkpoint
+from audit.completeness import check_held_checkpoint, note_checkpoint
 from audit.index import IndexConflict, IndexEntry, RequestIndex, encode_entry
 from audit.lease import DEFAULT_LEASE, ChainLease, Holder, LeaseOptions
 from audit.lease import acquire as acquire_lease
@@ -878,11 +878,8 @@ def _check_anchored(store: WormStore, chain_id: str, state: _ScanState, policy: 
 
 
 def _note_size(note: bytes) -> int | None:
-    split = note.rfind(b"\n\n")
-    try:
-        return parse_body(note[: split + 1]).size if split >= 0 else None
-    except CheckpointError:
-        return None
+    cp = note_checkpoint(note)
+    return cp.size if cp is not None else None
 
 
 def _check_held(chain_id: str, state: _ScanState, held: Sequence[bytes]) -> None:

@@ -37,10 +37,13 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "VerifiedCheckpoint",
+    "decode_note_vkey",
     "decode_vkey",
+    "encode_note_vkey",
     "encode_vkey",
     "format_body",
     "key_hash",
+    "note_key_hash",
     "open_checkpoint",
     "parse_body",
     "sign_checkpoint",
@@ -206,19 +209,36 @@ def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
 
 def key_hash(name: str, public_key: Ed25519PublicKey) -> bytes:
     """The 4-byte key id in signature lines; binds the name so one key cannot pose as another name."""
-    _check_key_name(name, "key name")
-    material = name.encode("utf-8") + b"\n" + _ALG_ED25519 + _raw_public_key(public_key)
-    return hashlib.sha256(material).digest()[:_KEY_HASH_SIZE]
+    return note_key_hash(name, public_key, _ALG_ED25519[0])
 
 
 def encode_vkey(name: str, public_key: Ed25519PublicKey) -> str:
     """The signed-note verifier key string, the form auditors and witnesses configure."""
-    key_material = _ALG_ED25519 + _raw_public_key(public_key)
-    return f"{name}+{key_hash(name, public_key).hex()}+{base64.b64encode(key_material).decode('ascii')}"
+    return encode_note_vkey(name, public_key, _ALG_ED25519[0])
 
 
 def decode_vkey(vkey: str) -> tuple[str, Ed25519PublicKey]:
     """Parse and self-check a verifier key, so a mistyped key fails here, not at verification."""
+    return decode_note_vkey(vkey, _ALG_ED25519[0])
+
+
+def note_key_hash(name: str, public_key: Ed25519PublicKey, signature_type: int) -> bytes:
+    """signed-note key ID: SHA-256(name || 0x0A || type || key)[:4]. Type 0x01 is an Ed25519 note
+    signature (a log's key), 0x04 an Ed25519 cosignature/v1 (a witness's, c2sp.org/tlog-cosignature)."""
+    _check_key_name(name, "key name")
+    material = name.encode("utf-8") + b"\n" + bytes([signature_type]) + _raw_public_key(public_key)
+    return hashlib.sha256(material).digest()[:_KEY_HASH_SIZE]
+
+
+def encode_note_vkey(name: str, public_key: Ed25519PublicKey, signature_type: int) -> str:
+    """``<name>+<hex key ID>+base64(type || key)``."""
+    key_material = bytes([signature_type]) + _raw_public_key(public_key)
+    key_id = note_key_hash(name, public_key, signature_type).hex()
+    return f"{name}+{key_id}+{base64.b64encode(key_material).decode('ascii')}"
+
+
+def decode_note_vkey(vkey: str, signature_type: int) -> tuple[str, Ed25519PublicKey]:
+    """Parse and self-check a vkey of ``signature_type``; CheckpointError names what is wrong."""
     if not isinstance(vkey, str):
         raise CheckpointError(f"verifier key must be a string, got {type(vkey).__name__}")
     parts = vkey.split("+", 2)  # the base64 key may itself contain "+"
@@ -228,25 +248,23 @@ def decode_vkey(vkey: str) -> tuple[str, Ed25519PublicKey]:
     _check_key_name(name, "verifier key name")
     if not _KEY_HASH_HEX.fullmatch(hash_hex):
         raise CheckpointError(f"verifier key hash must be 8 lower-case hex digits, got {hash_hex!r}")
-    public_key = _parse_vkey_material(key_b64)
-    expected = key_hash(name, public_key).hex()
+    material = _decode_base64(key_b64)
+    if material is None:
+        raise CheckpointError(f"verifier key material is not canonical standard base64: {key_b64!r}")
+    if material[:1] != bytes([signature_type]):
+        found = material[:1].hex() or "missing"
+        what = {1: "Ed25519", 4: "Ed25519 cosignature/v1"}.get(signature_type, "")
+        raise CheckpointError(f"verifier key {name!r} has signature type {found}, only {signature_type:02x} "
+                              f"({what}) is supported here")
+    if len(material) != 1 + 32:
+        raise CheckpointError(f"Ed25519 verifier key must be 32 bytes, got {len(material) - 1}")
+    public_key = Ed25519PublicKey.from_public_bytes(material[1:])
+    expected = note_key_hash(name, public_key, signature_type).hex()
     if hash_hex != expected:
         raise CheckpointError(
             f"verifier key hash {hash_hex} does not match name {name!r} and key (expected {expected})"
         )
     return name, public_key
-
-
-def _parse_vkey_material(key_b64: str) -> Ed25519PublicKey:
-    material = _decode_base64(key_b64)
-    if material is None:
-        raise CheckpointError(f"verifier key material is not canonical standard base64: {key_b64!r}")
-    if material[:1] != _ALG_ED25519:
-        algorithm = material[:1].hex() or "missing"
-        raise CheckpointError(f"verifier key algorithm byte is {algorithm}, only 01 (Ed25519) is supported")
-    if len(material) != 1 + 32:
-        raise CheckpointError(f"Ed25519 verifier key must be 32 bytes, got {len(material) - 1}")
-    return Ed25519PublicKey.from_public_bytes(material[1:])
 
 
 # --- signed notes ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import merkle
-from audit.checkpoint import CheckpointError, open_checkpoint, parse_body
+from audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_body
 from audit.signing import verify_record_signature
 from audit.trust import TrustPolicy
 
@@ -30,6 +30,7 @@ __all__ = [
     "Problem",
     "check_held_checkpoint",
     "check_receipt",
+    "note_checkpoint",
     "note_origin",
     "parse_receipts",
     "witnesses_of",
@@ -86,13 +87,18 @@ def parse_receipts(data: bytes) -> list[HeldReceipt]:
     return receipts
 
 
-def note_origin(note: bytes) -> str | None:
-    """The origin line of a checkpoint note, without verifying anything (to find its chain)."""
+def note_checkpoint(note: bytes) -> Checkpoint | None:
+    """The checkpoint a note states, read without verifying anything (to find its chain and size)."""
     split = note.rfind(b"\n\n")
     try:
-        return parse_body(note[: split + 1]).origin if split >= 0 else None
+        return parse_body(note[: split + 1]) if split >= 0 else None
     except CheckpointError:
         return None
+
+
+def note_origin(note: bytes) -> str | None:
+    cp = note_checkpoint(note)
+    return cp.origin if cp is not None else None
 
 
 def witnesses_of(note: bytes, policy: TrustPolicy | None,
@@ -111,13 +117,10 @@ def witnesses_of(note: bytes, policy: TrustPolicy | None,
 
 def check_held_checkpoint(chain: ChainFacts, note: bytes, *, witnessed: bool, where: str) -> list[Problem]:
     """A checkpoint held outside the store (or cosigned by enough witnesses) against the chain."""
-    split = note.rfind(b"\n\n")
-    try:
-        size = parse_body(note[: split + 1]).size if split >= 0 else None
-    except CheckpointError as exc:
-        return [("bad_held_checkpoint", f"{where}: {exc}")]
-    if size is None:
-        return [("bad_held_checkpoint", f"{where}: not a signed note")]
+    stated = note_checkpoint(note)
+    if stated is None:
+        return [("bad_held_checkpoint", f"{where}: not a checkpoint note (C2SP tlog-checkpoint)")]
+    size = stated.size
     signer = chain.signing_key(size)
     if signer is None:
         return [("bad_held_checkpoint",

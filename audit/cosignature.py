@@ -28,12 +28,10 @@ the other accepts too.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Iterable, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 # The underscored names are audit.checkpoint's own strict signed-note rules (em dash, canonical
 # base64, key-name charset, at most 100 lines); it has no public note parser to use instead.
@@ -43,6 +41,9 @@ from audit.checkpoint import (
     _decode_base64,
     _decode_note_text,
     _parse_signature_block,
+    decode_note_vkey,
+    encode_note_vkey,
+    note_key_hash,
     parse_body,
 )
 
@@ -76,12 +77,6 @@ class CosignatureError(ValueError):
 # --- keys ------------------------------------------------------------------------------------
 
 
-def _raw(public_key: Ed25519PublicKey) -> bytes:
-    if not isinstance(public_key, Ed25519PublicKey):
-        raise TypeError(f"expected an Ed25519PublicKey, got {type(public_key).__name__}")
-    return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
 def _check_name(name: object) -> str:
     try:
         _check_key_name(name, "witness name")
@@ -92,40 +87,22 @@ def _check_name(name: object) -> str:
 
 def witness_key_hash(name: str, public_key: Ed25519PublicKey) -> bytes:
     """The 4-byte key ID of a cosignature/v1 key: type byte 0x04, so it never equals the log-key ID."""
-    material = _check_name(name).encode("utf-8") + b"\n" + _TYPE_BYTE + _raw(public_key)
-    return hashlib.sha256(material).digest()[:_KEY_HASH_SIZE]
+    _check_name(name)
+    return note_key_hash(name, public_key, SIGNATURE_TYPE)
 
 
 def encode_witness_vkey(name: str, public_key: Ed25519PublicKey) -> str:
     """``<name>+<hex key ID>+base64(0x04 || key)``: what a trust policy lists for this witness."""
-    key_hash = witness_key_hash(name, public_key).hex()
-    return f"{name}+{key_hash}+{base64.b64encode(_TYPE_BYTE + _raw(public_key)).decode('ascii')}"
+    _check_name(name)
+    return encode_note_vkey(name, public_key, SIGNATURE_TYPE)
 
 
 def decode_witness_vkey(vkey: str) -> tuple[str, Ed25519PublicKey]:
     """Parse and self-check a witness vkey (type 0x04 only), so a mistyped key fails at configuration."""
-    if not isinstance(vkey, str):
-        raise CosignatureError(f"witness vkey must be a string, got {type(vkey).__name__}")
-    parts = vkey.split("+", 2)  # the base64 key may itself contain "+"
-    if len(parts) != 3:
-        raise CosignatureError(f"witness vkey must be '<name>+<key ID>+<key>', got {vkey!r}")
-    name, hash_hex, key_b64 = parts
-    _check_name(name)
-    material = _decode_base64(key_b64)
-    if material is None:
-        raise CosignatureError(f"witness vkey material is not canonical standard base64: {key_b64!r}")
-    if material[:1] != _TYPE_BYTE:
-        kind = material[:1].hex() or "missing"
-        raise CosignatureError(
-            f"witness vkey {name!r} has signature type {kind}, expected 04 (Ed25519 cosignature/v1)"
-        )
-    if len(material) != 1 + 32:
-        raise CosignatureError(f"witness vkey {name!r}: Ed25519 key must be 32 bytes, got {len(material) - 1}")
-    public_key = Ed25519PublicKey.from_public_bytes(material[1:])
-    expected = witness_key_hash(name, public_key).hex()
-    if hash_hex != expected:
-        raise CosignatureError(f"witness vkey key ID {hash_hex!r} does not match name {name!r} and key ({expected})")
-    return name, public_key
+    try:
+        return decode_note_vkey(vkey, SIGNATURE_TYPE)
+    except CheckpointError as exc:
+        raise CosignatureError(f"witness vkey: {exc}") from None
 
 
 # --- notes -----------------------------------------------------------------------------------

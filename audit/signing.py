@@ -40,7 +40,7 @@ from audit import ed25519, layout
 from audit.canonical import canonical_bytes
 from audit.checkpoint import CheckpointError, decode_vkey, encode_vkey
 from audit.records import KeyDocument, utc_now
-from audit.durable import fsync_directory, unlink_if_present
+from audit.durable import fsync_directory, unlink_if_present, write_file
 from audit.stores.base import ObjectExists, ObjectRef, WormStore
 
 __all__ = [
@@ -365,14 +365,6 @@ class FileKeyStore:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask may have narrowed it; make it exact
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_file(path, data, exclusive=True, mode=mode)
 
 

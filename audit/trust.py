@@ -165,12 +165,17 @@ def _checked_policy(policy: TrustPolicy, where: str = "trust policy") -> TrustPo
     return policy
 
 
-def _decode_key(text: str) -> bytes | None:
+def _canonical_b64(text: str, size: int) -> bytes | None:
+    """``size`` bytes in standard, padded, canonical base64 (one spelling per value), else None."""
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-    return raw if len(raw) == 32 and base64.b64encode(raw).decode("ascii") == text else None
+    return raw if len(raw) == size and base64.b64encode(raw).decode("ascii") == text else None
+
+
+def _decode_key(text: str) -> bytes | None:
+    return _canonical_b64(text, 32)
 
 
 def local_root_path(data_dir: Path) -> Path:
@@ -354,11 +359,7 @@ def decode_certificate(store_key: str, data: bytes, roots: dict[str, bytes]) -> 
 
 
 def _b64_signature(text: str) -> bytes | None:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == 64 and base64.b64encode(raw).decode("ascii") == text else None
+    return _canonical_b64(text, 64)
 
 
 # --- anchoring a chain -----------------------------------------------------------------------

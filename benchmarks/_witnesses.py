@@ -7,78 +7,14 @@ benchmarks start them the way tests/gateway/test_http_witnessing.py does.
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-POLLS = 240  # bounded polls (0.25 s apart) while a witness starts
+sys.path.insert(0, str(ROOT))
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-class WitnessProcess:
-    """One witness process; ``logs`` maps each origin it witnesses to the log's vkey(s)."""
-
-    def __init__(self, state: Path, name: str, logs: dict[str, Sequence[str]]) -> None:
-        from audit.cosignature import encode_witness_vkey
-        from audit.witness import load_or_create_key
-
-        self.state, self.name, self.port = state, name, _free_port()
-        state.mkdir(parents=True, exist_ok=True)
-        (state / "logs.json").write_text(json.dumps(
-            {"logs": [{"origin": origin, "vkeys": list(vkeys)} for origin, vkeys in logs.items()]}))
-        key, _ = load_or_create_key(state / "witness.pem")
-        self.vkey = encode_witness_vkey(name, key.public_key())
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def entry(self):  # noqa: ANN201 - audit.trust.WitnessEntry
-        from audit.trust import WitnessEntry
-
-        return WitnessEntry(name=self.name, vkey=self.vkey, url=self.url)
-
-    def start(self) -> WitnessProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "audit.witness_cli", "serve", "--state", str(self.state), "--name", self.name,
-             "--logs", str(self.state / "logs.json"), "--port", str(self.port)],
-            cwd=ROOT, stdout=open(self.state / "log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child's
-        for _ in range(POLLS):
-            if self.process.poll() is not None:
-                break
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"witness {self.name} did not start:\n{(self.state / 'log').read_text(errors='replace')}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+from tests.support.witness_process import WitnessProcess  # noqa: E402
 
 
 def start_witnesses(workdir: Path, prefix: str, count: int, logs: dict[str, Sequence[str]]) -> list[WitnessProcess]:

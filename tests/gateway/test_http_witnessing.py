@@ -4,9 +4,6 @@ in the background, and a truncated store is refused at restart and by the verifi
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,51 +11,16 @@ import httpx
 import pytest
 
 from audit import layout
-from audit.cosignature import encode_witness_vkey
 from audit.signing import FileKeyStore
 from audit.stores import open_store
-from audit.trust import RootKey, WitnessEntry
+from audit.trust import RootKey
 from audit.verifier import verify_store
-from audit.witness import load_or_create_key
 from gateway.datasets import load_dataset
 from tests.gateway.conftest import auth
-from tests.support.gateway_server import PROJECT, GatewayServer, prepare_home
-from tests.support.moto_server import HOST, free_port
+from tests.support.gateway_server import GatewayServer, prepare_home
+from tests.support.witness_process import WitnessProcess
 
 POLLS = 240  # bounded polls of the store (0.25 s apart), never a deadline
-
-
-class WitnessProcess:
-    def __init__(self, state: Path, log_vkey: str) -> None:
-        self.state, self.port = state, free_port()
-        state.mkdir(parents=True)
-        (state / "logs.json").write_text('{"logs": [{"origin": "verdict/gateway-0", "vkeys": ["%s"]}]}' % log_vkey)
-        key, _ = load_or_create_key(state / "witness.pem")
-        self.name = "witness-test"
-        self.vkey = encode_witness_vkey(self.name, key.public_key())
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> WitnessProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "audit.witness_cli", "serve", "--state", str(self.state), "--name", self.name,
-             "--logs", str(self.state / "logs.json"), "--port", str(self.port)],
-            cwd=PROJECT, stdout=open(self.state / "log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-        for _ in range(POLLS):
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        raise RuntimeError((self.state / "log").read_text())
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
 
 
 def _decide(server: GatewayServer, token: str, ids: list[str]) -> list[dict]:
@@ -83,8 +45,9 @@ def test_witnessed_gateway_refuses_a_truncated_store(tmp_path, trained_dirs):
     tokens = prepare_home(home, trained_dirs["german-credit"])
     signer, _ = FileKeyStore(home / "keys").init()  # `verdict keys init`: the witness must know the log's key
     root, _ = RootKey.load_or_create(home / "trust" / "root.pem")
-    witness = WitnessProcess(tmp_path / "witness", signer.public_key_document.vkey).start()
-    policy = root.policy().with_witnesses([WitnessEntry(name=witness.name, vkey=witness.vkey, url=witness.url)], 1)
+    witness = WitnessProcess(tmp_path / "witness", "witness-test",
+                             {"verdict/gateway-0": [signer.public_key_document.vkey]}).start()
+    policy = root.policy().with_witnesses([witness.entry()], 1)
     (home / "policy.json").write_bytes(policy.encode())
     env = {"VERDICT_CHECKPOINT_INTERVAL_S": "0.5", "VERDICT_TRUST_POLICY": str(home / "policy.json")}
     store = open_store((home / "store").as_uri())

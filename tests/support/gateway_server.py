@@ -19,7 +19,7 @@ import httpx
 
 from tests.support.moto_server import HOST, free_port
 
-__all__ = ["GatewayServer", "prepare_home"]
+__all__ = ["GatewayServer", "prepare_home", "stop_process"]
 
 PROJECT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 90.0
@@ -39,6 +39,17 @@ def prepare_home(home: Path, model_dir: Path, store_url: str | None = None) -> d
     keys = ApiKeyStore(home / "apikeys.json")
     roles = {"client": ["score"], "staff": ["explain"], "examiner": ["replay"], "admin": ["admin"], "both": ["score", "explain"]}
     return {role: keys.create(scopes, name=role)[1] for role, scopes in roles.items()}
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    """SIGTERM (the shutdown hooks run), then SIGKILL if it has not exited within 30 s."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
 
 
 @dataclass
@@ -90,12 +101,7 @@ class GatewayServer:
             self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process)
 
     def __enter__(self) -> GatewayServer:
         return self
