@@ -312,7 +312,8 @@ def run_immutability_test(
         # Opened first: on a new store this writes the evidence chain's genesis, so
         # there is always at least one real record to probe.
         writer = ChainWriter.open(
-            store, chain_id, signer, keyring=keyring, created_by="verdict audit immutability-test", root=root
+            store, chain_id, signer, keyring=keyring, created_by="verdict audit immutability-test", root=root,
+            policy=trust,  # under a policy but without the root: refused unless certified beforehand
         )
     except StoreUnavailable:
         raise  # nothing can be probed either: the caller reports the store as unreachable

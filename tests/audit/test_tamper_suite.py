@@ -57,11 +57,8 @@ S3_PREFIX = "trail/"  # the prefix of tests.support.s3_fixtures.s3_store_url
 
 
 @pytest.fixture(scope="module")
-def trail(tmp_path_factory) -> GatewayTrail:
-    from gateway.training import train
-
-    # Only the model the gateway serves (tests/gateway/conftest.py's trained_dirs trains every data set).
-    model_dir = train("german-credit", tmp_path_factory.mktemp("model") / "model").directory
+def trail(tmp_path_factory, trained_dirs) -> GatewayTrail:
+    model_dir = trained_dirs["german-credit"]
     made = build_gateway_trail(tmp_path_factory.mktemp("tamper") / "home", model_dir)
     store = FilesystemStore(made.store_dir)
     kinds = dict(chain_kinds(store))

@@ -222,13 +222,6 @@ def test_terraform_fmt_and_validate(terraform, tmp_path):
     assert "The configuration is valid" in result.stdout
 
 
-@pytest.fixture(scope="module")
-def german_credit_model(tmp_path_factory):
-    from gateway.training import train
-
-    return train("german-credit", tmp_path_factory.mktemp("tf-model") / "model").directory
-
-
 def _as_list(value: str | list[str]) -> list[str]:
     """IAM JSON writes a single value as a plain string."""
     return [value] if isinstance(value, str) else value
@@ -335,7 +328,7 @@ output "access_log_bucket" {{ value = module.trail.access_log_bucket }}
     from tests.support.gateway_server import GatewayServer, prepare_home
 
     store_url = outputs["store_url"]["value"] + f"&endpoint_url={endpoint}&region={REGION}&timeout=5"
-    model_dir = request.getfixturevalue("german_credit_model")
+    model_dir = request.getfixturevalue("trained_dirs")["german-credit"]
     home = tmp_path / "home"
     tokens = prepare_home(home, model_dir, store_url=store_url)
     row = load_dataset("german-credit").rows[0]
@@ -357,7 +350,9 @@ output "access_log_bucket" {{ value = module.trail.access_log_bucket }}
     # ... and the nightly test on it: every bucket setting Terraform made is reported enforced.
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "audit", "immutability-test", "--store", store_url, "--json", str(tmp_path / "ev.json")],
-        cwd=REPO, env={**os.environ, "VERDICT_HOME": str(tmp_path / "cron"), "VERDICT_TRUST_POLICY": str(tmp_path / "policy.json")},
+        # The CronJob certifies its evidence chain with the deployment's root (production: a KMS key in
+        # VERDICT_TRUST_ROOT, deploy/kubernetes) and verifies with its policy.
+        cwd=REPO, env={**os.environ, "VERDICT_HOME": str(tmp_path / "cron"), "VERDICT_TRUST_ROOT": str(home / "trust" / "root.pem")},
         capture_output=True, text=True, timeout=300,
     )
     statuses = {p["name"]: p["status"] for p in json.loads((tmp_path / "ev.json").read_text())["probes"]}

@@ -25,18 +25,6 @@ def require_taiwan() -> None:
 
 
 @pytest.fixture(scope="session")
-def trained_dirs(tmp_path_factory) -> dict[str, Path]:
-    from gateway.training import train
-
-    out = {}
-    for name in ("german-credit", "taiwan-default"):
-        if name == "taiwan-default" and not DATASETS[name].path().exists():
-            continue
-        out[name] = train(name, tmp_path_factory.mktemp(name) / "model").directory
-    return out
-
-
-@pytest.fixture(scope="session")
 def registry(tmp_path_factory, trained_dirs) -> Registry:
     reg = Registry(FilesystemStore(tmp_path_factory.mktemp("registry-store")))
     for directory in trained_dirs.values():

@@ -20,7 +20,6 @@ import httpx
 import msgspec
 import pytest
 
-from tests.gateway.conftest import trained_dirs  # noqa: F401 - session fixture reused here
 
 TIGHT_VERSION = "1.0.0-tight"
 DECISIONS_PER_VERSION = 120
@@ -66,7 +65,7 @@ def post_decisions(url: str, token: str, bodies: list[dict]) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def replay_trail(tmp_path_factory, trained_dirs) -> Trail:  # noqa: F811
+def replay_trail(tmp_path_factory, trained_dirs) -> Trail:
     from audit.stores import open_store
     from gateway.datasets import load_dataset
     from gateway.registry import Registry
