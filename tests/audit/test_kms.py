@@ -274,3 +274,29 @@ def _public(signer):  # noqa: ANN001, ANN202
     from audit.signing import check_key_document
 
     return check_key_document(signer.public_key_document)
+
+
+def test_a_kms_trust_root_certifies_and_the_exported_policy_verifies(kms, verdict_home, monkeypatch, tmp_path):
+    """Production's root (docs/operations.md §5.4): VERDICT_TRUST_ROOT=kms:<alias>, the same rule
+    for the gateway and every tool; its policy, exported once, verifies the chain it certified."""
+    from audit.chain import ChainWriter
+    from audit.trust import configured_root, load_policy
+    from audit.trust_cli import trust_app
+    from audit.verifier import verify_store
+    from tests.audit.helpers import decisions
+    from tests.audit.helpers import signer as file_signer
+
+    kms.create_key(alias="alias/verdict-trust-root")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", kms.endpoint_url)
+    monkeypatch.setenv("VERDICT_TRUST_ROOT", "kms:alias/verdict-trust-root")
+    root = configured_root()
+    store = FilesystemStore(tmp_path / "store")
+    with ChainWriter.open(store, "gateway-0", file_signer(3), root=root) as writer:
+        writer.append_batch(decisions("k", 3))
+    result = CliRunner().invoke(trust_app, ["export", "--out", str(tmp_path / "policy.json")])
+    assert result.exit_code == 0, result.output
+    policy = load_policy(tmp_path / "policy.json")
+    assert policy.roots[0].key_id == root.key_id
+    report = verify_store(store, trust=policy)
+    assert report.ok and report.anchored and report.certificates == 1, report.failures
+    assert not (verdict_home / "trust").exists()  # no file root was made
