@@ -245,11 +245,13 @@ class ChainWriter:
         lease: ChainLease | None = None,
         trust: _Trust | None = None,
         on_checkpoint: Callable[[int, bytes], None] | None = None,
+        on_leaves: Callable[[int, list[bytes]], None] | None = None,
     ) -> None:
         self.store = store
         self._lease = lease
         self._trust = trust
         self._on_checkpoint = on_checkpoint
+        self._on_leaves = on_leaves
         self.chain_id = chain_id
         self._signer = signer
         self._size = state.size
@@ -296,6 +298,7 @@ class ChainWriter:
         policy: TrustPolicy | None = None,
         held_checkpoints: Sequence[bytes] = (),
         on_checkpoint: Callable[[int, bytes], None] | None = None,
+        on_leaves: Callable[[int, list[bytes]], None] | None = None,
     ) -> ChainWriter:
         """Open (or create) ``chain_id`` for appending, recovering from any crash.
 
@@ -329,6 +332,10 @@ class ChainWriter:
         numbers that receipts already name. ``on_checkpoint(size, note)`` is
         called after each checkpoint is durable (to keep it, to witness it);
         it must not block, and what it raises is logged, never propagated.
+        ``on_leaves(first_seq, leaf_hashes)`` gets each durable batch's RFC
+        6962 leaf hashes, under the commit lock (it must only keep them: a
+        witness submitter proves consistency from them without re-reading the
+        chain).
         """
         if policy is None and root is not None:
             policy = root.policy()
@@ -348,7 +355,7 @@ class ChainWriter:
                                       created_by=created_by, checkpoint_every=checkpoint_every,
                                       checkpoint_interval=checkpoint_interval, clock=clock,
                                       trust=_Trust(root, policy) if policy is not None else None,
-                                      held=held_checkpoints, on_checkpoint=on_checkpoint)
+                                      held=held_checkpoints, on_checkpoint=on_checkpoint, on_leaves=on_leaves)
         except BaseException:
             if held is not None:
                 held.release()
@@ -363,6 +370,7 @@ class ChainWriter:
         create: bool, origin: str | None, created_by: str, checkpoint_every: int, checkpoint_interval: float,
         clock: Callable[[], str], trust: _Trust | None, held: Sequence[bytes] = (),
         on_checkpoint: Callable[[int, bytes], None] | None = None,
+        on_leaves: Callable[[int, list[bytes]], None] | None = None,
     ) -> ChainWriter:
         """Recovery, with the lease (if any) held."""
         held_sizes = {size for size in map(_note_size, held) if size is not None}
@@ -378,6 +386,7 @@ class ChainWriter:
             lease=lease_held,
             trust=trust,
             on_checkpoint=on_checkpoint,
+            on_leaves=on_leaves,
         )
         if state.size == 0:
             if not create:
@@ -666,8 +675,9 @@ class ChainWriter:
         return ref.version
 
     def _apply(self, prepared: _Prepared) -> None:
-        for record, digest in zip(prepared.records, prepared.hashes):
-            self._acc.append(leaf_hash(digest))
+        leaves = [leaf_hash(digest) for digest in prepared.hashes]
+        for record, leaf in zip(prepared.records, leaves):
+            self._acc.append(leaf)
             if isinstance(record.body, GenesisBody):
                 self._keys.genesis(record.body)
             elif isinstance(record.body, KeyRotationBody):
@@ -676,6 +686,8 @@ class ChainWriter:
         self._head_hash = prepared.hashes[-1]
         if prepared.next_signer is not None:
             self._signer = prepared.next_signer
+        if self._on_leaves is not None:
+            self._on_leaves(prepared.first_seq, leaves)
 
     def _resolve_in_doubt(self) -> None:
         """After a failed segment write: did it land? Roll forward or forget it."""

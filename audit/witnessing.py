@@ -67,6 +67,8 @@ class CheckpointWitnessing:
         self.clients = [WitnessClient(w.url, w.name, w.vkey, timeout) for w in witnesses if w.url]
         self._last_size: dict[str, int] = {}  # witness name -> size it last cosigned (a hint; 409 corrects it)
         self._tree = merkle.MerkleTree()
+        self._incoming: list[tuple[int, list[bytes]]] = []  # leaf hashes the writer handed over
+        self._leaf_lock = threading.Lock()
         self._pending: tuple[int, bytes] | None = None
         self._busy = False
         self._closed = False
@@ -84,6 +86,12 @@ class CheckpointWitnessing:
             if self._pending is None or size > self._pending[0]:
                 self._pending = (size, note)
                 self._cond.notify_all()
+
+    def appended(self, first_seq: int, leaf_hashes: list[bytes]) -> None:
+        """The chain writer's ``on_leaves`` hook: keep a batch's leaf hashes (O(1), under its commit lock)."""
+        if self.clients:
+            with self._leaf_lock:
+                self._incoming.append((first_seq, leaf_hashes))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued checkpoint was submitted; False if ``timeout`` passed first."""
@@ -151,7 +159,21 @@ class CheckpointWitnessing:
                 keep_checkpoint(self.held_dir, self.chain_id, cosigned, "witnessed")
 
     def _catch_up(self, size: int) -> None:
-        """Read the chain's leaf hashes from the store up to ``size`` (only what is new)."""
+        """The chain's leaf hashes up to ``size``: those the writer handed over, and from the
+        store whatever came before them (the chain's history at this process's start)."""
+        with self._leaf_lock:
+            incoming, self._incoming = self._incoming, []
+        for first, leaves in incoming:
+            if first > self._tree.size:
+                self._read_store(first)
+            skip = self._tree.size - first
+            for leaf in leaves[skip:] if skip >= 0 else ():
+                self._tree.append(leaf)
+        if self._tree.size < size:
+            self._read_store(size)
+
+    def _read_store(self, size: int) -> None:
+        """Read leaf hashes from the store's segments until the tree holds ``size`` (only what is new)."""
         if self._tree.size >= size:
             return
         for key in sorted(self.store.list_keys(layout.segments_prefix(self.chain_id))):

@@ -198,6 +198,7 @@ def witnessing_section(workdir: Path, n: int, rounds: int, producers: int) -> No
                                              held_dir=workdir / "held" / variant.split()[0])
             try:
                 return append_rate(store, chain_id, n, WITNESS_BATCH, producers, on_checkpoint=submitter.checkpointed,
+                                   on_leaves=submitter.appended,
                                    **options)
             finally:
                 submitter.close()  # after the timing: the shutdown checkpoint gets cosigned too

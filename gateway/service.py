@@ -83,7 +83,7 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
                                       root=root, policy=policy,
                                       held_checkpoints=held_notes(held_dir, settings.chain_id)
                                       + _witnessed(policy, settings, say),
-                                      on_checkpoint=witnessing.checkpointed)
+                                      on_checkpoint=witnessing.checkpointed, on_leaves=witnessing.appended)
         except BaseException:
             witnessing.close()
             raise
