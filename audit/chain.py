@@ -52,7 +52,17 @@ from audit import layout
 from audit.checkpoint import Checkpoint, CheckpointError, sign_checkpoint
 from audit.completeness import check_held_checkpoint, note_checkpoint
 from audit.index import IndexConflict, IndexEntry, RequestIndex, encode_entry
-from audit.lease import DEFAULT_LEASE, ChainLease, Holder, LeaseOptions
+from audit.chain_errors import (
+    ChainBehindHeld,
+    ChainConflict,
+    ChainCorrupt,
+    ChainError,
+    ChainNotAnchored,
+    KeyMismatch,
+    LeaseHeld,
+    LeaseLost,
+)
+from audit.lease import DEFAULT_LEASE, ChainLease, LeaseOptions
 from audit.lease import acquire as acquire_lease
 from audit.merkle import MerkleAccumulator, leaf_hash
 from audit.records import (
@@ -128,45 +138,6 @@ class Receipt(msgspec.Struct, frozen=True):
     key_id: str
     segment_key: str
     segment_version: str | None
-
-
-class ChainError(Exception):
-    """The writer cannot continue; the message says why and what to do."""
-
-
-class ChainConflict(ChainError):
-    """Another writer owns this chain (a segment key we were about to write exists)."""
-
-
-class LeaseHeld(ChainConflict):
-    """Another writer holds this chain's lease: this one refuses to start."""
-
-    def __init__(self, message: str, *, holder: Holder | None = None, expires_at: str | None = None) -> None:
-        super().__init__(message)
-        self.holder = holder
-        self.expires_at = expires_at
-
-
-class LeaseLost(ChainConflict):
-    """Another writer took this chain's lease over: this writer stopped for good."""
-
-
-class ChainNotAnchored(ChainError):
-    """The chain's keys are not certified by the trust root (spec §5a): its
-    verifiers would reject everything written to it, so nothing is."""
-
-
-class ChainBehindHeld(ChainError):
-    """The stored chain is shorter than, or differs from, a checkpoint kept outside
-    the store (the writer's own, a witness's): it was truncated or rewritten."""
-
-
-class ChainCorrupt(ChainError):
-    """The stored chain does not verify, so the writer refuses to extend it."""
-
-
-class KeyMismatch(ChainError):
-    """The signer is not the key the chain expects next."""
 
 
 @runtime_checkable

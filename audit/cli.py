@@ -24,8 +24,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from audit.config import store_url
-from audit.stores import StoreError, WormStore, open_store
+from audit.stores import StoreError
 from audit.stores.keys import InvalidKey
+from audit.cli_store import StoreOption, open_for_cli as _open
 from audit.trust_cli import UNANCHORED, TrustOption, UnanchoredOption, resolve_policy
 
 __all__ = ["audit_app", "keys_app"]
@@ -35,25 +36,6 @@ keys_app = typer.Typer(help="Manage audit signing keys.", no_args_is_help=True, 
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-StoreOption = Annotated[
-    Optional[str],
-    typer.Option("--store", help="Store URL (file:///path or s3://bucket/prefix); default: $VERDICT_STORE or <data dir>/store."),
-]
-
-
-def _open(url: str | None, *, must_exist: bool = False) -> WormStore:
-    resolved = store_url(url)
-    parsed = urlparse(resolved)
-    if must_exist and parsed.scheme == "file" and not Path(unquote(parsed.path)).is_dir():
-        _err.print(f"[red]error:[/] no store at {resolved} (nothing to verify; check --store or VERDICT_STORE)")
-        raise typer.Exit(2)
-    try:
-        return open_store(resolved)
-    except (StoreError, InvalidKey, ValueError) as exc:
-        _err.print(f"[red]error:[/] cannot open store {resolved}: {exc}")
-        raise typer.Exit(2) from None
-
 
 # --- verdict audit verify --------------------------------------------------------------------
 

@@ -9,13 +9,13 @@ one wins, so at any time the newest lease names one holder.
 
 * **Acquire** (:func:`acquire`, called by ``ChainWriter.open`` before
   recovery writes anything): read the newest lease; if it is live and not
-  ours, refuse with :class:`audit.chain.LeaseHeld` naming the holder, its
+  ours, refuse with :class:`audit.chain_errors.LeaseHeld` naming the holder, its
   expiry and how long to wait; else put lease ``n + 1``.
 * **Renew**: a daemon thread writes ``n + 1`` every ``renew_every`` seconds;
   a writer also renews synchronously before an append if its lease ran out
   (a store outage longer than the renewals' slack). A renewal that finds
   another holder's lease at ``n + 1`` marks the lease lost
-  (:class:`audit.chain.LeaseLost`): the writer stops for good.
+  (:class:`audit.chain_errors.LeaseLost`): the writer stops for good.
 * **Release** on a clean close: a lease with ``released: true`` and
   ``expires_at`` = now, so the next writer starts at once.
 
@@ -47,6 +47,7 @@ from pathlib import Path
 import msgspec
 
 from audit import layout
+from audit.chain_errors import LeaseHeld, LeaseLost
 from audit.records import format_time
 from audit.stores.base import ObjectExists, StoreError, WormStore
 
@@ -204,8 +205,6 @@ def _free(doc: LeaseDoc | None, now: float, skew: float) -> bool:
 
 
 def _held(chain_id: str, key: str, doc: LeaseDoc, now: float, skew: float) -> Exception:
-    from audit.chain import LeaseHeld
-
     wait = max(0.0, _parse_time(doc.expires_at) + skew - now)
     return LeaseHeld(
         f"another writer owns chain {chain_id!r}: {doc.holder.describe()} holds its lease {key} "
@@ -221,7 +220,6 @@ def acquire(
     wall: Callable[[], float] = time.time,
 ) -> ChainLease:
     """Take the lease on ``chain_id`` or raise LeaseHeld (naming the holder)."""
-    from audit.chain import LeaseHeld  # (audit.chain imports this module)
 
     holder = _new_holder(created_by)
     for attempt in range(3):
@@ -301,7 +299,6 @@ class ChainLease:
                         if other is None:
                             other = LeaseDoc(self.chain_id, nxt, Holder("?", 0, "?", "an unreadable lease"), "", _format(now))
                         raise _held(self.chain_id, key, other, self._wall(), self.options.skew) from None
-                    from audit.chain import LeaseLost
 
                     who = other.holder.describe() if other is not None else "an unreadable object"
                     self.lost = LeaseLost(

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from audit.cli_store import StoreOption, open_for_cli
 from audit.config import data_dir
 from audit.trust import (
     RootKey,
@@ -125,8 +126,7 @@ def certify(
     from_seq: Annotated[int, typer.Option("--from-seq", min=0, help="With --key: the first record it signs.")] = 0,
     origin: Annotated[Optional[str], typer.Option("--origin", help="With --key and --from-seq 0: the chain's "
                                                                    "origin (default verdict/<chain>).")] = None,
-    store: Annotated[Optional[str], typer.Option("--store", help="Store URL (default: $VERDICT_STORE or "
-                                                                 "<data dir>/store).")] = None,
+    store: StoreOption = None,
     root: RootOption = None,
 ) -> None:
     """Certify a chain's keys with the root.
@@ -137,11 +137,10 @@ def certify(
     With --key: one certificate issued ahead, for a writer that does not hold
     the root (production: the root is in KMS, the gateway cannot sign with it).
     """
-    from audit.cli import _open
     from audit.signing import load_published_keys
 
     root_key = _root(root)
-    target = _open(store)
+    target = open_for_cli(store)
     if key is not None:
         doc = load_published_keys(target).get(key)
         if doc is None:
