@@ -32,7 +32,7 @@ from audit.durable import unlink_if_present
 
 __all__ = ["StagingOwner", "discard_orphans"]
 
-_OWNER = re.compile(r"(?P<owner>[0-9]+-[0-9a-f]{16})(?:-(?P<rest>.*)|\.lock)")
+_OWNER = re.compile(r"(?P<owner>[0-9]+-[0-9a-f]{16})(?:-(?P<rest>.*)|\.lock(?P<unnamed>\.new)?)")
 _LOCK_SUFFIX = ".lock"
 
 
@@ -85,6 +85,8 @@ def discard_orphans(incoming: str, key_mark: str, keep: str | None = None) -> in
         files = owners.setdefault(match["owner"], [])
         if match["rest"] is not None and key_mark not in match["rest"]:
             files.append(name)
+        elif match["unnamed"] is not None and not _pid_alive(match["owner"]):
+            files.append(name)  # killed between creating its lock and naming it (StagingOwner.hold)
     removed = 0
     for owner, files in owners.items():
         lock = _take_if_gone(os.path.join(incoming, owner) + _LOCK_SUFFIX)
@@ -99,6 +101,16 @@ def discard_orphans(incoming: str, key_mark: str, keep: str | None = None) -> in
             if lock is not None:
                 os.close(lock)
     return removed
+
+
+def _pid_alive(owner: str) -> bool:
+    try:
+        os.kill(int(owner.split("-", 1)[0]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _take_if_gone(path: str) -> int | None | bool:

@@ -467,3 +467,20 @@ def test_write_probe_reports_the_os_reason(store, monkeypatch):
         store.probe_write()
     monkeypatch.setattr(os, "write", real_write)
     assert [n for n in _incoming(store) if n.endswith("probe")] == []
+
+
+def test_a_lock_file_left_unnamed_by_a_killed_writer_is_removed(store):
+    """SIGKILL between creating its liveness lock and naming it leaves ``<owner>.lock.new``."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    incoming = store.root / ".incoming"
+    incoming.mkdir(exist_ok=True)
+    dead = incoming / f"{gone.pid}-0123456789abcdef.lock.new"
+    alive = incoming / f"{os.getpid()}-fedcba9876543210.lock.new"  # a live process's, mid-creation
+    dead.touch()
+    alive.touch()
+    store.discard_orphans()
+    assert not dead.exists() and alive.exists()
