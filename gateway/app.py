@@ -42,6 +42,10 @@ __all__ = ["Services", "create_app"]
 _log = logging.getLogger(__name__)
 
 
+DISABLED_FOR_BENCHMARK = "disabled: unsafe benchmark mode (VERDICT_UNSAFE_BENCHMARK=1)"
+"""The readiness value of a check switched off on purpose (benchmarks only): still ready."""
+
+
 @dataclass
 class Services:
     """Everything the routes need, built by gateway.service.build_services."""
@@ -204,8 +208,6 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", tags=["operations"], summary="Readiness: models loaded, store writable, signer ready")
 async def readyz(request: Request) -> Response:
-    from gateway.service import DISABLED_FOR_BENCHMARK
-
     checks = await _run(request, _services(request).readiness)
     ready = all(v in ("ok", DISABLED_FOR_BENCHMARK) for v in checks.values())
     return Response(content={"status": "ready" if ready else "not_ready", "checks": checks},

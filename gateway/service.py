@@ -23,7 +23,7 @@ from audit.trust import RootKey, TrustError, TrustPolicy, configured_root, load_
 from audit.witnessing import CheckpointWitnessing, held_notes
 from gateway import environment
 from gateway.apikeys import ApiKeyStore
-from gateway.app import Services
+from gateway.app import DISABLED_FOR_BENCHMARK, Services
 from gateway.bootstrap import ensure_reference_model
 from gateway.decisions import AuditLane, DecisionService
 from gateway.lookups import LookupService
@@ -166,9 +166,6 @@ def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN
     if created:
         say(f"Generated a development signing key {signer.key_id} in {keys.directory} (mode 0600)")
     return signer, keys
-
-
-DISABLED_FOR_BENCHMARK = "disabled: unsafe benchmark mode (VERDICT_UNSAFE_BENCHMARK=1)"
 
 
 def _readiness(store: WormStore, lane: AuditLane, models: ModelCache,

@@ -39,6 +39,7 @@ from audit.records import DecisionBody, decode_record, utc_now
 from audit.stores import WormStore, open_store
 from audit.trust import TrustPolicy
 from replay import environment as envs
+from replay.report import ReplayOutcome
 from replay.rescore import ReplayOptions, Rescorer, RuntimeKey, runtime_key
 from replay.trail import Selection, Target, resolve
 from replay.verdicts import DecisionResult, Tolerance, ToleranceError, cannot_replay, effective_tolerance
@@ -109,21 +110,6 @@ class ModelTolerance(msgspec.Struct, frozen=True):
     """what this replay applied (tightened if asked)"""
 
 
-class ReplayOutcome(msgspec.Struct):
-    """What a finished replay produced (the report itself is in ``report``)."""
-
-    replay_id: str
-    report: Any
-    """replay.report.ReplayReport"""
-    results: list[DecisionResult]
-    stored: Any = None
-    """replay.report.StoredReport when recorded in the trail"""
-    html: str = ""
-    exit_code: int = 0
-    html_path: str | None = None
-    json_path: str | None = None
-
-
 def replays_dir() -> Path:
     from audit.config import data_dir
 
@@ -184,6 +170,10 @@ class _Progress:
 
     def load(self) -> _Saved:
         return msgspec.json.decode(self.job_file.read_bytes(), type=_Saved)
+
+    def record(self, results: list[DecisionResult], fingerprints: dict[str, bytes]) -> None:
+        """One finished unit of work: its verdicts and the replay fingerprints they used."""
+        self.append(_ProgressLine(results, {k: v.decode() for k, v in fingerprints.items()}))
 
     def append(self, line: _ProgressLine) -> None:
         data = msgspec.json.encode(line) + b"\n"
@@ -325,7 +315,8 @@ def _run(job: ReplayJob, store: WormStore, saved: _Saved | None, store_progress:
     if job.rebuild_env and todo:
         from replay.rebuild import replay_in_rebuilt_environments
 
-        rebuilt = replay_in_rebuilt_environments(store, job, todo, env_status, results, fingerprints, store_progress, progress)
+        rebuilt = replay_in_rebuilt_environments(store, job, todo, env_status, results, fingerprints, store_progress, progress,
+                                                 workers_for=lambda n: _workers(job, n))
     workers = 0
     if todo and not job.rebuild_env:
         if pool is not None and closable and job.workers is None and len(todo) < IN_PROCESS_BELOW:

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -278,13 +279,11 @@ class InnerResult(msgspec.Struct):
 
 
 def run_inside(info: RebuiltEnvironment, job: Any, records: list[bytes], progress: Any, done_before: int,
-               total: int) -> InnerResult:
-    from replay.batch import _workers
-
+               total: int, workers: int) -> InnerResult:
     with tempfile.TemporaryDirectory(prefix="verdict-inner-") as tmp:
         inp, out = Path(tmp) / "in.msgpack", Path(tmp) / "out.msgpack"
         inp.write_bytes(msgspec.msgpack.encode(InnerJob(job.store_url, msgspec.msgpack.encode(job.options), records,
-                                                        _workers(job, len(records)))))
+                                                        workers)))
         process = subprocess.Popen([str(Path(info.venv) / "bin" / "python"), "-m", "replay._inner", str(inp), str(out)],
                                    cwd=Path(info.venv) / "src", env=_clean_env(), stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
@@ -302,9 +301,12 @@ def run_inside(info: RebuiltEnvironment, job: Any, records: list[bytes], progres
 
 def replay_in_rebuilt_environments(store: Any, job: Any, todo: list[Any], env_status: list[envs.RecordedEnvironment],
                                    results: dict[str, DecisionResult], fingerprints: dict[str, bytes],
-                                   store_progress: Any, progress: Any) -> list[dict[str, Any]]:
-    """Replay ``todo`` grouped by recorded environment, each group in its rebuilt virtualenv."""
-    from replay.batch import _ProgressLine
+                                   store_progress: Any, progress: Any,
+                                   workers_for: Callable[[int], int]) -> list[dict[str, Any]]:
+    """Replay ``todo`` grouped by recorded environment, each group in its rebuilt virtualenv.
+
+    ``store_progress``: the replay's progress file (its ``record`` keeps each group's
+    verdicts); ``workers_for(n)``: worker processes for ``n`` decisions (the replay's rule)."""
 
     groups: dict[str, list[Any]] = {}
     for t in todo:
@@ -317,7 +319,8 @@ def replay_in_rebuilt_environments(store: Any, job: Any, todo: list[Any], env_st
     for sha, members in sorted(groups.items()):
         try:
             info = ensure_environment(sha, envs.fetch(store, sha), progress)
-            inner = run_inside(info, job, [t.record for t in members], progress, done, total)
+            inner = run_inside(info, job, [t.record for t in members], progress, done, total,
+                               workers_for(len(members)))
         except (RebuildError, envs.EnvironmentProblem, OSError, subprocess.SubprocessError) as exc:
             for t in members:
                 results[t.request_id] = cannot_replay(t.request_id, "environment_not_rebuilt", f"--rebuild-env: {exc}",
@@ -327,7 +330,7 @@ def replay_in_rebuilt_environments(store: Any, job: Any, todo: list[Any], env_st
             done += len(members)
             continue
         fingerprints.update(inner.fingerprints)
-        store_progress.append(_ProgressLine(inner.results, {k: v.decode() for k, v in inner.fingerprints.items()}))
+        store_progress.record(inner.results, inner.fingerprints)
         for r in inner.results:
             results[r.request_id] = r
         done += len(members)

@@ -71,6 +71,21 @@ def default_actor() -> str:
         return "cli"
 
 
+class ReplayOutcome(msgspec.Struct):
+    """What a finished replay produced (the report itself is in ``report``)."""
+
+    replay_id: str
+    report: Any
+    """replay.report.ReplayReport"""
+    results: list[DecisionResult]
+    stored: Any = None
+    """replay.report.StoredReport when recorded in the trail"""
+    html: str = ""
+    exit_code: int = 0
+    html_path: str | None = None
+    json_path: str | None = None
+
+
 class Summary(msgspec.Struct):
     decisions: int
     identical: int = 0
@@ -318,9 +333,7 @@ def _put(store: WormStore, data: bytes) -> tuple[str, str]:
 
 
 def finish(store: WormStore, job: Any, report: ReplayReport, *, signer: Any = None, keyring: Any = None,
-           html_path: Path | None = None, json_path: Path | None = None, root: Any = None):  # noqa: ANN201 - ReplayOutcome
-    from replay.batch import ReplayOutcome
-
+           html_path: Path | None = None, json_path: Path | None = None, root: Any = None) -> ReplayOutcome:
     outcome = ReplayOutcome(replay_id=report.replay_id, report=report, results=report.decisions,
                             exit_code=0 if report.summary.passed else 1)
     stored = None
