@@ -181,13 +181,10 @@ class _ScanState:
     def origin(self) -> str | None:
         return self.keys.origin
 
-    # -- audit.completeness.ChainFacts, for held checkpoints at open
+    # -- audit.completeness.ChainFacts (what a held checkpoint is checked against at open)
 
     def root_at(self, size: int) -> bytes:
         return self.roots_at[size]
-
-    def leaf_at(self, seq: int) -> bytes:
-        raise NotImplementedError("a writer checks held checkpoints, not receipts")
 
     def signing_key(self, size: int) -> tuple[str, Ed25519PublicKey] | None:
         return self.keys.signer(size)

@@ -26,6 +26,7 @@ from audit.trust import TrustPolicy
 
 __all__ = [
     "ChainFacts",
+    "ChainLeaves",
     "HeldReceipt",
     "Problem",
     "check_held_checkpoint",
@@ -51,11 +52,15 @@ class ChainFacts(Protocol):
 
     def root_at(self, size: int) -> bytes: ...
 
-    def leaf_at(self, seq: int) -> bytes: ...
-
     def signing_key(self, size: int) -> tuple[str, Ed25519PublicKey] | None:
         """(key id, public key) that signs record ``size`` / a checkpoint of that size, if known and trusted."""
         ...
+
+
+class ChainLeaves(ChainFacts, Protocol):
+    """A walked chain whose leaf hashes are at hand too: what receipts are checked against."""
+
+    def leaf_at(self, seq: int) -> bytes: ...
 
 
 class HeldReceipt(msgspec.Struct, frozen=True):
@@ -142,7 +147,7 @@ def check_held_checkpoint(chain: ChainFacts, note: bytes, *, witnessed: bool, wh
     return []
 
 
-def check_receipt(chain: ChainFacts | None, receipt: HeldReceipt, where: str) -> list[Problem]:
+def check_receipt(chain: ChainLeaves | None, receipt: HeldReceipt, where: str) -> list[Problem]:
     """A client's receipt: signed by the chain's key at its seq, and its record still there, unchanged."""
     if chain is None:
         return [("receipt_missing", f"{where}: chain {receipt.chain_id} (record {receipt.seq}) is not in the store")]
@@ -165,7 +170,7 @@ def check_receipt(chain: ChainFacts | None, receipt: HeldReceipt, where: str) ->
     return []
 
 
-def check_all(chains: Mapping[str, ChainFacts], origins: Mapping[str, str], held: Iterable[tuple[str, bytes]],
+def check_all(chains: Mapping[str, ChainLeaves], origins: Mapping[str, str], held: Iterable[tuple[str, bytes]],
               receipts: Iterable[tuple[str, HeldReceipt]], policy: TrustPolicy | None) -> list[tuple[str, str, str | None]]:
     """Every held note and receipt; returns (reason, message, chain_id). ``origins``: origin -> chain id."""
     out: list[tuple[str, str, str | None]] = []

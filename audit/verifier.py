@@ -874,7 +874,7 @@ class _ChainChecker:
         except TrustError as exc:
             self.fail(exc.reason, exc.message, seq=seq, key=key)
 
-    # -- ChainFacts (audit.completeness)
+    # -- audit.completeness.ChainLeaves (what held checkpoints and receipts are checked against)
 
     @property
     def size(self) -> int:
@@ -1123,7 +1123,9 @@ class _CertifiedOnly:
         return merkle.EMPTY_ROOT
 
     def leaf_at(self, seq: int) -> bytes:
-        raise IndexError(seq)
+        """A chain whose records are all gone has no leaf at any seq (size is 0, so
+        check_receipt reports receipt_missing before it would ask)."""
+        raise IndexError(f"chain {self.chain_id} holds no records, so no record {seq}")
 
     def signing_key(self, size: int) -> tuple[str, Ed25519PublicKey] | None:
         cert = self.anchors.latest_at(size)
