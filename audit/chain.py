@@ -48,11 +48,8 @@ from typing import Protocol, runtime_checkable
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import layout
-from audit.checkpoint import Checkpoint, CheckpointError, sign_checkpoint
-from audit.completeness import check_held_checkpoint, note_checkpoint
-from audit.index import IndexConflict, IndexEntry, RequestIndex, encode_entry
-from audit.chain_errors import (
+from verdict.audit import layout
+from verdict.audit.chain_errors import (
     ChainBehindHeld,
     ChainConflict,
     ChainCorrupt,
@@ -62,10 +59,13 @@ from audit.chain_errors import (
     LeaseHeld,
     LeaseLost,
 )
-from audit.lease import DEFAULT_LEASE, ChainLease, LeaseOptions
-from audit.lease import acquire as acquire_lease
-from audit.merkle import MerkleAccumulator, leaf_hash
-from audit.records import (
+from verdict.audit.checkpoint import Checkpoint, CheckpointError, sign_checkpoint
+from verdict.audit.completeness import check_held_checkpoint, note_checkpoint
+from verdict.audit.index import IndexConflict, IndexEntry, RequestIndex, encode_entry
+from verdict.audit.lease import DEFAULT_LEASE, ChainLease, LeaseOptions
+from verdict.audit.lease import acquire as acquire_lease
+from verdict.audit.merkle import MerkleAccumulator, leaf_hash
+from verdict.audit.records import (
     GENESIS_PREV_HASH,
     AccessBody,
     Body,
@@ -74,9 +74,9 @@ from audit.records import (
     GenesisBody,
     KeyDocument,
     KeyRotationBody,
-    RegistryBody,
     Record,
     RecordError,
+    RegistryBody,
     body_kind,
     decode_body,
     decode_header,
@@ -87,7 +87,7 @@ from audit.records import (
     split_line,
     utc_now,
 )
-from audit.signing import (
+from verdict.audit.signing import (
     RECORD_SIGNATURE_DOMAIN,
     Signer,
     check_key_document,
@@ -95,14 +95,14 @@ from audit.signing import (
     publish_key,
     verify_record_signature,
 )
-from audit.stores.base import DeferredNaming, ObjectExists, ObjectMissing, StoreError, WormStore
-from audit.trust import RootKey, TrustError, TrustPolicy, load_anchors
-from audit.walk import KeyTimeline, open_chain_checkpoint
+from verdict.audit.stores.base import DeferredNaming, ObjectExists, ObjectMissing, WormStore
+from verdict.audit.trust import RootKey, TrustError, TrustPolicy, load_anchors
+from verdict.audit.walk import KeyTimeline, open_chain_checkpoint
 
 __all__ = [
+    "ChainBehindHeld",
     "ChainConflict",
     "ChainCorrupt",
-    "ChainBehindHeld",
     "ChainError",
     "ChainNotAnchored",
     "ChainWriter",
@@ -319,11 +319,23 @@ class ChainWriter:
         if held is not None:
             held.start()  # renew from now on: reading a long chain may take longer than the TTL
         try:
-            writer = cls._open_locked(store, chain_id, signer, held, keyring=keyring, create=create, origin=origin,
-                                      created_by=created_by, checkpoint_every=checkpoint_every,
-                                      checkpoint_interval=checkpoint_interval, clock=clock,
-                                      trust=_Trust(root, policy) if policy is not None else None,
-                                      held=held_checkpoints, on_checkpoint=on_checkpoint, on_leaves=on_leaves)
+            writer = cls._open_locked(
+                store,
+                chain_id,
+                signer,
+                held,
+                keyring=keyring,
+                create=create,
+                origin=origin,
+                created_by=created_by,
+                checkpoint_every=checkpoint_every,
+                checkpoint_interval=checkpoint_interval,
+                clock=clock,
+                trust=_Trust(root, policy) if policy is not None else None,
+                held=held_checkpoints,
+                on_checkpoint=on_checkpoint,
+                on_leaves=on_leaves,
+            )
         except BaseException:
             if held is not None:
                 held.release()
@@ -334,9 +346,21 @@ class ChainWriter:
 
     @classmethod
     def _open_locked(
-        cls, store: WormStore, chain_id: str, signer: Signer, lease_held: ChainLease | None, *, keyring: KeyRing | None,
-        create: bool, origin: str | None, created_by: str, checkpoint_every: int, checkpoint_interval: float,
-        clock: Callable[[], str], trust: _Trust | None, held: Sequence[bytes] = (),
+        cls,
+        store: WormStore,
+        chain_id: str,
+        signer: Signer,
+        lease_held: ChainLease | None,
+        *,
+        keyring: KeyRing | None,
+        create: bool,
+        origin: str | None,
+        created_by: str,
+        checkpoint_every: int,
+        checkpoint_interval: float,
+        clock: Callable[[], str],
+        trust: _Trust | None,
+        held: Sequence[bytes] = (),
         on_checkpoint: Callable[[int, bytes], None] | None = None,
         on_leaves: Callable[[int, list[bytes]], None] | None = None,
     ) -> ChainWriter:
@@ -478,8 +502,9 @@ class ChainWriter:
         """
         for body in bodies:
             if not isinstance(body, (DecisionBody, AccessBody, EvidenceBody, RegistryBody)):
-                raise TypeError(f"append_batch takes decision, access, evidence or registry bodies, "
-                                f"not {type(body).__name__}")
+                raise TypeError(
+                    f"append_batch takes decision, access, evidence or registry bodies, not {type(body).__name__}"
+                )
         if not bodies:
             return []
         with self._lock:
@@ -509,7 +534,9 @@ class ChainWriter:
             if new_signer.key_id == self._signer.key_id:
                 raise KeyMismatch(f"chain {self.chain_id!r} is already signed by {new_signer.key_id}")
             if any(doc.key_id == new_signer.key_id for _, doc in self._keys.entries):
-                raise KeyMismatch(f"key {new_signer.key_id} was already used on chain {self.chain_id!r}; use a fresh key")
+                raise KeyMismatch(
+                    f"key {new_signer.key_id} was already used on chain {self.chain_id!r}; use a fresh key"
+                )
             self._certify(new_signer.public_key_document, self._size + 1)
             publish_key(self.store, new_signer.public_key_document)
             body = KeyRotationBody(new_key=new_signer.public_key_document, reason=reason)
@@ -592,7 +619,9 @@ class ChainWriter:
         signatures: list[bytes] = []
         sign = self._signer.sign
         for offset, body in enumerate(bodies):
-            record = Record(chain_id=self.chain_id, seq=first + offset, prev_hash=prev, time=now, key_id=key_id, body=body)
+            record = Record(
+                chain_id=self.chain_id, seq=first + offset, prev_hash=prev, time=now, key_id=key_id, body=body
+            )
             data = record_bytes(record)
             digest = hashlib.sha256(data).digest()
             signature = sign(RECORD_SIGNATURE_DOMAIN + digest)
@@ -720,7 +749,9 @@ class ChainWriter:
         """Under the commit lock: sign a checkpoint of the head if one is due."""
         if self._size == 0:
             return None
-        if not (self._checkpoint_retry or (force and self._size > self._last_checkpoint_size) or self._checkpoint_due()):
+        if not (
+            self._checkpoint_retry or (force and self._size > self._last_checkpoint_size) or self._checkpoint_due()
+        ):
             return None
         cp = Checkpoint(origin=self._origin, size=self._size, root=self._acc.root())
         note = sign_checkpoint(cp, [checkpoint_signer(self._signer)])
@@ -868,8 +899,13 @@ def _check_held(chain_id: str, state: _ScanState, held: Sequence[bytes]) -> None
     for note in held:
         size = _note_size(note)
         if size is not None and size > state.size:
-            problems = [("below_held_checkpoint", f"the store holds {state.size} records, but checkpoint {size} of "
-                                                  "this chain was signed and kept outside the store")]
+            problems = [
+                (
+                    "below_held_checkpoint",
+                    f"the store holds {state.size} records, but checkpoint {size} of "
+                    "this chain was signed and kept outside the store",
+                )
+            ]
         else:
             problems = check_held_checkpoint(state, note, witnessed=False, where="held checkpoint")
         if problems:
@@ -945,9 +981,7 @@ def _scan_chain(store: WormStore, chain_id: str, at_sizes: Iterable[int] = ()) -
     except (RecordError, CheckpointError, ValueError) as exc:
         raise ChainCorrupt(f"chain {chain_id!r} does not verify at {where}: {exc}") from None
     if last_cp > state.size:
-        raise ChainCorrupt(
-            f"chain {chain_id!r} truncated: checkpoint at size {last_cp} but only {state.size} records"
-        )
+        raise ChainCorrupt(f"chain {chain_id!r} truncated: checkpoint at size {last_cp} but only {state.size} records")
     if last_cp:
         try:
             verified = open_chain_checkpoint(store.get(checkpoints[last_cp]), last_cp, state.keys)
@@ -968,8 +1002,9 @@ def scan_timeline(store: WormStore, chain_id: str) -> list[tuple[int, KeyDocumen
     return [(first, doc, state.origin or default_origin(chain_id)) for first, doc in state.keys.entries]
 
 
-def _roll_forward_unconfirmed(store: WormStore, chain_id: str, state: _ScanState,
-                              at_sizes: Iterable[int] = ()) -> _ScanState:
+def _roll_forward_unconfirmed(
+    store: WormStore, chain_id: str, state: _ScanState, at_sizes: Iterable[int] = ()
+) -> _ScanState:
     """Recovery for DeferredNaming stores: a segment whose name a crash lost
     after its data was durable is put again if it continues the chain exactly
     (next sequence number, links, signatures); its index entries may already

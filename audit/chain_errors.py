@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the lease module imports this one
-    from audit.lease import Holder
+    from verdict.audit.lease import Holder
 
 __all__ = [
     "ChainBehindHeld",

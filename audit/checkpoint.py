@@ -254,8 +254,9 @@ def decode_note_vkey(vkey: str, signature_type: int) -> tuple[str, Ed25519Public
     if material[:1] != bytes([signature_type]):
         found = material[:1].hex() or "missing"
         what = {1: "Ed25519", 4: "Ed25519 cosignature/v1"}.get(signature_type, "")
-        raise CheckpointError(f"verifier key {name!r} has signature type {found}, only {signature_type:02x} "
-                              f"({what}) is supported here")
+        raise CheckpointError(
+            f"verifier key {name!r} has signature type {found}, only {signature_type:02x} ({what}) is supported here"
+        )
     if len(material) != 1 + 32:
         raise CheckpointError(f"Ed25519 verifier key must be 32 bytes, got {len(material) - 1}")
     public_key = Ed25519PublicKey.from_public_bytes(material[1:])
@@ -346,9 +347,7 @@ def _parse_signature_block(block: str) -> list[_SignatureLine]:
         raise CheckpointError("signed note's last signature line does not end with a newline")
     raw_lines = block[:-1].split("\n")
     if len(raw_lines) > MAX_SIGNATURES:
-        raise CheckpointError(
-            f"signed note has {len(raw_lines)} signature lines, at most {MAX_SIGNATURES} are allowed"
-        )
+        raise CheckpointError(f"signed note has {len(raw_lines)} signature lines, at most {MAX_SIGNATURES} are allowed")
     return [_parse_signature_line(line, number) for number, line in enumerate(raw_lines, start=1)]
 
 
@@ -397,6 +396,4 @@ def _verify_one(body: bytes, line: _SignatureLine, key: Ed25519PublicKey, number
     try:
         key.verify(line.signature, body)
     except InvalidSignature:
-        raise CheckpointError(
-            f"{where} does not verify: the note was forged or altered after signing"
-        ) from None
+        raise CheckpointError(f"{where} does not verify: the note was forged or altered after signing") from None

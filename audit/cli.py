@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 from urllib.parse import unquote, urlparse
 
 import msgspec
@@ -23,11 +23,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from audit.config import store_url
-from audit.stores import StoreError
-from audit.stores.keys import InvalidKey
-from audit.cli_store import StoreOption, open_for_cli as _open
-from audit.trust_cli import UNANCHORED, TrustOption, UnanchoredOption, resolve_policy
+from verdict.audit.cli_store import StoreOption
+from verdict.audit.cli_store import open_for_cli as _open
+from verdict.audit.config import store_url
+from verdict.audit.stores import StoreError
+from verdict.audit.stores.keys import InvalidKey
+from verdict.audit.trust_cli import UNANCHORED, TrustOption, UnanchoredOption, resolve_policy
 
 __all__ = ["audit_app", "keys_app"]
 
@@ -44,25 +45,38 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 def verify(
     store: StoreOption = None,
     json_file: Annotated[
-        Optional[str], typer.Option("--json", metavar="FILE|-", help="Also write the full report as JSON to FILE ('-' = stdout).")
+        str | None,
+        typer.Option("--json", metavar="FILE|-", help="Also write the full report as JSON to FILE ('-' = stdout)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no notes; failures only.")] = False,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", min=1, help="Processes for signature checks (default: automatic).")
+        int | None, typer.Option("--workers", min=1, help="Processes for signature checks (default: automatic).")
     ] = None,
     trust: TrustOption = None,
     unanchored: UnanchoredOption = False,
-    checkpoint: Annotated[Optional[list[str]], typer.Option(
-        "--checkpoint", metavar="FILE", help="A checkpoint note held outside the store (repeatable): the chain "
-                                             "must still hold it (no truncation, no rewrite).")] = None,
-    receipts: Annotated[Optional[str], typer.Option(
-        "--receipts", metavar="FILE", help="Receipts held by a client (JSON lines, as the API returned them): "
-                                           "each record must still be there, unchanged.")] = None,
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--checkpoint",
+            metavar="FILE",
+            help="A checkpoint note held outside the store (repeatable): the chain "
+            "must still hold it (no truncation, no rewrite).",
+        ),
+    ] = None,
+    receipts: Annotated[
+        str | None,
+        typer.Option(
+            "--receipts",
+            metavar="FILE",
+            help="Receipts held by a client (JSON lines, as the API returned them): "
+            "each record must still be there, unchanged.",
+        ),
+    ] = None,
 ) -> None:
     """Verify the whole store: records, signatures, links, checkpoints, index, objects,
     against the trust root (certificates), witnesses, held checkpoints and receipts."""
-    from audit.completeness import parse_receipts
-    from audit.verifier import verify_store
+    from verdict.audit.completeness import parse_receipts
+    from verdict.audit.verifier import verify_store
 
     target = _open(store, must_exist=True)
     policy = resolve_policy(trust, unanchored)
@@ -70,8 +84,9 @@ def verify(
     held_receipts = []
     if receipts is not None:
         try:
-            held_receipts = [(f"{receipts}:{r.chain_id}/{r.seq}", r)
-                             for r in parse_receipts(_read_input(receipts, "receipts"))]
+            held_receipts = [
+                (f"{receipts}:{r.chain_id}/{r.seq}", r) for r in parse_receipts(_read_input(receipts, "receipts"))
+            ]
         except ValueError as exc:
             _err.print(f"[red]error:[/] {receipts}: {exc}")
             raise typer.Exit(2) from None
@@ -177,14 +192,17 @@ def show(
     unanchored: UnanchoredOption = False,
 ) -> None:
     """Print a decision record after verifying its signature, certified key and inclusion proof."""
-    from audit.reader import ReadError, read_decision
+    from verdict.audit.reader import ReadError, read_decision
 
     target = _open(store, must_exist=True)
     policy = resolve_policy(trust, unanchored)
     try:
         verified = read_decision(target, request_id, trust=policy)
     except ReadError as exc:
-        _err.print(f"[red]{'not found' if exc.reason == 'not_found' else 'verification failed'}[/] " + escape(f"[{exc.reason}]: {exc}"))
+        _err.print(
+            f"[red]{'not found' if exc.reason == 'not_found' else 'verification failed'}[/] "
+            + escape(f"[{exc.reason}]: {exc}")
+        )
         raise typer.Exit(1) from None
     except StoreError as exc:
         _err.print(f"[red]error:[/] store unreachable: {exc}")
@@ -211,7 +229,9 @@ def show(
     if inc is None:
         table.add_row("checkpoint", "[yellow]not yet covered by a checkpoint[/]")
     else:
-        table.add_row("checkpoint", f"{inc.checkpoint_key} (size {inc.tree_size}, signed by {', '.join(inc.signed_by)})")
+        table.add_row(
+            "checkpoint", f"{inc.checkpoint_key} (size {inc.tree_size}, signed by {', '.join(inc.signed_by)})"
+        )
         table.add_row("root", inc.root)
         table.add_row("inclusion proof", "\n".join(inc.hashes) or "(empty: single-record tree)")
     _out.print(table)
@@ -234,18 +254,22 @@ _STATUS_STYLE = {"enforced": "green", "evident": "yellow", "FAILED": "bold red",
 def immutability_test(
     store: StoreOption = None,
     json_file: Annotated[
-        Optional[str], typer.Option("--json", metavar="FILE|-", help="Write the evidence document (and where it was filed) as JSON.")
+        str | None,
+        typer.Option("--json", metavar="FILE|-", help="Write the evidence document (and where it was filed) as JSON."),
     ] = None,
     junit_file: Annotated[
-        Optional[str], typer.Option("--junit", metavar="FILE", help="Write JUnit XML: one testcase per probe.")
+        str | None, typer.Option("--junit", metavar="FILE", help="Write JUnit XML: one testcase per probe.")
     ] = None,
     chain_id: Annotated[
         str, typer.Option("--chain-id", help="Chain the signed evidence record goes to (never a gateway chain).")
     ] = "immutability-0",
     kms_key_id: Annotated[
-        Optional[str],
-        typer.Option("--kms-key-id", envvar="VERDICT_IMMUTABILITY_KMS_KEY_ID",
-                     help="Sign the evidence with this AWS KMS Ed25519 key (id, ARN or alias) instead of the local key."),
+        str | None,
+        typer.Option(
+            "--kms-key-id",
+            envvar="VERDICT_IMMUTABILITY_KMS_KEY_ID",
+            help="Sign the evidence with this AWS KMS Ed25519 key (id, ARN or alias) instead of the local key.",
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary line and failures.")] = False,
     trust: TrustOption = None,
@@ -257,7 +281,7 @@ def immutability_test(
     FAILED. Exit code 0: nothing FAILED and the evidence was filed; 1: a probe
     FAILED or the evidence could not be filed; 2: the store or key is unusable.
     """
-    from audit.immutability import junit_xml, open_store_for_probing, run_immutability_test
+    from verdict.audit.immutability import junit_xml, open_store_for_probing, run_immutability_test
 
     resolved = store_url(store)
     parsed = urlparse(resolved)
@@ -269,7 +293,7 @@ def immutability_test(
     except (StoreError, InvalidKey, ValueError) as exc:
         _err.print(f"[red]error:[/] cannot open store {resolved}: {exc}")
         raise typer.Exit(2) from None
-    from audit.trust import local_root
+    from verdict.audit.trust import local_root
 
     policy = resolve_policy(trust, unanchored)
     anchoring = dict(root=local_root(), trust=policy)
@@ -293,8 +317,9 @@ def immutability_test(
                 progress.update(tasks[phase], completed=done, total=total)
 
             with progress:
-                outcome = run_immutability_test(target, signer, keyring=keyring, chain_id=chain_id, say=say,
-                                                progress=update, **anchoring)
+                outcome = run_immutability_test(
+                    target, signer, keyring=keyring, chain_id=chain_id, say=say, progress=update, **anchoring
+                )
         else:
             outcome = run_immutability_test(target, signer, keyring=keyring, chain_id=chain_id, say=say, **anchoring)
     except ValueError as exc:
@@ -314,16 +339,20 @@ def immutability_test(
         _write_file(junit_file, junit_xml(outcome))
     report = outcome.report
     counts = report.counts
-    line = (f"{counts['enforced']} enforced, {counts['evident']} evident, {counts['FAILED']} FAILED"
-            + (f", {counts['skipped']} skipped" if counts["skipped"] else ""))
+    line = f"{counts['enforced']} enforced, {counts['evident']} evident, {counts['FAILED']} FAILED" + (
+        f", {counts['skipped']} skipped" if counts["skipped"] else ""
+    )
     if report.result == "passed":
         human.print(f"[green]PASSED[/]: {line} (run {report.run_id})")
     else:
         human.print(f"[red]FAILED[/]: {line}: {escape(', '.join(report.failed))} (run {report.run_id})")
     if outcome.filed is not None:
         receipt = outcome.filed.receipt
-        human.print(f"evidence: {outcome.filed.object_key}, record {receipt.chain_id}/{receipt.seq} "
-                    f"{receipt.record_hash} signed by {receipt.key_id}", markup=False)
+        human.print(
+            f"evidence: {outcome.filed.object_key}, record {receipt.chain_id}/{receipt.seq} "
+            f"{receipt.record_hash} signed by {receipt.key_id}",
+            markup=False,
+        )
     else:
         human.print(f"[red]evidence NOT filed:[/] {escape(outcome.filing_error or 'unknown reason')}")
     raise typer.Exit(outcome.exit_code)
@@ -331,7 +360,7 @@ def immutability_test(
 
 def _evidence_signer(kms_key_id: str | None):  # noqa: ANN202 - (Signer, KeyRing | None)
     if kms_key_id:
-        from audit.kms import KmsEd25519Signer, KmsKeyError
+        from verdict.audit.kms import KmsEd25519Signer, KmsKeyError
 
         try:
             return KmsEd25519Signer(kms_key_id), None
@@ -346,7 +375,7 @@ def _evidence_signer(kms_key_id: str | None):  # noqa: ANN202 - (Signer, KeyRing
 
 def _init_file_key():  # noqa: ANN202 - (Ed25519Signer, FileKeyStore, created)
     """The local signing key, created on first use; a clean exit 2 if the key store is unusable."""
-    from audit.signing import FileKeyStore, KeyStoreError
+    from verdict.audit.signing import FileKeyStore, KeyStoreError
 
     keystore = FileKeyStore.default()
     try:
@@ -373,7 +402,7 @@ def _write_file(name: str, data: bytes) -> None:
 @keys_app.command("init")
 def keys_init(store: StoreOption = None) -> None:
     """Create the signing key (if there is none) and publish its public document."""
-    from audit.signing import publish_key
+    from verdict.audit.signing import publish_key
 
     signer, keystore, created = _init_file_key()
     target = _open(store)
@@ -389,20 +418,19 @@ def keys_init(store: StoreOption = None) -> None:
 @keys_app.command("rotate")
 def keys_rotate(
     chain: Annotated[
-        Optional[list[str]], typer.Option("--chain", help="Chain(s) to rotate (repeatable). Default: gateway-0.")
+        list[str] | None, typer.Option("--chain", help="Chain(s) to rotate (repeatable). Default: gateway-0.")
     ] = None,
     store: StoreOption = None,
-    reason: Annotated[Optional[str], typer.Option("--reason", help="Why (recorded in the key_rotation record).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded in the key_rotation record).")] = None,
 ) -> None:
     """Create a new key, announce it on each chain (signed by the old key), make it current.
 
     Stop the chain's writer (the gateway) first: a running writer owns its chain
     and this command would be refused.
     """
-    from audit.chain import ChainError, ChainWriter
-    from audit.signing import FileKeyStore, KeyStoreError, publish_key
-
-    from audit.trust import local_root
+    from verdict.audit.chain import ChainError, ChainWriter
+    from verdict.audit.signing import FileKeyStore, KeyStoreError, publish_key
+    from verdict.audit.trust import local_root
 
     chains = chain or ["gateway-0"]
     keystore = FileKeyStore.default()
@@ -441,7 +469,7 @@ def keys_rotate(
 @keys_app.command("list")
 def keys_list(store: StoreOption = None) -> None:
     """List local private keys and the public keys published in the store."""
-    from audit.signing import FileKeyStore, load_published_keys
+    from verdict.audit.signing import FileKeyStore, load_published_keys
 
     keystore = FileKeyStore.default()
     target = _open(store)

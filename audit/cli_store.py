@@ -9,23 +9,25 @@ fail the same way (exit 2, naming the URL).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 from urllib.parse import unquote, urlparse
 
 import typer
 from rich.console import Console
 
-from audit.config import store_url
-from audit.stores import StoreError, WormStore, open_store
-from audit.stores.keys import InvalidKey
+from verdict.audit.config import store_url
+from verdict.audit.stores import StoreError, WormStore, open_store
+from verdict.audit.stores.keys import InvalidKey
 
 __all__ = ["StoreOption", "open_for_cli"]
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 StoreOption = Annotated[
-    Optional[str],
-    typer.Option("--store", help="Store URL (file:///path or s3://bucket/prefix); default: $VERDICT_STORE or <data dir>/store."),
+    str | None,
+    typer.Option(
+        "--store", help="Store URL (file:///path or s3://bucket/prefix); default: $VERDICT_STORE or <data dir>/store."
+    ),
 ]
 
 

@@ -19,10 +19,10 @@ from typing import Protocol
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import merkle
-from audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_body
-from audit.signing import verify_record_signature
-from audit.trust import TrustPolicy
+from verdict.audit import merkle
+from verdict.audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_body
+from verdict.audit.signing import verify_record_signature
+from verdict.audit.trust import TrustPolicy
 
 __all__ = [
     "ChainFacts",
@@ -106,12 +106,13 @@ def note_origin(note: bytes) -> str | None:
     return cp.origin if cp is not None else None
 
 
-def witnesses_of(note: bytes, policy: TrustPolicy | None,
-                 verify: Callable[[bytes, Sequence[str]], Mapping[str, int]] | None = None) -> tuple[set[str], Problem | None]:
+def witnesses_of(
+    note: bytes, policy: TrustPolicy | None, verify: Callable[[bytes, Sequence[str]], Mapping[str, int]] | None = None
+) -> tuple[set[str], Problem | None]:
     """The policy witnesses whose cosignature on ``note`` verifies, and a problem if one is bad."""
     if policy is None or not policy.witnesses:
         return set(), None
-    from audit.cosignature import CosignatureError, verify_cosignatures
+    from verdict.audit.cosignature import CosignatureError, verify_cosignatures
 
     try:
         good = (verify or verify_cosignatures)(note, [w.vkey for w in policy.witnesses])
@@ -128,22 +129,39 @@ def check_held_checkpoint(chain: ChainFacts, note: bytes, *, witnessed: bool, wh
     size = stated.size
     signer = chain.signing_key(size)
     if signer is None:
-        return [("bad_held_checkpoint",
-                 f"{where}: no trusted key of chain {chain.chain_id} signs a checkpoint of size {size}")]
+        return [
+            (
+                "bad_held_checkpoint",
+                f"{where}: no trusted key of chain {chain.chain_id} signs a checkpoint of size {size}",
+            )
+        ]
     key_id, public_key = signer
     try:
         cp = open_checkpoint(note, {key_id: public_key}, origin=chain.origin).checkpoint
     except CheckpointError as exc:
         return [("bad_held_checkpoint", f"{where}: {exc} (expected a signature by {key_id})")]
-    below, mismatch = (("below_witnessed_size", "witnessed_root_mismatch") if witnessed
-                       else ("below_held_checkpoint", "held_checkpoint_mismatch"))
+    below, mismatch = (
+        ("below_witnessed_size", "witnessed_root_mismatch")
+        if witnessed
+        else ("below_held_checkpoint", "held_checkpoint_mismatch")
+    )
     what = "a witnessed checkpoint" if witnessed else "a held checkpoint"
     if chain.size < cp.size:
-        return [(below, f"{where}: chain {chain.chain_id} holds {chain.size} records, but {what} "
-                        f"of size {cp.size} was signed: the chain was truncated")]
+        return [
+            (
+                below,
+                f"{where}: chain {chain.chain_id} holds {chain.size} records, but {what} "
+                f"of size {cp.size} was signed: the chain was truncated",
+            )
+        ]
     if chain.root_at(cp.size) != cp.root:
-        return [(mismatch, f"{where}: chain {chain.chain_id}'s root at size {cp.size} differs from {what}: "
-                           "records it covers were rewritten")]
+        return [
+            (
+                mismatch,
+                f"{where}: chain {chain.chain_id}'s root at size {cp.size} differs from {what}: "
+                "records it covers were rewritten",
+            )
+        ]
     return []
 
 
@@ -157,36 +175,62 @@ def check_receipt(chain: ChainLeaves | None, receipt: HeldReceipt, where: str) -
         signature = base64.b64decode(receipt.signature, validate=True)
     except (ValueError, binascii.Error):
         return [("bad_receipt", f"{where}: record_hash or signature is not well-formed")]
-    if signer is None or signer[0] != receipt.key_id or len(digest) != 32 or \
-            not verify_record_signature(signer[1], digest, signature):
+    if (
+        signer is None
+        or signer[0] != receipt.key_id
+        or len(digest) != 32
+        or not verify_record_signature(signer[1], digest, signature)
+    ):
         expected = signer[0] if signer else "no trusted key"
         return [("bad_receipt", f"{where}: the signature is not by the chain's key at seq {receipt.seq} ({expected})")]
     if receipt.seq >= chain.size:
-        return [("receipt_missing", f"{where}: chain {chain.chain_id} holds {chain.size} records; "
-                                    f"record {receipt.seq} of the receipt was cut off")]
+        return [
+            (
+                "receipt_missing",
+                f"{where}: chain {chain.chain_id} holds {chain.size} records; "
+                f"record {receipt.seq} of the receipt was cut off",
+            )
+        ]
     if chain.leaf_at(receipt.seq) != merkle.leaf_hash(digest):
-        return [("receipt_mismatch", f"{where}: record {receipt.seq} of chain {chain.chain_id} is not the "
-                                     "record the receipt was given for: it was rewritten")]
+        return [
+            (
+                "receipt_mismatch",
+                f"{where}: record {receipt.seq} of chain {chain.chain_id} is not the "
+                "record the receipt was given for: it was rewritten",
+            )
+        ]
     return []
 
 
-def check_all(chains: Mapping[str, ChainLeaves], origins: Mapping[str, str], held: Iterable[tuple[str, bytes]],
-              receipts: Iterable[tuple[str, HeldReceipt]], policy: TrustPolicy | None) -> list[tuple[str, str, str | None]]:
+def check_all(
+    chains: Mapping[str, ChainLeaves],
+    origins: Mapping[str, str],
+    held: Iterable[tuple[str, bytes]],
+    receipts: Iterable[tuple[str, HeldReceipt]],
+    policy: TrustPolicy | None,
+) -> list[tuple[str, str, str | None]]:
     """Every held note and receipt; returns (reason, message, chain_id). ``origins``: origin -> chain id."""
     out: list[tuple[str, str, str | None]] = []
     for where, note in held:
         origin = note_origin(note)
         chain_id = origins.get(origin or "")
         if chain_id is None or chain_id not in chains:
-            out.append(("bad_held_checkpoint", f"{where}: origin {origin!r} is no chain of this store "
-                                               "under the trust policy (was the whole chain removed?)", chain_id))
+            out.append(
+                (
+                    "bad_held_checkpoint",
+                    f"{where}: origin {origin!r} is no chain of this store "
+                    "under the trust policy (was the whole chain removed?)",
+                    chain_id,
+                )
+            )
             continue
         witnesses, problem = witnesses_of(note, policy)
         if problem is not None:
             out.append((*problem, chain_id))
         witnessed = policy is not None and policy.witness_quorum > 0 and len(witnesses) >= policy.witness_quorum
-        out.extend((r, m, chain_id) for r, m in check_held_checkpoint(chains[chain_id], note, witnessed=witnessed,
-                                                                        where=where))
+        out.extend(
+            (r, m, chain_id) for r, m in check_held_checkpoint(chains[chain_id], note, witnessed=witnessed, where=where)
+        )
     for where, receipt in receipts:
         out.extend((r, m, receipt.chain_id) for r, m in check_receipt(chains.get(receipt.chain_id), receipt, where))
     return out

@@ -35,10 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 # The underscored names are audit.checkpoint's own strict signed-note rules (em dash, canonical
 # base64, key-name charset, at most 100 lines); it has no public note parser to use instead.
-from audit.checkpoint import (
+from verdict.audit.checkpoint import (
     CheckpointError,
     _check_key_name,
-    _decode_base64,
     _decode_note_text,
     _parse_signature_block,
     decode_note_vkey,

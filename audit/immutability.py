@@ -81,12 +81,20 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import layout
-from audit.chain import ChainError, ChainWriter, KeyRing, Receipt
-from audit.trust import RootKey, TrustPolicy
-from audit.records import AccessBody, EvidenceBody, RecordError, decode_header, decode_record, iter_lines, split_line, utc_now
-from audit.signing import Ed25519Signer, KeyDocumentError, Signer
-from audit.stores.base import (
+from verdict.audit import layout
+from verdict.audit.chain import ChainError, ChainWriter, KeyRing, Receipt
+from verdict.audit.records import (
+    AccessBody,
+    EvidenceBody,
+    RecordError,
+    decode_header,
+    decode_record,
+    iter_lines,
+    split_line,
+    utc_now,
+)
+from verdict.audit.signing import Ed25519Signer, KeyDocumentError, Signer
+from verdict.audit.stores.base import (
     ObjectExists,
     ObjectMissing,
     ObjectRef,
@@ -95,13 +103,14 @@ from audit.stores.base import (
     StoreUnavailable,
     WormStore,
 )
-from audit.stores.filesystem import FilesystemStore
+from verdict.audit.stores.filesystem import FilesystemStore
+from verdict.audit.trust import RootKey, TrustPolicy
 
 __all__ = [
     "CANARY_PREFIX",
     "DEFAULT_CHAIN_ID",
-    "EVIDENCE_KIND",
     "ENFORCED",
+    "EVIDENCE_KIND",
     "EVIDENT",
     "FAILED",
     "FORMAT",
@@ -250,14 +259,14 @@ def open_store_for_probing(url: str) -> WormStore:
     from urllib.parse import urlparse
 
     if urlparse(url).scheme == "s3":
-        from audit.stores.s3 import S3ObjectLockStore
+        from verdict.audit.stores.s3 import S3ObjectLockStore
 
         class _UncheckedS3(S3ObjectLockStore):
             def check_bucket(self) -> None:  # the probes check (and report) it instead
                 return None
 
         return _UncheckedS3.from_url(url)
-    from audit.stores import open_store
+    from verdict.audit.stores import open_store
 
     return open_store(url)
 
@@ -312,7 +321,12 @@ def run_immutability_test(
         # Opened first: on a new store this writes the evidence chain's genesis, so
         # there is always at least one real record to probe.
         writer = ChainWriter.open(
-            store, chain_id, signer, keyring=keyring, created_by="verdict audit immutability-test", root=root,
+            store,
+            chain_id,
+            signer,
+            keyring=keyring,
+            created_by="verdict audit immutability-test",
+            root=root,
             policy=trust,  # under a policy but without the root: refused unless certified beforehand
         )
     except StoreUnavailable:
@@ -388,7 +402,8 @@ def _file_evidence(store: WormStore, writer: ChainWriter, report: ImmutabilityRe
     c = report.counts
     summary = (
         f"immutability test {report.run_id} on {report.store}: {c[ENFORCED]} enforced, {c[EVIDENT]} evident, "
-        f"{c[FAILED]} FAILED" + (f" ({', '.join(report.failed)})" if report.failed else "")
+        f"{c[FAILED]} FAILED"
+        + (f" ({', '.join(report.failed)})" if report.failed else "")
         + (f", {c[SKIPPED]} skipped" if c[SKIPPED] else "")
     )
     result = writer.append(EvidenceBody(evidence_kind=EVIDENCE_KIND, object_key=key, sha256=digest, summary=summary))
@@ -403,7 +418,7 @@ def encode_report(report: ImmutabilityReport) -> bytes:
 
 
 def _new_run_id() -> str:
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
 
 
@@ -419,7 +434,7 @@ def _software() -> str:
     try:
         from importlib.metadata import version
 
-        ours = version("verdict")
+        ours = version("verdict-gateway")
     except Exception:  # noqa: BLE001 - not installed as a distribution (source checkout)
         ours = "source"
     return f"verdict {ours}; python {platform.python_version()}; {platform.system()} {platform.release()}"
@@ -458,9 +473,10 @@ class TrailView:
         return (v for v in self._store.list_versions(prefix) if not v.key.startswith(CANARY_PREFIX))
 
 
-def _verify_trail(store: WormStore, progress: ProgressFn | None,
-                  trust: TrustPolicy | None) -> tuple[TrailState | None, ProbeResult]:
-    from audit.verifier import verify_store
+def _verify_trail(
+    store: WormStore, progress: ProgressFn | None, trust: TrustPolicy | None
+) -> tuple[TrailState | None, ProbeResult]:
+    from verdict.audit.verifier import verify_store
 
     started = time.perf_counter()
     view = TrailView(store)
@@ -468,8 +484,13 @@ def _verify_trail(store: WormStore, progress: ProgressFn | None,
         report = verify_store(view, progress=progress, trust=trust)  # type: ignore[arg-type]
     except StoreError as exc:
         return None, ProbeResult(
-            "trail_verification", "trail", "verify_store over every chain, checkpoint, index entry and object version",
-            ENFORCED, FAILED, f"the verifier could not read the store: {exc}", elapsed_s=_since(started),
+            "trail_verification",
+            "trail",
+            "verify_store over every chain, checkpoint, index entry and object version",
+            ENFORCED,
+            FAILED,
+            f"the verifier could not read the store: {exc}",
+            elapsed_s=_since(started),
         )
     chains = []
     for summary in report.chains:
@@ -480,7 +501,9 @@ def _verify_trail(store: WormStore, progress: ProgressFn | None,
                 data = store.get(key)
                 versions = [v for v in store.list_versions(key) if v.key == key and v.is_latest]
                 checkpoint = CheckpointState(
-                    size=summary.last_checkpoint_size, key=key, sha256=hashlib.sha256(data).hexdigest(),
+                    size=summary.last_checkpoint_size,
+                    key=key,
+                    sha256=hashlib.sha256(data).hexdigest(),
                     version=versions[0].version if versions else None,
                 )
             except (ObjectMissing, StoreError):
@@ -488,37 +511,62 @@ def _verify_trail(store: WormStore, progress: ProgressFn | None,
         chains.append(ChainState(summary.chain_id, summary.records, summary.head_hash, checkpoint))
     first = report.first_failure
     trail = TrailState(
-        ok=report.ok, records=report.records, objects=report.objects, failure_count=report.failure_count,
-        chains=chains, first_failure=_finding(first) if first else None, notes=len(report.notes),
+        ok=report.ok,
+        records=report.records,
+        objects=report.objects,
+        failure_count=report.failure_count,
+        chains=chains,
+        first_failure=_finding(first) if first else None,
+        notes=len(report.notes),
         elapsed_s=round(report.elapsed, 3),
     )
     evidence = {
-        "chains": len(report.chains), "records": report.records, "segments": report.segments,
-        "checkpoints": report.checkpoints, "index_entries": report.index_entries, "objects": report.objects,
-        "failure_count": report.failure_count, "failures": [_finding(f) for f in report.failures[:20]],
+        "chains": len(report.chains),
+        "records": report.records,
+        "segments": report.segments,
+        "checkpoints": report.checkpoints,
+        "index_entries": report.index_entries,
+        "objects": report.objects,
+        "failure_count": report.failure_count,
+        "failures": [_finding(f) for f in report.failures[:20]],
         "notes": [_finding(n) for n in report.notes[:20]],
-        "anchored": report.anchored, "trust_roots": report.trust_roots,
+        "anchored": report.anchored,
+        "trust_roots": report.trust_roots,
     }
-    anchoring = ("anchored to the trust root" if report.anchored
-                 else "UNANCHORED (no trust policy: any store writer could have produced this trail)")
+    anchoring = (
+        "anchored to the trust root"
+        if report.anchored
+        else "UNANCHORED (no trust policy: any store writer could have produced this trail)"
+    )
     if report.ok and report.records == 0:
         status, detail = ENFORCED, f"the store holds no records ({report.objects} objects): nothing to verify"
     elif report.ok:
-        status, detail = ENFORCED, (
-            f"{report.records} records in {len(report.chains)} chain(s), {report.checkpoints} checkpoints, "
-            f"{report.index_entries} index entries: every hash, link, signature, checkpoint and version verifies; "
-            f"{anchoring}"
+        status, detail = (
+            ENFORCED,
+            (
+                f"{report.records} records in {len(report.chains)} chain(s), {report.checkpoints} checkpoints, "
+                f"{report.index_entries} index entries: every hash, link, signature, checkpoint and version verifies; "
+                f"{anchoring}"
+            ),
         )
     else:
         status, detail = FAILED, f"{report.failure_count} verification failure(s); first: {_finding(first)}"
     return trail, ProbeResult(
-        "trail_verification", "trail", "verify_store over every chain, checkpoint, index entry and object version",
-        ENFORCED, status, detail, evidence, _since(started),
+        "trail_verification",
+        "trail",
+        "verify_store over every chain, checkpoint, index entry and object version",
+        ENFORCED,
+        status,
+        detail,
+        evidence,
+        _since(started),
     )
 
 
 def _finding(f: Any) -> str:
-    where = ", ".join(str(x) for x in (f.chain_id and f"chain {f.chain_id}", f.seq is not None and f"seq {f.seq}", f.key) if x)
+    where = ", ".join(
+        str(x) for x in (f.chain_id and f"chain {f.chain_id}", f.seq is not None and f"seq {f.seq}", f.key) if x
+    )
     return f"[{f.reason}]" + (f" ({where})" if where else "") + f": {f.message}"
 
 
@@ -553,20 +601,43 @@ def _previous_evidence(store: WormStore, chain_id: str) -> tuple[str | None, dic
     return None, None
 
 
-def _consistency(store: WormStore, previous_key: str | None, previous: dict[str, Any] | None, trail: TrailState | None) -> ProbeResult:
+def _consistency(
+    store: WormStore, previous_key: str | None, previous: dict[str, Any] | None, trail: TrailState | None
+) -> ProbeResult:
     started = time.perf_counter()
     op = "compare the trail with the chain heads and checkpoints recorded by the previous immutability evidence"
     if previous is None:
-        return ProbeResult("trail_consistency", "trail", op, ENFORCED, ENFORCED,
-                           "no earlier immutability evidence on this chain: this run records the baseline",
-                           elapsed_s=_since(started))
+        return ProbeResult(
+            "trail_consistency",
+            "trail",
+            op,
+            ENFORCED,
+            ENFORCED,
+            "no earlier immutability evidence on this chain: this run records the baseline",
+            elapsed_s=_since(started),
+        )
     if "_unreadable" in previous:
-        return ProbeResult("trail_consistency", "trail", op, ENFORCED, FAILED,
-                           f"the previous evidence {previous_key} cannot be used: {previous['_unreadable']}",
-                           {"previous_evidence": previous_key}, _since(started))
+        return ProbeResult(
+            "trail_consistency",
+            "trail",
+            op,
+            ENFORCED,
+            FAILED,
+            f"the previous evidence {previous_key} cannot be used: {previous['_unreadable']}",
+            {"previous_evidence": previous_key},
+            _since(started),
+        )
     if trail is None:
-        return ProbeResult("trail_consistency", "trail", op, ENFORCED, FAILED, "the trail could not be read",
-                           {"previous_evidence": previous_key}, _since(started))
+        return ProbeResult(
+            "trail_consistency",
+            "trail",
+            op,
+            ENFORCED,
+            FAILED,
+            "the trail could not be read",
+            {"previous_evidence": previous_key},
+            _since(started),
+        )
     current = {c.chain_id: c for c in trail.chains}
     problems: list[str] = []
     checked = []
@@ -593,13 +664,25 @@ def _consistency(store: WormStore, previous_key: str | None, previous: dict[str,
             if digest != cp["sha256"]:
                 problems.append(f"checkpoint {cp['key']} was sha256 {cp['sha256']}, now {digest}")
         checked.append(f"{chain_id}@{records}")
-    evidence = {"previous_evidence": previous_key, "previous_run": previous.get("run_id"), "checked": checked, "problems": problems}
+    evidence = {
+        "previous_evidence": previous_key,
+        "previous_run": previous.get("run_id"),
+        "checked": checked,
+        "problems": problems,
+    }
     if problems:
-        return ProbeResult("trail_consistency", "trail", op, ENFORCED, FAILED, "; ".join(problems[:5]), evidence, _since(started))
+        return ProbeResult(
+            "trail_consistency", "trail", op, ENFORCED, FAILED, "; ".join(problems[:5]), evidence, _since(started)
+        )
     return ProbeResult(
-        "trail_consistency", "trail", op, ENFORCED, ENFORCED,
+        "trail_consistency",
+        "trail",
+        op,
+        ENFORCED,
+        ENFORCED,
         f"{len(checked)} chain(s) still extend what run {previous.get('run_id')} recorded: same heads, same checkpoints",
-        evidence, _since(started),
+        evidence,
+        _since(started),
     )
 
 
@@ -644,13 +727,15 @@ def _write_canary(store: WormStore, run_id: str) -> _Canary:
     signer = Ed25519Signer(Ed25519PrivateKey.generate())  # throwaway: signs nothing but this canary
     writer = ChainWriter.open(store, CANARY_CHAIN, signer, created_by="verdict immutability canary")
     try:
-        writer.append(AccessBody(
-            action="immutability-canary",
-            actor_key_id="immutability-test",
-            target_request_id=f"canary-{run_id}",
-            accessed_at=utc_now(),
-            purpose=_CANARY_MARK.decode(),
-        ))
+        writer.append(
+            AccessBody(
+                action="immutability-canary",
+                actor_key_id="immutability-test",
+                target_request_id=f"canary-{run_id}",
+                accessed_at=utc_now(),
+                purpose=_CANARY_MARK.decode(),
+            )
+        )
     finally:
         writer.close()
     key = layout.segment_key(CANARY_CHAIN, 1)
@@ -661,7 +746,7 @@ def _write_canary(store: WormStore, run_id: str) -> _Canary:
 
 def _verifier_verdict(store: WormStore) -> tuple[bool, list[str]]:
     """(the verifier flags something, its first findings) for a canary sub-store."""
-    from audit.verifier import verify_store
+    from verdict.audit.verifier import verify_store
 
     try:
         report = verify_store(store, workers=1)
@@ -678,7 +763,11 @@ class _Backend:
 
     def run(self) -> Iterator[ProbeResult]:
         yield ProbeResult(
-            "backend_supported", "bucket", "identify the store backend", ENFORCED, FAILED,
+            "backend_supported",
+            "bucket",
+            "identify the store backend",
+            ENFORCED,
+            FAILED,
             "the immutability test knows file:// and s3:// stores only; this store's protections are unknown",
         )
 
@@ -690,7 +779,7 @@ def _backend_for(store: WormStore, run_id: str, notes: list[str]) -> _Backend:
     if isinstance(store, FilesystemStore):
         return _FilesystemBackend(store, run_id, notes)
     try:
-        from audit.stores.s3 import S3ObjectLockStore
+        from verdict.audit.stores.s3 import S3ObjectLockStore
     except ImportError:  # boto3 missing: cannot be an S3 store
         return _Backend()
     if isinstance(store, S3ObjectLockStore):
@@ -743,12 +832,16 @@ class _S3Backend(_Backend):
         return f"{store.prefix}/{key}" if store.prefix else key
 
     def _substore(self, name: str) -> Any:
-        from audit.stores.s3 import S3ObjectLockStore
+        from verdict.audit.stores.s3 import S3ObjectLockStore
 
         prefix = "/".join(p for p in (self.store.prefix, f"{CANARY_PREFIX}{self.run_id}", name) if p)
         sub = S3ObjectLockStore(
-            self.bucket, prefix, client=self.client, retention_days=self.store.retention_days,
-            max_concurrency=4, check_bucket=False,
+            self.bucket,
+            prefix,
+            client=self.client,
+            retention_days=self.store.retention_days,
+            max_concurrency=4,
+            check_bucket=False,
         )
         self._substores.append(sub)
         return sub
@@ -807,15 +900,20 @@ class _S3Backend(_Backend):
 
     def _locked_compliance(self, lock: dict[str, Any]) -> bool:
         until = lock.get("retain_until")
-        return lock.get("mode") == "COMPLIANCE" and until is not None and _parse_dt(until) > _dt.datetime.now(_dt.timezone.utc)
+        return lock.get("mode") == "COMPLIANCE" and until is not None and _parse_dt(until) > _dt.datetime.now(_dt.UTC)
 
     # -- the run
 
     def run(self) -> Iterator[ProbeResult]:
         yield from self._bucket_checks()
         for probe in (
-            self.canary_overwrite, self.canary_new_version, self.canary_delete_marker, self.canary_delete_version,
-            self.canary_delete_bypass, self.canary_shorten_retention, self.canary_change_lock_mode,
+            self.canary_overwrite,
+            self.canary_new_version,
+            self.canary_delete_marker,
+            self.canary_delete_version,
+            self.canary_delete_bypass,
+            self.canary_shorten_retention,
+            self.canary_change_lock_mode,
             self.canary_remove_retention,
         ):
             result = probe()
@@ -831,17 +929,45 @@ class _S3Backend(_Backend):
         days = self.store.retention_days
         evidence = {"lock": lock, "store_retention_days": days, "plain_writes": self._plain_writes}
         if self._plain_writes is not None:
-            return ProbeResult("store_lock_on_write", "canary", op, ENFORCED, FAILED,
-                               f"the store's write path is refused by this bucket: {self._plain_writes}", evidence)
+            return ProbeResult(
+                "store_lock_on_write",
+                "canary",
+                op,
+                ENFORCED,
+                FAILED,
+                f"the store's write path is refused by this bucket: {self._plain_writes}",
+                evidence,
+            )
         if lock is None or not self._locked_compliance(lock):
-            return ProbeResult("store_lock_on_write", "canary", op, ENFORCED, FAILED,
-                               f"a freshly written object is not locked in COMPLIANCE mode: {lock}", evidence)
-        remaining = _parse_dt(lock["retain_until"]) - _dt.datetime.now(_dt.timezone.utc)
+            return ProbeResult(
+                "store_lock_on_write",
+                "canary",
+                op,
+                ENFORCED,
+                FAILED,
+                f"a freshly written object is not locked in COMPLIANCE mode: {lock}",
+                evidence,
+            )
+        remaining = _parse_dt(lock["retain_until"]) - _dt.datetime.now(_dt.UTC)
         if remaining < _dt.timedelta(days=days) - _dt.timedelta(hours=1):
-            return ProbeResult("store_lock_on_write", "canary", op, ENFORCED, FAILED,
-                               f"retention is only {remaining} where the store asks for {days} days", evidence)
-        return ProbeResult("store_lock_on_write", "canary", op, ENFORCED, ENFORCED,
-                           f"every write is locked: COMPLIANCE until {lock['retain_until']} ({days} days)", evidence)
+            return ProbeResult(
+                "store_lock_on_write",
+                "canary",
+                op,
+                ENFORCED,
+                FAILED,
+                f"retention is only {remaining} where the store asks for {days} days",
+                evidence,
+            )
+        return ProbeResult(
+            "store_lock_on_write",
+            "canary",
+            op,
+            ENFORCED,
+            ENFORCED,
+            f"every write is locked: COMPLIANCE until {lock['retain_until']} ({days} days)",
+            evidence,
+        )
 
     def cleanup(self) -> None:
         for sub in self._substores:
@@ -853,49 +979,83 @@ class _S3Backend(_Backend):
             report = self.store.bucket_protection_report()
         except StoreError as exc:
             for name in ("bucket_versioning", "bucket_object_lock", "bucket_default_retention"):
-                yield ProbeResult(name, "bucket", "read the bucket configuration", ENFORCED, FAILED,
-                                  f"cannot read the bucket configuration: {exc}", elapsed_s=_since(started))
+                yield ProbeResult(
+                    name,
+                    "bucket",
+                    "read the bucket configuration",
+                    ENFORCED,
+                    FAILED,
+                    f"cannot read the bucket configuration: {exc}",
+                    elapsed_s=_since(started),
+                )
             return
         facts = msgspec.to_builtins(report)
         yield ProbeResult(
-            "bucket_versioning", "bucket", "GetBucketVersioning", ENFORCED,
+            "bucket_versioning",
+            "bucket",
+            "GetBucketVersioning",
+            ENFORCED,
             ENFORCED if report.versioning_status == "Enabled" else FAILED,
             "versioning is Enabled: an overwrite adds a version, the original stays readable by VersionId"
             if report.versioning_status == "Enabled"
             else f"versioning is {report.versioning_status or 'not enabled'}: an overwrite replaces the original bytes",
-            facts, _since(started),
+            facts,
+            _since(started),
         )
         yield ProbeResult(
-            "bucket_object_lock", "bucket", "GetObjectLockConfiguration", ENFORCED,
+            "bucket_object_lock",
+            "bucket",
+            "GetObjectLockConfiguration",
+            ENFORCED,
             ENFORCED if report.object_lock_enabled else FAILED,
-            "Object Lock is enabled on the bucket" if report.object_lock_enabled
+            "Object Lock is enabled on the bucket"
+            if report.object_lock_enabled
             else "Object Lock is NOT enabled: nothing stops a version from being deleted (it can only be enabled at bucket creation)",
-            facts, _since(started),
+            facts,
+            _since(started),
         )
-        period = f"{report.default_retention_days} days" if report.default_retention_days else (
-            f"{report.default_retention_years} years" if report.default_retention_years else "no period")
-        ok = report.default_retention_mode == "COMPLIANCE" and bool(report.default_retention_days or report.default_retention_years)
+        period = (
+            f"{report.default_retention_days} days"
+            if report.default_retention_days
+            else (f"{report.default_retention_years} years" if report.default_retention_years else "no period")
+        )
+        ok = report.default_retention_mode == "COMPLIANCE" and bool(
+            report.default_retention_days or report.default_retention_years
+        )
         yield ProbeResult(
-            "bucket_default_retention", "bucket", "GetObjectLockConfiguration (default retention rule)", ENFORCED,
+            "bucket_default_retention",
+            "bucket",
+            "GetObjectLockConfiguration (default retention rule)",
+            ENFORCED,
             ENFORCED if ok else FAILED,
-            f"default retention COMPLIANCE, {period}: objects written without lock headers are locked too" if ok
+            f"default retention COMPLIANCE, {period}: objects written without lock headers are locked too"
+            if ok
             else f"default retention is {report.default_retention_mode or 'not set'} ({period}): a write without lock "
-                 f"headers would not be locked in COMPLIANCE mode",
-            facts, _since(started),
+            f"headers would not be locked in COMPLIANCE mode",
+            facts,
+            _since(started),
         )
         yield self._bucket_policy()
 
-    @_probe("bucket_policy", "bucket", "GetBucketPolicy: deny statements for unconditional puts, deletes, "
-            "retention changes and governance bypass", EVIDENT)
+    @_probe(
+        "bucket_policy",
+        "bucket",
+        "GetBucketPolicy: deny statements for unconditional puts, deletes, retention changes and governance bypass",
+        EVIDENT,
+    )
     def _bucket_policy(self) -> tuple[str, str, dict[str, Any]]:
         import json
 
         accepted, said = self._call(self.client.get_bucket_policy, Bucket=self.bucket)
         if not accepted:
-            return EVIDENT, (
-                f"no bucket policy ({said.get('code')}): unconditional overwrites and delete markers are allowed and only "
-                f"evident (see the canary probes); deploy/terraform adds the policy that denies them"
-            ), said
+            return (
+                EVIDENT,
+                (
+                    f"no bucket policy ({said.get('code')}): unconditional overwrites and delete markers are allowed and only "
+                    f"evident (see the canary probes); deploy/terraform adds the policy that denies them"
+                ),
+                said,
+            )
         try:
             policy = json.loads(said.get("Policy") or "{}")
         except ValueError:
@@ -907,22 +1067,43 @@ class _S3Backend(_Backend):
             actions = statement.get("Action")
             for action in [actions] if isinstance(actions, str) else actions or []:
                 denied.add(action)
-        wanted = {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention",
-                  "s3:BypassGovernanceRetention"}
-        missing = sorted(wanted - denied - ({"s3:DeleteObject", "s3:DeleteObjectVersion"} if "s3:*" in denied else set()))
+        wanted = {
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:DeleteObjectVersion",
+            "s3:PutObjectRetention",
+            "s3:BypassGovernanceRetention",
+        }
+        missing = sorted(
+            wanted - denied - ({"s3:DeleteObject", "s3:DeleteObjectVersion"} if "s3:*" in denied else set())
+        )
         evidence = {"deny_actions": sorted(denied), "missing": missing}
         if missing:
             return EVIDENT, f"the bucket policy has no Deny for {', '.join(missing)}", evidence
-        return ENFORCED, ("the bucket policy denies unconditional puts, deletes, retention changes and governance bypass "
-                          "(whether the endpoint evaluates bucket policies is shown by the canary probes)"), evidence
+        return (
+            ENFORCED,
+            (
+                "the bucket policy denies unconditional puts, deletes, retention changes and governance bypass "
+                "(whether the endpoint evaluates bucket policies is shown by the canary probes)"
+            ),
+            evidence,
+        )
 
     # -- canary probes
 
-    @_probe("canary_overwrite", "canary", "PutObject with If-None-Match: * on an existing key (the store's write path)", ENFORCED)
+    @_probe(
+        "canary_overwrite",
+        "canary",
+        "PutObject with If-None-Match: * on an existing key (the store's write path)",
+        ENFORCED,
+    )
     def canary_overwrite(self) -> tuple[str, str, dict[str, Any]]:
         canary = self._canary("canary_overwrite")
-        evidence: dict[str, Any] = {"key": self._full(canary.store, canary.key), "version": canary.version,
-                                    "lock": self._head(canary)}
+        evidence: dict[str, Any] = {
+            "key": self._full(canary.store, canary.key),
+            "version": canary.version,
+            "lock": self._head(canary),
+        }
         self._first_lock = evidence["lock"]
         try:
             ref = canary.store.put_once(canary.key, canary.tampered)
@@ -933,10 +1114,15 @@ class _S3Backend(_Backend):
                 return ENFORCED, "412 PreconditionFailed: the existing object was not touched", evidence
             return FAILED, "the write was refused but the original can no longer be read back", evidence
         evidence["accepted_version"] = ref.version
-        return FAILED, "the conditional write was ACCEPTED over an existing object (If-None-Match not honoured)", \
-            self._aftermath(canary, evidence)
+        return (
+            FAILED,
+            "the conditional write was ACCEPTED over an existing object (If-None-Match not honoured)",
+            self._aftermath(canary, evidence),
+        )
 
-    @_probe("canary_new_version", "canary", "PutObject without If-None-Match over an existing key (tampered bytes)", EVIDENT)
+    @_probe(
+        "canary_new_version", "canary", "PutObject without If-None-Match over an existing key (tampered bytes)", EVIDENT
+    )
     def canary_new_version(self) -> tuple[str, str, dict[str, Any]]:
         canary = self._canary("canary_new_version")
         full = self._full(canary.store, canary.key)
@@ -962,8 +1148,12 @@ class _S3Backend(_Backend):
     def canary_delete_version(self) -> tuple[str, str, dict[str, Any]]:
         return self._delete_version("canary_delete_version", bypass=False)
 
-    @_probe("canary_delete_bypass", "canary",
-            "DeleteObject with the VersionId and x-amz-bypass-governance-retention: true", ENFORCED)
+    @_probe(
+        "canary_delete_bypass",
+        "canary",
+        "DeleteObject with the VersionId and x-amz-bypass-governance-retention: true",
+        ENFORCED,
+    )
     def canary_delete_bypass(self) -> tuple[str, str, dict[str, Any]]:
         return self._delete_version("canary_delete_bypass", bypass=True)
 
@@ -984,45 +1174,72 @@ class _S3Backend(_Backend):
         evidence["original_intact"] = self._intact(canary)
         detected, findings = _verifier_verdict(canary.store)
         evidence["verifier_findings"] = findings
-        return FAILED, (
-            "the version was DELETED" + (" with the governance-bypass header" if bypass else "")
-            + f" (lock before: {before.get('mode')} until {before.get('retain_until')}); the original bytes are gone"
-            + ("; the verifier notices the gap" if detected else "; the verifier did NOT notice")
-        ), evidence
+        return (
+            FAILED,
+            (
+                "the version was DELETED"
+                + (" with the governance-bypass header" if bypass else "")
+                + f" (lock before: {before.get('mode')} until {before.get('retain_until')}); the original bytes are gone"
+                + ("; the verifier notices the gap" if detected else "; the verifier did NOT notice")
+            ),
+            evidence,
+        )
 
-    @_probe("canary_shorten_retention", "canary", "PutObjectRetention: COMPLIANCE with an earlier retain-until date", ENFORCED)
+    @_probe(
+        "canary_shorten_retention",
+        "canary",
+        "PutObjectRetention: COMPLIANCE with an earlier retain-until date",
+        ENFORCED,
+    )
     def canary_shorten_retention(self) -> tuple[str, str, dict[str, Any]]:
-        earlier = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(days=1)
+        earlier = _dt.datetime.now(_dt.UTC) - _dt.timedelta(days=1)
         return self._retention_change(
-            "canary_shorten_retention", {"Mode": "COMPLIANCE", "RetainUntilDate": earlier},
-            "COMPLIANCE retention was SHORTENED (to a date in the past)", consequence_bypass=False,
+            "canary_shorten_retention",
+            {"Mode": "COMPLIANCE", "RetainUntilDate": earlier},
+            "COMPLIANCE retention was SHORTENED (to a date in the past)",
+            consequence_bypass=False,
         )
 
     @_probe("canary_change_lock_mode", "canary", "PutObjectRetention: switch COMPLIANCE to GOVERNANCE", ENFORCED)
     def canary_change_lock_mode(self) -> tuple[str, str, dict[str, Any]]:
         return self._retention_change(
-            "canary_change_lock_mode", {"Mode": "GOVERNANCE"},
-            "the lock was switched from COMPLIANCE to GOVERNANCE", consequence_bypass=True,
+            "canary_change_lock_mode",
+            {"Mode": "GOVERNANCE"},
+            "the lock was switched from COMPLIANCE to GOVERNANCE",
+            consequence_bypass=True,
         )
 
-    @_probe("canary_remove_retention", "canary", "PutObjectRetention with an empty retention (remove the lock)", ENFORCED)
+    @_probe(
+        "canary_remove_retention", "canary", "PutObjectRetention with an empty retention (remove the lock)", ENFORCED
+    )
     def canary_remove_retention(self) -> tuple[str, str, dict[str, Any]]:
-        return self._retention_change("canary_remove_retention", {}, "the retention was REMOVED", consequence_bypass=False)
+        return self._retention_change(
+            "canary_remove_retention", {}, "the retention was REMOVED", consequence_bypass=False
+        )
 
-    def _retention_change(self, name: str, retention: dict[str, Any], what: str, *, consequence_bypass: bool) -> tuple[str, str, dict[str, Any]]:
+    def _retention_change(
+        self, name: str, retention: dict[str, Any], what: str, *, consequence_bypass: bool
+    ) -> tuple[str, str, dict[str, Any]]:
         canary = self._canary(name)
         full = self._full(canary.store, canary.key)
         before = self._head(canary)
         evidence: dict[str, Any] = {"key": full, "version": canary.version, "lock_before": before}
         if not self._locked_compliance(before):
-            return FAILED, (
-                f"the canary written through the store's write path is not locked in COMPLIANCE mode "
-                f"({before.get('mode')} until {before.get('retain_until')}): there is no lock to protect records"
-            ), evidence
+            return (
+                FAILED,
+                (
+                    f"the canary written through the store's write path is not locked in COMPLIANCE mode "
+                    f"({before.get('mode')} until {before.get('retain_until')}): there is no lock to protect records"
+                ),
+                evidence,
+            )
         if retention.get("Mode") == "GOVERNANCE":
             retention = {"Mode": "GOVERNANCE", "RetainUntilDate": _parse_dt(before["retain_until"])}
         accepted, said = self._call(
-            self.client.put_object_retention, Bucket=self.bucket, Key=full, VersionId=canary.version or "null",
+            self.client.put_object_retention,
+            Bucket=self.bucket,
+            Key=full,
+            VersionId=canary.version or "null",
             Retention=retention,
         )
         evidence["server"] = said
@@ -1036,17 +1253,29 @@ class _S3Backend(_Backend):
         if consequence_bypass:
             kwargs["BypassGovernanceRetention"] = True
         deleted, delete_said = self._call(self.client.delete_object, **kwargs)
-        evidence["then_delete_version"] = {"bypass_header": consequence_bypass, "accepted": deleted, "server": delete_said}
-        return FAILED, (
-            f"{what}: {before.get('mode')} until {before.get('retain_until')} became "
-            f"{evidence['lock_after'].get('mode')} until {evidence['lock_after'].get('retain_until')}"
-            + ("; the version could then be DELETED" if deleted else "; deleting the version was still refused")
-        ), evidence
+        evidence["then_delete_version"] = {
+            "bypass_header": consequence_bypass,
+            "accepted": deleted,
+            "server": delete_said,
+        }
+        return (
+            FAILED,
+            (
+                f"{what}: {before.get('mode')} until {before.get('retain_until')} became "
+                f"{evidence['lock_after'].get('mode')} until {evidence['lock_after'].get('retain_until')}"
+                + ("; the version could then be DELETED" if deleted else "; deleting the version was still refused")
+            ),
+            evidence,
+        )
 
     def _judge_allowed(self, canary: _Canary, evidence: dict[str, Any], what: str) -> tuple[str, str, dict[str, Any]]:
         self._aftermath(canary, evidence)
         if evidence["original_intact"] and evidence["verifier_detects"]:
-            return EVIDENT, f"allowed: {what}; the original version is still readable by its VersionId and the verifier flags it", evidence
+            return (
+                EVIDENT,
+                f"allowed: {what}; the original version is still readable by its VersionId and the verifier flags it",
+                evidence,
+            )
         if not evidence["original_intact"]:
             return FAILED, f"allowed: {what}, and the ORIGINAL BYTES ARE GONE (no versioning?)", evidence
         return FAILED, f"allowed: {what}, and the verifier did NOT notice", evidence
@@ -1056,7 +1285,8 @@ class _S3Backend(_Backend):
         try:
             evidence["versions_now"] = [
                 {"version": v.version, "delete_marker": v.is_delete_marker, "latest": v.is_latest}
-                for v in canary.store.list_versions(canary.key) if v.key == canary.key
+                for v in canary.store.list_versions(canary.key)
+                if v.key == canary.key
             ]
         except StoreError as exc:
             evidence["versions_now"] = f"unreadable: {exc}"
@@ -1070,21 +1300,42 @@ class _S3Backend(_Backend):
     def _record_probes(self) -> Iterator[ProbeResult]:
         target = _pick_record(self.store)
         if target is None:
-            for name in ("record_overwrite", "record_delete_version", "record_delete_bypass",
-                         "record_shorten_retention", "record_change_lock_mode"):
-                yield ProbeResult(name, "record", "(no record to probe)", ENFORCED, SKIPPED,
-                                  "the store holds no audit record to probe (the evidence chain could not be created either)")
+            for name in (
+                "record_overwrite",
+                "record_delete_version",
+                "record_delete_bypass",
+                "record_shorten_retention",
+                "record_change_lock_mode",
+            ):
+                yield ProbeResult(
+                    name,
+                    "record",
+                    "(no record to probe)",
+                    ENFORCED,
+                    SKIPPED,
+                    "the store holds no audit record to probe (the evidence chain could not be created either)",
+                )
             return
         key, version, data = target
         yield self.record_overwrite(key, version, data)
         lock = self._lock(self.store, key, version)
-        yield self._gated("record_delete_version", "canary_delete_version", key, version, lock, self._record_delete(bypass=False))
-        yield self._gated("record_delete_bypass", "canary_delete_bypass", key, version, lock, self._record_delete(bypass=True))
-        yield self._gated("record_shorten_retention", "canary_shorten_retention", key, version, lock, self._record_shorten)
+        yield self._gated(
+            "record_delete_version", "canary_delete_version", key, version, lock, self._record_delete(bypass=False)
+        )
+        yield self._gated(
+            "record_delete_bypass", "canary_delete_bypass", key, version, lock, self._record_delete(bypass=True)
+        )
+        yield self._gated(
+            "record_shorten_retention", "canary_shorten_retention", key, version, lock, self._record_shorten
+        )
         yield self._gated("record_change_lock_mode", "canary_change_lock_mode", key, version, lock, self._record_mode)
 
-    @_probe("record_overwrite", "record",
-            "PutObject with If-None-Match: * of the record's own bytes on its key (the store's write path)", ENFORCED)
+    @_probe(
+        "record_overwrite",
+        "record",
+        "PutObject with If-None-Match: * of the record's own bytes on its key (the store's write path)",
+        ENFORCED,
+    )
     def record_overwrite(self, key: str, version: str | None, data: bytes) -> tuple[str, str, dict[str, Any]]:
         evidence: dict[str, Any] = {"key": self._full(self.store, key), "version": version}
         try:
@@ -1097,11 +1348,24 @@ class _S3Backend(_Backend):
             # botocore retried the PUT, S3 answered 412, and the store recognised the existing
             # version as holding exactly these bytes: the existing object was returned, not replaced.
             return ENFORCED, "412 PreconditionFailed (after a retry): the existing version was left as it was", evidence
-        return FAILED, ("the conditional write was ACCEPTED on a real record's key (identical bytes were written, so no "
-                        "content changed, but the key now has another version)"), evidence
+        return (
+            FAILED,
+            (
+                "the conditional write was ACCEPTED on a real record's key (identical bytes were written, so no "
+                "content changed, but the key now has another version)"
+            ),
+            evidence,
+        )
 
-    def _gated(self, name: str, twin: str, key: str, version: str | None, lock: dict[str, Any],
-               attack: Callable[[str, str, str | None, dict[str, Any]], tuple[bool, dict[str, Any]]]) -> ProbeResult:
+    def _gated(
+        self,
+        name: str,
+        twin: str,
+        key: str,
+        version: str | None,
+        lock: dict[str, Any],
+        attack: Callable[[str, str, str | None, dict[str, Any]], tuple[bool, dict[str, Any]]],
+    ) -> ProbeResult:
         started = time.perf_counter()
         operation = {
             "record_delete_version": "DeleteObject with the record's VersionId",
@@ -1112,29 +1376,76 @@ class _S3Backend(_Backend):
         full = self._full(self.store, key)
         evidence: dict[str, Any] = {"key": full, "version": version, "lock": lock, "canary_twin": twin}
         if self.canary_results.get(twin) != ENFORCED:
-            return ProbeResult(name, "record", operation, ENFORCED, SKIPPED,
-                               f"not run on a real record: the same operation was not refused on a canary ({twin}: "
-                               f"{self.canary_results.get(twin)}), so it could destroy evidence", evidence, _since(started))
+            return ProbeResult(
+                name,
+                "record",
+                operation,
+                ENFORCED,
+                SKIPPED,
+                f"not run on a real record: the same operation was not refused on a canary ({twin}: "
+                f"{self.canary_results.get(twin)}), so it could destroy evidence",
+                evidence,
+                _since(started),
+            )
         if not self._locked_compliance(lock):
-            return ProbeResult(name, "record", operation, ENFORCED, FAILED,
-                               f"the record is not locked in COMPLIANCE mode with a future date ({lock.get('mode')} until "
-                               f"{lock.get('retain_until')})", evidence, _since(started))
+            return ProbeResult(
+                name,
+                "record",
+                operation,
+                ENFORCED,
+                FAILED,
+                f"the record is not locked in COMPLIANCE mode with a future date ({lock.get('mode')} until "
+                f"{lock.get('retain_until')})",
+                evidence,
+                _since(started),
+            )
         try:
             accepted, said = attack(full, key, version, lock)
         except (_ProbeError, StoreError) as exc:
-            return ProbeResult(name, "record", operation, ENFORCED, FAILED, f"could not complete the probe: {exc}",
-                               evidence, _since(started))
+            return ProbeResult(
+                name,
+                "record",
+                operation,
+                ENFORCED,
+                FAILED,
+                f"could not complete the probe: {exc}",
+                evidence,
+                _since(started),
+            )
         evidence.update(said)
         if accepted:
-            return ProbeResult(name, "record", operation, ENFORCED, FAILED,
-                               "ACCEPTED on a real record although refused on its canary", evidence, _since(started))
+            return ProbeResult(
+                name,
+                "record",
+                operation,
+                ENFORCED,
+                FAILED,
+                "ACCEPTED on a real record although refused on its canary",
+                evidence,
+                _since(started),
+            )
         evidence["lock_after"] = self._lock(self.store, key, version)
         if evidence["lock_after"] != lock:
-            return ProbeResult(name, "record", operation, ENFORCED, FAILED, "refused, yet the record's lock changed",
-                               evidence, _since(started))
-        return ProbeResult(name, "record", operation, ENFORCED, ENFORCED,
-                           f"refused ({said['server'].get('code')}) on a real record; its lock is unchanged", evidence,
-                           _since(started))
+            return ProbeResult(
+                name,
+                "record",
+                operation,
+                ENFORCED,
+                FAILED,
+                "refused, yet the record's lock changed",
+                evidence,
+                _since(started),
+            )
+        return ProbeResult(
+            name,
+            "record",
+            operation,
+            ENFORCED,
+            ENFORCED,
+            f"refused ({said['server'].get('code')}) on a real record; its lock is unchanged",
+            evidence,
+            _since(started),
+        )
 
     def _record_delete(self, *, bypass: bool) -> Callable[..., tuple[bool, dict[str, Any]]]:
         def attack(full: str, key: str, version: str | None, lock: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
@@ -1146,31 +1457,47 @@ class _S3Backend(_Backend):
 
         return attack
 
-    def _record_shorten(self, full: str, key: str, version: str | None, lock: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    def _record_shorten(
+        self, full: str, key: str, version: str | None, lock: dict[str, Any]
+    ) -> tuple[bool, dict[str, Any]]:
         until = _parse_dt(lock["retain_until"])
         accepted, said = self._call(
-            self.client.put_object_retention, Bucket=self.bucket, Key=full, VersionId=version or "null",
+            self.client.put_object_retention,
+            Bucket=self.bucket,
+            Key=full,
+            VersionId=version or "null",
             Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until - _dt.timedelta(seconds=1)},
         )
         out: dict[str, Any] = {"server": said}
         if accepted:  # never expected after the canary gate: put the date back (extending is always allowed)
             _, restored = self._call(
-                self.client.put_object_retention, Bucket=self.bucket, Key=full, VersionId=version or "null",
+                self.client.put_object_retention,
+                Bucket=self.bucket,
+                Key=full,
+                VersionId=version or "null",
                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
             )
             out["restored"] = restored
         return accepted, out
 
-    def _record_mode(self, full: str, key: str, version: str | None, lock: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    def _record_mode(
+        self, full: str, key: str, version: str | None, lock: dict[str, Any]
+    ) -> tuple[bool, dict[str, Any]]:
         until = _parse_dt(lock["retain_until"])
         accepted, said = self._call(
-            self.client.put_object_retention, Bucket=self.bucket, Key=full, VersionId=version or "null",
+            self.client.put_object_retention,
+            Bucket=self.bucket,
+            Key=full,
+            VersionId=version or "null",
             Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until},
         )
         out: dict[str, Any] = {"server": said}
         if accepted:
             _, restored = self._call(
-                self.client.put_object_retention, Bucket=self.bucket, Key=full, VersionId=version or "null",
+                self.client.put_object_retention,
+                Bucket=self.bucket,
+                Key=full,
+                VersionId=version or "null",
                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
             )
             out["restored"] = restored
@@ -1251,14 +1578,14 @@ def _pick_record(store: WormStore) -> tuple[str, str | None, bytes] | None:
 
 def _parse_dt(value: Any) -> _dt.datetime:
     if isinstance(value, _dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
     moment = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.UTC)
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, _dt.datetime):
-        return value.astimezone(_dt.timezone.utc).isoformat()
+        return value.astimezone(_dt.UTC).isoformat()
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     if isinstance(value, dict):
@@ -1285,8 +1612,14 @@ class _FilesystemBackend(_Backend):
     def run(self) -> Iterator[ProbeResult]:
         target = _pick_record(self.store)
         if target is None:
-            yield ProbeResult("fs_record_overwrite", "record", "(no record to probe)", ENFORCED, SKIPPED,
-                              "the store holds no audit record to probe (the evidence chain could not be created either)")
+            yield ProbeResult(
+                "fs_record_overwrite",
+                "record",
+                "(no record to probe)",
+                ENFORCED,
+                SKIPPED,
+                "the store holds no audit record to probe (the evidence chain could not be created either)",
+            )
         else:
             yield self.fs_record_overwrite(target[0], target[2])
         yield self.fs_record_modes()
@@ -1319,7 +1652,11 @@ class _FilesystemBackend(_Backend):
         evidence["verifier_detects"] = detected
         evidence["verifier_findings"] = findings
         if detected:
-            return EVIDENT, f"allowed: {done}; the verifier flags it (the filesystem store is tamper-evident, not tamper-proof)", evidence
+            return (
+                EVIDENT,
+                f"allowed: {done}; the verifier flags it (the filesystem store is tamper-evident, not tamper-proof)",
+                evidence,
+            )
         return FAILED, f"allowed: {done}, and the verifier did NOT notice", evidence
 
     def _who(self) -> dict[str, Any]:
@@ -1327,8 +1664,13 @@ class _FilesystemBackend(_Backend):
 
     # -- probes
 
-    @_probe("fs_record_overwrite", "record", "the store's write path (link(2), fails if the name exists) on a real "
-            "record's key, with the record's own bytes", ENFORCED)
+    @_probe(
+        "fs_record_overwrite",
+        "record",
+        "the store's write path (link(2), fails if the name exists) on a real "
+        "record's key, with the record's own bytes",
+        ENFORCED,
+    )
     def fs_record_overwrite(self, key: str, data: bytes) -> tuple[str, str, dict[str, Any]]:
         evidence: dict[str, Any] = {"key": key}
         try:
@@ -1350,13 +1692,21 @@ class _FilesystemBackend(_Backend):
         evidence = {"files": len(files), "writable": writable[:10], "owners": sorted(owners), **self._who()}
         if writable:
             return FAILED, f"{len(writable)} trail file(s) have write permission bits", evidence
-        return ENFORCED, (
-            f"all {len(files)} trail files are read-only (0444): other non-root users cannot change them; the owner "
-            f"(uid {', '.join(map(str, sorted(owners))) or '-'}) and root can chmod or unlink them (see the canary probes)"
-        ), evidence
+        return (
+            ENFORCED,
+            (
+                f"all {len(files)} trail files are read-only (0444): other non-root users cannot change them; the owner "
+                f"(uid {', '.join(map(str, sorted(owners))) or '-'}) and root can chmod or unlink them (see the canary probes)"
+            ),
+            evidence,
+        )
 
-    @_probe("fs_immutable_attribute", "filesystem", "FS_IOC_GETFLAGS on every trail file; FS_IOC_SETFLAGS "
-            "(chattr +i, then -i) on a scratch file", EVIDENT)
+    @_probe(
+        "fs_immutable_attribute",
+        "filesystem",
+        "FS_IOC_GETFLAGS on every trail file; FS_IOC_SETFLAGS (chattr +i, then -i) on a scratch file",
+        EVIDENT,
+    )
     def fs_immutable_attribute(self) -> tuple[str, str, dict[str, Any]]:
         files = self._trail_files()
         flagged, unsupported = 0, None
@@ -1381,15 +1731,31 @@ class _FilesystemBackend(_Backend):
                 why += "; it needs CAP_LINUX_IMMUTABLE (root on the host, not a default container capability)"
         finally:
             scratch.unlink(missing_ok=True)
-        evidence = {"files": len(files), "immutable": flagged, "set_flag": why, "read_flags_error": unsupported, **self._who()}
+        evidence = {
+            "files": len(files),
+            "immutable": flagged,
+            "set_flag": why,
+            "read_flags_error": unsupported,
+            **self._who(),
+        }
         if files and flagged == len(files):
-            return ENFORCED, f"all {len(files)} trail files carry the immutable attribute (chattr +i): even their owner cannot change or delete them", evidence
-        return EVIDENT, (
-            f"{flagged} of {len(files)} trail files carry the immutable attribute; setting it is {why}. Without it the "
-            f"service's uid or root can change or delete files: only the chain, signatures and checkpoints reveal it"
-        ), evidence
+            return (
+                ENFORCED,
+                f"all {len(files)} trail files carry the immutable attribute (chattr +i): even their owner cannot change or delete them",
+                evidence,
+            )
+        return (
+            EVIDENT,
+            (
+                f"{flagged} of {len(files)} trail files carry the immutable attribute; setting it is {why}. Without it the "
+                f"service's uid or root can change or delete files: only the chain, signatures and checkpoints reveal it"
+            ),
+            evidence,
+        )
 
-    @_probe("fs_canary_rewrite", "canary", "chmod u+w and rewrite a segment file in place (as this process's uid)", EVIDENT)
+    @_probe(
+        "fs_canary_rewrite", "canary", "chmod u+w and rewrite a segment file in place (as this process's uid)", EVIDENT
+    )
     def fs_canary_rewrite(self) -> tuple[str, str, dict[str, Any]]:
         canary, path = self._canary("fs_canary_rewrite")
         evidence: dict[str, Any] = {"key": canary.key, "sealed": self._trail_sealed, **self._who()}
@@ -1473,26 +1839,61 @@ def junit_xml(outcome: Outcome) -> bytes:
     total_time = sum(p.elapsed_s for p in cases)
     failures = sum(1 for p in cases if p.status == FAILED) + (0 if outcome.filed else 1)
     skipped = sum(1 for p in cases if p.status == SKIPPED)
-    suites = ET.Element("testsuites", name="verdict-immutability", tests=str(len(cases) + 1),
-                        failures=str(failures), errors="0", skipped=str(skipped), time=f"{total_time:.3f}")
+    suites = ET.Element(
+        "testsuites",
+        name="verdict-immutability",
+        tests=str(len(cases) + 1),
+        failures=str(failures),
+        errors="0",
+        skipped=str(skipped),
+        time=f"{total_time:.3f}",
+    )
     suite = ET.SubElement(
-        suites, "testsuite", name=f"immutability[{report.backend}]", tests=str(len(cases) + 1), failures=str(failures),
-        errors="0", skipped=str(skipped), time=f"{total_time:.3f}", timestamp=report.started, hostname=report.host,
+        suites,
+        "testsuite",
+        name=f"immutability[{report.backend}]",
+        tests=str(len(cases) + 1),
+        failures=str(failures),
+        errors="0",
+        skipped=str(skipped),
+        time=f"{total_time:.3f}",
+        timestamp=report.started,
+        hostname=report.host,
     )
     props = ET.SubElement(suite, "properties")
     for name, value in (
-        ("run_id", report.run_id), ("store", report.store), ("result", report.result),
+        ("run_id", report.run_id),
+        ("store", report.store),
+        ("result", report.result),
         ("evidence_chain", report.evidence_chain),
         ("evidence_object", outcome.filed.object_key if outcome.filed else ""),
-        ("evidence_record", f"{outcome.filed.receipt.chain_id}/{outcome.filed.receipt.seq} "
-                            f"{outcome.filed.receipt.record_hash}" if outcome.filed else ""),
+        (
+            "evidence_record",
+            f"{outcome.filed.receipt.chain_id}/{outcome.filed.receipt.seq} {outcome.filed.receipt.record_hash}"
+            if outcome.filed
+            else "",
+        ),
     ):
         ET.SubElement(props, "property", name=name, value=value)
     for probe in cases:
-        case = ET.SubElement(suite, "testcase", classname=f"immutability.{report.backend}.{probe.target}",
-                             name=probe.name, time=f"{probe.elapsed_s:.3f}")
-        body = msgspec.json.format(msgspec.json.encode({"operation": probe.operation, "required": probe.required,
-                                                        "status": probe.status, "evidence": probe.evidence}), indent=2)
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"immutability.{report.backend}.{probe.target}",
+            name=probe.name,
+            time=f"{probe.elapsed_s:.3f}",
+        )
+        body = msgspec.json.format(
+            msgspec.json.encode(
+                {
+                    "operation": probe.operation,
+                    "required": probe.required,
+                    "status": probe.status,
+                    "evidence": probe.evidence,
+                }
+            ),
+            indent=2,
+        )
         if probe.status == FAILED:
             failure = ET.SubElement(case, "failure", message=probe.detail, type="FAILED")
             failure.text = body.decode()
@@ -1500,13 +1901,19 @@ def junit_xml(outcome: Outcome) -> bytes:
             ET.SubElement(case, "skipped", message=probe.detail)
         out = ET.SubElement(case, "system-out")
         out.text = f"{probe.status}: {probe.detail}\n" + body.decode()
-    case = ET.SubElement(suite, "testcase", classname=f"immutability.{report.backend}.evidence", name="evidence_filed", time="0")
+    case = ET.SubElement(
+        suite, "testcase", classname=f"immutability.{report.backend}.evidence", name="evidence_filed", time="0"
+    )
     if outcome.filed is None:
-        failure = ET.SubElement(case, "failure", message=f"the evidence was not filed: {outcome.filing_error}", type="FAILED")
+        failure = ET.SubElement(
+            case, "failure", message=f"the evidence was not filed: {outcome.filing_error}", type="FAILED"
+        )
         failure.text = outcome.filing_error or ""
     else:
         out = ET.SubElement(case, "system-out")
-        out.text = (f"{outcome.filed.object_key} recorded at {outcome.filed.receipt.chain_id} seq "
-                    f"{outcome.filed.receipt.seq} ({outcome.filed.receipt.record_hash}), key {outcome.filed.receipt.key_id}")
+        out.text = (
+            f"{outcome.filed.object_key} recorded at {outcome.filed.receipt.chain_id} seq "
+            f"{outcome.filed.receipt.seq} ({outcome.filed.receipt.record_hash}), key {outcome.filed.receipt.key_id}"
+        )
     ET.indent(suites)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"

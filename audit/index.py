@@ -20,10 +20,10 @@ from typing import Annotated
 
 import msgspec
 
-from audit import layout
-from audit.canonical import canonical_bytes
-from audit.records import Hex64
-from audit.stores.base import ObjectExists, ObjectMissing, WormStore
+from verdict.audit import layout
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.records import Hex64
+from verdict.audit.stores.base import ObjectExists, ObjectMissing, WormStore
 
 __all__ = [
     "DuplicateMemberError",

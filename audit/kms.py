@@ -58,9 +58,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from audit.records import KeyDocument, format_time
-from audit.signing import DocumentedSigner, make_key_document
-from audit.stores.base import StoreUnavailable
+from verdict.audit.records import format_time
+from verdict.audit.signing import DocumentedSigner, make_key_document
+from verdict.audit.stores.base import StoreUnavailable
 
 __all__ = [
     "KEY_SPEC",
@@ -127,7 +127,9 @@ class KmsEd25519Signer(DocumentedSigner):
             raise KmsKeyError(f"KMS key {arn} has KeyUsage {meta.get('KeyUsage')}; it must be SIGN_VERIFY")
         algorithms = meta.get("SigningAlgorithms") or []
         if SIGNING_ALGORITHM not in algorithms:
-            raise KmsKeyError(f"KMS key {arn} does not offer {SIGNING_ALGORITHM} (offers {', '.join(algorithms) or 'none'})")
+            raise KmsKeyError(
+                f"KMS key {arn} does not offer {SIGNING_ALGORITHM} (offers {', '.join(algorithms) or 'none'})"
+            )
         response = self._call("GetPublicKey", lambda: client.get_public_key(KeyId=arn), KmsKeyError)
         try:
             public_key = load_der_public_key(response["PublicKey"])
@@ -179,7 +181,9 @@ class KmsEd25519Signer(DocumentedSigner):
                 f"KMS {operation} on {getattr(self, 'kms_key_arn', self.kms_key_ref)}: {err.get('Code')}: {err.get('Message')}"
             ) from None
         except BotoCoreError as exc:
-            raise error(f"KMS {operation} on {getattr(self, 'kms_key_arn', self.kms_key_ref)}: {type(exc).__name__}: {exc}") from None
+            raise error(
+                f"KMS {operation} on {getattr(self, 'kms_key_arn', self.kms_key_ref)}: {type(exc).__name__}: {exc}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"KmsEd25519Signer({self.key_id}, {getattr(self, 'kms_key_arn', self.kms_key_ref)})"
@@ -200,7 +204,9 @@ class KmsKeyRing:
         try:
             return self._by_id[key_id]
         except KeyError:
-            raise KmsKeyError(f"no KMS key for {key_id} in this key ring ({', '.join(self._by_id) or 'empty'})") from None
+            raise KmsKeyError(
+                f"no KMS key for {key_id} in this key ring ({', '.join(self._by_id) or 'empty'})"
+            ) from None
 
 
 def _client(*, region: str | None, profile: str | None, endpoint_url: str | None, timeout: float) -> Any:
@@ -213,11 +219,13 @@ def _client(*, region: str | None, profile: str | None, endpoint_url: str | None
         return session.client(
             "kms",
             endpoint_url=endpoint_url,
-            config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 3, "mode": "standard"}),
+            config=Config(
+                connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 3, "mode": "standard"}
+            ),
         )
     except (ProfileNotFound, BotoCoreError) as exc:
         raise KmsKeyError(f"cannot create a KMS client: {exc}") from None
 
 
 def _as_utc(moment: _dt.datetime) -> _dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.UTC)

@@ -46,10 +46,10 @@ from pathlib import Path
 
 import msgspec
 
-from audit import layout
-from audit.chain_errors import LeaseHeld, LeaseLost
-from audit.records import format_time
-from audit.stores.base import ObjectExists, StoreError, WormStore
+from verdict.audit import layout
+from verdict.audit.chain_errors import LeaseHeld, LeaseLost
+from verdict.audit.records import format_time
+from verdict.audit.stores.base import ObjectExists, StoreError, WormStore
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -110,11 +110,11 @@ class LeaseDoc(msgspec.Struct, frozen=True):
 
 
 def _parse_time(value: str) -> float:
-    return _dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+    return _dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC).timestamp()
 
 
 def _format(ts: float) -> str:
-    return format_time(_dt.datetime.fromtimestamp(ts, _dt.timezone.utc))
+    return format_time(_dt.datetime.fromtimestamp(ts, _dt.UTC))
 
 
 # --- who we are, and whether a holder on this machine is alive ---------------------------------
@@ -143,8 +143,13 @@ def _process_id(pid: int) -> str | None:
 
 
 def _new_holder(created_by: str) -> Holder:
-    return Holder(host=socket.gethostname(), pid=os.getpid(), token=secrets.token_hex(16),
-                  created_by=created_by, process=_process_id(os.getpid()))
+    return Holder(
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        token=secrets.token_hex(16),
+        created_by=created_by,
+        process=_process_id(os.getpid()),
+    )
 
 
 def _same_process(holder: Holder) -> bool:
@@ -216,7 +221,11 @@ def _held(chain_id: str, key: str, doc: LeaseDoc, now: float, skew: float) -> Ex
 
 
 def acquire(
-    store: WormStore, chain_id: str, *, created_by: str, options: LeaseOptions = DEFAULT_LEASE,
+    store: WormStore,
+    chain_id: str,
+    *,
+    created_by: str,
+    options: LeaseOptions = DEFAULT_LEASE,
     wall: Callable[[], float] = time.time,
 ) -> ChainLease:
     """Take the lease on ``chain_id`` or raise LeaseHeld (naming the holder)."""
@@ -231,8 +240,13 @@ def acquire(
             if doc is not None and not _free(doc, now, options.skew):
                 raise _held(chain_id, layout.lease_key(chain_id, n), doc, now, options.skew)
             if doc is not None and not doc.released and now < _parse_time(doc.expires_at) + options.skew:
-                _log.warning("chain %s: taking over lease %d of %s, which %s", chain_id, n, doc.holder.describe(),
-                             "is this process" if _same_process(doc.holder) else "is proved dead on this machine")
+                _log.warning(
+                    "chain %s: taking over lease %d of %s, which %s",
+                    chain_id,
+                    n,
+                    doc.holder.describe(),
+                    "is this process" if _same_process(doc.holder) else "is proved dead on this machine",
+                )
         lease = ChainLease(store, chain_id, holder, options, n, wall)
         try:
             lease._put_next(released=False)
@@ -251,8 +265,9 @@ def acquire(
 class ChainLease:
     """A lease this process holds (see the module docstring). Thread-safe."""
 
-    def __init__(self, store: WormStore, chain_id: str, holder: Holder, options: LeaseOptions, n: int,
-                 wall: Callable[[], float]) -> None:
+    def __init__(
+        self, store: WormStore, chain_id: str, holder: Holder, options: LeaseOptions, n: int, wall: Callable[[], float]
+    ) -> None:
         self.store = store
         self.chain_id = chain_id
         self.holder = holder
@@ -285,8 +300,14 @@ class ChainLease:
                 started = time.monotonic()
                 now = self._wall()
                 nxt = self.n + 1
-                doc = LeaseDoc(chain_id=self.chain_id, n=nxt, holder=self.holder, acquired_at=_format(now),
-                               expires_at=_format(now if released else now + self.options.ttl), released=released)
+                doc = LeaseDoc(
+                    chain_id=self.chain_id,
+                    n=nxt,
+                    holder=self.holder,
+                    acquired_at=_format(now),
+                    expires_at=_format(now if released else now + self.options.ttl),
+                    released=released,
+                )
                 key = layout.lease_key(self.chain_id, nxt)
                 try:
                     self.store.put_once(key, msgspec.json.encode(doc))
@@ -297,7 +318,9 @@ class ChainLease:
                         continue
                     if not self.acquired:  # acquiring: someone else won the race for lease n + 1
                         if other is None:
-                            other = LeaseDoc(self.chain_id, nxt, Holder("?", 0, "?", "an unreadable lease"), "", _format(now))
+                            other = LeaseDoc(
+                                self.chain_id, nxt, Holder("?", 0, "?", "an unreadable lease"), "", _format(now)
+                            )
                         raise _held(self.chain_id, key, other, self._wall(), self.options.skew) from None
 
                     who = other.holder.describe() if other is not None else "an unreadable object"

@@ -188,9 +188,7 @@ def _inclusion_proof_length(index: int, tree_size: int) -> int:
     return inner + (index >> inner).bit_count()
 
 
-def root_from_inclusion_proof(
-    leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes]) -> bytes:
     """The root that ``proof`` implies for ``leaf_hash`` at ``index``; raises ProofError if malformed."""
     _require_size("tree_size", tree_size, ProofError)
     _require_size("index", index, ProofError)
@@ -201,15 +199,12 @@ def root_from_inclusion_proof(
     want = _inclusion_proof_length(index, tree_size)
     if len(proof) != want:
         raise ProofError(
-            f"inclusion proof for leaf {index} in a tree of size {tree_size} "
-            f"must have {want} hashes, got {len(proof)}"
+            f"inclusion proof for leaf {index} in a tree of size {tree_size} must have {want} hashes, got {len(proof)}"
         )
     return _walk_inclusion_path(leaf_hash, index, tree_size, proof)
 
 
-def _walk_inclusion_path(
-    leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes]
-) -> bytes:
+def _walk_inclusion_path(leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes]) -> bytes:
     """RFC 9162 2.1.3.2 steps 2-5, literally, so it can be audited against the RFC."""
     fn, sn = index, tree_size - 1
     r = leaf_hash
@@ -228,9 +223,7 @@ def _walk_inclusion_path(
     return r
 
 
-def verify_inclusion(
-    leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes
-) -> None:
+def verify_inclusion(leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes) -> None:
     """Accept only if ``leaf_hash`` is leaf ``index`` of the tree of ``tree_size`` with ``root``."""
     _require_hash("root", root, ProofError)
     computed = root_from_inclusion_proof(leaf_hash, index, tree_size, proof)
@@ -244,9 +237,7 @@ def verify_inclusion(
 # --- consistency verification (RFC 9162 section 2.1.4.2) -----------------------
 
 
-def verify_consistency(
-    size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
-) -> None:
+def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes) -> None:
     """Accept only if the tree (size2, root2) is an append-only extension of (size1, root1)."""
     _require_size("size1", size1, ProofError)
     _require_size("size2", size2, ProofError)
@@ -293,9 +284,7 @@ def _consistency_proof_length(size1: int, size2: int) -> int:
     return seed + inner - _trailing_zeros(size1) + border
 
 
-def _verify_extension(
-    size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
-) -> None:
+def _verify_extension(size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes) -> None:
     want = _consistency_proof_length(size1, size2)
     if len(proof) != want:
         raise ProofError(
@@ -314,9 +303,7 @@ def _verify_extension(
         )
 
 
-def _walk_consistency_path(
-    size1: int, size2: int, proof: Sequence[bytes], root1: bytes
-) -> tuple[bytes, bytes]:
+def _walk_consistency_path(size1: int, size2: int, proof: Sequence[bytes], root1: bytes) -> tuple[bytes, bytes]:
     """RFC 9162 2.1.4.2 steps 1-7, literally; returns (old root, new root) the proof implies."""
     if not proof:
         raise ProofError("consistency proof is empty, but size1 < size2")
@@ -390,9 +377,7 @@ class MerkleAccumulator:
         _require_size("size", size, ValueError)
         _require_hashes("hashes", hashes, ValueError)
         if len(hashes) != size.bit_count():
-            raise ValueError(
-                f"a tree of size {size} has {size.bit_count()} subtree roots, got {len(hashes)}"
-            )
+            raise ValueError(f"a tree of size {size} has {size.bit_count()} subtree roots, got {len(hashes)}")
         acc = cls()
         acc._size = size
         acc._hashes = list(hashes)

@@ -20,12 +20,12 @@ import hashlib
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import layout, merkle
-from audit.canonical import CanonicalEncodingError
-from audit.chain import Receipt
-from audit.checkpoint import CheckpointError
-from audit.index import IndexEntry, RequestIndex
-from audit.records import (
+from verdict.audit import layout, merkle
+from verdict.audit.canonical import CanonicalEncodingError
+from verdict.audit.chain import Receipt
+from verdict.audit.checkpoint import CheckpointError
+from verdict.audit.index import IndexEntry, RequestIndex
+from verdict.audit.records import (
     DecisionBody,
     Record,
     RecordError,
@@ -34,10 +34,10 @@ from audit.records import (
     record_bytes,
     split_line,
 )
-from audit.signing import KeyDocumentError, check_key_document, decode_key_document, verify_record_signature
-from audit.stores.base import ObjectMissing, WormStore
-from audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
-from audit.walk import KeyTimeline, open_chain_checkpoint
+from verdict.audit.signing import KeyDocumentError, check_key_document, decode_key_document, verify_record_signature
+from verdict.audit.stores.base import ObjectMissing, WormStore
+from verdict.audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
+from verdict.audit.walk import KeyTimeline, open_chain_checkpoint
 
 __all__ = ["InclusionProof", "ReadError", "VerifiedDecision", "read_decision"]
 
@@ -99,7 +99,11 @@ class VerifiedDecision(msgspec.Struct, frozen=True):
 
 
 def read_decision(
-    store: WormStore, request_id: str, *, require_checkpoint: bool = False, prove: bool = True,
+    store: WormStore,
+    request_id: str,
+    *,
+    require_checkpoint: bool = False,
+    prove: bool = True,
     trust: TrustPolicy | None = None,
 ) -> VerifiedDecision:
     """Return the verified decision for ``request_id`` or raise ReadError.
@@ -128,7 +132,8 @@ def read_decision(
     digest = hashlib.sha256(raw).digest()
     if digest.hex() != entry.record_hash:
         raise ReadError(
-            "hash_mismatch", f"record {entry.chain_id}/{entry.seq} hashes to {digest.hex()}, the index says {entry.record_hash}"
+            "hash_mismatch",
+            f"record {entry.chain_id}/{entry.seq} hashes to {digest.hex()}, the index says {entry.record_hash}",
         )
     try:
         record = decode_record(raw)
@@ -155,7 +160,9 @@ def read_decision(
     else:
         public_key = _published_key(store, record.key_id)
     if not verify_record_signature(public_key, digest, signature):
-        raise ReadError("bad_signature", f"record {entry.chain_id}/{entry.seq}: signature does not verify with {record.key_id}")
+        raise ReadError(
+            "bad_signature", f"record {entry.chain_id}/{entry.seq}: signature does not verify with {record.key_id}"
+        )
     inclusion = _ChainView(store, entry.chain_id, anchors).prove(entry.seq, digest, record.key_id) if prove else None
     if inclusion is None and require_checkpoint:
         raise ReadError("not_checkpointed", f"record {entry.chain_id}/{entry.seq} is not yet covered by a checkpoint")
@@ -192,8 +199,11 @@ def _certified_key(anchors: ChainAnchors, key_id: str, seq: int) -> Ed25519Publi
     cert = anchors.for_key(key_id, seq)
     if cert is None:
         reason = "uncertified_chain" if anchors.certificate_at(0) is None else "uncertified_key"
-        raise ReadError(reason, f"record {anchors.chain_id}/{seq} is signed by {key_id}, which the trust root has "
-                                "not certified for this chain at that seq")
+        raise ReadError(
+            reason,
+            f"record {anchors.chain_id}/{seq} is signed by {key_id}, which the trust root has "
+            "not certified for this chain at that seq",
+        )
     return Ed25519PublicKey.from_public_bytes(anchors.public_key(cert.from_seq, key_id))
 
 
@@ -232,16 +242,20 @@ class _ChainView:
             raise ReadError("hash_mismatch", f"chain {self.chain_id} does not hold this record at seq {seq}")
         if timeline.key_at(seq) != key_id:
             raise ReadError(
-                "key_not_valid_at_seq", f"record {self.chain_id}/{seq} is signed by {key_id}, not the chain's key at that seq"
+                "key_not_valid_at_seq",
+                f"record {self.chain_id}/{seq} is signed by {key_id}, not the chain's key at that seq",
             )
         if size <= seq:
             return None
         if len(leaves) < size:
-            raise ReadError("chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {len(leaves)}")
+            raise ReadError(
+                "chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {len(leaves)}"
+            )
         note = self.store.get(cp_key)
         try:
-            verified = open_chain_checkpoint(note, size, timeline, self.anchors,
-                                             lambda key_id: _published_key(self.store, key_id))
+            verified = open_chain_checkpoint(
+                note, size, timeline, self.anchors, lambda key_id: _published_key(self.store, key_id)
+            )
         except CheckpointError as exc:
             raise ReadError("bad_checkpoint_signature", f"{cp_key}: {exc}") from None
         if verified.checkpoint.size != size:
@@ -251,7 +265,9 @@ class _ChainView:
         try:
             merkle.verify_inclusion(merkle.leaf_hash(record_hash), seq, size, proof, verified.checkpoint.root)
         except merkle.ProofError as exc:
-            raise ReadError("checkpoint_root_mismatch", f"record {self.chain_id}/{seq} is not in checkpoint {size}: {exc}") from None
+            raise ReadError(
+                "checkpoint_root_mismatch", f"record {self.chain_id}/{seq} is not in checkpoint {size}: {exc}"
+            ) from None
         return InclusionProof(
             leaf_index=seq,
             tree_size=size,

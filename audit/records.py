@@ -34,7 +34,7 @@ from typing import Annotated, Literal, Union
 
 import msgspec
 
-from audit.canonical import canonical_bytes
+from verdict.audit.canonical import canonical_bytes
 
 __all__ = [
     "FORMAT",
@@ -50,25 +50,25 @@ __all__ = [
     "KeyDocument",
     "KeyRotationBody",
     "ModelRef",
+    "ModelVersion",
     "PlainInputs",
     "Reason",
-    "ModelVersion",
     "Record",
     "RecordError",
+    "RecordHeader",
     "RegistryBody",
     "Runtime",
-    "RecordHeader",
     "body_kind",
     "decode_body",
     "decode_header",
     "decode_record",
     "encode_line",
-    "iter_lines",
-    "split_line",
     "format_time",
+    "iter_lines",
     "parse_time",
     "record_bytes",
     "record_hash",
+    "split_line",
     "utc_now",
 ]
 
@@ -355,15 +355,15 @@ def format_time(moment: _dt.datetime) -> str:
     """RFC 3339 UTC with microseconds and "Z", e.g. 2025-01-31T12:00:00.000000Z."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> _dt.datetime:
-    return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc)
+    return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC)
 
 
 def utc_now() -> str:
-    return format_time(_dt.datetime.now(_dt.timezone.utc))
+    return format_time(_dt.datetime.now(_dt.UTC))
 
 
 # --- segment lines -------------------------------------------------------------------------

@@ -29,9 +29,9 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from audit import layout
-from audit.records import RegistryBody
-from audit.stores.base import WormStore
+from verdict.audit import layout
+from verdict.audit.records import RegistryBody
+from verdict.audit.stores.base import WormStore
 
 __all__ = [
     "ALIASES_PREFIX",
@@ -61,8 +61,9 @@ FailFn = Callable[..., None]  # fail(reason, message, *, chain_id, seq, key)
 _interned: dict[DecisionRefs, DecisionRefs] = {}
 
 
-def decision_refs(name: str, version: str, model_sha256: str, environment_sha256: str,
-                  manifest_sha256: str | None) -> DecisionRefs:
+def decision_refs(
+    name: str, version: str, model_sha256: str, environment_sha256: str, manifest_sha256: str | None
+) -> DecisionRefs:
     """The names a decision holds, as one shared tuple per distinct value: a
     worker's result then pickles each repeated tuple as a back-reference."""
     refs = (name, version, model_sha256, environment_sha256, manifest_sha256)
@@ -141,7 +142,10 @@ class References:
         exists = store.exists
         bound = bool(self.registry_chains)
         registry_objects = False  # anything of a model registry in the store at all
-        registry_chain_prefixes = (f"{layout.CHAINS_PREFIX}{REGISTRY_CHAIN}/", f"{layout.CERTIFICATES_PREFIX}{REGISTRY_CHAIN}/")
+        registry_chain_prefixes = (
+            f"{layout.CHAINS_PREFIX}{REGISTRY_CHAIN}/",
+            f"{layout.CERTIFICATES_PREFIX}{REGISTRY_CHAIN}/",
+        )
         for k in listed:
             if not registry_objects and k.startswith(_REGISTRY_PREFIXES):
                 registry_objects = True
@@ -173,7 +177,9 @@ class References:
             if body.artifact_sha256 is not None:
                 expect(blob_key(body.artifact_sha256), body.artifact_sha256, "model artifact", where, 1, False)
             if body.background_sha256 is not None:
-                expect(blob_key(body.background_sha256), body.background_sha256, "explainer background", where, 1, False)
+                expect(
+                    blob_key(body.background_sha256), body.background_sha256, "explainer background", where, 1, False
+                )
             if body.alias_key is not None and body.alias_sha256 is not None:
                 expect(body.alias_key, body.alias_sha256, f"{body.alias} alias object", where, 1, False)
                 recorded_aliases.add(body.alias_key)
@@ -186,13 +192,23 @@ class References:
             named = f"named by {item.records} record(s), first {chain_id}/{seq}"
             if object_key not in listed:
                 if exists(object_key):
-                    note("written_during_verification", f"{object_key} ({item.what}) appeared after the store was "
-                         f"listed (live writer); {named}", chain_id=chain_id, seq=seq, key=object_key)
+                    note(
+                        "written_during_verification",
+                        f"{object_key} ({item.what}) appeared after the store was listed (live writer); {named}",
+                        chain_id=chain_id,
+                        seq=seq,
+                        key=object_key,
+                    )
                 elif item.gated and not bound:
                     unbound.append(object_key)
                 else:
-                    fail("missing_object", f"{object_key} ({item.what}) is not in the store; {named}",
-                         chain_id=chain_id, seq=seq, key=object_key)
+                    fail(
+                        "missing_object",
+                        f"{object_key} ({item.what}) is not in the store; {named}",
+                        chain_id=chain_id,
+                        seq=seq,
+                        key=object_key,
+                    )
                 continue
             if sha256 is None or layout.content_address(object_key) == sha256:
                 continue  # present; a content-addressed object was re-hashed in step 6
@@ -202,37 +218,54 @@ class References:
             for sha256, item in to_read[object_key]:
                 if actual != sha256:
                     chain_id, seq, _segment = item.where
-                    fail("object_mismatch", f"{object_key} ({item.what}) hashes to {actual}, but {item.records} "
-                         f"record(s) give {sha256} (first {chain_id}/{seq}): it was altered after it was recorded",
-                         chain_id=chain_id, seq=seq, key=object_key)
+                    fail(
+                        "object_mismatch",
+                        f"{object_key} ({item.what}) hashes to {actual}, but {item.records} "
+                        f"record(s) give {sha256} (first {chain_id}/{seq}): it was altered after it was recorded",
+                        chain_id=chain_id,
+                        seq=seq,
+                        key=object_key,
+                    )
 
         unrecorded = sorted(k for k in listed if k.startswith(ALIASES_PREFIX) and k not in recorded_aliases)
         if bound and unrecorded:
             late = _recorded_since_listing(store, listed, self.registry_chains | {REGISTRY_CHAIN}, read_many)
             for object_key in unrecorded:
                 if object_key in late:
-                    note("written_during_verification", f"{object_key}: its promotion record was appended after "
-                         "the store was listed (live writer)", key=object_key)
+                    note(
+                        "written_during_verification",
+                        f"{object_key}: its promotion record was appended after the store was listed (live writer)",
+                        key=object_key,
+                    )
                     continue
-                fail("unrecorded_alias", f"{object_key} is named by no promotion record of a registry chain: "
-                     "the registry did not record it (written by hand, or its record failed)", key=object_key)
+                fail(
+                    "unrecorded_alias",
+                    f"{object_key} is named by no promotion record of a registry chain: "
+                    "the registry did not record it (written by hand, or its record failed)",
+                    key=object_key,
+                )
         elif unrecorded:
             unbound.extend(unrecorded)
         if unbound and registry_objects:  # a trail kept without any registry: nothing to say about it
-            note("registry_unbound", f"this store has no registry chain (written before registry records existed): "
-                 f"{len(unbound)} object(s) named by decisions are missing or alias objects have no promotion "
-                 f"record, e.g. {', '.join(_first(unbound, 3))}; not held against the trail")
+            note(
+                "registry_unbound",
+                f"this store has no registry chain (written before registry records existed): "
+                f"{len(unbound)} object(s) named by decisions are missing or alias objects have no promotion "
+                f"record, e.g. {', '.join(_first(unbound, 3))}; not held against the trail",
+            )
 
 
 def _recorded_since_listing(
-    store: WormStore, listed: set[str], chains: set[str],
+    store: WormStore,
+    listed: set[str],
+    chains: set[str],
     read_many: Callable[[list[str]], Iterable[tuple[str, bytes]]],
 ) -> set[str]:
     """On a live store: alias keys named by registry records in segments written after
     the listing (asked only when an alias object has no record). Only records count:
     an unsigned lease saying "a writer is busy" would let a store writer turn the
     failure into a note."""
-    from audit.records import RecordError, decode_record, iter_lines, split_line
+    from verdict.audit.records import RecordError, decode_record, iter_lines, split_line
 
     late_segments = [k for c in sorted(chains) for k in store.list_keys(layout.segments_prefix(c)) if k not in listed]
     aliases: set[str] = set()

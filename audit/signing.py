@@ -36,16 +36,16 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from audit import ed25519, layout
-from audit.canonical import canonical_bytes
-from audit.checkpoint import CheckpointError, decode_vkey, encode_vkey
-from audit.records import KeyDocument, utc_now
-from audit.durable import fsync_directory, unlink_if_present, write_file
-from audit.stores.base import ObjectExists, ObjectRef, WormStore
+from verdict.audit import ed25519, layout
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.checkpoint import CheckpointError, decode_vkey, encode_vkey
+from verdict.audit.durable import fsync_directory, unlink_if_present, write_file
+from verdict.audit.records import KeyDocument, utc_now
+from verdict.audit.stores.base import ObjectExists, ObjectRef, WormStore
 
 __all__ = [
-    "DocumentedSigner",
     "RECORD_SIGNATURE_DOMAIN",
+    "DocumentedSigner",
     "Ed25519Signer",
     "FileKeyStore",
     "KeyDocumentError",
@@ -85,7 +85,7 @@ def _raw(public_key: Ed25519PublicKey) -> bytes:
 
 
 def key_id_for(public_key: Ed25519PublicKey) -> str:
-    """"ed25519:" + first 16 hex digits of SHA-256 of the raw 32-byte public key."""
+    """ "ed25519:" + first 16 hex digits of SHA-256 of the raw 32-byte public key."""
     return "ed25519:" + hashlib.sha256(_raw(public_key)).hexdigest()[:16]
 
 
@@ -281,7 +281,7 @@ class FileKeyStore:
 
     @classmethod
     def default(cls) -> FileKeyStore:
-        from audit.config import data_dir
+        from verdict.audit.config import data_dir
 
         return cls(data_dir() / "keys")
 
@@ -366,5 +366,3 @@ class FileKeyStore:
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     write_file(path, data, exclusive=True, mode=mode)
-
-

@@ -23,23 +23,23 @@ from pathlib import Path
 
 import msgspec
 
-from audit import layout
-from audit.canonical import canonical_bytes
-from audit.records import KeyDocument, KeyId, Timestamp, utc_now
-from audit.signing import (
+from verdict.audit import layout
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.records import KeyDocument, KeyId, Timestamp, utc_now
+from verdict.audit.signing import (
     Ed25519Signer,
     KeyDocumentError,
     Signer,
     check_key_document,
     make_key_document,
 )
-from audit.stores.base import ObjectExists, WormStore
+from verdict.audit.stores.base import ObjectExists, WormStore
 
 __all__ = [
     "CERTIFICATE_DOMAIN",
+    "POLICY_FORMAT",
     "Certificate",
     "ChainAnchors",
-    "POLICY_FORMAT",
     "RootKey",
     "SignedCertificate",
     "TrustError",
@@ -47,12 +47,12 @@ __all__ = [
     "TrustedRoot",
     "WitnessEntry",
     "certificate_hash",
+    "configured_root",
     "decode_certificate",
     "issue_certificate",
     "key_valid_at",
     "load_anchors",
     "load_policy",
-    "configured_root",
     "local_root",
     "local_root_path",
 ]
@@ -193,13 +193,13 @@ def configured_root(spec: str | None = None, *, create: bool = False) -> RootKey
     One rule for the gateway and for the tools that start chains of their own
     (replay, key rotation, the immutability test), so they certify alike.
     """
-    from audit.config import data_dir
+    from verdict.audit.config import data_dir
 
     spec = os.environ.get("VERDICT_TRUST_ROOT", "") if spec is None else spec
     if spec == "none":
         return None
     if spec.startswith("kms:"):
-        from audit.kms import KmsEd25519Signer
+        from verdict.audit.kms import KmsEd25519Signer
 
         return RootKey(KmsEd25519Signer(spec.removeprefix("kms:")))
     if spec:
@@ -340,14 +340,18 @@ def decode_certificate(store_key: str, data: bytes, roots: dict[str, bytes]) -> 
     if cert.format != CERTIFICATE_FORMAT:
         raise TrustError("bad_certificate", f"{store_key}: format must be {CERTIFICATE_FORMAT!r}")
     if (cert.chain_id, cert.from_seq, cert.key.key_id) != named:
-        raise TrustError("bad_certificate", f"{store_key}: the name does not match the certificate's chain, seq and key")
+        raise TrustError(
+            "bad_certificate", f"{store_key}: the name does not match the certificate's chain, seq and key"
+        )
     try:
         check_key_document(cert.key)
     except KeyDocumentError as exc:
         raise TrustError("bad_certificate", f"{store_key}: {exc}") from None
     raw_root = roots.get(cert.root_key_id)
     if raw_root is None:
-        raise TrustError("untrusted_root", f"{store_key}: signed by {cert.root_key_id}, which the trust policy does not hold")
+        raise TrustError(
+            "untrusted_root", f"{store_key}: signed by {cert.root_key_id}, which the trust policy does not hold"
+        )
     signature = _b64_signature(signed.signature)
     try:
         if signature is None:
@@ -382,8 +386,9 @@ class ChainAnchors:
     the reader, replay and the writer all ask here.
     """
 
-    def __init__(self, chain_id: str, certificates: Iterable[Certificate] = (),
-                 problems: Iterable[tuple[str, str, str]] = ()) -> None:
+    def __init__(
+        self, chain_id: str, certificates: Iterable[Certificate] = (), problems: Iterable[tuple[str, str, str]] = ()
+    ) -> None:
         self.chain_id = chain_id
         self._certs: dict[tuple[int, str], Certificate] = {(c.from_seq, c.key.key_id): c for c in certificates}
         self.problems = list(problems)
@@ -405,8 +410,10 @@ class ChainAnchors:
         cert = self._certs.get((from_seq, key_id))
         what = "chain creation" if from_seq == 0 else f"key rotation at seq {from_seq - 1}"
         if cert is None:
-            raise TrustError(reason, f"chain {self.chain_id}: {key_id} from seq {from_seq} ({what}) has no "
-                                     "certificate by a trusted root")
+            raise TrustError(
+                reason,
+                f"chain {self.chain_id}: {key_id} from seq {from_seq} ({what}) has no certificate by a trusted root",
+            )
         if not isinstance(key, str) and cert.key.public_key != key.public_key:
             raise TrustError(reason, f"chain {self.chain_id}: the certificate of {key_id} holds another public key")
         if from_seq == 0 and origin is not None and cert.origin != origin:
@@ -439,8 +446,9 @@ class ChainAnchors:
         return [c for k, c in sorted(self._certs.items()) if k not in self._used]
 
 
-def load_anchors(store: WormStore, chain_id: str, policy: TrustPolicy,
-                 items: Iterable[tuple[str, bytes]] | None = None) -> ChainAnchors:
+def load_anchors(
+    store: WormStore, chain_id: str, policy: TrustPolicy, items: Iterable[tuple[str, bytes]] | None = None
+) -> ChainAnchors:
     """Read and check every certificate of ``chain_id`` (or the given ``(key, bytes)`` items)."""
     roots = policy.root_keys()
     if items is None:
@@ -453,4 +461,3 @@ def load_anchors(store: WormStore, chain_id: str, policy: TrustPolicy,
         except TrustError as exc:
             problems.append((exc.reason, key, exc.message))
     return ChainAnchors(chain_id, certs, problems)
-

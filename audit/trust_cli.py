@@ -11,41 +11,51 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from audit.cli_store import StoreOption, open_for_cli
-from audit.config import data_dir
-from audit.trust import (
+from verdict.audit.cli_store import StoreOption, open_for_cli
+from verdict.audit.config import data_dir
+from verdict.audit.trust import (
     RootKey,
-    configured_root,
     TrustError,
     TrustPolicy,
     WitnessEntry,
+    configured_root,
     load_policy,
     local_root_path,
 )
 
-__all__ = ["TrustOption", "UnanchoredOption", "UNANCHORED", "resolve_policy", "trust_app"]
+__all__ = ["UNANCHORED", "TrustOption", "UnanchoredOption", "resolve_policy", "trust_app"]
 
-trust_app = typer.Typer(help="The trust root: export the policy examiners verify with; certify chains.",
-                        no_args_is_help=True, add_completion=False)
+trust_app = typer.Typer(
+    help="The trust root: export the policy examiners verify with; certify chains.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 UNANCHORED = "UNANCHORED (no trust policy: any store writer could have produced this): "
 
 TrustOption = Annotated[
-    Optional[str],
-    typer.Option("--trust", metavar="FILE", help="Trust policy (verdict trust export); default: $VERDICT_TRUST_POLICY, "
-                                                 "else the root this machine holds ($VERDICT_TRUST_ROOT or the data directory's)."),
+    str | None,
+    typer.Option(
+        "--trust",
+        metavar="FILE",
+        help="Trust policy (verdict trust export); default: $VERDICT_TRUST_POLICY, "
+        "else the root this machine holds ($VERDICT_TRUST_ROOT or the data directory's).",
+    ),
 ]
 UnanchoredOption = Annotated[
     bool,
-    typer.Option("--unanchored", help="Verify without a trust policy; every line of output says that a store "
-                                      "writer could have forged the result."),
+    typer.Option(
+        "--unanchored",
+        help="Verify without a trust policy; every line of output says that a store "
+        "writer could have forged the result.",
+    ),
 ]
 
 
@@ -86,17 +96,23 @@ def _root(path: str | None) -> RootKey:
 
 
 RootOption = Annotated[
-    Optional[str], typer.Option("--root", metavar="FILE", help="Root private key (default: <data dir>/trust/root.pem).")
+    str | None, typer.Option("--root", metavar="FILE", help="Root private key (default: <data dir>/trust/root.pem).")
 ]
 
 
 @trust_app.command("export")
 def export(
-    out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="FILE",
-                                               help="Where to write the policy (default: stdout).")] = None,
-    witness: Annotated[Optional[list[str]], typer.Option(
-        "--witness", metavar="VKEY[@URL]", help="A witness's verifier key (verdict witness vkey), optionally "
-                                                "with the URL it serves on (repeatable).")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", metavar="FILE", help="Where to write the policy (default: stdout).")
+    ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness",
+            metavar="VKEY[@URL]",
+            help="A witness's verifier key (verdict witness vkey), optionally with the URL it serves on (repeatable).",
+        ),
+    ] = None,
     quorum: Annotated[int, typer.Option("--quorum", min=0, help="Cosignatures needed for a witnessed checkpoint.")] = 0,
     root: RootOption = None,
 ) -> None:
@@ -121,11 +137,17 @@ def export(
 @trust_app.command("certify")
 def certify(
     chain: Annotated[str, typer.Option("--chain", help="The chain to certify.")],
-    key: Annotated[Optional[str], typer.Option("--key", help="Pre-issue: the key id (published in the store) "
-                                                              "a writer without the root will bring in.")] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", help="Pre-issue: the key id (published in the store) a writer without the root will bring in."
+        ),
+    ] = None,
     from_seq: Annotated[int, typer.Option("--from-seq", min=0, help="With --key: the first record it signs.")] = 0,
-    origin: Annotated[Optional[str], typer.Option("--origin", help="With --key and --from-seq 0: the chain's "
-                                                                   "origin (default verdict/<chain>).")] = None,
+    origin: Annotated[
+        str | None,
+        typer.Option("--origin", help="With --key and --from-seq 0: the chain's origin (default verdict/<chain>)."),
+    ] = None,
     store: StoreOption = None,
     root: RootOption = None,
 ) -> None:
@@ -137,7 +159,7 @@ def certify(
     With --key: one certificate issued ahead, for a writer that does not hold
     the root (production: the root is in KMS, the gateway cannot sign with it).
     """
-    from audit.signing import load_published_keys
+    from verdict.audit.signing import load_published_keys
 
     root_key = _root(root)
     target = open_for_cli(store)
@@ -154,7 +176,7 @@ def certify(
 
 
 def _certify_existing(target, chain: str, root_key: RootKey) -> None:  # noqa: ANN001 - WormStore
-    from audit.verifier import verify_store
+    from verdict.audit.verifier import verify_store
 
     report = verify_store(target)
     failures = [f for f in report.failures if f.chain_id in (chain, None)]
@@ -163,8 +185,10 @@ def _certify_existing(target, chain: str, root_key: RootKey) -> None:  # noqa: A
         _err.print(f"[red]error:[/] no chain {chain!r} in {target.url}")
         raise typer.Exit(1)
     if failures:
-        _err.print(f"[red]refused:[/] chain {chain} does not verify ({failures[0].reason}: {failures[0].message}); "
-                   "certifying it would vouch for it")
+        _err.print(
+            f"[red]refused:[/] chain {chain} does not verify ({failures[0].reason}: {failures[0].message}); "
+            "certifying it would vouch for it"
+        )
         raise typer.Exit(1)
     for from_seq, doc, origin in _timeline(target, chain):
         written = root_key.certify(target, chain, doc, from_seq, origin)
@@ -172,7 +196,7 @@ def _certify_existing(target, chain: str, root_key: RootKey) -> None:  # noqa: A
 
 
 def _timeline(target, chain: str):  # noqa: ANN001, ANN202 - WormStore; list of (from_seq, KeyDocument, origin)
-    from audit.chain import ChainError, scan_timeline
+    from verdict.audit.chain import ChainError, scan_timeline
 
     try:
         return scan_timeline(target, chain)

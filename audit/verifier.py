@@ -35,17 +35,18 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import layout, merkle
-from audit.canonical import CanonicalEncodingError
-from audit.checkpoint import CheckpointError, open_checkpoint, parse_body
-from audit.index import (
+from verdict.audit import layout, merkle
+from verdict.audit.canonical import CanonicalEncodingError
+from verdict.audit.checkpoint import CheckpointError, open_checkpoint, parse_body
+from verdict.audit.completeness import HeldReceipt, check_all, witnesses_of
+from verdict.audit.index import (
     DuplicateMemberError,
     IndexEntry,
     IndexEntryError,
     NonCanonicalEntryError,
     decode_stored_entry,
 )
-from audit.records import (
+from verdict.audit.records import (
     GENESIS_PREV_HASH,
     DecisionBody,
     EvidenceBody,
@@ -59,18 +60,17 @@ from audit.records import (
     record_bytes,
     split_line,
 )
-from audit.signing import (
+from verdict.audit.references import REFERENCE_NOTES, REFERENCE_REASONS, References, decision_refs
+from verdict.audit.signing import (
     KeyDocumentError,
     check_key_document,
     decode_key_document,
     encode_key_document,
     verify_record_signature,
 )
-from audit.completeness import HeldReceipt, check_all, witnesses_of
-from audit.references import REFERENCE_NOTES, REFERENCE_REASONS, References, decision_refs
-from audit.stores.base import ObjectMissing, ObjectVersion, WormStore
-from audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
-from audit.walk import KeyTimeline
+from verdict.audit.stores.base import ObjectMissing, ObjectVersion, WormStore
+from verdict.audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
+from verdict.audit.walk import KeyTimeline
 
 __all__ = ["REASONS", "ChainSummary", "Failure", "Finding", "VerificationReport", "verify_store"]
 
@@ -254,13 +254,16 @@ def _scan_line(line_no: int, line: bytes, keys: dict[str, bytes]) -> _Scan:
     body = record.body
     kind = type(body).__struct_config__.tag
     if isinstance(body, DecisionBody):
-        extra: Any = (body.request_id, body.request_sha256, decision_refs(
-            body.model.name, body.model.version, body.model.sha256, body.environment_sha256, body.manifest_sha256))
+        extra: Any = (
+            body.request_id,
+            body.request_sha256,
+            decision_refs(
+                body.model.name, body.model.version, body.model.sha256, body.environment_sha256, body.manifest_sha256
+            ),
+        )
     elif isinstance(body, EvidenceBody):
         extra = (body.object_key, body.sha256)
-    elif isinstance(body, RegistryBody):
-        extra = body
-    elif isinstance(body, GenesisBody):
+    elif isinstance(body, RegistryBody) or isinstance(body, GenesisBody):
         extra = body
     elif isinstance(body, KeyRotationBody):
         extra = body.new_key
@@ -291,9 +294,16 @@ def _consistency_proof(tree: merkle.MerkleTree, old_size: int, new_size: int) ->
 
 
 class _Verifier:
-    def __init__(self, store: WormStore, progress: ProgressFn | None, workers: int | None,
-                 trust: TrustPolicy | None = None, held: Sequence[tuple[str, bytes]] = (),
-                 receipts: Sequence[tuple[str, HeldReceipt]] = (), ask_witnesses: bool = False) -> None:
+    def __init__(
+        self,
+        store: WormStore,
+        progress: ProgressFn | None,
+        workers: int | None,
+        trust: TrustPolicy | None = None,
+        held: Sequence[tuple[str, bytes]] = (),
+        receipts: Sequence[tuple[str, HeldReceipt]] = (),
+        ask_witnesses: bool = False,
+    ) -> None:
         self.store = store
         self.ask_witnesses = ask_witnesses
         self.trust = trust
@@ -324,13 +334,17 @@ class _Verifier:
 
     # -- reporting
 
-    def fail(self, reason: str, message: str, *, chain_id: str | None = None, seq: int | None = None, key: str | None = None) -> None:
+    def fail(
+        self, reason: str, message: str, *, chain_id: str | None = None, seq: int | None = None, key: str | None = None
+    ) -> None:
         assert reason in REASONS, reason
         self.failure_count += 1
         if len(self.failures) < _MAX_FAILURES:
             self.failures.append(Finding(reason, message, chain_id, seq, key))
 
-    def note(self, reason: str, message: str, *, chain_id: str | None = None, seq: int | None = None, key: str | None = None) -> None:
+    def note(
+        self, reason: str, message: str, *, chain_id: str | None = None, seq: int | None = None, key: str | None = None
+    ) -> None:
         if len(self.notes) < _MAX_FAILURES:
             self.notes.append(Finding(reason, message, chain_id, seq, key))
 
@@ -345,7 +359,10 @@ class _Verifier:
         versions = list(self.store.list_versions(""))
         canaries = {v.key for v in versions if v.key.startswith(CANARY_PREFIX)}
         if canaries:
-            self.note("canary_objects", f"{len(canaries)} throwaway objects of the immutability test under {CANARY_PREFIX} (not part of the trail)")
+            self.note(
+                "canary_objects",
+                f"{len(canaries)} throwaway objects of the immutability test under {CANARY_PREFIX} (not part of the trail)",
+            )
         live = self.check_versions(v for v in versions if not v.key.startswith(CANARY_PREFIX))
         self.listed = set(live)
         self.report.objects = len(live)
@@ -356,7 +373,11 @@ class _Verifier:
         for key in live:
             if key.startswith(layout.CHAINS_PREFIX):
                 parts = key.split("/")
-                if len(parts) == 4 and parts[2] in ("segments", "checkpoints") and layout.number_from_key(key) is not None:
+                if (
+                    len(parts) == 4
+                    and parts[2] in ("segments", "checkpoints")
+                    and layout.number_from_key(key) is not None
+                ):
                     segs, cps = chains.setdefault(parts[1], ([], []))
                     (segs if parts[2] == "segments" else cps).append(key)
                 elif len(parts) == 4 and parts[2] == "leases" and layout.number_from_key(key) is not None:
@@ -476,9 +497,12 @@ class _Verifier:
                 if chain_id not in self.checkers:
                     facts.setdefault(chain_id, _CertifiedOnly(chain_id, anchors))
                     origins.setdefault(cert.origin, chain_id)
-                self.note("unused_certificate", f"{cert.key.key_id} certified from seq {cert.from_seq} "
-                                                "is used by no record", chain_id=chain_id,
-                          key=layout.certificate_key(chain_id, cert.from_seq, cert.key.key_id))
+                self.note(
+                    "unused_certificate",
+                    f"{cert.key.key_id} certified from seq {cert.from_seq} is used by no record",
+                    chain_id=chain_id,
+                    key=layout.certificate_key(chain_id, cert.from_seq, cert.key.key_id),
+                )
         held = list(self.held)
         if self.ask_witnesses:
             held.extend(self.witnessed_by_witnesses(origins))
@@ -489,8 +513,12 @@ class _Verifier:
                 size = layout.number_from_key(key)
                 plain = checker.checkpoints.get(size) if checker is not None else None
                 if plain is not None and not note.startswith(plain[1]):
-                    self.fail("bad_cosignature", f"{key} is not checkpoint {size} with cosignatures added",
-                              chain_id=chain_id, key=key)
+                    self.fail(
+                        "bad_cosignature",
+                        f"{key} is not checkpoint {size} with cosignatures added",
+                        chain_id=chain_id,
+                        key=key,
+                    )
                     continue
                 # Without its plain checkpoint (deleted with the tail) the cosigned note still
                 # carries the log's signature: it is checked against the chain like a held one.
@@ -499,8 +527,9 @@ class _Verifier:
                     self.fail(problem[0], f"{key}: {problem[1]}", chain_id=chain_id, key=key)
                 if self.trust is not None and self.trust.witness_quorum and len(witnesses) >= self.trust.witness_quorum:
                     self.report.witnessed[chain_id] = max(self.report.witnessed.get(chain_id, 0), size)
-                if plain is None or (self.trust is not None and self.trust.witness_quorum
-                                     and len(witnesses) >= self.trust.witness_quorum):
+                if plain is None or (
+                    self.trust is not None and self.trust.witness_quorum and len(witnesses) >= self.trust.witness_quorum
+                ):
                     held.append((key, note))
         for reason, message, chain_id in check_all(facts, origins, held, self.receipts, self.trust):
             self.fail(reason, message, chain_id=chain_id)
@@ -508,7 +537,7 @@ class _Verifier:
     def witnessed_by_witnesses(self, origins: dict[str, str]) -> list[tuple[str, bytes]]:
         """Each policy witness's latest cosigned checkpoint of each chain (spec §8a); an
         unreachable witness is a note: the store's own cosigned objects still count."""
-        from audit.witness_client import WitnessClient, WitnessClientError
+        from verdict.audit.witness_client import WitnessClient, WitnessClientError
 
         found: list[tuple[str, bytes]] = []
         for entry in self.trust.witnesses if self.trust is not None else ():
@@ -557,14 +586,18 @@ class _Verifier:
     def segment_sizes(self, keys: list[str]) -> dict[str, int]:
         return {key: self.sizes.get(key) or 0 for key in keys}
 
-    def scan_segments(self, segments: list[tuple[str, str]], workers: int) -> Iterator[tuple[str, list[_Scan] | tuple[str, str]]]:
+    def scan_segments(
+        self, segments: list[tuple[str, str]], workers: int
+    ) -> Iterator[tuple[str, list[_Scan] | tuple[str, str]]]:
         keys = [key for _, key in segments]
         if workers <= 1:
             for key, data in self.prefetch(keys):
                 yield key, _scan_segment(data, self.raw_keys)
             return
         context = multiprocessing.get_context("fork")  # no re-import of __main__; workers only hash and verify
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(self.raw_keys,)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker, initargs=(self.raw_keys,)
+        ) as pool:
             submitted = (
                 (chunk_keys, pool.submit(_scan_segments_in_worker, chunk))
                 for chunk_keys, chunk in _task_chunks(self.prefetch(keys))
@@ -797,9 +830,16 @@ class _ChainChecker:
         # sequence
         if seq != self.expected:
             if out_of_order:
-                self.fail("seq_out_of_order", f"record {seq} is stored where record {self.expected} belongs (records swapped)", seq=seq, key=key)
+                self.fail(
+                    "seq_out_of_order",
+                    f"record {seq} is stored where record {self.expected} belongs (records swapped)",
+                    seq=seq,
+                    key=key,
+                )
             elif seq > self.expected:
-                missing = f"record {self.expected}" if seq == self.expected + 1 else f"records {self.expected}..{seq - 1}"
+                missing = (
+                    f"record {self.expected}" if seq == self.expected + 1 else f"records {self.expected}..{seq - 1}"
+                )
                 self.fail("seq_gap", f"{missing} missing: found record {seq} next", seq=self.expected, key=key)
             else:
                 self.fail("seq_overlap", f"record {seq} appears again (expected {self.expected})", seq=seq, key=key)
@@ -810,7 +850,12 @@ class _ChainChecker:
                 if prev_hash != GENESIS_PREV_HASH:
                     self.fail("broken_link", "genesis record's prev_hash is not 64 zeros", seq=seq, key=key)
             elif self.prev_hash is not None and prev_hash != self.prev_hash and not self.link_explained:
-                self.fail("broken_link", f"record {seq}: prev_hash {prev_hash} != hash of record {seq - 1} ({self.prev_hash})", seq=seq, key=key)
+                self.fail(
+                    "broken_link",
+                    f"record {seq}: prev_hash {prev_hash} != hash of record {seq - 1} ({self.prev_hash})",
+                    seq=seq,
+                    key=key,
+                )
         self.link_explained = False
         if problem is not None:
             self.fail(problem[0], f"{key}: record {seq}: {problem[1]}", seq=seq, key=key)
@@ -851,7 +896,12 @@ class _ChainChecker:
         if body.chain_id != self.chain_id:
             self.fail("bad_genesis", f"genesis names chain {body.chain_id!r}", seq=seq, key=key)
         if body.public_key.key_id != key_id:
-            self.fail("bad_genesis", f"genesis announces key {body.public_key.key_id} but is signed by {key_id}", seq=seq, key=key)
+            self.fail(
+                "bad_genesis",
+                f"genesis announces key {body.public_key.key_id} but is signed by {key_id}",
+                seq=seq,
+                key=key,
+            )
         self.compare_document(seq, body.public_key, key)
         self.anchor(0, body.public_key, body.origin, seq, key)
         self.timeline.genesis(body)
@@ -900,9 +950,16 @@ class _ChainChecker:
     def compare_document(self, seq: int, doc: KeyDocument, key: str) -> None:
         published = self.v.published.get(doc.key_id)
         if published is None:
-            self.fail("unknown_key", f"record {seq} announces key {doc.key_id}, which is not published", seq=seq, key=key)
+            self.fail(
+                "unknown_key", f"record {seq} announces key {doc.key_id}, which is not published", seq=seq, key=key
+            )
         elif published != doc:
-            self.fail("key_document_mismatch", f"record {seq}: the document of {doc.key_id} differs from the published one", seq=seq, key=key)
+            self.fail(
+                "key_document_mismatch",
+                f"record {seq}: the document of {doc.key_id} differs from the published one",
+                seq=seq,
+                key=key,
+            )
 
     def check_key(self, seq: int, key_id: str, record_hash: str, sig_state: int, key: str) -> None:
         if sig_state == -1:
@@ -934,7 +991,9 @@ class _ChainChecker:
             )
             self.link_explained = True
         else:
-            self.fail("bad_signature", f"record {seq}: signature does not verify with {self.key_at(seq)}", seq=seq, key=key)
+            self.fail(
+                "bad_signature", f"record {seq}: signature does not verify with {self.key_at(seq)}", seq=seq, key=key
+            )
 
     def key_at(self, size: int) -> str | None:
         """The key that signs record ``size`` (= the chain's key after ``size`` records)."""
@@ -1007,7 +1066,12 @@ class _ChainChecker:
         if not self.checkpoints and size:
             self.v.note("no_checkpoint", f"{size} records, no checkpoint yet", chain_id=self.chain_id)
         elif size > last:
-            self.v.note("not_yet_checkpointed", f"records {last}..{size - 1} are not yet in a checkpoint", chain_id=self.chain_id, seq=last)
+            self.v.note(
+                "not_yet_checkpointed",
+                f"records {last}..{size - 1} are not yet in a checkpoint",
+                chain_id=self.chain_id,
+                seq=last,
+            )
         return ChainSummary(
             chain_id=self.chain_id,
             records=self.records,
@@ -1065,7 +1129,11 @@ class _ChainChecker:
             self.fail("bad_checkpoint_signature", f"{key}: {exc} (expected a signature by {key_id})", key=key)
             return None
         if verified.checkpoint.origin != self.origin:
-            self.fail("bad_checkpoint", f"{key}: origin {verified.checkpoint.origin!r}, the chain's is {self.origin!r}", key=key)
+            self.fail(
+                "bad_checkpoint",
+                f"{key}: origin {verified.checkpoint.origin!r}, the chain's is {self.origin!r}",
+                key=key,
+            )
             return None
         return verified.checkpoint.root
 
@@ -1131,7 +1199,9 @@ class _CertifiedOnly:
         cert = self.anchors.latest_at(size)
         if cert is None:
             return None
-        return cert.key.key_id, Ed25519PublicKey.from_public_bytes(self.anchors.public_key(cert.from_seq, cert.key.key_id))
+        return cert.key.key_id, Ed25519PublicKey.from_public_bytes(
+            self.anchors.public_key(cert.from_seq, cert.key.key_id)
+        )
 
 
 def verify_store(

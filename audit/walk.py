@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.checkpoint import VerifiedCheckpoint, open_checkpoint
-from audit.records import GenesisBody, KeyDocument, KeyRotationBody, decode_body, decode_header
-from audit.signing import check_key_document
-from audit.trust import ChainAnchors, key_valid_at
+from verdict.audit.checkpoint import VerifiedCheckpoint, open_checkpoint
+from verdict.audit.records import GenesisBody, KeyDocument, KeyRotationBody, decode_body, decode_header
+from verdict.audit.signing import check_key_document
+from verdict.audit.trust import ChainAnchors, key_valid_at
 
 __all__ = ["KeyTimeline", "open_chain_checkpoint"]
 
@@ -91,8 +91,9 @@ class KeyTimeline:
         """Every key of the timeline certified by the root, the origin too (spec §5a); TrustError if not."""
         anchors.check_timeline(self.entries, self.origin)
 
-    def signer(self, size: int, anchors: ChainAnchors | None = None,
-               published: KeySource | None = None) -> tuple[str, Ed25519PublicKey] | None:
+    def signer(
+        self, size: int, anchors: ChainAnchors | None = None, published: KeySource | None = None
+    ) -> tuple[str, Ed25519PublicKey] | None:
         """(key id, public key) that must sign a checkpoint of ``size`` / record ``size``.
 
         Anchored: the certified key (None if it has no certificate). Else the
@@ -111,8 +112,13 @@ class KeyTimeline:
         return key_id, check_key_document(self.document(key_id))
 
 
-def open_chain_checkpoint(note: bytes, size: int, timeline: KeyTimeline, anchors: ChainAnchors | None = None,
-                          published: KeySource | None = None) -> VerifiedCheckpoint:
+def open_chain_checkpoint(
+    note: bytes,
+    size: int,
+    timeline: KeyTimeline,
+    anchors: ChainAnchors | None = None,
+    published: KeySource | None = None,
+) -> VerifiedCheckpoint:
     """A checkpoint of ``size`` verified against the key the chain had after ``size`` records and
     its genesis origin (CheckpointError if not)."""
     signer = timeline.signer(size, anchors, published)

@@ -67,7 +67,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 # The underscored names: audit.checkpoint has no public note parser; reuse its strict one.
-from audit.checkpoint import (
+from verdict.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
     _decode_note_text,
@@ -76,9 +76,9 @@ from audit.checkpoint import (
     key_hash,
     parse_body,
 )
-from audit.cosignature import cosign, encode_witness_vkey
-from audit.durable import fsync_directory, replace_durably, write_file
-from audit.merkle import EMPTY_ROOT, HASH_SIZE, ProofError, verify_consistency
+from verdict.audit.cosignature import cosign, encode_witness_vkey
+from verdict.audit.durable import fsync_directory, replace_durably, write_file
+from verdict.audit.merkle import EMPTY_ROOT, HASH_SIZE, ProofError, verify_consistency
 
 __all__ = [
     "MAX_PROOF_LINES",

@@ -53,15 +53,18 @@ def serve(
     name: NameOption = None,
     logs: Annotated[
         Path | None,
-        typer.Option("--logs", metavar="FILE",
-                     help='Logs to witness: {"logs": [{"origin": ..., "vkeys": [...]}]} (default: <state>/logs.json).'),
+        typer.Option(
+            "--logs",
+            metavar="FILE",
+            help='Logs to witness: {"logs": [{"origin": ..., "vkeys": [...]}]} (default: <state>/logs.json).',
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 7380,
 ) -> None:
     """Serve POST /add-checkpoint; the key is created on first start."""
-    from audit.witness import Witness, WitnessStateError
-    from audit.witness_server import serve as serve_http
+    from verdict.audit.witness import Witness, WitnessStateError
+    from verdict.audit.witness_server import serve as serve_http
 
     logs_file = logs or state / "logs.json"
     if not logs_file.is_file():
@@ -73,8 +76,9 @@ def serve(
         _err.print(f"[red]error:[/] cannot start the witness: {escape(str(exc))}")
         raise typer.Exit(2) from None
     _out.print(f"witness vkey: {witness.vkey}", markup=False)
-    _out.print(f"witnessing {len(witness.origins)} log(s) on http://{host}:{port}, state in {witness.state_dir}",
-               markup=False)
+    _out.print(
+        f"witnessing {len(witness.origins)} log(s) on http://{host}:{port}, state in {witness.state_dir}", markup=False
+    )
     _out.file.flush()
     with witness:
         serve_http(witness, host, port)
@@ -87,8 +91,8 @@ def vkey(
     name: NameOption = None,
 ) -> None:
     """Print the witness's verifier key (for a trust policy); creates nothing."""
-    from audit.cosignature import encode_witness_vkey
-    from audit.witness import load_key
+    from verdict.audit.cosignature import encode_witness_vkey
+    from verdict.audit.witness import load_key
 
     try:
         private_key = load_key(key or state / "witness.pem")

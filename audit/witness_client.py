@@ -20,15 +20,15 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from email.message import Message
 
-from audit.checkpoint import CheckpointError, parse_body
-from audit.cosignature import (
+from verdict.audit.checkpoint import CheckpointError, parse_body
+from verdict.audit.cosignature import (
     CosignatureError,
     decode_witness_vkey,
     note_body,
     verify_cosignatures,
     witness_key_hash,
 )
-from audit.witness import format_add_checkpoint, origin_hash
+from verdict.audit.witness import format_add_checkpoint, origin_hash
 
 __all__ = [
     "WitnessClient",

@@ -26,7 +26,7 @@ import asyncio
 
 from litestar import Litestar, Request, Response, get, post
 
-from audit.witness import Conflict, Witness, WitnessError, origin_hash
+from verdict.audit.witness import Conflict, Witness, WitnessError, origin_hash
 
 __all__ = ["MAX_REQUEST_BYTES", "SIZE_MEDIA_TYPE", "create_app", "serve"]
 

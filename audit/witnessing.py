@@ -22,12 +22,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from audit import layout, merkle
-from audit.durable import replace_durably
-from audit.records import iter_lines, split_line
-from audit.stores.base import ObjectExists, StoreError, WormStore
-from audit.trust import WitnessEntry
-from audit.witness_client import WitnessClient, WitnessClientError
+from verdict.audit import layout, merkle
+from verdict.audit.durable import replace_durably
+from verdict.audit.records import iter_lines, split_line
+from verdict.audit.stores.base import ObjectExists, StoreError, WormStore
+from verdict.audit.trust import WitnessEntry
+from verdict.audit.witness_client import WitnessClient, WitnessClientError
 
 __all__ = ["CheckpointWitnessing", "held_notes", "keep_checkpoint"]
 
@@ -58,8 +58,15 @@ def held_notes(held_dir: Path, chain_id: str) -> list[bytes]:
 class CheckpointWitnessing:
     """Submits one chain's newest checkpoint to the policy's witnesses; thread-safe."""
 
-    def __init__(self, store: WormStore, chain_id: str, witnesses: Sequence[WitnessEntry], quorum: int,
-                 held_dir: Path | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        store: WormStore,
+        chain_id: str,
+        witnesses: Sequence[WitnessEntry],
+        quorum: int,
+        held_dir: Path | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.store = store
         self.chain_id = chain_id
         self.quorum = quorum
@@ -135,12 +142,14 @@ class CheckpointWitnessing:
         lines: list[str] = []
         for client in self.clients:
             try:
-                line = client.submit_with_retry(note, lambda old: self._tree.consistency_proof(old, size),
-                                                self._last_size.get(client.name, 0))
+                line = client.submit_with_retry(
+                    note, lambda old: self._tree.consistency_proof(old, size), self._last_size.get(client.name, 0)
+                )
             except WitnessClientError as exc:
                 self.failures[client.name] = str(exc)
-                _log.warning("chain %s: witness %s did not cosign checkpoint %d: %s",
-                             self.chain_id, client.name, size, exc)
+                _log.warning(
+                    "chain %s: witness %s did not cosign checkpoint %d: %s", self.chain_id, client.name, size, exc
+                )
                 continue
             self.failures.pop(client.name, None)
             self._last_size[client.name] = size

@@ -14,10 +14,10 @@ from pathlib import Path
 
 def reference_model(name: str = "german-credit"):
     """Train (deterministically, seconds) and register a reference model; return (registry, LoadedModel)."""
-    from audit.stores import FilesystemStore
-    from gateway.registry import Registry
-    from gateway.runtime import load_model
-    from gateway.training import train
+    from verdict.audit.stores import FilesystemStore
+    from verdict.gateway.registry import Registry
+    from verdict.gateway.runtime import load_model
+    from verdict.gateway.training import train
 
     work = Path(tempfile.mkdtemp(prefix="verdict-bench-"))
     registry = Registry(FilesystemStore(work / "store"))

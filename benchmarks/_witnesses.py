@@ -1,6 +1,6 @@
 """Witness processes on loopback for the benchmarks (issue 15), and counting what they cosigned.
 
-Each witness is a real ``python -m audit.witness_cli serve`` process with its
+Each witness is a real ``python -m verdict.audit.witness_cli serve`` process with its
 own state directory, key and port, as a third party would run it; the
 benchmarks start them the way tests/gateway/test_http_witnessing.py does.
 """
@@ -35,14 +35,14 @@ def stop_all(witnesses: Iterable[WitnessProcess]) -> None:
 
 
 def cosigned_counts(
-    store,  # noqa: ANN001 - a WormStore
+    store,
     chain_ids: Iterable[str],
     witnesses: Sequence[WitnessProcess],
 ) -> tuple[dict[str, int], int]:
     """({witness name: checkpoints whose cosignature by it verifies}, largest cosigned size), read from
     the store's ``chains/<id>/cosigned/`` objects of ``chain_ids``."""
-    from audit import layout
-    from audit.cosignature import verify_cosignatures
+    from verdict.audit import layout
+    from verdict.audit.cosignature import verify_cosignatures
 
     counts = {w.name: 0 for w in witnesses}
     vkeys = [w.vkey for w in witnesses]
@@ -55,9 +55,9 @@ def cosigned_counts(
     return counts, largest
 
 
-def latest_checkpoint(store, chain_id: str) -> int:  # noqa: ANN001
+def latest_checkpoint(store, chain_id: str) -> int:
     """The size of the chain's newest checkpoint (0 if none)."""
-    from audit import layout
+    from verdict.audit import layout
 
     keys = store.list_keys(layout.checkpoints_prefix(chain_id))
     return max((layout.number_from_key(k) or 0 for k in keys), default=0)

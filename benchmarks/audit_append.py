@@ -41,15 +41,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from audit import layout  # noqa: E402
-from audit import records as rec  # noqa: E402
-from audit.chain import ChainWriter, default_origin  # noqa: E402
-from audit.signing import Ed25519Signer  # noqa: E402
-from audit.stores import FilesystemStore  # noqa: E402
-from audit.trust import RootKey  # noqa: E402
-from audit.verifier import verify_store  # noqa: E402
-from audit.witnessing import CheckpointWitnessing  # noqa: E402
 from benchmarks import _witnesses  # noqa: E402
+from verdict.audit import layout  # noqa: E402
+from verdict.audit import records as rec  # noqa: E402
+from verdict.audit.chain import ChainWriter, default_origin  # noqa: E402
+from verdict.audit.signing import Ed25519Signer  # noqa: E402
+from verdict.audit.stores import FilesystemStore  # noqa: E402
+from verdict.audit.trust import RootKey  # noqa: E402
+from verdict.audit.verifier import verify_store  # noqa: E402
+from verdict.audit.witnessing import CheckpointWitnessing  # noqa: E402
 
 _rng = random.Random(1)
 
@@ -65,16 +65,38 @@ def decision(i: int, prefix: str) -> rec.DecisionBody:
     now = rec.utc_now()
     names = [f"attribute_{j:02d}" for j in range(20)]
     return rec.DecisionBody(
-        request_id=f"{prefix}-{i:08d}", request_sha256=_hex(), received_at=now, decided_at=now,
-        model=rec.ModelRef(name="german-credit", version="1.0.0", sha256=MODEL_SHA), environment_sha256=ENV_SHA,
+        request_id=f"{prefix}-{i:08d}",
+        request_sha256=_hex(),
+        received_at=now,
+        decided_at=now,
+        model=rec.ModelRef(name="german-credit", version="1.0.0", sha256=MODEL_SHA),
+        environment_sha256=ENV_SHA,
         runtime=rec.Runtime(device="cpu", dtype="float32", bucket=64, threads=1),
-        inputs=rec.PlainInputs(attributes={n: (_rng.randint(0, 100) if j % 3 else f"A{j}{_rng.randint(1, 5)}") for j, n in enumerate(names)}),
-        score=_rng.random(), decision="approve",
-        explanation=rec.Explanation(method="permutation", output_space="probability", base_value=0.3033569480570345,
-                                    contributions={n: _rng.gauss(0, 0.05) for n in names}, seed=_rng.randint(0, 2**53 - 1),
-                                    budget={"evaluations": 2560, "bucket": 4096}),
-        reasons=[rec.Reason(attribute=n, label=f"Attribute {j}", value=f"value {j}", direction="increased_risk",
-                            text=f"Attribute {j}: value {j} — increased risk") for j, n in enumerate(names[:4])],
+        inputs=rec.PlainInputs(
+            attributes={
+                n: (_rng.randint(0, 100) if j % 3 else f"A{j}{_rng.randint(1, 5)}") for j, n in enumerate(names)
+            }
+        ),
+        score=_rng.random(),
+        decision="approve",
+        explanation=rec.Explanation(
+            method="permutation",
+            output_space="probability",
+            base_value=0.3033569480570345,
+            contributions={n: _rng.gauss(0, 0.05) for n in names},
+            seed=_rng.randint(0, 2**53 - 1),
+            budget={"evaluations": 2560, "bucket": 4096},
+        ),
+        reasons=[
+            rec.Reason(
+                attribute=n,
+                label=f"Attribute {j}",
+                value=f"value {j}",
+                direction="increased_risk",
+                text=f"Attribute {j}: value {j} — increased risk",
+            )
+            for j, n in enumerate(names[:4])
+        ],
     )
 
 
@@ -82,8 +104,17 @@ def bench_signer() -> Ed25519Signer:
     return Ed25519Signer.from_seed(bytes(32), "2026-01-01T00:00:00.000000Z")
 
 
-def append_rate(store, chain_id: str, n: int, batch: int, producers: int = 1, *,
-                cpu: dict[str, float] | None = None, other_pids: Sequence[int] = (), **open_options) -> float:
+def append_rate(
+    store,
+    chain_id: str,
+    n: int,
+    batch: int,
+    producers: int = 1,
+    *,
+    cpu: dict[str, float] | None = None,
+    other_pids: Sequence[int] = (),
+    **open_options,
+) -> float:
     """Durable records/s. With several producers, batches are appended from that
     many threads at once, as the gateway's commit threads do: the writer
     overlaps one batch's index round with the next batch's segment round.
@@ -107,23 +138,33 @@ def append_rate(store, chain_id: str, n: int, batch: int, producers: int = 1, *,
     return n / elapsed
 
 
-def s3_store(workdir: Path):  # noqa: ANN201
+def s3_store(workdir: Path):
     import boto3
 
-    from audit.stores.s3 import S3ObjectLockStore, create_audit_bucket
     from tests.support.moto_server import MotoServer
+    from verdict.audit.stores.s3 import S3ObjectLockStore, create_audit_bucket
 
-    for var, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"), ("AWS_DEFAULT_REGION", "us-east-1")):
+    for var, value in (
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         os.environ.setdefault(var, value)
     server = MotoServer(workdir / "moto").start()
     client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
     create_audit_bucket(client, "bench-trail", 1)
-    return server, S3ObjectLockStore.from_url(f"s3://bench-trail/t?endpoint_url={server.endpoint_url}&region=us-east-1&retention_days=1")
+    return server, S3ObjectLockStore.from_url(
+        f"s3://bench-trail/t?endpoint_url={server.endpoint_url}&region=us-east-1&retention_days=1"
+    )
 
 
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
-    return ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    return (
+        ordered[len(ordered) // 2]
+        if len(ordered) % 2
+        else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    )
 
 
 def _paired(on: list[float], off: list[float]) -> str:
@@ -136,8 +177,14 @@ def appends_section(workdir: Path, n: int) -> FilesystemStore:
     fs = FilesystemStore(workdir / "fs-store")
     server, s3 = s3_store(workdir)
     try:
-        plans = [("filesystem", fs, 64, 1, n), ("filesystem", fs, 64, 2, n), ("filesystem", fs, 1, 1, n // 8),
-                 ("s3 (moto)", s3, 64, 1, n // 4), ("s3 (moto)", s3, 64, 2, n // 4), ("s3 (moto)", s3, 1, 1, n // 32)]
+        plans = [
+            ("filesystem", fs, 64, 1, n),
+            ("filesystem", fs, 64, 2, n),
+            ("filesystem", fs, 1, 1, n // 8),
+            ("s3 (moto)", s3, 64, 1, n // 4),
+            ("s3 (moto)", s3, 64, 2, n // 4),
+            ("s3 (moto)", s3, 1, 1, n // 32),
+        ]
         rates: dict[tuple[str, int, int], list[float]] = {}
         for round_no in range(2):  # interleaved rounds: every variant sees the same machine noise
             for name, store, batch, producers, count in plans:
@@ -148,18 +195,24 @@ def appends_section(workdir: Path, n: int) -> FilesystemStore:
             print(f"{name:>12} {batch:>6} {producers:>10} {max(values):>12,.0f}")
         for name in ("filesystem", "s3 (moto)"):
             one = max(rates[(name, 1, 1)])
-            print(f"{name}: group commit (64) / one at a time = {max(rates[(name, 64, 1)]) / one:.1f}x; "
-                  f"with 2 producers {max(rates[(name, 64, 2)]) / one:.1f}x")
-        print(f"filesystem group commit target >= 5,000 records/s: {max(rates[('filesystem', 64, 1)]):,.0f} "
-              f"(2 producers: {max(rates[('filesystem', 64, 2)]):,.0f})")
+            print(
+                f"{name}: group commit (64) / one at a time = {max(rates[(name, 64, 1)]) / one:.1f}x; "
+                f"with 2 producers {max(rates[(name, 64, 2)]) / one:.1f}x"
+            )
+        print(
+            f"filesystem group commit target >= 5,000 records/s: {max(rates[('filesystem', 64, 1)]):,.0f} "
+            f"(2 producers: {max(rates[('filesystem', 64, 2)]):,.0f})"
+        )
         verified: dict[int, list[float]] = {}
         for workers in (1, 2, 1, 2):  # interleaved, best of two, like the appends
             report = verify_store(fs, workers=workers)
             assert report.ok, report.first_failure
             verified.setdefault(workers, []).append(report.records_per_second)
         for workers, values in verified.items():
-            print(f"verify filesystem store, {workers} worker(s): {report.records:,} records, "
-                  f"{max(values):,.0f} records/s (target >= 5,000)")
+            print(
+                f"verify filesystem store, {workers} worker(s): {report.records:,} records, "
+                f"{max(values):,.0f} records/s (target >= 5,000)"
+            )
     finally:
         server.stop()
     return fs
@@ -194,12 +247,24 @@ def witnessing_section(workdir: Path, n: int, rounds: int, producers: int) -> No
             if counts[variant] is None:
                 return append_rate(store, chain_id, n, WITNESS_BATCH, producers, **options)
             # As gateway/service.py builds it: the policy's witnesses and quorum, held checkpoints in a data dir.
-            submitter = CheckpointWitnessing(store, chain_id, [w.entry() for w in group], quorum=len(group),
-                                             held_dir=workdir / "held" / variant.split()[0])
+            submitter = CheckpointWitnessing(
+                store,
+                chain_id,
+                [w.entry() for w in group],
+                quorum=len(group),
+                held_dir=workdir / "held" / variant.split()[0],
+            )
             try:
-                return append_rate(store, chain_id, n, WITNESS_BATCH, producers, on_checkpoint=submitter.checkpointed,
-                                   on_leaves=submitter.appended,
-                                   **options)
+                return append_rate(
+                    store,
+                    chain_id,
+                    n,
+                    WITNESS_BATCH,
+                    producers,
+                    on_checkpoint=submitter.checkpointed,
+                    on_leaves=submitter.appended,
+                    **options,
+                )
             finally:
                 submitter.close()  # after the timing: the shutdown checkpoint gets cosigned too
                 submitters[variant].append(submitter)
@@ -218,33 +283,45 @@ def witnessing_section(workdir: Path, n: int, rounds: int, producers: int) -> No
         def cpu_ms(variant: str, what: str) -> float:  # per 1,000 records appended, median of rounds
             return _median([c[what] * 1000 * 1000 / n for c in cpu[variant]])
 
-        print(f"\nwitnessing: filesystem group commit (batch {WITNESS_BATCH}, {producers} producer(s)), "
-              f"{n:,} records per run, checkpoint every {WITNESS_CHECKPOINT_EVERY}, {rounds} interleaved rounds")
-        print(f"{'witnessing':>12} {'records/s':>10} {'on/off: median [range] of rounds':>34} {'best/best':>9} "
-              f"{'CPU ms per 1k records: appender':>32} {'witnesses':>9}")
+        print(
+            f"\nwitnessing: filesystem group commit (batch {WITNESS_BATCH}, {producers} producer(s)), "
+            f"{n:,} records per run, checkpoint every {WITNESS_CHECKPOINT_EVERY}, {rounds} interleaved rounds"
+        )
+        print(
+            f"{'witnessing':>12} {'records/s':>10} {'on/off: median [range] of rounds':>34} {'best/best':>9} "
+            f"{'CPU ms per 1k records: appender':>32} {'witnesses':>9}"
+        )
         for variant in names:
             paired = "" if variant == "off" else _paired(rates[variant], rates["off"])
             best = "" if variant == "off" else f"{max(rates[variant]) / max(rates['off']):.3f}"
-            print(f"{variant:>12} {_median(rates[variant]):>10,.0f} {paired:>34} {best:>9} "
-                  f"{cpu_ms(variant, 'self'):>32.1f} {cpu_ms(variant, 'others'):>9.1f}")
+            print(
+                f"{variant:>12} {_median(rates[variant]):>10,.0f} {paired:>34} {best:>9} "
+                f"{cpu_ms(variant, 'self'):>32.1f} {cpu_ms(variant, 'others'):>9.1f}"
+            )
         off = _median(rates["off"])
-        print(f"noise: the off rounds alone range {min(rates['off']) / off:.3f}..{max(rates['off']) / off:.3f} "
-              "of their median")
+        print(
+            f"noise: the off rounds alone range {min(rates['off']) / off:.3f}..{max(rates['off']) / off:.3f} "
+            "of their median"
+        )
         for variant in names[1:]:
             diff = _median([a / b for a, b in zip(rates[variant], rates["off"])]) - 1
             extra = cpu_ms(variant, "self") / cpu_ms("off", "self") - 1
-            print(f"{variant}: {diff:+.1%} records/s vs off (target: within 2%, witnessing not on the append path); "
-                  f"appender CPU per record {extra:+.1%}")
+            print(
+                f"{variant}: {diff:+.1%} records/s vs off (target: within 2%, witnessing not on the append path); "
+                f"appender CPU per record {extra:+.1%}"
+            )
         for variant in names[2:]:
             done = submitters[variant]
             cosigned, largest = _witnesses.cosigned_counts(store, chains[variant], witnesses[variant])
             written = sum(1 for c in chains[variant] for _ in store.list_keys(layout.checkpoints_prefix(c)))
             failures = {name: why for s in done for name, why in s.failures.items()}
-            print(f"{variant}: {written} checkpoints written over {len(chains[variant])} chains, "
-                  f"{sum(s.submitted for s in done)} submitted (the newest pending each time), quorum reached up to "
-                  f"size {max(s.witnessed_size for s in done):,} (largest cosigned {largest:,}); cosigned per witness: "
-                  + ", ".join(f"{name} {count}" for name, count in cosigned.items())
-                  + (f"; last failures: {failures}" if failures else ""))
+            print(
+                f"{variant}: {written} checkpoints written over {len(chains[variant])} chains, "
+                f"{sum(s.submitted for s in done)} submitted (the newest pending each time), quorum reached up to "
+                f"size {max(s.witnessed_size for s in done):,} (largest cosigned {largest:,}); cosigned per witness: "
+                + ", ".join(f"{name} {count}" for name, count in cosigned.items())
+                + (f"; last failures: {failures}" if failures else "")
+            )
     finally:
         for group in witnesses.values():
             _witnesses.stop_all(group)
@@ -267,13 +344,17 @@ def trust_section(workdir: Path, n: int, rounds: int) -> None:
             records = report.records
             if round_no:
                 rates[(workers, trusted)].append(report.records_per_second)
-    print(f"\nverify with trust policy: one chain certified by a root (ChainWriter.open(root=...)), "
-          f"{records:,} records, {rounds} interleaved rounds")
+    print(
+        f"\nverify with trust policy: one chain certified by a root (ChainWriter.open(root=...)), "
+        f"{records:,} records, {rounds} interleaved rounds"
+    )
     for workers in (1, 2):
         plain, anchored = rates[(workers, False)], rates[(workers, True)]
-        print(f"verify, {workers} worker(s): unanchored {_median(plain):,.0f} records/s, "
-              f"trust=policy {_median(anchored):,.0f} records/s, anchored/unanchored {_paired(anchored, plain)} "
-              f"(target >= 0.90)")
+        print(
+            f"verify, {workers} worker(s): unanchored {_median(plain):,.0f} records/s, "
+            f"trust=policy {_median(anchored):,.0f} records/s, anchored/unanchored {_paired(anchored, plain)} "
+            f"(target >= 0.90)"
+        )
 
 
 SECTIONS = ("appends", "witnessing", "trust")
@@ -282,12 +363,18 @@ SECTIONS = ("appends", "witnessing", "trust")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=6400, help="records per append run (default 6400)")
-    parser.add_argument("--rounds", type=int, default=7,
-                        help="interleaved rounds of the witnessing and trust sections (default 7)")
-    parser.add_argument("--producers", type=int, default=2,
-                        help="appending threads in the witnessing section (default 2, as the gateway's commit threads)")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"sections to run, of {','.join(SECTIONS)} (default all)")
+    parser.add_argument(
+        "--rounds", type=int, default=7, help="interleaved rounds of the witnessing and trust sections (default 7)"
+    )
+    parser.add_argument(
+        "--producers",
+        type=int,
+        default=2,
+        help="appending threads in the witnessing section (default 2, as the gateway's commit threads)",
+    )
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"sections to run, of {','.join(SECTIONS)} (default all)"
+    )
     args = parser.parse_args()
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := set(only) - set(SECTIONS):

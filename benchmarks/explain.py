@@ -38,16 +38,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import msgspec  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import msgspec
+import numpy as np
+import torch
 
-from benchmarks._common import interleaved, reference_model  # noqa: E402
-from gateway import training  # noqa: E402
-from gateway.datasets import load_dataset  # noqa: E402
-from gateway.explanation import Explainer, encode_background, rows_needed, seed_for  # noqa: E402
-from gateway.runtime import LoadedModel  # noqa: E402
-from gateway.schema import encode_rows  # noqa: E402
+from benchmarks._common import interleaved, reference_model
+from verdict.gateway import training
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.explanation import Explainer, encode_background, rows_needed, seed_for
+from verdict.gateway.runtime import LoadedModel
+from verdict.gateway.schema import encode_rows
 
 EXACT_ROW_LIMIT = 4_000_000  # per applicant; beyond this "exact" is reported as not measurable
 
@@ -66,8 +66,9 @@ def _single_reference_shapley(v: np.ndarray, m: int) -> np.ndarray:
     return phi
 
 
-def exact_contributions(model: LoadedModel, x: np.ndarray, background: np.ndarray, weights: np.ndarray,
-                        limit: int | None = EXACT_ROW_LIMIT) -> np.ndarray | None:
+def exact_contributions(
+    model: LoadedModel, x: np.ndarray, background: np.ndarray, weights: np.ndarray, limit: int | None = EXACT_ROW_LIMIT
+) -> np.ndarray | None:
     """Exact interventional Shapley values of one encoded row (None if over ``limit`` model rows)."""
     differing = [np.flatnonzero(b != x) for b in background]
     if limit is not None and sum(1 << len(D) for D in differing) > limit:
@@ -123,8 +124,12 @@ def variant(model: LoadedModel, artifact: bytes, rows: list[dict], counts: list[
     """An explainer for the same artifact with another background / budget (study only)."""
     background = encode_background(rows, counts, "benchmark study")
     settings = msgspec.structs.replace(
-        model.manifest.explainer, algorithm="permutation", permutations=pairs, background_rows=len(rows),
-        background_sha256=hashlib.sha256(background).hexdigest(), background_summary="benchmark study",
+        model.manifest.explainer,
+        algorithm="permutation",
+        permutations=pairs,
+        background_rows=len(rows),
+        background_sha256=hashlib.sha256(background).hexdigest(),
+        background_summary="benchmark study",
         max_evaluations=rows_needed("permutation", len(model.manifest.inputs), len(rows), pairs),
     )
     manifest = msgspec.structs.replace(model.manifest, explainer=settings)
@@ -134,7 +139,9 @@ def variant(model: LoadedModel, artifact: bytes, rows: list[dict], counts: list[
 # -- throughput ----------------------------------------------------------------------
 
 
-def naive_rates(model: LoadedModel, explainer: Explainer, x: np.ndarray, seeds: list[int], requests: int) -> dict[str, float]:
+def naive_rates(
+    model: LoadedModel, explainer: Explainer, x: np.ndarray, seeds: list[int], requests: int
+) -> dict[str, float]:
     import shap
 
     pairs = model.manifest.explainer.permutations
@@ -148,9 +155,11 @@ def naive_rates(model: LoadedModel, explainer: Explainer, x: np.ndarray, seeds: 
     def unpadded(rows: np.ndarray) -> np.ndarray:
         return model.score_matrix(rows, bucket=len(rows))[0]
 
-    def run(fn) -> int:  # noqa: ANN001
+    def run(fn) -> int:
         for i in range(requests):
-            shap_explainer = shap.PermutationExplainer(fn, shap.maskers.Independent(background, max_samples=len(background)), seed=seeds[i] % 2**32)  # np.random.seed takes 32 bits
+            shap_explainer = shap.PermutationExplainer(
+                fn, shap.maskers.Independent(background, max_samples=len(background)), seed=seeds[i] % 2**32
+            )  # np.random.seed takes 32 bits
             shap_explainer(x[i : i + 1], max_evals=pairs * (2 * x.shape[1] + 1), silent=True)
         return requests
 
@@ -160,7 +169,7 @@ def naive_rates(model: LoadedModel, explainer: Explainer, x: np.ndarray, seeds: 
 
 
 def batched_rates(explainer: Explainer, x: np.ndarray, scores: np.ndarray, seeds: list[int]) -> dict[str, float]:
-    def batches_of(size: int, requests: int):  # noqa: ANN202
+    def batches_of(size: int, requests: int):
         def run() -> int:
             for start in range(0, requests, size):
                 explainer.explain(x[start : start + size], scores[start : start + size], seeds[start : start + size])
@@ -171,21 +180,31 @@ def batched_rates(explainer: Explainer, x: np.ndarray, scores: np.ndarray, seeds
     return interleaved({"batch 1": batches_of(1, 64), "batch 64": batches_of(64, len(x) // 64 * 64)}, rounds=5)
 
 
-def report_throughput(model: LoadedModel, explainer: Explainer, x: np.ndarray, scores: np.ndarray, seeds: list[int]) -> None:
+def report_throughput(
+    model: LoadedModel, explainer: Explainer, x: np.ndarray, scores: np.ndarray, seeds: list[int]
+) -> None:
     rates = batched_rates(explainer, x, scores, seeds)
     naive = naive_rates(model, explainer, x, seeds, requests=32)
     rows = np.mean([r.evaluations for r in explainer.explain(x, scores, seeds)])
     settings = model.manifest.explainer
-    print(f"model {model.manifest.ref}: {len(model.manifest.inputs)} attributes, background {settings.background_rows} rows, "
-          f"{settings.algorithm} with {settings.permutations} antithetic pair(s), explain bucket {model.explain_bucket}, threads {torch.get_num_threads()}")
+    print(
+        f"model {model.manifest.ref}: {len(model.manifest.inputs)} attributes, background {settings.background_rows} rows, "
+        f"{settings.algorithm} with {settings.permutations} antithetic pair(s), explain bucket {model.explain_bucket}, threads {torch.get_num_threads()}"
+    )
     print(f"{'pattern':<34} {'explanations/s':>15} {'model rows/explanation':>24}")
-    print(f"{'batched, batch 1':<34} {rates['batch 1']:>15,.0f} {rows:>12,.0f} (worst case {explainer.max_evaluations:,})")
+    print(
+        f"{'batched, batch 1':<34} {rates['batch 1']:>15,.0f} {rows:>12,.0f} (worst case {explainer.max_evaluations:,})"
+    )
     print(f"{'batched, batch 64':<34} {rates['batch 64']:>15,.0f} {rows:>12,.0f}")
-    print(f"{'naive shap per request':<34} {naive['naive']:>15,.0f} {naive['naive_rows']:>12,.0f} (each call padded to {model.explain_bucket})")
+    print(
+        f"{'naive shap per request':<34} {naive['naive']:>15,.0f} {naive['naive_rows']:>12,.0f} (each call padded to {model.explain_bucket})"
+    )
     print(f"{'naive shap, unpadded model calls':<34} {naive['naive_unpadded']:>15,.0f} {'':>12} (not batch invariant)")
     ratio = rates["batch 64"] / naive["naive"]
-    print(f"ratio batch 64 / naive: {ratio:.1f}x (target >= 5x); vs unpadded naive: {rates['batch 64'] / naive['naive_unpadded']:.1f}x; "
-          f"batch 64 target >= 500/s: {'met' if rates['batch 64'] >= 500 else 'NOT met'}")
+    print(
+        f"ratio batch 64 / naive: {ratio:.1f}x (target >= 5x); vs unpadded naive: {rates['batch 64'] / naive['naive_unpadded']:.1f}x; "
+        f"batch 64 target >= 500/s: {'met' if rates['batch 64'] >= 500 else 'NOT met'}"
+    )
 
 
 # -- accuracy ------------------------------------------------------------------------
@@ -201,9 +220,13 @@ def report_accuracy(model: LoadedModel, explainer: Explainer, x: np.ndarray, see
     exact_phi = np.stack(exact)
     sampled = contributions_of(explainer, x, seeds)
     error = np.abs(sampled - exact_phi)
-    print(f"sampled vs exact for the pinned background ({len(x)} held-out applicants, exact took {time.perf_counter() - started:.0f}s):")
-    print(f"  mean |error| {error.mean():.2e}, max |error| {error.max():.2e}, mean |exact contribution| {np.abs(exact_phi).mean():.2e}, "
-          f"principal reasons (top-4 risk-increasing set) identical for {agreement(sampled, exact_phi):.0%}")
+    print(
+        f"sampled vs exact for the pinned background ({len(x)} held-out applicants, exact took {time.perf_counter() - started:.0f}s):"
+    )
+    print(
+        f"  mean |error| {error.mean():.2e}, max |error| {error.max():.2e}, mean |exact contribution| {np.abs(exact_phi).mean():.2e}, "
+        f"principal reasons (top-4 risk-increasing set) identical for {agreement(sampled, exact_phi):.0%}"
+    )
 
 
 # -- shap's own determinism -------------------------------------------------------------
@@ -216,10 +239,12 @@ def report_shap_determinism(model: LoadedModel, explainer: Explainer, x: np.ndar
     background = explainer.background.matrix
     budget = model.manifest.explainer.permutations * (2 * x.shape[1] + 1)
 
-    def fresh(seed: int = 7):  # noqa: ANN202
-        return shap.PermutationExplainer(model.evaluate_for_explanation, shap.maskers.Independent(background, max_samples=len(background)), seed=seed)
+    def fresh(seed: int = 7):
+        return shap.PermutationExplainer(
+            model.evaluate_for_explanation, shap.maskers.Independent(background, max_samples=len(background)), seed=seed
+        )
 
-    def values(shap_explainer, rows: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    def values(shap_explainer, rows: np.ndarray) -> np.ndarray:
         return shap_explainer(rows, max_evals=budget, silent=True).values
 
     first, second = values(fresh(), x[:2]), values(fresh(), x[:2])
@@ -237,9 +262,15 @@ def report_shap_determinism(model: LoadedModel, explainer: Explainer, x: np.ndar
         wide_seed = "refused (ValueError: seeds are 32-bit)"
     print(f"shap {shap.__version__} PermutationExplainer(seed=7), {budget} evaluations:")
     print(f"  two fresh explainers, same seed, called at once: identical = {np.array_equal(first, second)}")
-    print(f"  the same explainer called twice: identical = {np.array_equal(first, again)} (max diff {np.abs(first - again).max():.1e})")
-    print(f"  one np.random draw elsewhere before the call: identical = {np.array_equal(first, disturbed)} (max diff {np.abs(first - disturbed).max():.1e})")
-    print(f"  a row explained alone vs after another row: identical = {np.array_equal(alone, first[1])} (max diff {np.abs(alone - first[1]).max():.1e})")
+    print(
+        f"  the same explainer called twice: identical = {np.array_equal(first, again)} (max diff {np.abs(first - again).max():.1e})"
+    )
+    print(
+        f"  one np.random draw elsewhere before the call: identical = {np.array_equal(first, disturbed)} (max diff {np.abs(first - disturbed).max():.1e})"
+    )
+    print(
+        f"  a row explained alone vs after another row: identical = {np.array_equal(alone, first[1])} (max diff {np.abs(alone - first[1]).max():.1e})"
+    )
     print(f"  a 53-bit request seed: {wide_seed}")
 
 
@@ -251,7 +282,7 @@ def summaries(model: LoadedModel, size: int) -> dict[str, tuple[list[dict], list
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    from gateway.modelgraph import CreditModel
+    from verdict.gateway.modelgraph import CreditModel
 
     data = load_dataset(model.manifest.training.dataset.name)
     train_mask = ~training._split(data)
@@ -267,11 +298,15 @@ def summaries(model: LoadedModel, size: int) -> dict[str, tuple[list[dict], list
     medoids, sizes = [], []
     for c in range(size):
         members = np.flatnonzero(clusters.labels_ == c)
-        medoids.append(data.rows[train[members[np.argmin(((features[members] - clusters.cluster_centers_[c]) ** 2).sum(1))]]])
+        medoids.append(
+            data.rows[train[members[np.argmin(((features[members] - clusters.cluster_centers_[c]) ** 2).sum(1))]]]
+        )
         sizes.append(len(members))
     # strata of equal size by model score, lowest key hash within each
     strata = np.array_split(train[np.argsort(model.score_matrix(x_train)[0], kind="stable")], size)
-    stratified = [min(stratum, key=lambda i: hashlib.sha256(b"background:" + data.row_keys[i]).digest()) for stratum in strata]
+    stratified = [
+        min(stratum, key=lambda i: hashlib.sha256(b"background:" + data.row_keys[i]).digest()) for stratum in strata
+    ]
     herded = msgspec.json.decode(training._background(data, train_mask, size))  # the default
     return {
         "hash sample": ([data.rows[i] for i in by_hash[:size]], [1] * size),
@@ -288,22 +323,32 @@ def report_study(model: LoadedModel, artifact: bytes, x: np.ndarray, seeds: list
     started = time.perf_counter()
     weights = np.full(len(train_matrix), 1 / len(train_matrix))
     full = np.stack([exact_contributions(model, row, train_matrix, weights, limit=None) for row in x])
-    print(f"reference: exact contributions against all {len(train_rows)} training rows ({time.perf_counter() - started:.0f}s); "
-          f"mean |contribution| {np.abs(full).mean():.2e}")
-    print(f"{'summary':<16} {'rows':>4} {'pairs':>5} {'rows/expl worst':>15} {'mean':>6} {'sampling MAE':>12} "
-          f"{'total MAE':>10} {'total max':>9} {'reasons = full':>14}")
+    print(
+        f"reference: exact contributions against all {len(train_rows)} training rows ({time.perf_counter() - started:.0f}s); "
+        f"mean |contribution| {np.abs(full).mean():.2e}"
+    )
+    print(
+        f"{'summary':<16} {'rows':>4} {'pairs':>5} {'rows/expl worst':>15} {'mean':>6} {'sampling MAE':>12} "
+        f"{'total MAE':>10} {'total max':>9} {'reasons = full':>14}"
+    )
     for size in (16, 24, 32, 64):
         for name, (rows, counts) in summaries(model, size).items():
             explainers = {pairs: variant(model, artifact, rows, counts, pairs) for pairs in (1, 2)}
             background = explainers[1].background
-            exact = np.stack([exact_contributions(model, row, background.matrix, background.weights, limit=None) for row in x])
+            exact = np.stack(
+                [exact_contributions(model, row, background.matrix, background.weights, limit=None) for row in x]
+            )
             for pairs, explainer in explainers.items():
                 phi, evaluated = explainer.contributions(x, seeds)
-                print(f"{name:<16} {size:>4} {pairs:>5} {explainer.max_evaluations:>15,} {evaluated.mean():>6,.0f} "
-                      f"{np.abs(phi - exact).mean():>12.2e} {np.abs(phi - full).mean():>10.2e} {np.abs(phi - full).max():>9.2e} "
-                      f"{agreement(phi, full):>14.0%}")
-            print(f"{name:<16} {size:>4} {'exact':>5} {'':>15} {'':>6} {0.0:>12.2e} {np.abs(exact - full).mean():>10.2e} "
-                  f"{np.abs(exact - full).max():>9.2e} {agreement(exact, full):>14.0%}")
+                print(
+                    f"{name:<16} {size:>4} {pairs:>5} {explainer.max_evaluations:>15,} {evaluated.mean():>6,.0f} "
+                    f"{np.abs(phi - exact).mean():>12.2e} {np.abs(phi - full).mean():>10.2e} {np.abs(phi - full).max():>9.2e} "
+                    f"{agreement(phi, full):>14.0%}"
+                )
+            print(
+                f"{name:<16} {size:>4} {'exact':>5} {'':>15} {'':>6} {0.0:>12.2e} {np.abs(exact - full).mean():>10.2e} "
+                f"{np.abs(exact - full).max():>9.2e} {agreement(exact, full):>14.0%}"
+            )
 
 
 def main() -> None:

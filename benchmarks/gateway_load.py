@@ -49,15 +49,15 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from benchmarks import _witnesses, wrk_driver  # noqa: E402
-from gateway.datasets import load_dataset  # noqa: E402
 from tests.support.gateway_server import GatewayServer, prepare_home  # noqa: E402
 from tests.support.moto_server import free_port  # noqa: E402
+from verdict.gateway.datasets import load_dataset  # noqa: E402
 
 ROWS = load_dataset("german-credit").rows
 
 
 def _train(work: Path) -> Path:
-    from gateway.training import train
+    from verdict.gateway.training import train
 
     return train("german-credit", work / "model").directory
 
@@ -67,8 +67,11 @@ class NaiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "VERDICT_HOME": str(home)}
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "naive_app.py"), str(self.port),
-                                         str(home / "naive-records")], env=env, cwd=ROOT)
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "naive_app.py"), str(self.port), str(home / "naive-records")],
+            env=env,
+            cwd=ROOT,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -93,7 +96,11 @@ async def _drive(url: str, token: str, concurrency: int, seconds: float, prefix:
         nonlocal counter, errors
         while time.monotonic() < stop_at:
             counter += 1
-            body = {"model": "german-credit", "request_id": f"{prefix}-{counter}", "attributes": ROWS[counter % len(ROWS)]}
+            body = {
+                "model": "german-credit",
+                "request_id": f"{prefix}-{counter}",
+                "attributes": ROWS[counter % len(ROWS)],
+            }
             started = time.perf_counter()
             response = await client.post("/v1/decisions", json=body)
             latencies.append(time.perf_counter() - started)
@@ -106,7 +113,9 @@ async def _drive(url: str, token: str, concurrency: int, seconds: float, prefix:
     return len(latencies), latencies, errors
 
 
-def _run(driver: str, url: str, token: str, concurrency: int, seconds: float, prefix: str) -> tuple[float, float, float, int]:
+def _run(
+    driver: str, url: str, token: str, concurrency: int, seconds: float, prefix: str
+) -> tuple[float, float, float, int]:
     """(req/s, p50 ms, p99 ms, errors) of one measurement."""
     if driver == "wrk":
         result = wrk_driver.drive(url, token, ROWS, concurrency, seconds, prefix)
@@ -125,7 +134,7 @@ def _first_decision(url: str, token: str) -> None:
     response.raise_for_status()
 
 
-def _paired(a: list[float], b: list[float], ratio, unit: str) -> str:  # noqa: ANN001
+def _paired(a: list[float], b: list[float], ratio, unit: str) -> str:
     """Median and range of ``ratio`` over rounds, each round's pair measured back to back."""
     values = sorted(ratio(x, y) for x, y in zip(a, b) if y > 0)
     if not values:
@@ -145,10 +154,10 @@ def _witness_label(count: int) -> str:
 
 def witnessing_main(args: argparse.Namespace, counts: list[int]) -> None:
     """One gateway per witness count, interleaved rounds; decisions/s and the ratio on/off."""
-    from audit import layout
-    from audit.signing import FileKeyStore
-    from audit.stores import open_store
-    from audit.trust import RootKey
+    from verdict.audit import layout
+    from verdict.audit.signing import FileKeyStore
+    from verdict.audit.stores import open_store
+    from verdict.audit.trust import RootKey
 
     work = Path(tempfile.mkdtemp(prefix="verdict-load-witness-"))
     model_dir = _train(work)
@@ -169,8 +178,9 @@ def witnessing_main(args: argparse.Namespace, counts: list[int]) -> None:
                 signer, _ = FileKeyStore(home / "keys").init()
                 root, _ = RootKey.load_or_create(home / "trust" / "root.pem")
                 logs = {f"verdict/{WITNESS_CHAIN}": [signer.public_key_document.vkey]}
-                witnesses[name] = _witnesses.start_witnesses(work / f"witness-state-{count}", f"load-{count}w",
-                                                             count, logs)
+                witnesses[name] = _witnesses.start_witnesses(
+                    work / f"witness-state-{count}", f"load-{count}w", count, logs
+                )
                 policy = root.policy().with_witnesses([w.entry() for w in witnesses[name]], count)
                 (home / "policy.json").write_bytes(policy.encode())
                 env["VERDICT_TRUST_POLICY"] = str(home / "policy.json")
@@ -179,25 +189,39 @@ def witnessing_main(args: argparse.Namespace, counts: list[int]) -> None:
             _first_decision(server.url, tokens[name])
             _run(args.driver, server.url, tokens[name], 16, 2.0, f"w{name.split()[0]}-warmup")
         names = list(servers)
-        print(f"witnessing: {len(names)} gateways ({', '.join(names)}), checkpoint every 1 s, "
-              f"{args.rounds} interleaved rounds of {args.seconds:g} s")
+        print(
+            f"witnessing: {len(names)} gateways ({', '.join(names)}), checkpoint every 1 s, "
+            f"{args.rounds} interleaved rounds of {args.seconds:g} s"
+        )
         print(f"{'concurrency':>11} {'witnessing':>12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for concurrency in [int(c) for c in (args.concurrency or "16,64").split(",")]:
             samples: dict[str, list[tuple[float, float, float, int]]] = {v: [] for v in names}
             for round_no in range(args.rounds):
                 shift = round_no % len(names)  # rotate the order: no variant always runs first
                 for name in names[shift:] + names[:shift]:
-                    samples[name].append(_run(args.driver, servers[name].url, tokens[name], concurrency, args.seconds,
-                                              f"w{name.split()[0]}-{concurrency}-{round_no}"))
+                    samples[name].append(
+                        _run(
+                            args.driver,
+                            servers[name].url,
+                            tokens[name],
+                            concurrency,
+                            args.seconds,
+                            f"w{name.split()[0]}-{concurrency}-{round_no}",
+                        )
+                    )
             for name, runs in samples.items():
                 rate, p50, p99, _ = sorted(runs)[len(runs) // 2]
                 print(f"{concurrency:>11} {name:>12} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f} {sum(r[3] for r in runs):>7}")
             rate = {name: [run[0] for run in runs] for name, runs in samples.items()}
             if "off" in rate:
-                ratios = [f"{name} {_paired(rate[name], rate['off'], lambda w, o: w / o, 'x')}"
-                          for name in names if name != "off"]
-                print(f"{'':>11} on/off (median of {args.rounds} rounds, range; target: within 2%): "
-                      + ", ".join(ratios))
+                ratios = [
+                    f"{name} {_paired(rate[name], rate['off'], lambda w, o: w / o, 'x')}"
+                    for name in names
+                    if name != "off"
+                ]
+                print(
+                    f"{'':>11} on/off (median of {args.rounds} rounds, range; target: within 2%): " + ", ".join(ratios)
+                )
         for server in servers.values():  # the shutdown checkpoint is submitted too
             server.stop()
         for name in names:
@@ -207,8 +231,9 @@ def witnessing_main(args: argparse.Namespace, counts: list[int]) -> None:
             line = f"{name}: {checkpoints} checkpoints written, latest at size {head:,}"
             if witnesses[name]:
                 cosigned, largest = _witnesses.cosigned_counts(store, [WITNESS_CHAIN], witnesses[name])
-                line += (f"; largest cosigned size {largest:,}; cosigned per witness: "
-                         + ", ".join(f"{w} {c}" for w, c in cosigned.items()))
+                line += f"; largest cosigned size {largest:,}; cosigned per witness: " + ", ".join(
+                    f"{w} {c}" for w, c in cosigned.items()
+                )
             print(line)
     finally:
         for server in servers.values():
@@ -223,9 +248,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", default=None, help="default 1,16,64 (16,64 with --witnesses)")
     parser.add_argument("--driver", choices=("wrk", "httpx"), default="wrk" if wrk_driver.available() else "httpx")
-    parser.add_argument("--witnesses", default=None, metavar="COUNTS",
-                        help="e.g. 0,1,3: compare gateways with that many witness processes (0 = witnessing off) "
-                             "instead of the default variants")
+    parser.add_argument(
+        "--witnesses",
+        default=None,
+        metavar="COUNTS",
+        help="e.g. 0,1,3: compare gateways with that many witness processes (0 = witnessing off) "
+        "instead of the default variants",
+    )
     args = parser.parse_args()
     if args.driver == "wrk" and not wrk_driver.available():
         parser.error("wrk is not installed (apt-get install wrk), use --driver httpx")
@@ -237,15 +266,21 @@ def main() -> None:
             parser.error("--witnesses takes counts, e.g. 0,1,3")
         if not counts or min(counts) < 0 or len(set(counts)) != len(counts):
             parser.error("--witnesses takes distinct counts >= 0, e.g. 0,1,3")
-    print(f"load driver: {args.driver}" + ("" if args.driver == "wrk" else " (in-process; install wrk for figures not capped by the client)"))
+    print(
+        f"load driver: {args.driver}"
+        + ("" if args.driver == "wrk" else " (in-process; install wrk for figures not capped by the client)")
+    )
     if args.witnesses is not None:
         witnessing_main(args, counts)
         return
     work = Path(tempfile.mkdtemp(prefix="verdict-load-"))
     model_dir = _train(work)
     servers, tokens = {}, {}
-    variants = {"full": {}, "no-audit": {"VERDICT_AUDIT": "false"},
-                "upper": {"VERDICT_AUDIT": "false", "VERDICT_EXPLAIN": "false"}}
+    variants = {
+        "full": {},
+        "no-audit": {"VERDICT_AUDIT": "false"},
+        "upper": {"VERDICT_AUDIT": "false", "VERDICT_EXPLAIN": "false"},
+    }
     try:
         for name, env in variants.items():
             home = work / name
@@ -264,17 +299,27 @@ def main() -> None:
             for round_no in range(args.rounds):
                 for name, server in servers.items():
                     seconds = args.seconds if name != "naive" else max(2.0, args.seconds / 2)
-                    samples[name].append(_run(args.driver, server.url, tokens[name], concurrency, seconds,
-                                              f"{name}-{concurrency}-{round_no}"))
+                    samples[name].append(
+                        _run(
+                            args.driver,
+                            server.url,
+                            tokens[name],
+                            concurrency,
+                            seconds,
+                            f"{name}-{concurrency}-{round_no}",
+                        )
+                    )
             for name, runs in samples.items():
                 # The round with the median rate, reported whole (rate and its latencies).
                 rate, p50, p99, _ = sorted(runs)[len(runs) // 2]
                 print(f"{concurrency:>11} {name:>9} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f} {sum(r[3] for r in runs):>7}")
             rate = {name: [run[0] for run in runs] for name, runs in samples.items()}
-            print(f"{'':>11} ratios (median of {args.rounds} rounds, range): "
-                  f"full/naive {_paired(rate['full'], rate['naive'], lambda f, n: f / n, 'x')} (target >= 5), "
-                  f"audit cost {_paired(rate['full'], rate['no-audit'], lambda f, n: 1 - f / n, '%')} (target <= 15%), "
-                  f"full/upper {_paired(rate['full'], rate['upper'], lambda f, u: f / u, 'x')}")
+            print(
+                f"{'':>11} ratios (median of {args.rounds} rounds, range): "
+                f"full/naive {_paired(rate['full'], rate['naive'], lambda f, n: f / n, 'x')} (target >= 5), "
+                f"audit cost {_paired(rate['full'], rate['no-audit'], lambda f, n: 1 - f / n, '%')} (target <= 15%), "
+                f"full/upper {_paired(rate['full'], rate['upper'], lambda f, u: f / u, 'x')}"
+            )
     finally:
         for server in servers.values():
             server.stop()

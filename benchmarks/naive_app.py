@@ -18,20 +18,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import msgspec  # noqa: E402
-import numpy as np  # noqa: E402
-import shap  # noqa: E402
-import uvicorn  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from litestar import Litestar, post  # noqa: E402
+import numpy as np
+import shap
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from litestar import Litestar, post
 
-from audit.canonical import canonical_bytes  # noqa: E402
-from audit.config import store_url  # noqa: E402
-from audit.stores import open_store  # noqa: E402
-from gateway.explanation import decode_background  # noqa: E402
-from gateway.registry import Registry  # noqa: E402
-from gateway.runtime import load_model  # noqa: E402
-from gateway.schema import encode_rows, validate_attributes  # noqa: E402
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.config import store_url
+from verdict.audit.stores import open_store
+from verdict.gateway.explanation import decode_background
+from verdict.gateway.registry import Registry
+from verdict.gateway.runtime import load_model
+from verdict.gateway.schema import encode_rows, validate_attributes
 
 registry = Registry(open_store(store_url()))
 model = load_model(registry, "german-credit")
@@ -52,10 +51,16 @@ async def decide(data: dict) -> dict:
     attributes = validate_attributes(model.manifest.inputs, data["attributes"])
     x = encode_rows(model.manifest.inputs, [attributes])
     score = float(model.score_matrix(x)[0][0])
-    explainer = shap.PermutationExplainer(_f, shap.maskers.Independent(background_x, max_samples=len(background_x)), seed=1)
+    explainer = shap.PermutationExplainer(
+        _f, shap.maskers.Independent(background_x, max_samples=len(background_x)), seed=1
+    )
     values = explainer(x, max_evals=2 * (x.shape[1] + 1) * 2, silent=True).values[0]  # no progress bar in a server
-    record = {"request_id": data.get("request_id"), "attributes": attributes, "score": score,
-              "contributions": {s.name: float(v) for s, v in zip(model.manifest.inputs, values)}}
+    record = {
+        "request_id": data.get("request_id"),
+        "attributes": attributes,
+        "score": score,
+        "contributions": {s.name: float(v) for s, v in zip(model.manifest.inputs, values)},
+    }
     body = canonical_bytes(record)
     signature = key.sign(b"verdict.audit.record.v1\x00" + hashlib.sha256(body).digest())
     counter["n"] += 1

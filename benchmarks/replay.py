@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from gateway.datasets import load_dataset  # noqa: E402
 from tests.support.gateway_server import GatewayServer, prepare_home  # noqa: E402
+from verdict.gateway.datasets import load_dataset  # noqa: E402
 
 ROWS = load_dataset("german-credit").rows
 
@@ -53,7 +53,9 @@ async def _drive(url: str, token: str, total: int, concurrency: int) -> tuple[in
             errors += response.status_code != 200
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=120) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=120
+    ) as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         return errors, time.perf_counter() - started
@@ -66,7 +68,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="replay worker processes (default: automatic)")
     args = parser.parse_args()
 
-    from gateway.training import train
+    from verdict.gateway.training import train
 
     work = Path(tempfile.mkdtemp(prefix="verdict-replay-bench-"))
     home = work / "home"
@@ -81,29 +83,45 @@ def main() -> int:
     finally:
         server.stop()
     live = args.decisions / elapsed
-    print(f"live gateway: {args.decisions} decisions in {elapsed:.1f} s = {live:,.0f} decisions/s "
-          f"(concurrency {args.concurrency}, explanation + audit, {errors} errors)", flush=True)
+    print(
+        f"live gateway: {args.decisions} decisions in {elapsed:.1f} s = {live:,.0f} decisions/s "
+        f"(concurrency {args.concurrency}, explanation + audit, {errors} errors)",
+        flush=True,
+    )
 
-    from replay.batch import ReplayJob, run_replay
-    from replay.rescore import ReplayOptions
-    from replay.trail import Selection
+    from verdict.replay.batch import ReplayJob, run_replay
+    from verdict.replay.rescore import ReplayOptions
+    from verdict.replay.trail import Selection
 
     # Warm-up, not timed: this process's first imports (torch, matplotlib, the gateway) and the page
     # cache, so that neither measured replay pays them for the other.
-    run_replay(ReplayJob(store_url=(home / "store").as_uri(), selection=Selection(request_ids=["bench-000000"]),
-                         actor="benchmark warm-up"))
+    run_replay(
+        ReplayJob(
+            store_url=(home / "store").as_uri(),
+            selection=Selection(request_ids=["bench-000000"]),
+            actor="benchmark warm-up",
+        )
+    )
     results = {}
     for scope in ("score_only", "full"):
-        job = ReplayJob(store_url=(home / "store").as_uri(), selection=Selection(all=True),
-                        options=ReplayOptions(scope=scope), workers=args.workers, actor="benchmark")
+        job = ReplayJob(
+            store_url=(home / "store").as_uri(),
+            selection=Selection(all=True),
+            options=ReplayOptions(scope=scope),
+            workers=args.workers,
+            actor="benchmark",
+        )
         started = time.perf_counter()
         outcome = run_replay(job)
         wall = time.perf_counter() - started
         s = outcome.report.summary
         results[scope] = s.decisions / wall
-        print(f"replay {scope:<10}: {s.decisions} decisions in {wall:.1f} s = {results[scope]:,.0f} decisions/s "
-              f"({outcome.report.timing.workers} workers; {s.identical} identical, {s.within_tolerance} within, "
-              f"{s.out_of_tolerance} out, {s.cannot_replay} cannot_replay)", flush=True)
+        print(
+            f"replay {scope:<10}: {s.decisions} decisions in {wall:.1f} s = {results[scope]:,.0f} decisions/s "
+            f"({outcome.report.timing.workers} workers; {s.identical} identical, {s.within_tolerance} within, "
+            f"{s.out_of_tolerance} out, {s.cannot_replay} cannot_replay)",
+            flush=True,
+        )
         if not s.passed or s.identical != s.decisions:
             print("  FAILED: every decision of the live trail must replay identical", flush=True)
             return 1
@@ -115,8 +133,10 @@ def main() -> int:
     for scope, target in (("score_only", 2.0), ("full", 1.0)):
         ratio = results[scope] / live
         ok &= ratio >= target
-        print(f"{'replay ' + scope:<22}{results[scope]:>12,.0f}{ratio:>9.2f}{'>= ' + str(target):>9}"
-              + ("" if ratio >= target else "  MISSED"))
+        print(
+            f"{'replay ' + scope:<22}{results[scope]:>12,.0f}{ratio:>9.2f}{'>= ' + str(target):>9}"
+            + ("" if ratio >= target else "  MISSED")
+        )
     return 0 if ok else 1
 
 

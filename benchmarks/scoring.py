@@ -40,13 +40,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from benchmarks._common import interleaved, reference_model  # noqa: E402
-from gateway.datasets import load_dataset  # noqa: E402
-from gateway.environment import avx2_only_overrides  # noqa: E402
-from gateway.schema import encode_rows  # noqa: E402
+from benchmarks._common import interleaved, reference_model
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.environment import avx2_only_overrides
+from verdict.gateway.schema import encode_rows
 
 ROWS_PER_ROUND = 12_288
 SINGLE_ROWS = 2_048  # --isa, batch 1: rows scored one at a time per round
@@ -56,7 +56,7 @@ POSITION_PROBES = 40  # rows each replicated over a whole explain bucket
 ISA_ROUNDS = 11
 
 
-def _rows(model) -> np.ndarray:  # noqa: ANN001
+def _rows(model) -> np.ndarray:
     """The German credit applicants, encoded, repeated to ROWS_PER_ROUND rows."""
     x = encode_rows(model.manifest.inputs, load_dataset("german-credit").rows)
     return np.resize(x, (ROWS_PER_ROUND, x.shape[1])).astype(np.float32)
@@ -66,8 +66,12 @@ def main() -> None:
     _, model = reference_model()
     data = _rows(model)
     module = model._module  # called the usual way (with torch.export's input checks), as plain code would
-    print(f"model {model.manifest.ref}, score bucket {model.score_bucket}, threads {torch.get_num_threads()}, device {model.device}")
-    print(f"{'batch':>6} {'deterministic':>14} {'plain':>10} {'plain-fwd':>10} {'det/plain':>10} {'det/plain-fwd':>14}  (rows/s)")
+    print(
+        f"model {model.manifest.ref}, score bucket {model.score_bucket}, threads {torch.get_num_threads()}, device {model.device}"
+    )
+    print(
+        f"{'batch':>6} {'deterministic':>14} {'plain':>10} {'plain-fwd':>10} {'det/plain':>10} {'det/plain-fwd':>14}  (rows/s)"
+    )
     for batch in (1, 8, 64):
         batches = [data[i : i + batch] for i in range(0, ROWS_PER_ROUND, batch)]
         n_rows = sum(len(b) for b in batches)
@@ -79,7 +83,7 @@ def main() -> None:
 
         tensors = [torch.from_numpy(b) for b in batches]
 
-        def baseline(call):  # noqa: ANN001, ANN202
+        def baseline(call):
             def run() -> int:
                 torch.use_deterministic_algorithms(False)
                 try:
@@ -92,12 +96,15 @@ def main() -> None:
 
             return run
 
-        rates = interleaved({"deterministic": deterministic, "plain": baseline(module),
-                             "plain-fwd": baseline(module.forward)}, rounds=5)
+        rates = interleaved(
+            {"deterministic": deterministic, "plain": baseline(module), "plain-fwd": baseline(module.forward)}, rounds=5
+        )
         det = rates["deterministic"]
         note = "  <- full bucket (target det/plain-fwd >= 0.90)" if batch == model.score_bucket else ""
-        print(f"{batch:>6} {det:>14,.0f} {rates['plain']:>10,.0f} {rates['plain-fwd']:>10,.0f} "
-              f"{det / rates['plain']:>10.3f} {det / rates['plain-fwd']:>14.3f}{note}")
+        print(
+            f"{batch:>6} {det:>14,.0f} {rates['plain']:>10,.0f} {rates['plain-fwd']:>10,.0f} "
+            f"{det / rates['plain']:>10.3f} {det / rates['plain-fwd']:>14.3f}{note}"
+        )
 
 
 # -- instruction-set variants, side by side --------------------------------------------
@@ -125,8 +132,11 @@ class _Worker:
 
     def __init__(self, store: Path, overrides: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(store)], env={**os.environ, **overrides},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [sys.executable, __file__, "--worker", str(store)],
+            env={**os.environ, **overrides},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.about = self.ask("about")
 
@@ -145,11 +155,11 @@ class _Worker:
 
 def _worker(store: str) -> None:
     """Answer one command per stdin line (the keys below) with one JSON line."""
-    from audit.stores import FilesystemStore
-    from gateway import determinism
-    from gateway.explanation import Explainer, seed_for
-    from gateway.registry import Registry
-    from gateway.runtime import load_model
+    from verdict.audit.stores import FilesystemStore
+    from verdict.gateway import determinism
+    from verdict.gateway.explanation import Explainer, seed_for
+    from verdict.gateway.registry import Registry
+    from verdict.gateway.runtime import load_model
 
     registry = Registry(FilesystemStore(Path(store)))
     model = load_model(registry, "german-credit")
@@ -168,8 +178,11 @@ def _worker(store: str) -> None:
             explainer.explain(applicants[i : i + 64], scores[i : i + 64], seeds[i : i + 64])
 
     commands = {
-        "about": lambda: {"aten": torch.backends.cpu.get_cpu_capability(), "mkl_dispatch": determinism.mkl_dispatch_branch(),
-                          "mkl_cbwr": determinism.mkl_cnr()},
+        "about": lambda: {
+            "aten": torch.backends.cpu.get_cpu_capability(),
+            "mkl_dispatch": determinism.mkl_dispatch_branch(),
+            "mkl_cbwr": determinism.mkl_cnr(),
+        },
         "time 1": lambda: _timed(lambda: score(1, SINGLE_ROWS), SINGLE_ROWS),
         "time 64": lambda: _timed(lambda: score(64, ROWS_PER_ROUND), ROWS_PER_ROUND),
         "time 4096": lambda: _timed(lambda: model.evaluate_for_explanation(explain_rows), EXPLAIN_ROWS),
@@ -180,13 +193,13 @@ def _worker(store: str) -> None:
         print(json.dumps(commands[command.strip()]()), flush=True)
 
 
-def _timed(work, rows: int) -> dict:  # noqa: ANN001
+def _timed(work, rows: int) -> dict:
     start = time.process_time()
     work()
     return {"rate": rows / (time.process_time() - start)}
 
 
-def _bits(model, data: np.ndarray) -> dict:  # noqa: ANN001
+def _bits(model, data: np.ndarray) -> dict:
     """Score bits at both buckets, and the explain-bucket positions where a row
     replicated over the whole bucket gets other bits than at position 0."""
     applicants = data[:1000]
@@ -215,8 +228,10 @@ def _compare(bits: dict, reference: dict, key: str) -> str:
 def compare_isa() -> None:
     registry, model = reference_model()
     variants = isa_variants()
-    print(f"model {model.manifest.ref}, threads {torch.get_num_threads()}, one worker process per variant, "
-          f"median of {ISA_ROUNDS} interleaved rounds, rows per CPU second; AVX2-only CPU = {avx2_only_overrides()}")
+    print(
+        f"model {model.manifest.ref}, threads {torch.get_num_threads()}, one worker process per variant, "
+        f"median of {ISA_ROUNDS} interleaved rounds, rows per CPU second; AVX2-only CPU = {avx2_only_overrides()}"
+    )
     workers = {name: _Worker(registry.store.root, overrides) for name, overrides in variants.items()}
     try:
         _print_rates(workers)
@@ -250,8 +265,10 @@ def _print_rates(workers: dict[str, _Worker]) -> None:
     print(f"\n{'variant':<28} {'ATen':>7} {'MKL branch':>10} {'MKL CNR':>12} " + " ".join(f"{c:>22}" for c in _RATES))
     for name, worker in workers.items():
         about = worker.about
-        print(f"{name:<28} {about['aten']:>7} {str(about['mkl_dispatch']):>10} {str(about['mkl_cbwr']):>12} "
-              + " ".join(f"{median[name][c]:>22,.0f}" for c in _RATES))
+        print(
+            f"{name:<28} {about['aten']:>7} {about['mkl_dispatch']!s:>10} {about['mkl_cbwr']!s:>12} "
+            + " ".join(f"{median[name][c]:>22,.0f}" for c in _RATES)
+        )
     print(f"\n{'ratio to the default':<28} " + " ".join(f"{c.split(' rows')[0].split('/')[0]:>16}" for c in _RATES))
     for name in names:
         print(f"{name:<28} " + " ".join(f"{median[name][c] / default[c]:>16.3f}" for c in _RATES))
@@ -263,12 +280,16 @@ def _print_bits(workers: dict[str, _Worker]) -> None:
     bits = {name: worker.ask("bits") for name, worker in workers.items()}
     reference = bits[next(iter(workers))]
     groups: dict[tuple[str, str], str] = {}
-    print(f"\n{'variant':<28} {'score bucket: changed vs default':>36} {'explain bucket: changed vs default':>36} {'same bits':>9}"
-          f"  position-dependent rows in 4096")
+    print(
+        f"\n{'variant':<28} {'score bucket: changed vs default':>36} {'explain bucket: changed vs default':>36} {'same bits':>9}"
+        f"  position-dependent rows in 4096"
+    )
     for name, b in bits.items():
         group = groups.setdefault((b["score"], b["explain"]), "ABCDEFGHIJ"[len(groups)])
-        print(f"{name:<28} {_compare(b, reference, 'score'):>36} {_compare(b, reference, 'explain'):>36} {group:>9}"
-              f"  {b['positions'] or 'none'}")
+        print(
+            f"{name:<28} {_compare(b, reference, 'score'):>36} {_compare(b, reference, 'explain'):>36} {group:>9}"
+            f"  {b['positions'] or 'none'}"
+        )
 
 
 if __name__ == "__main__":

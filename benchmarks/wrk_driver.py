@@ -78,7 +78,9 @@ def drive(url: str, token: str, rows: list[dict], concurrency: int, seconds: flo
     try:
         done = subprocess.run(
             ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "30s", "-s", file.name, url],
-            capture_output=True, text=True, timeout=duration + 120,
+            capture_output=True,
+            text=True,
+            timeout=duration + 120,
         )
     finally:
         Path(file.name).unlink()

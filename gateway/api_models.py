@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from gateway.manifest import NAME_RE, VERSION_RE
+from verdict.gateway.manifest import NAME_RE, VERSION_RE
 
 __all__ = [
     "MODEL_NAME_PATTERN",
@@ -21,8 +21,8 @@ __all__ = [
     "DecisionResponse",
     "ModelOut",
     "Problem",
-    "ReceiptOut",
     "ReasonOut",
+    "ReceiptOut",
 ]
 
 
@@ -39,7 +39,9 @@ MODEL_NAME_PATTERN = _whole(NAME_RE.pattern)
 MODEL_VERSION_PATTERN = _whole(VERSION_RE.pattern)
 """A registrable version (gateway.manifest.VERSION_RE)."""
 
-RequestId = Annotated[str, msgspec.Meta(pattern=_whole(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"), description="Client-chosen idempotency key")]
+RequestId = Annotated[
+    str, msgspec.Meta(pattern=_whole(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"), description="Client-chosen idempotency key")
+]
 Name = Annotated[str, msgspec.Meta(pattern=MODEL_NAME_PATTERN)]
 Version = Annotated[str, msgspec.Meta(pattern=MODEL_VERSION_PATTERN)]
 SubjectId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -65,7 +65,9 @@ class ApiKeyStore:
         """Create a key; returns (record, token). The token is shown once and never stored."""
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
-            raise ApiKeyError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}; unknown: {', '.join(unknown) or '-'}")
+            raise ApiKeyError(
+                f"scopes must be a non-empty subset of {', '.join(SCOPES)}; unknown: {', '.join(unknown) or '-'}"
+            )
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         key = ApiKey(
@@ -73,7 +75,7 @@ class ApiKeyStore:
             sha256=hashlib.sha256(secret.encode()).hexdigest(),
             scopes=tuple(s for s in SCOPES if s in scopes),
             name=name,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         data = self._load()
         data.keys.append(key)

@@ -16,26 +16,31 @@ from typing import Annotated
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
-from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 from litestar.params import Parameter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api_models import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN, DecisionRequest, DecisionResponse, FieldProblem
-from gateway.apikeys import ApiKeyStore
-from gateway.auth import authenticated_key, require_scope
-from gateway.batcher import MicroBatcher
-from gateway.decisions import AuditLane, DecisionService
-from gateway.lookups import ExplanationView, LookupService, RecordView
-from gateway.metrics import GatewayMetrics
-from gateway.models_cache import ModelCache
-from gateway.problems import ApiProblem, exception_handlers, problem_responses
-from gateway.replay_reads import read_replay
-from gateway.registry import UnknownModel
-from gateway.request_body import check_json_body
-from gateway.settings import ServiceSettings
-from replay.service import ReplayRequest, ReplayStatus
+from verdict.gateway.api_models import (
+    MODEL_NAME_PATTERN,
+    MODEL_VERSION_PATTERN,
+    DecisionRequest,
+    DecisionResponse,
+    FieldProblem,
+)
+from verdict.gateway.apikeys import ApiKeyStore
+from verdict.gateway.auth import authenticated_key, require_scope
+from verdict.gateway.batcher import MicroBatcher
+from verdict.gateway.decisions import AuditLane, DecisionService
+from verdict.gateway.lookups import ExplanationView, LookupService, RecordView
+from verdict.gateway.metrics import GatewayMetrics
+from verdict.gateway.models_cache import ModelCache
+from verdict.gateway.problems import ApiProblem, exception_handlers, problem_responses
+from verdict.gateway.registry import UnknownModel
+from verdict.gateway.replay_reads import read_replay
+from verdict.gateway.request_body import check_json_body
+from verdict.gateway.settings import ServiceSettings
+from verdict.replay.service import ReplayRequest, ReplayStatus
 
 __all__ = ["Services", "create_app"]
 
@@ -71,41 +76,65 @@ def _run(request: Request, fn, *args):  # noqa: ANN001, ANN202
     return asyncio.get_running_loop().run_in_executor(request.app.state.io_pool, fn, *args)
 
 
-@post("/v1/decisions", guards=[require_scope("score")], status_code=200, tags=["decisions"],
-      summary="Make an audited, explained decision",
-      responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503))
+@post(
+    "/v1/decisions",
+    guards=[require_scope("score")],
+    status_code=200,
+    tags=["decisions"],
+    summary="Make an audited, explained decision",
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
+)
 async def create_decision(request: Request, data: DecisionRequest) -> DecisionResponse:
     services = _services(request)
     pending = await _run(request, services.decisions.prepare, data)
     try:
         outcome = await asyncio.wait_for(request.app.state.batcher.submit(pending), services.settings.request_timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         services.metrics.failures.labels("timeout").inc()
-        raise ApiProblem(503, "decision-timeout", "Decision not confirmed in time",
-                         detail=f"no durable record within {services.settings.request_timeout_s}s; retry with the "
-                                f"same request_id to get the decision if it was recorded",
-                         headers={"Retry-After": str(services.settings.retry_after_s)}) from None
+        raise ApiProblem(
+            503,
+            "decision-timeout",
+            "Decision not confirmed in time",
+            detail=f"no durable record within {services.settings.request_timeout_s}s; retry with the "
+            f"same request_id to get the decision if it was recorded",
+            headers={"Retry-After": str(services.settings.retry_after_s)},
+        ) from None
     if isinstance(outcome, ApiProblem):
         raise outcome
     return outcome
 
 
-@get("/v1/decisions/{request_id:str}", guards=[require_scope("explain")], tags=["lookups"],
-     summary="The verified audit record of a decision")
+@get(
+    "/v1/decisions/{request_id:str}",
+    guards=[require_scope("explain")],
+    tags=["lookups"],
+    summary="The verified audit record of a decision",
+)
 async def get_decision(request: Request, request_id: str) -> RecordView:
     return await _run(request, _services(request).lookups.record, request_id, authenticated_key(request).key_id)
 
 
-@get("/v1/decisions/{request_id:str}/explanation", guards=[require_scope("explain")], tags=["lookups"],
-     summary="GDPR / adverse-action explanation of a logged decision")
+@get(
+    "/v1/decisions/{request_id:str}/explanation",
+    guards=[require_scope("explain")],
+    tags=["lookups"],
+    summary="GDPR / adverse-action explanation of a logged decision",
+)
 async def get_explanation(request: Request, request_id: str) -> ExplanationView:
     return await _run(request, _services(request).lookups.explanation, request_id, authenticated_key(request).key_id)
 
 
-@get("/v1/decisions/{request_id:str}/explanation.png", guards=[require_scope("explain")], tags=["lookups"],
-     summary="Waterfall chart of a logged decision's contributions", media_type="image/png")
+@get(
+    "/v1/decisions/{request_id:str}/explanation.png",
+    guards=[require_scope("explain")],
+    tags=["lookups"],
+    summary="Waterfall chart of a logged decision's contributions",
+    media_type="image/png",
+)
 async def get_explanation_png(request: Request, request_id: str) -> Response[bytes]:
-    data = await _run(request, _services(request).lookups.explanation_chart, request_id, authenticated_key(request).key_id, "png")
+    data = await _run(
+        request, _services(request).lookups.explanation_chart, request_id, authenticated_key(request).key_id, "png"
+    )
     return Response(content=data, media_type="image/png")
 
 
@@ -117,7 +146,13 @@ async def list_models(request: Request) -> list[dict]:
         out = []
         for name in registry.names():
             promoted = registry.alias(name, "production")
-            out.append({"name": name, "versions": registry.versions(name), "production": promoted.version if promoted else None})
+            out.append(
+                {
+                    "name": name,
+                    "versions": registry.versions(name),
+                    "production": promoted.version if promoted else None,
+                }
+            )
         return out
 
     return await _run(request, collect)
@@ -129,14 +164,24 @@ ModelName = Annotated[str, Parameter(pattern=MODEL_NAME_PATTERN, description="A 
 ModelVersion = Annotated[str, Parameter(pattern=MODEL_VERSION_PATTERN, description="A registered version of the model")]
 
 
-@get("/v1/models/{name:str}", guards=[require_scope("score")], tags=["models"], summary="A model's production manifest",
-     responses=problem_responses(400, 401, 403, 404))
+@get(
+    "/v1/models/{name:str}",
+    guards=[require_scope("score")],
+    tags=["models"],
+    summary="A model's production manifest",
+    responses=problem_responses(400, 401, 403, 404),
+)
 async def get_model(request: Request, name: ModelName) -> Response:
     return await _manifest_response(request, name, None)
 
 
-@get("/v1/models/{name:str}/versions/{version:str}", guards=[require_scope("score")], tags=["models"],
-     summary="A model version's manifest", responses=problem_responses(400, 401, 403, 404))
+@get(
+    "/v1/models/{name:str}/versions/{version:str}",
+    guards=[require_scope("score")],
+    tags=["models"],
+    summary="A model version's manifest",
+    responses=problem_responses(400, 401, 403, 404),
+)
 async def get_model_version(request: Request, name: ModelName, version: ModelVersion) -> Response:
     return await _manifest_response(request, name, version)
 
@@ -152,44 +197,74 @@ async def _manifest_response(request: Request, name: str, version: str | None) -
 def _replays(request: Request):  # noqa: ANN202 - ReplayService
     service = _services(request).replays
     if service is None:
-        raise ApiProblem(503, "replay-unavailable", "Replays are not available on this gateway",
-                         detail="this process runs without an audit trail (unsafe benchmark mode)")
+        raise ApiProblem(
+            503,
+            "replay-unavailable",
+            "Replays are not available on this gateway",
+            detail="this process runs without an audit trail (unsafe benchmark mode)",
+        )
     return service
 
 
-@post("/v1/replays", guards=[require_scope("replay")], status_code=202, tags=["replays"],
-      summary="Start a replay of logged decisions (examiners)",
-      responses=problem_responses(400, 401, 403, 413, 415, 422, 503))
+@post(
+    "/v1/replays",
+    guards=[require_scope("replay")],
+    status_code=202,
+    tags=["replays"],
+    summary="Start a replay of logged decisions (examiners)",
+    responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
+)
 async def start_replay(request: Request, data: ReplayRequest) -> Response:
-    from replay.service import ReplayBusy, ReplayRequestError
+    from verdict.replay.service import ReplayBusy, ReplayRequestError
 
     try:
         status = await _run(request, _replays(request).start_replay, data, authenticated_key(request).key_id)
     except ReplayRequestError as exc:
-        raise ApiProblem(422, "invalid-replay", "The replay request breaks a rule", detail=str(exc),
-                         errors=[FieldProblem(field=exc.field, rule=exc.rule, message=str(exc))]) from None
+        raise ApiProblem(
+            422,
+            "invalid-replay",
+            "The replay request breaks a rule",
+            detail=str(exc),
+            errors=[FieldProblem(field=exc.field, rule=exc.rule, message=str(exc))],
+        ) from None
     except ReplayBusy as exc:
-        raise ApiProblem(503, "replay-busy", "Too many replays queued", detail=str(exc),
-                         headers={"Retry-After": "60"}) from None
+        raise ApiProblem(
+            503, "replay-busy", "Too many replays queued", detail=str(exc), headers={"Retry-After": "60"}
+        ) from None
     return Response(content=status, status_code=202, headers={"Location": f"/v1/replays/{status.replay_id}"})
 
 
-@get("/v1/replays/{replay_id:str}", guards=[require_scope("replay")], tags=["replays"], summary="Replay status and summary",
-     responses=problem_responses(401, 403, 404, 503))
+@get(
+    "/v1/replays/{replay_id:str}",
+    guards=[require_scope("replay")],
+    tags=["replays"],
+    summary="Replay status and summary",
+    responses=problem_responses(401, 403, 404, 503),
+)
 async def get_replay(request: Request, replay_id: str) -> ReplayStatus:
     return await _replay_read(request, replay_id, "status")
 
 
-@get("/v1/replays/{replay_id:str}/report.json", guards=[require_scope("replay")], tags=["replays"],
-     summary="The signed JSON replay report", media_type=MediaType.JSON,
-     responses=problem_responses(401, 403, 404, 409, 503))
+@get(
+    "/v1/replays/{replay_id:str}/report.json",
+    guards=[require_scope("replay")],
+    tags=["replays"],
+    summary="The signed JSON replay report",
+    media_type=MediaType.JSON,
+    responses=problem_responses(401, 403, 404, 409, 503),
+)
 async def get_replay_report(request: Request, replay_id: str) -> Response[bytes]:
     return Response(content=await _replay_read(request, replay_id, "report.json"), media_type=MediaType.JSON)
 
 
-@get("/v1/replays/{replay_id:str}/report.html", guards=[require_scope("replay")], tags=["replays"],
-     summary="The replay report for an examiner", media_type=MediaType.HTML,
-     responses=problem_responses(401, 403, 404, 409, 503))
+@get(
+    "/v1/replays/{replay_id:str}/report.html",
+    guards=[require_scope("replay")],
+    tags=["replays"],
+    summary="The replay report for an examiner",
+    media_type=MediaType.HTML,
+    responses=problem_responses(401, 403, 404, 409, 503),
+)
 async def get_replay_report_html(request: Request, replay_id: str) -> Response:
     return Response(content=await _replay_read(request, replay_id, "report.html"), media_type=MediaType.HTML)
 
@@ -197,8 +272,9 @@ async def get_replay_report_html(request: Request, replay_id: str) -> Response:
 async def _replay_read(request: Request, replay_id: str, resource: str):  # noqa: ANN202
     """Scoped to the key that started the replay (or admin) and recorded: gateway.replay_reads."""
     services = _services(request)
-    return await _run(request, read_replay, _replays(request), services.lookups, replay_id,
-                      authenticated_key(request), resource)
+    return await _run(
+        request, read_replay, _replays(request), services.lookups, replay_id, authenticated_key(request), resource
+    )
 
 
 @get("/healthz", tags=["operations"], summary="Liveness", include_in_schema=True)
@@ -210,9 +286,11 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> Response:
     checks = await _run(request, _services(request).readiness)
     ready = all(v in ("ok", DISABLED_FOR_BENCHMARK) for v in checks.values())
-    return Response(content={"status": "ready" if ready else "not_ready", "checks": checks},
-                    status_code=200 if ready else 503,
-                    headers={} if ready else {"Retry-After": str(_services(request).settings.retry_after_s)})
+    return Response(
+        content={"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+        headers={} if ready else {"Retry-After": str(_services(request).settings.retry_after_s)},
+    )
 
 
 @get("/metrics", tags=["operations"], summary="Prometheus metrics", media_type="text/plain")
@@ -222,6 +300,7 @@ async def metrics(request: Request) -> Response[bytes]:
 
 def _observe(services: Services):  # noqa: ANN202
     """Request count and latency per route, recorded when the response starts."""
+
     async def before_send_hook(message, scope) -> None:  # noqa: ANN001
         if message["type"] == "http.response.start":
             route = scope.get("route_handler")
@@ -252,13 +331,19 @@ async def _checkpoint_timer(lane: AuditLane, pool: concurrent.futures.Executor, 
 
 def create_app(services: Services) -> Litestar:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-decide")
-    commit_pool = concurrent.futures.ThreadPoolExecutor(max_workers=services.settings.commit_threads,
-                                                        thread_name_prefix="verdict-commit")
+    commit_pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=services.settings.commit_threads, thread_name_prefix="verdict-commit"
+    )
     io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="verdict-io")
     batcher: MicroBatcher = MicroBatcher(
-        services.decisions.compute_batch, services.decisions.commit_batch, max_batch=services.settings.max_batch,
-        max_wait_s=services.settings.max_wait_ms / 1000, executor=pool, finish_executor=commit_pool,
-        max_finishing=services.settings.commit_threads + 1, on_batch=services.metrics.batch_size.observe,
+        services.decisions.compute_batch,
+        services.decisions.commit_batch,
+        max_batch=services.settings.max_batch,
+        max_wait_s=services.settings.max_wait_ms / 1000,
+        executor=pool,
+        finish_executor=commit_pool,
+        max_finishing=services.settings.commit_threads + 1,
+        on_batch=services.metrics.batch_size.observe,
     )
 
     timer: list[asyncio.Task] = []
@@ -266,8 +351,12 @@ def create_app(services: Services) -> Litestar:
     async def start() -> None:
         batcher.start()
         if services.lane.writer is not None:
-            timer.append(asyncio.get_running_loop().create_task(
-                _checkpoint_timer(services.lane, io_pool, services.settings.checkpoint_interval_s), name="checkpoints"))
+            timer.append(
+                asyncio.get_running_loop().create_task(
+                    _checkpoint_timer(services.lane, io_pool, services.settings.checkpoint_interval_s),
+                    name="checkpoints",
+                )
+            )
 
     async def stop() -> None:
         for task in timer:
@@ -289,9 +378,22 @@ def create_app(services: Services) -> Litestar:
         await check_json_body(request)  # after the guards, before the body is decoded or anything is scored
 
     return Litestar(
-        route_handlers=[create_decision, get_decision, get_explanation, get_explanation_png, list_models,
-                        get_model, get_model_version, start_replay, get_replay, get_replay_report,
-                        get_replay_report_html, healthz, readyz, metrics],
+        route_handlers=[
+            create_decision,
+            get_decision,
+            get_explanation,
+            get_explanation_png,
+            list_models,
+            get_model,
+            get_model_version,
+            start_replay,
+            get_replay,
+            get_replay_report,
+            get_replay_report_html,
+            healthz,
+            readyz,
+            metrics,
+        ],
         exception_handlers=exception_handlers,
         state=State({"services": services, "apikeys": services.apikeys, "batcher": batcher, "io_pool": io_pool}),
         on_startup=[start],

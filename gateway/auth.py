@@ -11,7 +11,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from gateway.apikeys import ApiKey, ApiKeyStore
+from verdict.gateway.apikeys import ApiKey, ApiKeyStore
 
 __all__ = ["authenticated_key", "require_scope"]
 

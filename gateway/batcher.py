@@ -108,7 +108,7 @@ class MicroBatcher(Generic[T, P, R]):
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return batch
 
@@ -153,7 +153,7 @@ class MicroBatcher(Generic[T, P, R]):
                 fut.set_result(result)
 
 
-def _fail(live: list, exc: BaseException) -> None:  # noqa: ANN001
+def _fail(live: list, exc: BaseException) -> None:
     for _, fut in live:
         if not fut.done():
             fut.set_exception(exc)

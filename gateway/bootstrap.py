@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from audit.config import data_dir
-from gateway.manifest import Manifest
-from gateway.registry import Registry
-from gateway.registry_log import RegistryLog
+from verdict.audit.config import data_dir
+from verdict.gateway.manifest import Manifest
+from verdict.gateway.registry import Registry
+from verdict.gateway.registry_log import RegistryLog
 
 __all__ = ["REFERENCE_MODEL", "REFERENCE_VERSION", "ensure_reference_model"]
 
@@ -29,21 +29,25 @@ REFERENCE_MODEL = "german-credit"
 REFERENCE_VERSION = "1.0.0"
 
 
-def ensure_reference_model(registry: Registry, say: Callable[[str], None] = print,
-                           events: RegistryLog | None = None) -> Manifest:
+def ensure_reference_model(
+    registry: Registry, say: Callable[[str], None] = print, events: RegistryLog | None = None
+) -> Manifest:
     """Return the production manifest of the reference model, creating it if absent.
 
     ``events``: where the registration and promotion are recorded; default:
     the registry's own log, else :meth:`RegistryLog.local` (opened only if
     something is written)."""
-    if REFERENCE_VERSION in registry.versions(REFERENCE_MODEL) and registry.alias(REFERENCE_MODEL, "production") is not None:
+    if (
+        REFERENCE_VERSION in registry.versions(REFERENCE_MODEL)
+        and registry.alias(REFERENCE_MODEL, "production") is not None
+    ):
         return registry.manifest(REFERENCE_MODEL)
     if events is None and registry.events is None:
         events = RegistryLog.local(registry.store, create_root=True, say=say)
     if events is not None:
         registry = Registry(registry.store, events=events)
     if REFERENCE_VERSION not in registry.versions(REFERENCE_MODEL):
-        from gateway.training import train  # torch training only on first run
+        from verdict.gateway.training import train  # torch training only on first run
 
         out = Path(data_dir()) / "models" / REFERENCE_MODEL / REFERENCE_VERSION
         say(f"First run: training the {REFERENCE_MODEL} reference model from the vendored data into {out}")

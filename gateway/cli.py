@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import typer
 
-from gateway.commands import demo, serve
-from gateway.commands.apikeys import apikeys_app
-from gateway.commands.models import models_app
+from verdict import __version__
+from verdict.audit.cli import audit_app, keys_app
+from verdict.audit.trust_cli import trust_app
+from verdict.audit.witness_cli import witness_app
+from verdict.gateway.commands import demo, serve
+from verdict.gateway.commands.apikeys import apikeys_app
+from verdict.gateway.commands.models import models_app
+from verdict.replay.cli import replay_app
 
 app = typer.Typer(
     name="verdict",
@@ -21,44 +26,28 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(apikeys_app, name="apikeys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+app.add_typer(trust_app, name="trust")
+app.add_typer(witness_app, name="witness")
+app.add_typer(replay_app, name="replay")
 demo.register(app)
 serve.register(app)
 
 
-def _mount_audit() -> None:
-    try:
-        from audit.cli import audit_app, keys_app
-        from audit.trust_cli import trust_app
-    except ImportError:  # the audit CLI is optional until its package lands
-        return
-    app.add_typer(audit_app, name="audit")
-    app.add_typer(keys_app, name="keys")
-    app.add_typer(trust_app, name="trust")
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"verdict {__version__}")
+        raise typer.Exit()
 
 
-_mount_audit()
-
-
-def _mount_witness() -> None:
-    try:
-        from audit.witness_cli import witness_app
-    except ImportError:  # the witness needs only the audit package; keep the CLI usable without it
-        return
-    app.add_typer(witness_app, name="witness")
-
-
-_mount_witness()
-
-
-def _mount_replay() -> None:
-    try:
-        from replay.cli import replay_app
-    except ImportError:  # replay lands separately; the rest of the CLI works without it
-        return
-    app.add_typer(replay_app, name="replay")
-
-
-_mount_replay()
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Verdict: audited, explained, replayable decisions."""
 
 
 def main() -> None:

@@ -22,20 +22,20 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from audit import records as rec
-from audit.canonical import canonical_bytes
-from audit.chain import ChainError, ChainWriter, Receipt
-from audit.index import IndexConflict, IndexEntry, RequestIndex
-from audit.reader import ReadError, read_decision
-from audit.trust import TrustPolicy
-from audit.stores import StoreError
-from gateway.api_models import DecisionRequest, DecisionResponse, ModelOut, ReasonOut, ReceiptOut
-from gateway.claims import ClaimOutcome, RequestClaims
-from gateway.metrics import GatewayMetrics
-from gateway.models_cache import ModelCache
-from gateway.problems import ApiProblem
-from gateway.registry import RegistryError, UnknownModel
-from gateway.schema import encode_rows, validate_attributes
+from verdict.audit import records as rec
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.chain import ChainError, ChainWriter, Receipt
+from verdict.audit.index import IndexConflict, IndexEntry, RequestIndex
+from verdict.audit.reader import ReadError, read_decision
+from verdict.audit.stores import StoreError
+from verdict.audit.trust import TrustPolicy
+from verdict.gateway.api_models import DecisionRequest, DecisionResponse, ModelOut, ReasonOut, ReceiptOut
+from verdict.gateway.claims import ClaimOutcome, RequestClaims
+from verdict.gateway.metrics import GatewayMetrics
+from verdict.gateway.models_cache import ModelCache
+from verdict.gateway.problems import ApiProblem
+from verdict.gateway.registry import RegistryError, UnknownModel
+from verdict.gateway.schema import encode_rows, validate_attributes
 
 __all__ = ["AuditLane", "DecisionService", "PendingDecision", "request_sha256", "response_from_record"]
 
@@ -57,14 +57,22 @@ class PendingDecision:
 
 
 def unavailable(detail: str, retry_after_s: int) -> ApiProblem:
-    return ApiProblem(503, "audit-unavailable", "Decision not made: the audit trail is unavailable",
-                      detail=detail, headers={"Retry-After": str(retry_after_s)})
+    return ApiProblem(
+        503,
+        "audit-unavailable",
+        "Decision not made: the audit trail is unavailable",
+        detail=detail,
+        headers={"Retry-After": str(retry_after_s)},
+    )
 
 
 def conflict(request_id: str) -> ApiProblem:
-    return ApiProblem(409, "request-id-conflict", "Request id already used with a different body",
-                      detail=f"request_id {request_id!r} was already decided for a different request body; "
-                             f"use a new request_id")
+    return ApiProblem(
+        409,
+        "request-id-conflict",
+        "Request id already used with a different body",
+        detail=f"request_id {request_id!r} was already decided for a different request body; use a new request_id",
+    )
 
 
 class AuditLane:
@@ -131,8 +139,17 @@ def response_from_record(body: rec.DecisionBody, receipt: ReceiptOut, *, replay:
         model=ModelOut(name=body.model.name, version=body.model.version, sha256=body.model.sha256),
         score=body.score,
         decision=body.decision,
-        reasons=[ReasonOut(attribute=r.attribute, label=r.label, value=str(r.value), direction=r.direction,
-                           contribution=contributions.get(r.attribute, 0.0), text=r.text) for r in body.reasons],
+        reasons=[
+            ReasonOut(
+                attribute=r.attribute,
+                label=r.label,
+                value=str(r.value),
+                direction=r.direction,
+                contribution=contributions.get(r.attribute, 0.0),
+                text=r.text,
+            )
+            for r in body.reasons
+        ],
         base_value=body.explanation.base_value,
         contributions=dict(contributions),
         receipt=receipt,
@@ -142,8 +159,13 @@ def response_from_record(body: rec.DecisionBody, receipt: ReceiptOut, *, replay:
 
 
 def _receipt_out(receipt: Receipt) -> ReceiptOut:
-    return ReceiptOut(chain_id=receipt.chain_id, seq=receipt.seq, record_hash=receipt.record_hash,
-                      signature=receipt.signature, key_id=receipt.key_id)
+    return ReceiptOut(
+        chain_id=receipt.chain_id,
+        seq=receipt.seq,
+        record_hash=receipt.record_hash,
+        signature=receipt.signature,
+        key_id=receipt.key_id,
+    )
 
 
 @dataclass
@@ -270,8 +292,11 @@ class DecisionService:
                 computed.fresh.append(i)
             else:
                 computed.outcomes[i] = self._from_index(item, entry)
-        computed.duplicates = [(i, first_of[item.request_id]) for i, item in enumerate(batch)
-                               if item.request_id in first_of and first_of[item.request_id] != i]
+        computed.duplicates = [
+            (i, first_of[item.request_id])
+            for i, item in enumerate(batch)
+            if item.request_id in first_of and first_of[item.request_id] != i
+        ]
 
     def _release_claims(self, computed: ComputedBatch) -> None:
         for i in computed.owned:
@@ -279,8 +304,9 @@ class DecisionService:
             self.claims.release(item.request_id, ClaimOutcome(item.request_sha256, computed.outcomes[i]))
         computed.owned = []
 
-    def _answer_waiting(self, batch: Sequence[PendingDecision], waiting: list[tuple[int, Future[ClaimOutcome]]],
-                        outcomes: list) -> None:
+    def _answer_waiting(
+        self, batch: Sequence[PendingDecision], waiting: list[tuple[int, Future[ClaimOutcome]]], outcomes: list
+    ) -> None:
         """Answer requests whose id an earlier batch owned, from that batch's outcome.
 
         The earlier batch was handed to the commit executor first (the batcher
@@ -294,8 +320,11 @@ class DecisionService:
             try:
                 first = owner.result(timeout=self.claim_wait_s)
             except FutureTimeout:
-                outcomes[i] = unavailable(f"request_id {item.request_id!r} is still being decided by an earlier "
-                                          f"request; retry with the same request_id", self.retry_after_s)
+                outcomes[i] = unavailable(
+                    f"request_id {item.request_id!r} is still being decided by an earlier "
+                    f"request; retry with the same request_id",
+                    self.retry_after_s,
+                )
                 continue
             if isinstance(first.answer, DecisionResponse):
                 if first.request_sha256 == item.request_sha256:
@@ -306,10 +335,19 @@ class DecisionService:
                 continue
             try:
                 entry = self.index.get(item.request_id) if self.index is not None else None
-                outcomes[i] = self._from_index(item, entry) if entry is not None else (
-                    first.answer if isinstance(first.answer, ApiProblem) else
-                    unavailable(f"the earlier request with request_id {item.request_id!r} ended without a decision; "
-                                f"retry with the same request_id", self.retry_after_s))
+                outcomes[i] = (
+                    self._from_index(item, entry)
+                    if entry is not None
+                    else (
+                        first.answer
+                        if isinstance(first.answer, ApiProblem)
+                        else unavailable(
+                            f"the earlier request with request_id {item.request_id!r} ended without a decision; "
+                            f"retry with the same request_id",
+                            self.retry_after_s,
+                        )
+                    )
+                )
             except StoreError as exc:
                 outcomes[i] = unavailable(f"the decision could not be read back: {exc}", self.retry_after_s)
 
@@ -322,12 +360,18 @@ class DecisionService:
             verified = read_decision(self.store, item.request_id, prove=False, trust=self.trust)
         except ReadError as exc:
             raise StoreError(f"the original decision for {item.request_id!r} cannot be read back: {exc}") from exc
-        receipt = ReceiptOut(chain_id=verified.chain_id, seq=verified.seq, record_hash=verified.record_hash,
-                             signature=verified.signature, key_id=verified.key_id)
+        receipt = ReceiptOut(
+            chain_id=verified.chain_id,
+            seq=verified.seq,
+            record_hash=verified.record_hash,
+            signature=verified.signature,
+            key_id=verified.key_id,
+        )
         return response_from_record(verified.body, receipt, replay=True)
 
-    def _record_fresh(self, batch: Sequence[PendingDecision], fresh: list[int], bodies: list[rec.DecisionBody],
-                      outcomes: list) -> None:
+    def _record_fresh(
+        self, batch: Sequence[PendingDecision], fresh: list[int], bodies: list[rec.DecisionBody], outcomes: list
+    ) -> None:
         if self.lane.writer is None:  # unsafe benchmark mode: no audit
             for i, body in zip(fresh, bodies):
                 outcomes[i] = response_from_record(body, ReceiptOut("unaudited", -1, "", "", ""))
@@ -346,7 +390,11 @@ class DecisionService:
             original = outcomes[first]
             if isinstance(original, DecisionResponse):
                 same = batch[dup].request_sha256 == batch[first].request_sha256
-                outcomes[dup] = msgspec.structs.replace(original, idempotent_replay=True) if same else conflict(batch[dup].request_id)
+                outcomes[dup] = (
+                    msgspec.structs.replace(original, idempotent_replay=True)
+                    if same
+                    else conflict(batch[dup].request_id)
+                )
             else:
                 outcomes[dup] = original
 
@@ -369,29 +417,37 @@ class DecisionService:
         return [bodies[i] for i in range(len(items))]
 
     def _explanations(self, loaded, x: np.ndarray, scores: np.ndarray, request_ids: list[str]) -> list:  # noqa: ANN001
-        from gateway.explanation import seed_for
+        from verdict.gateway.explanation import seed_for
 
         if not self.explain:
             return [None] * len(request_ids)
         return loaded.explainer.explain(x, scores, [seed_for(r) for r in request_ids])
 
-    def _body(self, item: PendingDecision, loaded, score: float, bucket: int, explanation, decided_at: str) -> rec.DecisionBody:  # noqa: ANN001
-        from gateway.reasons import reasons as make_reasons
+    def _body(
+        self, item: PendingDecision, loaded, score: float, bucket: int, explanation, decided_at: str
+    ) -> rec.DecisionBody:  # noqa: ANN001
+        from verdict.gateway.reasons import reasons as make_reasons
 
         manifest = loaded.model.manifest
         if explanation is None:
-            audit_explanation = rec.Explanation(method="none", output_space="probability", base_value=0.0,
-                                                contributions={}, seed=0)
+            audit_explanation = rec.Explanation(
+                method="none", output_space="probability", base_value=0.0, contributions={}, seed=0
+            )
             reasons = []
         else:
             audit_explanation = rec.Explanation(
-                method=explanation.method, output_space=explanation.output_space, base_value=explanation.base_value,
-                contributions=dict(explanation.contributions), seed=explanation.seed,
+                method=explanation.method,
+                output_space=explanation.output_space,
+                base_value=explanation.base_value,
+                contributions=dict(explanation.contributions),
+                seed=explanation.seed,
                 budget={"evaluations": explanation.evaluations, "bucket": explanation.bucket},
                 additivity_error=explanation.additivity_error,
             )
-            reasons = [rec.Reason(attribute=r.attribute, label=r.label, value=r.value, direction=r.direction, text=r.text)
-                       for r in make_reasons(manifest, item.attributes, explanation, top=manifest.explainer.top_reasons)]
+            reasons = [
+                rec.Reason(attribute=r.attribute, label=r.label, value=r.value, direction=r.direction, text=r.text)
+                for r in make_reasons(manifest, item.attributes, explanation, top=manifest.explainer.top_reasons)
+            ]
         return rec.DecisionBody(
             request_id=item.request_id,
             request_sha256=item.request_sha256,
@@ -399,8 +455,12 @@ class DecisionService:
             decided_at=decided_at,
             model=rec.ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.artifact_sha256),
             environment_sha256=self.environment_sha256,
-            runtime=rec.Runtime(device=str(loaded.model.device), dtype=manifest.runtime.dtype, bucket=bucket,
-                                threads=manifest.runtime.threads),
+            runtime=rec.Runtime(
+                device=str(loaded.model.device),
+                dtype=manifest.runtime.dtype,
+                bucket=bucket,
+                threads=manifest.runtime.threads,
+            ),
             inputs=rec.PlainInputs(attributes=dict(item.attributes)),
             score=score,
             decision=loaded.model.decide(score),

@@ -19,8 +19,8 @@ import torch
 
 __all__ = [
     "MKL_CNR_DEFAULT",
-    "DeterminismFlags",
     "DeterminismError",
+    "DeterminismFlags",
     "current_flags",
     "enable",
     "mkl_cnr",
@@ -36,8 +36,19 @@ MKL_CNR_DEFAULT = "COMPATIBLE"
 
 # mkl_cbwr.h: branch numbers, the STRICT flag and the "whole setting" query.
 _MKL_BRANCHES = {
-    1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
-    10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1",
+    1: "OFF",
+    2: "AUTO",
+    3: "COMPATIBLE",
+    4: "SSE2",
+    6: "SSSE3",
+    7: "SSE4_1",
+    8: "SSE4_2",
+    9: "AVX",
+    10: "AVX2",
+    11: "AVX512_MIC",
+    12: "AVX512",
+    13: "AVX512_MIC_E1",
+    14: "AVX512_E1",
 }
 _MKL_CBWR_STRICT = 0x10000
 _MKL_CBWR_ALL = -1

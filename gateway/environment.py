@@ -29,9 +29,9 @@ import msgspec
 import numpy as np
 import torch
 
-from audit.canonical import canonical_bytes
-from gateway.determinism import DeterminismFlags, current_flags, mkl_dispatch_branch
-from gateway.source import project_version, source_sha256
+from verdict.audit.canonical import canonical_bytes
+from verdict.gateway.determinism import DeterminismFlags, current_flags, mkl_dispatch_branch
+from verdict.gateway.source import project_version, source_sha256
 
 __all__ = ["EnvironmentFingerprint", "avx2_only_overrides", "capture", "diff", "fingerprint_sha256"]
 
@@ -50,11 +50,11 @@ class TorchBuild(msgspec.Struct, frozen=True):
     debug: bool
     cuda: str | None
     cudnn: int | None
-    config: str          # torch.__config__.show(): compiler, BLAS, vector ISA
-    parallel: str        # torch.__config__.parallel_info(): OpenMP/MKL threading
+    config: str  # torch.__config__.show(): compiler, BLAS, vector ISA
+    parallel: str  # torch.__config__.parallel_info(): OpenMP/MKL threading
     cpu_capability: str | None = None  # ATen's vectorised kernels: "AVX512", "AVX2", "DEFAULT"
-    mkl_dispatch: str | None = None    # MKL's kernel branch on this CPU ("AVX512_E1", "AVX2"); None: no MKL
-    mkldnn: bool | None = None         # oneDNN compiled in and usable
+    mkl_dispatch: str | None = None  # MKL's kernel branch on this CPU ("AVX512_E1", "AVX2"); None: no MKL
+    mkldnn: bool | None = None  # oneDNN compiled in and usable
 
 
 class Accelerator(msgspec.Struct, frozen=True):
@@ -96,7 +96,6 @@ def _cpu() -> CpuInfo:
     except OSError:
         pass
 
-
     return CpuInfo(model=model, flags=flags, logical_cores=os.cpu_count() or 0)
 
 
@@ -108,7 +107,9 @@ def _numpy_dispatch() -> tuple[tuple[str, ...], tuple[str, ...]] | None:
         from numpy._core import _multiarray_umath as umath
     except ImportError:
         return None
-    return tuple(umath.__cpu_baseline__), tuple(name for name in umath.__cpu_dispatch__ if umath.__cpu_features__.get(name))
+    return tuple(umath.__cpu_baseline__), tuple(
+        name for name in umath.__cpu_dispatch__ if umath.__cpu_features__.get(name)
+    )
 
 
 def _numpy_simd() -> tuple[str, ...] | None:

@@ -39,18 +39,18 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 import numpy as np
 
-from audit.canonical import canonical_bytes
-from gateway.manifest import Manifest
-from gateway.schema import InputValidationError, encode_rows, validate_batch
+from verdict.audit.canonical import canonical_bytes
+from verdict.gateway.manifest import Manifest
+from verdict.gateway.schema import InputValidationError, encode_rows, validate_batch
 
 __all__ = [
     "SEED_POLICY",
     "AdditivityError",
     "Background",
     "Budget",
+    "Explainer",
     "ExplainerConfigError",
     "ExplanationResult",
-    "Explainer",
     "decode_background",
     "default_budget",
     "encode_background",
@@ -157,9 +157,13 @@ def decode_background(manifest: Manifest, data: bytes) -> Background:
         raise ExplainerConfigError(f"background of {manifest.ref} is malformed: {exc}") from None
     counts = parsed.counts
     if parsed.format != BACKGROUND_FORMAT or len(counts) != len(rows) or min(counts, default=0) < 1:
-        raise ExplainerConfigError(f"background of {manifest.ref}: need format {BACKGROUND_FORMAT} and one count >= 1 per row")
+        raise ExplainerConfigError(
+            f"background of {manifest.ref}: need format {BACKGROUND_FORMAT} and one count >= 1 per row"
+        )
     if len(rows) != settings.background_rows:
-        raise ExplainerConfigError(f"background of {manifest.ref} has {len(rows)} rows, manifest says {settings.background_rows}")
+        raise ExplainerConfigError(
+            f"background of {manifest.ref} has {len(rows)} rows, manifest says {settings.background_rows}"
+        )
     weights = np.asarray(counts, dtype=np.float64) / float(sum(counts))
     return Background(rows, counts, encode_rows(manifest.inputs, rows), weights)
 
@@ -303,7 +307,9 @@ class _PermutationPlan:
         offset = (np.arange(self.walks) * (self.d - 1))[None, :, None, None]
         return np.where(last > 0, offset + last - 1, -1).reshape(n, self.coalitions, k)
 
-    def combine(self, values: np.ndarray, base: float, full: np.ndarray, drawn: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def combine(
+        self, values: np.ndarray, base: float, full: np.ndarray, drawn: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
         n = len(full)
         walks = values.reshape(n, self.walks, self.d - 1)
         start = np.full((n, self.walks, 1), base)
@@ -377,7 +383,9 @@ def _plan(manifest: Manifest) -> _Plan:
     settings, d = manifest.explainer, len(manifest.inputs)
     if settings.algorithm == "exact":
         if d > MAX_EXACT_ATTRIBUTES:
-            raise ExplainerConfigError(f"{manifest.ref}: exact enumeration is limited to {MAX_EXACT_ATTRIBUTES} attributes, the model has {d}")
+            raise ExplainerConfigError(
+                f"{manifest.ref}: exact enumeration is limited to {MAX_EXACT_ATTRIBUTES} attributes, the model has {d}"
+            )
         return _ExactPlan(d)
     if settings.permutations < 1:
         raise ExplainerConfigError(f"{manifest.ref}: algorithm 'permutation' needs explainer.permutations >= 1")
@@ -394,15 +402,21 @@ class Explainer:
         manifest: Manifest = model.manifest
         settings = manifest.explainer
         if settings.seed_policy != SEED_POLICY:
-            raise ExplainerConfigError(f"{manifest.ref}: seed policy {settings.seed_policy!r} is not the one this code implements ({SEED_POLICY!r})")
+            raise ExplainerConfigError(
+                f"{manifest.ref}: seed policy {settings.seed_policy!r} is not the one this code implements ({SEED_POLICY!r})"
+            )
         if settings.output_space != manifest.output.space:
-            raise ExplainerConfigError(f"{manifest.ref}: explainer output space {settings.output_space!r} != model output {manifest.output.space!r}")
+            raise ExplainerConfigError(
+                f"{manifest.ref}: explainer output space {settings.output_space!r} != model output {manifest.output.space!r}"
+            )
         self.model = model
         self.manifest = manifest
         self.names = [spec.name for spec in manifest.inputs]
         self.background = decode_background(manifest, background)
         self._plan = _plan(manifest)
-        self.max_evaluations = rows_needed(settings.algorithm, len(self.names), len(self.background.rows), settings.permutations)
+        self.max_evaluations = rows_needed(
+            settings.algorithm, len(self.names), len(self.background.rows), settings.permutations
+        )
         if self.max_evaluations > settings.max_evaluations:
             raise ExplainerConfigError(
                 f"{manifest.ref}: {settings.algorithm} over {len(self.names)} attributes and {len(self.background.rows)} background rows "
@@ -433,7 +447,9 @@ class Explainer:
         pair, row = np.divmod(own, k)
         request = pair // c
         masks = np.reshape(self._plan.masks(drawn, n), (n * c, d))
-        masked = np.where(np.take(masks, pair, axis=0), np.take(x, request, axis=0), np.take(self.background.matrix, row, axis=0))
+        masked = np.where(
+            np.take(masks, pair, axis=0), np.take(x, request, axis=0), np.take(self.background.matrix, row, axis=0)
+        )
         outputs = self.model.evaluate_for_explanation(np.concatenate([masked, x]))
         table = np.empty((n, c + 1, k), dtype=np.float32)  # slot 0: the empty coalition (row k itself)
         table[:, 0, :] = self._background_outputs
@@ -448,7 +464,9 @@ class Explainer:
         x = np.ascontiguousarray(x, dtype=np.float32)
         seeds = [int(s) for s in seeds]
         if x.ndim != 2 or x.shape[1] != len(self.names) or len(scores) != len(x) or len(seeds) != len(x):
-            raise ValueError(f"need x [n, {len(self.names)}], n scores and n seeds; got x {list(x.shape)}, {len(scores)} scores, {len(seeds)} seeds")
+            raise ValueError(
+                f"need x [n, {len(self.names)}], n scores and n seeds; got x {list(x.shape)}, {len(scores)} scores, {len(seeds)} seeds"
+            )
         if any(not 0 <= s < 1 << 53 for s in seeds):
             raise ValueError("seeds must be integers in [0, 2**53) (see seed_for)")
         group = max(1, ROWS_PER_GROUP // self.max_evaluations)
@@ -456,7 +474,9 @@ class Explainer:
         for start in range(0, len(x), group):
             phi, rows = self.contributions(x[start : start + group], seeds[start : start + group])
             for i in range(len(phi)):
-                results.append(self._result(start + i, phi[i], float(scores[start + i]), seeds[start + i], int(rows[i])))
+                results.append(
+                    self._result(start + i, phi[i], float(scores[start + i]), seeds[start + i], int(rows[i]))
+                )
         return results
 
     def _result(self, index: int, phi: np.ndarray, score: float, seed: int, evaluations: int) -> ExplanationResult:

@@ -15,14 +15,14 @@ from typing import Any
 
 import msgspec
 
-from audit import records as rec
-from audit.chain import ChainError
-from audit.reader import ReadError, VerifiedDecision, read_decision
-from audit.stores import StoreError, StoreUnavailable, WormStore
-from audit.trust import TrustPolicy
-from gateway.decisions import AuditLane, unavailable
-from gateway.models_cache import ModelCache
-from gateway.problems import ApiProblem
+from verdict.audit import records as rec
+from verdict.audit.chain import ChainError
+from verdict.audit.reader import ReadError, VerifiedDecision, read_decision
+from verdict.audit.stores import StoreError, StoreUnavailable, WormStore
+from verdict.audit.trust import TrustPolicy
+from verdict.gateway.decisions import AuditLane, unavailable
+from verdict.gateway.models_cache import ModelCache
+from verdict.gateway.problems import ApiProblem
 
 __all__ = ["ExplanationView", "LookupService", "Verification"]
 
@@ -82,19 +82,35 @@ def _verification(verified: VerifiedDecision) -> Verification:
     inclusion = verified.inclusion
     view = None
     if inclusion is not None:
-        view = InclusionView(checkpoint_size=inclusion.tree_size, checkpoint_root=inclusion.root, leaf_index=inclusion.leaf_index,
-                             proof=list(inclusion.hashes), checkpoint_note=inclusion.checkpoint_note,
-                             signed_by=list(inclusion.signed_by))
+        view = InclusionView(
+            checkpoint_size=inclusion.tree_size,
+            checkpoint_root=inclusion.root,
+            leaf_index=inclusion.leaf_index,
+            proof=list(inclusion.hashes),
+            checkpoint_note=inclusion.checkpoint_note,
+            signed_by=list(inclusion.signed_by),
+        )
     return Verification(
-        record_hash=verified.record_hash, signature=verified.signature, signature_valid=True,
-        key_id=verified.key_id, chain_id=verified.chain_id, seq=verified.seq, inclusion=view,
+        record_hash=verified.record_hash,
+        signature=verified.signature,
+        signature_valid=True,
+        key_id=verified.key_id,
+        chain_id=verified.chain_id,
+        seq=verified.seq,
+        inclusion=view,
         status="verified" if view is not None else "verified_pending_checkpoint",
     )
 
 
 class LookupService:
-    def __init__(self, store: WormStore, lane: AuditLane, models: ModelCache, retry_after_s: int = 5,
-                 trust: TrustPolicy | None = None) -> None:
+    def __init__(
+        self,
+        store: WormStore,
+        lane: AuditLane,
+        models: ModelCache,
+        retry_after_s: int = 5,
+        trust: TrustPolicy | None = None,
+    ) -> None:
         self.store, self.lane, self.models, self.retry_after_s = store, lane, models, retry_after_s
         self.trust = trust  # lookups verify against the same trust root as `verdict audit verify`
 
@@ -103,12 +119,20 @@ class LookupService:
             return read_decision(self.store, request_id, trust=self.trust)
         except ReadError as exc:
             if exc.reason == "not_found":
-                raise ApiProblem(404, "unknown-request-id", "No decision with this request id",
-                                 detail=f"no decision with request id {request_id!r} is on record") from None
+                raise ApiProblem(
+                    404,
+                    "unknown-request-id",
+                    "No decision with this request id",
+                    detail=f"no decision with request id {request_id!r} is on record",
+                ) from None
             _log.error("decision %r failed verification: %s: %s", request_id, exc.reason, exc)
-            raise ApiProblem(500, "record-invalid", "The logged decision failed verification",
-                             detail=f"the record of {request_id!r} failed verification ({exc.reason}); "
-                                    f"operators: run `verdict audit verify`") from None
+            raise ApiProblem(
+                500,
+                "record-invalid",
+                "The logged decision failed verification",
+                detail=f"the record of {request_id!r} failed verification ({exc.reason}); "
+                f"operators: run `verdict audit verify`",
+            ) from None
         except (StoreUnavailable, StoreError) as exc:
             _log.error("audit trail unreadable for lookup of %r: %s", request_id, exc)
             raise unavailable("the audit trail cannot be read right now", self.retry_after_s) from None
@@ -121,12 +145,15 @@ class LookupService:
         (a chart that cannot render, a sealed record) leaves no access record.
         ``target`` is the request id looked at (for replay reads: the replay id).
         """
-        body = rec.AccessBody(action=action, actor_key_id=actor_key_id, target_request_id=target,
-                              accessed_at=rec.utc_now())
+        body = rec.AccessBody(
+            action=action, actor_key_id=actor_key_id, target_request_id=target, accessed_at=rec.utc_now()
+        )
         try:
             self.lane.append([body])
         except (StoreError, ChainError) as exc:
-            raise unavailable(f"the lookup could not be recorded, so it was not answered: {exc}", self.retry_after_s) from None
+            raise unavailable(
+                f"the lookup could not be recorded, so it was not answered: {exc}", self.retry_after_s
+            ) from None
 
     def record(self, request_id: str, actor_key_id: str) -> RecordView:
         verified = self._verified(request_id)
@@ -140,53 +167,71 @@ class LookupService:
         return view
 
     def explanation_chart(self, request_id: str, actor_key_id: str, fmt: str = "png") -> bytes:
-        from gateway.waterfall import render_waterfall
+        from verdict.gateway.waterfall import render_waterfall
 
         verified = self._verified(request_id)
         body = verified.body
         if not body.explanation.contributions:
-            raise ApiProblem(409, "not-explained", "This decision has no contributions to chart",
-                             detail=f"decision {request_id!r} was made with explanation method "
-                                    f"{body.explanation.method!r}")
+            raise ApiProblem(
+                409,
+                "not-explained",
+                "This decision has no contributions to chart",
+                detail=f"decision {request_id!r} was made with explanation method {body.explanation.method!r}",
+            )
         manifest = self.models.manifest(body.model.name, body.model.version)
         chart = render_waterfall(manifest, _attributes(body), _result(body), fmt=fmt)
         self.log_access("explanation_chart", actor_key_id, request_id)
         return chart
 
     def _view(self, verified: VerifiedDecision) -> ExplanationView:
-        from gateway.reasons import principal_reasons_for_denial
+        from verdict.gateway.reasons import principal_reasons_for_denial
 
         body = verified.body
         manifest = self.models.manifest(body.model.name, body.model.version)
         denial = []
         if body.decision == manifest.decision.at_or_above and body.explanation.contributions:
-            denial = [ReasonView(r.attribute, r.label, r.value, r.direction, r.text)
-                      for r in principal_reasons_for_denial(manifest, _attributes(body), _result(body))]
+            denial = [
+                ReasonView(r.attribute, r.label, r.value, r.direction, r.text)
+                for r in principal_reasons_for_denial(manifest, _attributes(body), _result(body))
+            ]
         return ExplanationView(
-            request_id=body.request_id, subject_id=body.subject_id, decided_at=body.decided_at,
+            request_id=body.request_id,
+            subject_id=body.subject_id,
+            decided_at=body.decided_at,
             model={"name": body.model.name, "version": body.model.version, "sha256": body.model.sha256},
-            decision=body.decision, score=body.score, output_space=body.explanation.output_space,
-            base_value=body.explanation.base_value, contributions=dict(body.explanation.contributions),
+            decision=body.decision,
+            score=body.score,
+            output_space=body.explanation.output_space,
+            base_value=body.explanation.base_value,
+            contributions=dict(body.explanation.contributions),
             reasons=[ReasonView(r.attribute, r.label, r.value, r.direction, r.text) for r in body.reasons],
-            principal_reasons_for_denial=denial, method=body.explanation.method,
+            principal_reasons_for_denial=denial,
+            method=body.explanation.method,
             verification=_verification(verified),
         )
 
 
 def _attributes(body: rec.DecisionBody) -> dict[str, Any]:
     if not isinstance(body.inputs, rec.PlainInputs):
-        raise ApiProblem(409, "inputs-sealed", "The applicant's inputs are encrypted", detail="this record's inputs are sealed")
+        raise ApiProblem(
+            409, "inputs-sealed", "The applicant's inputs are encrypted", detail="this record's inputs are sealed"
+        )
     return dict(body.inputs.attributes)
 
 
 def _result(body: rec.DecisionBody):  # noqa: ANN202 - ExplanationResult
     """Rebuild the explainer's result from the logged explanation (for reasons and charts)."""
-    from gateway.explanation import ExplanationResult
+    from verdict.gateway.explanation import ExplanationResult
 
     e = body.explanation
     budget = e.budget or {}
     return ExplanationResult(
-        method=e.method, output_space=e.output_space, base_value=e.base_value, contributions=dict(e.contributions),
-        seed=e.seed, evaluations=int(budget.get("evaluations", 0)), bucket=int(budget.get("bucket", 0)),
+        method=e.method,
+        output_space=e.output_space,
+        base_value=e.base_value,
+        contributions=dict(e.contributions),
+        seed=e.seed,
+        evaluations=int(budget.get("evaluations", 0)),
+        bucket=int(budget.get("bucket", 0)),
         additivity_error=e.additivity_error or 0.0,
     )

@@ -16,8 +16,8 @@ from typing import Literal
 
 import msgspec
 
-from audit.canonical import canonical_bytes
-from gateway.schema import AttributeSpec
+from verdict.audit.canonical import canonical_bytes
+from verdict.gateway.schema import AttributeSpec
 
 __all__ = [
     "DatasetProvenance",
@@ -50,7 +50,7 @@ class _Strict(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fi
 
 
 class OutputSpec(_Strict):
-    name: str                      # e.g. "probability_of_default"
+    name: str  # e.g. "probability_of_default"
     description: str
     space: Literal["probability"] = "probability"
 
@@ -75,10 +75,10 @@ class ExplainerSettings(_Strict, kw_only=True):
     output_space: Literal["probability"]
     background_sha256: str
     background_rows: int
-    background_summary: str        # how the background rows and their counts were chosen
-    max_evaluations: int           # model rows per explanation (budget); settings needing more are refused
-    permutations: int              # antithetic permutation pairs per explanation ("permutation"; 0 for "exact")
-    seed_policy: str               # how the per-request seed is derived
+    background_summary: str  # how the background rows and their counts were chosen
+    max_evaluations: int  # model rows per explanation (budget); settings needing more are refused
+    permutations: int  # antithetic permutation pairs per explanation ("permutation"; 0 for "exact")
+    seed_policy: str  # how the per-request seed is derived
     additivity_epsilon: float
     reason_templates: dict[str, str]  # "increased_risk"/"decreased_risk" -> str.format template ({label}, {value})
     top_reasons: int = 4
@@ -112,8 +112,8 @@ class DatasetProvenance(_Strict):
 
 
 class TrainingProvenance(_Strict):
-    code_commit: str                # git commit, or "uncommitted"
-    source_sha256: str              # hash of the project sources that trained it
+    code_commit: str  # git commit, or "uncommitted"
+    source_sha256: str  # hash of the project sources that trained it
     dataset: DatasetProvenance
     split: str
     seed: int

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gateway.schema import AttributeSpec
+from verdict.gateway.schema import AttributeSpec
 
-__all__ = ["CreditModel", "MONETARY_UNITS"]
+__all__ = ["MONETARY_UNITS", "CreditModel"]
 
 # Money amounts span five orders of magnitude; asinh compresses them (and,
 # unlike log, accepts the negative bill balances in the Taiwan data).

@@ -12,9 +12,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from gateway.manifest import Manifest
-from gateway.registry import Registry
-from gateway.runtime import LoadedModel, load_model
+from verdict.gateway.manifest import Manifest
+from verdict.gateway.registry import Registry
+from verdict.gateway.runtime import LoadedModel, load_model
 
 __all__ = ["LoadedVersion", "ModelCache"]
 
@@ -59,7 +59,7 @@ class ModelCache:
         key = (name, version)
         with self._lock:
             if key not in self._loaded:
-                from gateway.explanation import Explainer
+                from verdict.gateway.explanation import Explainer
 
                 model = load_model(self.registry, name, version, device=self._device)
                 explainer = Explainer(model, self.registry.background(model.manifest))
@@ -76,6 +76,6 @@ class ModelCache:
         """The device models run on (the one the environment manifest records)."""
         for loaded in self._loaded.values():
             return str(loaded.model.device)
-        from gateway.determinism import select_device
+        from verdict.gateway.determinism import select_device
 
         return str(select_device(self._device))

@@ -18,10 +18,17 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
 from litestar.openapi import ResponseSpec
 
-from gateway.api_models import FieldProblem, Problem
-from gateway.schema import InputValidationError
+from verdict.gateway.api_models import FieldProblem, Problem
+from verdict.gateway.schema import InputValidationError
 
-__all__ = ["ApiProblem", "exception_handlers", "fields_problem", "invalid_request", "problem_response", "problem_responses"]
+__all__ = [
+    "ApiProblem",
+    "exception_handlers",
+    "fields_problem",
+    "invalid_request",
+    "problem_response",
+    "problem_responses",
+]
 
 PROBLEM_TYPE_BASE = "https://verdict.example/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -31,8 +38,15 @@ _log = logging.getLogger("verdict.gateway")
 class ApiProblem(Exception):
     """Raised by handlers and services to answer with a specific problem."""
 
-    def __init__(self, status: int, slug: str, title: str, detail: str | None = None,
-                 errors: list[FieldProblem] | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str | None = None,
+        errors: list[FieldProblem] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail or title)
         self.status, self.slug, self.title, self.detail = status, slug, title, detail
         self.errors, self.headers = errors, headers or {}
@@ -40,8 +54,12 @@ class ApiProblem(Exception):
 
 def problem_response(request: Request, problem: ApiProblem) -> Response:
     body = Problem(
-        type=PROBLEM_TYPE_BASE + problem.slug, title=problem.title, status=problem.status,
-        detail=problem.detail, instance=request.url.path, errors=problem.errors,
+        type=PROBLEM_TYPE_BASE + problem.slug,
+        title=problem.title,
+        status=problem.status,
+        detail=problem.detail,
+        instance=request.url.path,
+        errors=problem.errors,
     )
     return Response(content=body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers)
 
@@ -50,8 +68,12 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI ``responses`` for a route: these statuses answer with a Problem as
     ``application/problem+json`` (without this the schema promised Litestar's own
     400 body, which the gateway never sends)."""
-    return {status: ResponseSpec(Problem, media_type=MEDIA_TYPE, description=HTTPStatus(status).phrase,
-                                 generate_examples=False) for status in statuses}
+    return {
+        status: ResponseSpec(
+            Problem, media_type=MEDIA_TYPE, description=HTTPStatus(status).phrase, generate_examples=False
+        )
+        for status in statuses
+    }
 
 
 # msgspec's messages, as Litestar passes them on, mapped to a stable rule name.
@@ -65,15 +87,29 @@ _RULES = (
 _TYPE_MESSAGE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`")
 _PATTERN_MESSAGE = re.compile(r"^Expected `str` matching regex (?P<regex>'.*')$")  # the regex as Python repr
 # msgspec's type names → JSON's, as expected ("must be ...") and as received ("got ...").
-_EXPECTED = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean", "null": "null",
-             "object": "an object", "array": "an array"}
+_EXPECTED = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "null": "null",
+    "object": "an object",
+    "array": "an array",
+}
 _RECEIVED = {"str": "string", "int": "number", "float": "number", "bool": "boolean"}
 
 
-def fields_problem(status: int, slug: str, title: str, errors: list[FieldProblem], detail: str | None = None) -> ApiProblem:
+def fields_problem(
+    status: int, slug: str, title: str, errors: list[FieldProblem], detail: str | None = None
+) -> ApiProblem:
     """A problem listing broken rules; its detail repeats them as ``field: message`` for humans."""
-    return ApiProblem(status, slug, title, detail="; ".join(f"{e.field}: {e.message}" for e in errors) or detail,
-                      errors=errors or None)
+    return ApiProblem(
+        status,
+        slug,
+        title,
+        detail="; ".join(f"{e.field}: {e.message}" for e in errors) or detail,
+        errors=errors or None,
+    )
 
 
 def invalid_request(errors: list[FieldProblem], detail: str | None = None) -> ApiProblem:
@@ -111,31 +147,49 @@ def _validation(request: Request, exc: ValidationException) -> Response:
     messages = [m for m in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(m, dict)]
     errors = [_field_problem(m) for m in messages]
     if any(m.get("source", "body") != "body" for m in messages):
-        return problem_response(request, fields_problem(400, "invalid-parameter", "A URL parameter breaks a rule",
-                                                        errors, exc.detail))
+        return problem_response(
+            request, fields_problem(400, "invalid-parameter", "A URL parameter breaks a rule", errors, exc.detail)
+        )
     return problem_response(request, invalid_request(errors, exc.detail))
 
 
 def _input_validation(request: Request, exc: InputValidationError) -> Response:
     errors = [FieldProblem(field=e.field, rule=e.rule, message=e.message, value=e.value) for e in exc.errors]
-    return problem_response(request, ApiProblem(
-        422, "invalid-attributes", "The applicant attributes break the model's input schema",
-        detail=str(exc), errors=errors,
-    ))
+    return problem_response(
+        request,
+        ApiProblem(
+            422,
+            "invalid-attributes",
+            "The applicant attributes break the model's input schema",
+            detail=str(exc),
+            errors=errors,
+        ),
+    )
 
 
 def _http(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
-    titles = {400: "Bad request", 401: "Authentication required", 403: "Not allowed", 404: "Not found",
-              405: "Method not allowed", 413: "Request body too large", 415: "Unsupported media type"}
-    slug = {401: "unauthenticated", 403: "forbidden", 404: "not-found", 413: "body-too-large"}.get(status, f"http-{status}")
+    titles = {
+        400: "Bad request",
+        401: "Authentication required",
+        403: "Not allowed",
+        404: "Not found",
+        405: "Method not allowed",
+        413: "Request body too large",
+        415: "Unsupported media type",
+    }
+    slug = {401: "unauthenticated", 403: "forbidden", 404: "not-found", 413: "body-too-large"}.get(
+        status, f"http-{status}"
+    )
     detail = exc.detail if status < 500 else "the server could not complete the request"
     if status == 400 and "body" in str(exc.detail).lower():
         slug, detail = "malformed-json", "the request body is not valid JSON"
     headers = dict(exc.headers or {})
     if isinstance(exc, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="verdict"')
-    return problem_response(request, ApiProblem(status, slug, titles.get(status, "HTTP error"), detail=detail, headers=headers))
+    return problem_response(
+        request, ApiProblem(status, slug, titles.get(status, "HTTP error"), detail=detail, headers=headers)
+    )
 
 
 def _api_problem(request: Request, exc: ApiProblem) -> Response:
@@ -144,8 +198,10 @@ def _api_problem(request: Request, exc: ApiProblem) -> Response:
 
 def _unexpected(request: Request, exc: Exception) -> Response:
     _log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return problem_response(request, ApiProblem(500, "internal-error", "Internal error",
-                                                detail="the request failed; no decision was returned"))
+    return problem_response(
+        request,
+        ApiProblem(500, "internal-error", "Internal error", detail="the request failed; no decision was returned"),
+    )
 
 
 exception_handlers: dict[type[Exception] | int, Any] = {

@@ -21,10 +21,17 @@ from typing import Any, Literal
 
 import msgspec
 
-from gateway.explanation import ExplanationResult
-from gateway.manifest import Manifest
+from verdict.gateway.explanation import ExplanationResult
+from verdict.gateway.manifest import Manifest
 
-__all__ = ["DEFAULT_REASON_TEMPLATES", "ECOA_MAX_REASONS", "Reason", "ReasonTemplateError", "principal_reasons_for_denial", "reasons"]
+__all__ = [
+    "DEFAULT_REASON_TEMPLATES",
+    "ECOA_MAX_REASONS",
+    "Reason",
+    "ReasonTemplateError",
+    "principal_reasons_for_denial",
+    "reasons",
+]
 
 Direction = Literal["increased_risk", "decreased_risk"]
 DEFAULT_REASON_TEMPLATES: dict[str, str] = {
@@ -47,7 +54,9 @@ class Reason(msgspec.Struct, frozen=True):
     text: str
 
 
-def reasons(manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult, *, top: int | None = None) -> list[Reason]:
+def reasons(
+    manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult, *, top: int | None = None
+) -> list[Reason]:
     """Attributes that moved the score, largest |contribution| first (ties in
     schema order); ``top`` defaults to the manifest's ``top_reasons``.
     Attributes with a contribution of exactly zero moved nothing and are no reason."""
@@ -55,12 +64,16 @@ def reasons(manifest: Manifest, attributes: Mapping[str, Any], result: Explanati
     return _ranked(manifest, attributes, result, lambda c: c != 0.0, limit)
 
 
-def principal_reasons_for_denial(manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult) -> list[Reason]:
+def principal_reasons_for_denial(
+    manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult
+) -> list[Reason]:
     """The (at most four) attributes that raised the risk most: an adverse-action notice's principal reasons."""
     return _ranked(manifest, attributes, result, lambda c: c > 0.0, ECOA_MAX_REASONS)
 
 
-def _ranked(manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult, keep, limit: int) -> list[Reason]:  # noqa: ANN001
+def _ranked(
+    manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult, keep, limit: int
+) -> list[Reason]:  # noqa: ANN001
     # Only the reasons returned are rendered: on the decision path, rendering
     # every attribute cost more than ranking them.
     contributions = result.contributions
@@ -78,5 +91,7 @@ def _reason(manifest: Manifest, spec, value: Any, contribution: float) -> Reason
     try:
         text = template.format(label=spec.label, value=described, attribute=spec.name)
     except (KeyError, IndexError, ValueError) as exc:
-        raise ReasonTemplateError(f"{manifest.ref}: reason template {direction!r} ({template!r}) cannot be rendered: {exc!r}") from None
+        raise ReasonTemplateError(
+            f"{manifest.ref}: reason template {direction!r} ({template!r}) cannot be rendered: {exc!r}"
+        ) from None
     return Reason(spec.name, spec.label, described, direction, contribution, text)

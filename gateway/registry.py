@@ -22,20 +22,20 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from audit.canonical import canonical_bytes
-from audit.records import ModelVersion, RecordError, RegistryBody, decode_body, utc_now
-from audit.stores import ObjectExists, ObjectMissing, WormStore
-from gateway.manifest import Manifest, ManifestError, decode_manifest, encode_manifest
-from gateway.training import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.records import ModelVersion, RecordError, RegistryBody, decode_body, utc_now
+from verdict.audit.stores import ObjectExists, ObjectMissing, WormStore
+from verdict.gateway.manifest import Manifest, ManifestError, decode_manifest, encode_manifest
+from verdict.gateway.training import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
 
 if TYPE_CHECKING:
-    from gateway.registry_log import RegistryLog
+    from verdict.gateway.registry_log import RegistryLog
 
 __all__ = ["Promotion", "Registry", "RegistryError", "TamperedBlob", "UnknownModel", "parse_ref"]
 
@@ -108,13 +108,17 @@ class Registry:
             artifact = (directory / ARTIFACT_FILE).read_bytes()
             background = (directory / BACKGROUND_FILE).read_bytes()
         except FileNotFoundError as exc:
-            raise RegistryError(f"{directory} is not a trained model directory: missing {Path(exc.filename).name}") from None
+            raise RegistryError(
+                f"{directory} is not a trained model directory: missing {Path(exc.filename).name}"
+            ) from None
         except ManifestError as exc:
             raise RegistryError(f"{directory / MANIFEST_FILE}: {exc}") from None
         _require_hash(artifact, manifest.artifact_sha256, f"{directory / ARTIFACT_FILE}")
         _require_hash(background, manifest.explainer.background_sha256, f"{directory / BACKGROUND_FILE}")
         if len(artifact) != manifest.artifact_bytes:
-            raise RegistryError(f"{directory / ARTIFACT_FILE} is {len(artifact)} bytes, manifest says {manifest.artifact_bytes}")
+            raise RegistryError(
+                f"{directory / ARTIFACT_FILE} is {len(artifact)} bytes, manifest says {manifest.artifact_bytes}"
+            )
         manifest_bytes = encode_manifest(manifest)
         key = manifest_key(manifest.name, manifest.version)
         if self.store.exists(key):
@@ -218,8 +222,11 @@ class Registry:
             current = list(self.store.list_keys(alias_prefix(name, alias)))
             sequence = len(current)
             event = Promotion(
-                name=name, alias=alias, version=version, sequence=sequence,
-                promoted_at=datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                name=name,
+                alias=alias,
+                version=version,
+                sequence=sequence,
+                promoted_at=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
                 promoted_by=by,
             )
             key = f"{alias_prefix(name, alias)}{sequence:08d}.json"
@@ -237,7 +244,7 @@ class Registry:
         """Refuse before writing anything if the event log could not record it."""
         if self.events is None:
             return
-        from gateway.registry_log import RegistryLogError
+        from verdict.gateway.registry_log import RegistryLogError
 
         try:
             self.events.check()
@@ -247,7 +254,7 @@ class Registry:
     def _record(self, body: RegistryBody, what: str) -> None:
         if self.events is None:
             return
-        from gateway.registry_log import RegistryLogError
+        from verdict.gateway.registry_log import RegistryLogError
 
         try:
             self.events.record([body], adopt=lambda: self.adoption_records(exclude=[body]))
@@ -264,7 +271,7 @@ class Registry:
         promotion per alias object, except those ``exclude`` records itself. Objects
         that cannot be read as a manifest or a promotion are left out (the verifier
         reports such an alias object as unrecorded)."""
-        from gateway.registry_log import ADOPTED_BY, ADOPTED_REASON
+        from verdict.gateway.registry_log import ADOPTED_BY, ADOPTED_REASON
 
         skip = {manifest_key(b.model.name, b.model.version) for b in exclude if b.event == "registration"}
         skip |= {b.alias_key for b in exclude if b.alias_key}
@@ -281,8 +288,9 @@ class Registry:
                 continue
             manifests[(manifest.name, manifest.version)] = data
             if key not in skip:
-                body = _valid(msgspec.structs.replace(_registration(manifest, data, by=ADOPTED_BY, at=now),
-                                                      reason=ADOPTED_REASON))
+                body = _valid(
+                    msgspec.structs.replace(_registration(manifest, data, by=ADOPTED_BY, at=now), reason=ADOPTED_REASON)
+                )
                 if body is not None:
                     out.append(body)
         for key in sorted(self.store.list_keys(ALIASES_PREFIX)):
@@ -291,8 +299,11 @@ class Registry:
             try:
                 data = self.store.get(key)
                 event = msgspec.json.decode(data, type=Promotion)
-                body = _valid(msgspec.structs.replace(
-                    _promotion(event, key, data, manifests[(event.name, event.version)]), reason=ADOPTED_REASON))
+                body = _valid(
+                    msgspec.structs.replace(
+                        _promotion(event, key, data, manifests[(event.name, event.version)]), reason=ADOPTED_REASON
+                    )
+                )
             except (ObjectMissing, msgspec.MsgspecError, KeyError, ValueError):
                 continue
             if body is not None:

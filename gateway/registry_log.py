@@ -25,13 +25,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from audit import layout
-from audit.chain import ChainError, ChainWriter, LeaseHeld, Receipt, scan_timeline
-from audit.lease import LeaseOptions
-from audit.records import RegistryBody
-from audit.signing import Signer
-from audit.stores import StoreError, WormStore
-from audit.trust import RootKey, TrustError, TrustPolicy
+from verdict.audit import layout
+from verdict.audit.chain import ChainError, ChainWriter, LeaseHeld, Receipt, scan_timeline
+from verdict.audit.lease import LeaseOptions
+from verdict.audit.records import RegistryBody
+from verdict.audit.signing import Signer
+from verdict.audit.stores import StoreError, WormStore
+from verdict.audit.trust import RootKey, TrustError, TrustPolicy
 
 __all__ = [
     "ADOPTED_BY",
@@ -96,16 +96,18 @@ class RegistryLog:
         self.wait_s = wait_s
 
     @classmethod
-    def local(cls, store: WormStore, *, create_root: bool = False, say: Callable[[str], None] | None = None) -> RegistryLog:
+    def local(
+        cls, store: WormStore, *, create_root: bool = False, say: Callable[[str], None] | None = None
+    ) -> RegistryLog:
         """The embedded default: this machine's signing key (``FileKeyStore``,
         created if there is none) and its trust root (``local_root()``).
 
         ``create_root``: create the root in the data directory if there is
         none, as ``verdict serve`` does on its first start (the gateway's
         bootstrap runs before the gateway would create it)."""
-        from audit.config import data_dir
-        from audit.signing import FileKeyStore
-        from audit.trust import configured_root, local_root_path
+        from verdict.audit.config import data_dir
+        from verdict.audit.signing import FileKeyStore
+        from verdict.audit.trust import configured_root, local_root_path
 
         keys = FileKeyStore.default()
         signer, created = keys.init()
@@ -181,8 +183,14 @@ class RegistryLog:
         while True:
             try:
                 return ChainWriter.open(
-                    self.store, self.chain_id, self.signer, keyring=self.keyring, created_by=self.created_by,
-                    lease=self.lease, root=self.root, policy=self.policy,
+                    self.store,
+                    self.chain_id,
+                    self.signer,
+                    keyring=self.keyring,
+                    created_by=self.created_by,
+                    lease=self.lease,
+                    root=self.root,
+                    policy=self.policy,
                 )
             except LeaseHeld as exc:
                 if time.monotonic() + delay > deadline:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.apikeys import ApiKey
-from gateway.lookups import LookupService
-from gateway.problems import ApiProblem
-from replay.service import ReplayService, ReplayStatus, UnknownReplay
+from verdict.gateway.apikeys import ApiKey
+from verdict.gateway.lookups import LookupService
+from verdict.gateway.problems import ApiProblem
+from verdict.replay.service import ReplayService, ReplayStatus, UnknownReplay
 
 __all__ = ["REPLAY_RESOURCES", "read_replay"]
 
@@ -47,11 +47,16 @@ def read_replay(replays: ReplayService, lookups: LookupService, replay_id: str, 
             raise UnknownReplay(replay_id)
         content = status if resource == "status" else read(replays, replay_id)
     except UnknownReplay:
-        raise ApiProblem(404, "unknown-replay", "No replay with this id readable by this API key",
-                         detail=f"no replay {replay_id!r} started by this key (a replay key reads its own "
-                                f"replays; an admin key reads all)") from None
+        raise ApiProblem(
+            404,
+            "unknown-replay",
+            "No replay with this id readable by this API key",
+            detail=f"no replay {replay_id!r} started by this key (a replay key reads its own "
+            f"replays; an admin key reads all)",
+        ) from None
     if content is None:
-        raise ApiProblem(409, "replay-not-finished", "The replay has no report yet",
-                         detail=f"replay {replay_id} is still running")
+        raise ApiProblem(
+            409, "replay-not-finished", "The replay has no report yet", detail=f"replay {replay_id} is still running"
+        )
     lookups.log_access(action, key.key_id, replay_id)
     return content

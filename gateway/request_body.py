@@ -36,8 +36,8 @@ import msgspec
 import numpy as np
 from litestar import Request
 
-from gateway.api_models import FieldProblem
-from gateway.problems import ApiProblem, fields_problem, invalid_request
+from verdict.gateway.api_models import FieldProblem
+from verdict.gateway.problems import ApiProblem, fields_problem, invalid_request
 
 __all__ = ["JSON_MEDIA_TYPE", "MAX_DEPTH", "check_json_body", "check_json_bytes", "check_media_type"]
 
@@ -78,12 +78,24 @@ def check_media_type(media_type: str, options: dict[str, str]) -> None:
     """
     if media_type != JSON_MEDIA_TYPE:
         sent = media_type or "no Content-Type"
-        raise _problem(415, "unsupported-media-type", "The request body must be application/json", "Content-Type",
-                       "media_type", f"must be {JSON_MEDIA_TYPE}, got {sent}")
+        raise _problem(
+            415,
+            "unsupported-media-type",
+            "The request body must be application/json",
+            "Content-Type",
+            "media_type",
+            f"must be {JSON_MEDIA_TYPE}, got {sent}",
+        )
     charset = options.get("charset")
     if charset is not None and charset.strip().lower() != "utf-8":
-        raise _problem(415, "unsupported-charset", "The request body must be UTF-8", "Content-Type", "charset",
-                       f"charset must be utf-8, got {charset}")
+        raise _problem(
+            415,
+            "unsupported-charset",
+            "The request body must be UTF-8",
+            "Content-Type",
+            "charset",
+            f"charset must be utf-8, got {charset}",
+        )
 
 
 def check_json_bytes(body: bytes, max_depth: int = MAX_DEPTH) -> None:
@@ -91,18 +103,32 @@ def check_json_bytes(body: bytes, max_depth: int = MAX_DEPTH) -> None:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _problem(400, "invalid-encoding", "The request body is not UTF-8", "body", "encoding",
-                       f"invalid UTF-8 at byte {exc.start}") from None
+        raise _problem(
+            400,
+            "invalid-encoding",
+            "The request body is not UTF-8",
+            "body",
+            "encoding",
+            f"invalid UTF-8 at byte {exc.start}",
+        ) from None
     depth = _depth(body)
     if depth > max_depth:
-        raise _problem(400, "too-deep", "The request body is nested too deeply", "body", "max_depth",
-                       f"arrays and objects may nest at most {max_depth} deep, got {depth}")
+        raise _problem(
+            400,
+            "too-deep",
+            "The request body is nested too deeply",
+            "body",
+            "max_depth",
+            f"arrays and objects may nest at most {max_depth} deep, got {depth}",
+        )
     try:
         msgspec.json.decode(body)
     except msgspec.ValidationError as exc:  # untyped, only "Number out of range"
         raise _out_of_range(body, exc) from None
     except msgspec.DecodeError as exc:
-        raise _problem(400, "malformed-json", "The request body is not valid JSON", "body", "syntax", str(exc)) from None
+        raise _problem(
+            400, "malformed-json", "The request body is not valid JSON", "body", "syntax", str(exc)
+        ) from None
 
 
 def _depth(body: bytes) -> int:
@@ -122,8 +148,10 @@ def _out_of_range(body: bytes, exc: msgspec.ValidationError) -> ApiProblem:
     """The decoder says only ``$.attributes[...]``; decode again keeping the literals to name each field."""
     decoded = msgspec.json.Decoder(float_hook=_keep_overflow).decode(body)
     message = "must be a number a 64-bit float can hold (finite)"
-    errors = [FieldProblem(field=field, rule="finite", message=message, value=literal)
-              for field, literal in _overflows(decoded, "")]
+    errors = [
+        FieldProblem(field=field, rule="finite", message=message, value=literal)
+        for field, literal in _overflows(decoded, "")
+    ]
     return invalid_request(errors or [FieldProblem(field="body", rule="finite", message=str(exc))])
 
 

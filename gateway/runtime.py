@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gateway import determinism
-from gateway.manifest import Manifest
-from gateway.registry import Registry
-from gateway.schema import encode_rows, validate_batch
+from verdict.gateway import determinism
+from verdict.gateway.manifest import Manifest
+from verdict.gateway.registry import Registry
+from verdict.gateway.schema import encode_rows, validate_batch
 
 __all__ = ["LoadedModel", "ModelExecutionError", "load_model"]
 

@@ -70,9 +70,12 @@ class InputValidationError(ValueError):
         super().__init__("; ".join(f"{e.field}: {e.message}" for e in self.errors))
 
 
-
 _JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
-    (bool, "boolean"), ((int, float), "number"), (str, "string"), (type(None), "null"), (Mapping, "object"),
+    (bool, "boolean"),
+    ((int, float), "number"),
+    (str, "string"),
+    (type(None), "null"),
+    (Mapping, "object"),
     (Sequence, "array"),
 )
 
@@ -91,7 +94,12 @@ def _check_value(spec: AttributeSpec, value: Any, field: str) -> FieldError | No
             return FieldError(field, "category", f"must be one of {allowed}", value)
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return FieldError(field, "type", f"must be a {'whole number' if spec.kind == 'integer' else 'number'}, got {json_type(value)}", value)
+        return FieldError(
+            field,
+            "type",
+            f"must be a {'whole number' if spec.kind == 'integer' else 'number'}, got {json_type(value)}",
+            value,
+        )
     if isinstance(value, float) and not math.isfinite(value):
         return FieldError(field, "finite", "must be a finite number (NaN and infinities are refused)", repr(value))
     if spec.kind == "integer" and not isinstance(value, int):
@@ -133,7 +141,9 @@ def validate_batch(specs: Sequence[AttributeSpec], rows: Any, max_rows: int) -> 
     if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
         raise InputValidationError([FieldError("rows", "type", "must be a list of attribute objects")])
     if not 1 <= len(rows) <= max_rows:
-        raise InputValidationError([FieldError("rows", "batch_shape", f"must hold 1..{max_rows} rows, got {len(rows)}", len(rows))])
+        raise InputValidationError(
+            [FieldError("rows", "batch_shape", f"must hold 1..{max_rows} rows, got {len(rows)}", len(rows))]
+        )
     errors: list[FieldError] = []
     valid: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
@@ -146,7 +156,9 @@ def validate_batch(specs: Sequence[AttributeSpec], rows: Any, max_rows: int) -> 
     return valid
 
 
-def encode_rows(specs: Sequence[AttributeSpec], rows: Sequence[Mapping[str, Any]], dtype: np.dtype = np.float32) -> np.ndarray:
+def encode_rows(
+    specs: Sequence[AttributeSpec], rows: Sequence[Mapping[str, Any]], dtype: np.dtype = np.float32
+) -> np.ndarray:
     """Raw attributes → the model's input matrix: numbers as they are,
     categories as their index. Assumes the rows were validated."""
     out = np.empty((len(rows), len(specs)), dtype=dtype)

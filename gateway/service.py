@@ -11,27 +11,26 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from audit.chain import ChainWriter
-from audit.config import data_dir
-from audit.index import RequestIndex
-from audit.lease import LeaseOptions
-from audit.signing import FileKeyStore
-from audit.stores import ObjectExists, StoreError, WormStore, WriteProbe, open_store
-from audit.trust import RootKey, TrustError, TrustPolicy, configured_root, load_policy, local_root_path
-from audit.witnessing import CheckpointWitnessing, held_notes
-from gateway import environment
-from gateway.apikeys import ApiKeyStore
-from gateway.app import DISABLED_FOR_BENCHMARK, Services
-from gateway.bootstrap import ensure_reference_model
-from gateway.decisions import AuditLane, DecisionService
-from gateway.lookups import LookupService
-from gateway.metrics import GatewayMetrics
-from gateway.models_cache import ModelCache
-from gateway.registry import Registry
-from gateway.registry_log import RegistryLog
-from gateway.settings import ServiceSettings, SettingsError
+from verdict.audit.chain import ChainWriter
+from verdict.audit.config import data_dir
+from verdict.audit.index import RequestIndex
+from verdict.audit.lease import LeaseOptions
+from verdict.audit.signing import FileKeyStore
+from verdict.audit.stores import ObjectExists, StoreError, WormStore, WriteProbe, open_store
+from verdict.audit.trust import RootKey, TrustError, TrustPolicy, configured_root, load_policy, local_root_path
+from verdict.audit.witnessing import CheckpointWitnessing, held_notes
+from verdict.gateway import environment
+from verdict.gateway.apikeys import ApiKeyStore
+from verdict.gateway.app import DISABLED_FOR_BENCHMARK, Services
+from verdict.gateway.bootstrap import ensure_reference_model
+from verdict.gateway.decisions import AuditLane, DecisionService
+from verdict.gateway.lookups import LookupService
+from verdict.gateway.metrics import GatewayMetrics
+from verdict.gateway.models_cache import ModelCache
+from verdict.gateway.registry import Registry
+from verdict.gateway.registry_log import RegistryLog
+from verdict.gateway.settings import ServiceSettings, SettingsError
 
 __all__ = ["build_services", "publish_environment"]
 
@@ -72,37 +71,74 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
     writer = witnessing = None
     if signer is not None:
         held_dir = data_dir() / "trust" / "held"
-        witnessing = CheckpointWitnessing(store, settings.chain_id, policy.witnesses, policy.witness_quorum,
-                                          held_dir, timeout=settings.witness_timeout_s)
+        witnessing = CheckpointWitnessing(
+            store,
+            settings.chain_id,
+            policy.witnesses,
+            policy.witness_quorum,
+            held_dir,
+            timeout=settings.witness_timeout_s,
+        )
         try:
-            writer = ChainWriter.open(store, settings.chain_id, signer, keyring=keyring, created_by="verdict serve",
-                                      checkpoint_every=settings.checkpoint_every,
-                                      checkpoint_interval=settings.checkpoint_interval_s,
-                                      lease=LeaseOptions(ttl=settings.lease_ttl_s, renew_every=settings.lease_renew_s,
-                                                         skew=settings.lease_skew_s),
-                                      root=root, policy=policy,
-                                      held_checkpoints=held_notes(held_dir, settings.chain_id)
-                                      + _witnessed(policy, settings, say),
-                                      on_checkpoint=witnessing.checkpointed, on_leaves=witnessing.appended)
+            writer = ChainWriter.open(
+                store,
+                settings.chain_id,
+                signer,
+                keyring=keyring,
+                created_by="verdict serve",
+                checkpoint_every=settings.checkpoint_every,
+                checkpoint_interval=settings.checkpoint_interval_s,
+                lease=LeaseOptions(
+                    ttl=settings.lease_ttl_s, renew_every=settings.lease_renew_s, skew=settings.lease_skew_s
+                ),
+                root=root,
+                policy=policy,
+                held_checkpoints=held_notes(held_dir, settings.chain_id) + _witnessed(policy, settings, say),
+                on_checkpoint=witnessing.checkpointed,
+                on_leaves=witnessing.appended,
+            )
         except BaseException:
             witnessing.close()
             raise
     lane = AuditLane(writer, metrics)
-    decisions = DecisionService(models, lane, RequestIndex(store) if writer else None, env_sha, metrics,
-                                retry_after_s=settings.retry_after_s, explain=settings.explain,
-                                claim_wait_s=settings.request_timeout_s, trust=policy)
+    decisions = DecisionService(
+        models,
+        lane,
+        RequestIndex(store) if writer else None,
+        env_sha,
+        metrics,
+        retry_after_s=settings.retry_after_s,
+        explain=settings.explain,
+        claim_wait_s=settings.request_timeout_s,
+        trust=policy,
+    )
     lookups = LookupService(store, lane, models, settings.retry_after_s, trust=policy)
     replays = None
     if writer is not None:
-        from replay.service import ReplayService
+        from verdict.replay.service import ReplayService
 
         # Each replica writes replay evidence to its own chain: one writer per chain.
-        replays = ReplayService(settings.store, replay_chain=f"replay-{settings.chain_id}", workers=1,
-                                signer=signer, keyring=keyring, trust=policy, root=root)
-    return Services(settings=settings, models=models, lane=lane, decisions=decisions, lookups=lookups,
-                    metrics=metrics, apikeys=ApiKeyStore(settings.apikeys_file),
-                    readiness=_readiness(store, lane, models, settings.unready_after_failures, settings.retry_after_s),
-                    replays=replays, witnessing=witnessing)
+        replays = ReplayService(
+            settings.store,
+            replay_chain=f"replay-{settings.chain_id}",
+            workers=1,
+            signer=signer,
+            keyring=keyring,
+            trust=policy,
+            root=root,
+        )
+    return Services(
+        settings=settings,
+        models=models,
+        lane=lane,
+        decisions=decisions,
+        lookups=lookups,
+        metrics=metrics,
+        apikeys=ApiKeyStore(settings.apikeys_file),
+        readiness=_readiness(store, lane, models, settings.unready_after_failures, settings.retry_after_s),
+        replays=replays,
+        witnessing=witnessing,
+    )
 
 
 def _trust(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[RootKey | None, TrustPolicy]:
@@ -118,8 +154,10 @@ def _trust(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[RootK
         existed = path.exists()
         root = configured_root(settings.trust_root, create=True)
         if not settings.trust_root and not existed and root is not None:
-            say(f"Generated the trust root {root.key_id} in {path} (mode 0600, outside the store); "
-                "`verdict trust export` writes the policy examiners verify with")
+            say(
+                f"Generated the trust root {root.key_id} in {path} (mode 0600, outside the store); "
+                "`verdict trust export` writes the policy examiners verify with"
+            )
         if settings.trust_policy:
             policy = load_policy(settings.trust_policy)
         elif root is not None:
@@ -135,8 +173,8 @@ def _trust(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[RootK
 
 def _witnessed(policy: TrustPolicy, settings: ServiceSettings, say: Callable[[str], None]) -> list[bytes]:
     """The latest checkpoint of this chain each policy witness cosigned (what the store must still hold)."""
-    from audit.chain import default_origin
-    from audit.witness_client import WitnessClient, WitnessClientError
+    from verdict.audit.chain import default_origin
+    from verdict.audit.witness_client import WitnessClient, WitnessClientError
 
     notes = []
     for entry in policy.witnesses:
@@ -144,7 +182,8 @@ def _witnessed(policy: TrustPolicy, settings: ServiceSettings, say: Callable[[st
             continue
         try:
             note = WitnessClient(entry.url, entry.name, entry.vkey, settings.witness_timeout_s).fetch_latest(
-                default_origin(settings.chain_id))
+                default_origin(settings.chain_id)
+            )
         except WitnessClientError as exc:
             say(f"warning: witness {entry.name} could not say what it last cosigned: {exc}")
             continue
@@ -156,7 +195,7 @@ def _witnessed(policy: TrustPolicy, settings: ServiceSettings, say: Callable[[st
 def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN202 - (Signer, KeyRing)
     """File keys by default (a dev key is generated on first start); AWS KMS when configured."""
     if settings.kms_key_id:
-        from audit.kms import KmsEd25519Signer, KmsKeyRing
+        from verdict.audit.kms import KmsEd25519Signer, KmsKeyRing
 
         signer = KmsEd25519Signer(settings.kms_key_id.format(chain_id=settings.chain_id))
         previous = [k.strip() for k in settings.kms_previous_key_ids.split(",") if k.strip()]
@@ -168,8 +207,9 @@ def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN
     return signer, keys
 
 
-def _readiness(store: WormStore, lane: AuditLane, models: ModelCache,
-               unready_after: int, retry_after_s: float) -> Callable[[], dict[str, str]]:
+def _readiness(
+    store: WormStore, lane: AuditLane, models: ModelCache, unready_after: int, retry_after_s: float
+) -> Callable[[], dict[str, str]]:
     """Ready = a model is loaded, the store answers and can take appends, and
     the chain writer has not been stopped by a permanent error.
 

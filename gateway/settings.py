@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from audit.config import data_dir, store_url
+from verdict.audit.config import data_dir, store_url
 
 __all__ = ["ServiceSettings", "SettingsError", "load_settings"]
 
@@ -28,30 +28,30 @@ class SettingsError(ValueError):
 class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
-    store: str = ""                      # resolved from VERDICT_STORE / VERDICT_HOME when empty
-    chain_id: str = "gateway-0"          # one chain per writer process
-    max_batch: int = 64                  # micro-batch size bound (= the score bucket)
-    max_wait_ms: float = 4.0             # how long the first request of a batch waits for company
-    commit_threads: int = 2              # audit appends in flight at once (one's index round overlaps the next's segment)
+    store: str = ""  # resolved from VERDICT_STORE / VERDICT_HOME when empty
+    chain_id: str = "gateway-0"  # one chain per writer process
+    max_batch: int = 64  # micro-batch size bound (= the score bucket)
+    max_wait_ms: float = 4.0  # how long the first request of a batch waits for company
+    commit_threads: int = 2  # audit appends in flight at once (one's index round overlaps the next's segment)
     max_body_bytes: int = 65536
-    request_timeout_s: float = 10.0      # a decision waiting longer answers 503
-    checkpoint_every: int = 1000         # records between signed Merkle checkpoints
+    request_timeout_s: float = 10.0  # a decision waiting longer answers 503
+    checkpoint_every: int = 1000  # records between signed Merkle checkpoints
     checkpoint_interval_s: float = 60.0
-    retry_after_s: int = 5               # Retry-After on 503
-    unready_after_failures: int = 3      # consecutive failed appends before /readyz reports the store unable to append
-    lease_ttl_s: float = 180.0           # this writer's lease on its chain lasts this long without renewal (audit.lease)
-    lease_renew_s: float = 60.0          # and is renewed this often (one small write-once object per renewal)
-    lease_skew_s: float = 15.0           # the most two writers' clocks may disagree
-    bootstrap: bool = True               # train/register the reference model on an empty store
-    explain: bool = True                 # benchmarks only: switch explanation off (upper bound)
-    audit: bool = True                   # benchmarks only: switch the audit append off (upper bound)
-    apikeys_file: str = ""               # default $VERDICT_HOME/apikeys.json
-    kms_key_id: str = ""                 # sign with this AWS KMS Ed25519 key ("{chain_id}" is replaced); default: file keys
-    kms_previous_key_ids: str = ""       # comma-separated earlier KMS keys this chain may have been signed with
-    trust_root: str = ""                 # "" = a root key file in the data dir, made on first start; a PEM path;
-                                         # "kms:<key id>"; "none" = no root here (certificates issued beforehand)
-    trust_policy: str = ""               # trust policy file (roots, witnesses, quorum); default: the root's own
-    witness_timeout_s: float = 10.0      # per witness request (in the background, never on a decision's path)
+    retry_after_s: int = 5  # Retry-After on 503
+    unready_after_failures: int = 3  # consecutive failed appends before /readyz reports the store unable to append
+    lease_ttl_s: float = 180.0  # this writer's lease on its chain lasts this long without renewal (audit.lease)
+    lease_renew_s: float = 60.0  # and is renewed this often (one small write-once object per renewal)
+    lease_skew_s: float = 15.0  # the most two writers' clocks may disagree
+    bootstrap: bool = True  # train/register the reference model on an empty store
+    explain: bool = True  # benchmarks only: switch explanation off (upper bound)
+    audit: bool = True  # benchmarks only: switch the audit append off (upper bound)
+    apikeys_file: str = ""  # default $VERDICT_HOME/apikeys.json
+    kms_key_id: str = ""  # sign with this AWS KMS Ed25519 key ("{chain_id}" is replaced); default: file keys
+    kms_previous_key_ids: str = ""  # comma-separated earlier KMS keys this chain may have been signed with
+    trust_root: str = ""  # "" = a root key file in the data dir, made on first start; a PEM path;
+    # "kms:<key id>"; "none" = no root here (certificates issued beforehand)
+    trust_policy: str = ""  # trust policy file (roots, witnesses, quorum); default: the root's own
+    witness_timeout_s: float = 10.0  # per witness request (in the background, never on a decision's path)
 
 
 _ENV_PREFIX = "VERDICT_"
@@ -91,7 +91,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise SettingsError("commit_threads must be 1..8")
     if settings.unready_after_failures < 1:
         raise SettingsError("unready_after_failures must be >= 1")
-    if not (0 <= settings.lease_skew_s and 0 < settings.lease_renew_s < settings.lease_ttl_s - settings.lease_skew_s):
+    if not (settings.lease_skew_s >= 0 and 0 < settings.lease_renew_s < settings.lease_ttl_s - settings.lease_skew_s):
         raise SettingsError("lease settings need 0 <= lease_skew_s and 0 < lease_renew_s < lease_ttl_s - lease_skew_s")
     return msgspec.structs.replace(
         settings,

@@ -17,16 +17,26 @@ from pathlib import Path
 __all__ = ["code_commit", "project_root", "project_version", "source_sha256"]
 
 _PACKAGES = ("gateway", "audit", "replay")
+_DISTRIBUTION = "verdict-gateway"
 _SUFFIXES = {".py", ".json", ".md", ".data", ".doc", ".jsonl"}
 
 
 def project_root() -> Path:
+    """The folder holding ``gateway/``, ``audit/`` and ``replay/``: the checkout, or the installed ``verdict`` package."""
     return Path(__file__).resolve().parent.parent
+
+
+def _namespace_files(root: Path) -> list[Path]:
+    """The ``verdict`` package's own files (its ``__init__``, ``py.typed``...), under the same relative names
+    whether ``root`` is a checkout (they sit in ``root/verdict``) or an installed wheel (``root`` is that package),
+    so that a checkout and a wheel built from it hash alike."""
+    folder = root / "verdict" if (root / "verdict" / "__init__.py").is_file() else root
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix in _SUFFIXES)
 
 
 def project_version() -> str:
     try:
-        return metadata.version("verdict")
+        return metadata.version(_DISTRIBUTION)
     except metadata.PackageNotFoundError:
         return "0+unknown"
 
@@ -35,7 +45,9 @@ def project_version() -> str:
 def source_sha256() -> str:
     """SHA-256 over (relative path, file SHA-256) of every source file, sorted."""
     root = project_root()
-    lines = []
+    lines = [
+        f"verdict/{path.name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n" for path in _namespace_files(root)
+    ]
     for package in _PACKAGES:
         for path in sorted((root / package).rglob("*")):
             if path.is_file() and path.suffix in _SUFFIXES and "__pycache__" not in path.parts:
@@ -51,8 +63,10 @@ def code_commit() -> str:
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", *_PACKAGES],
-            capture_output=True, text=True, timeout=10,
+            ["git", "-C", str(root), "status", "--porcelain", "--", "verdict", *_PACKAGES],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "uncommitted"

@@ -13,14 +13,13 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from gateway import determinism, environment, explanation
-from gateway.datasets import DATASETS, LoadedDataset, load_dataset
-from gateway.manifest import (
+from verdict.gateway import determinism, environment, explanation
+from verdict.gateway.datasets import DATASETS, LoadedDataset, load_dataset
+from verdict.gateway.manifest import (
     DatasetProvenance,
     DecisionRule,
     ExplainerSettings,
@@ -31,10 +30,10 @@ from gateway.manifest import (
     TrainingProvenance,
     encode_manifest,
 )
-from gateway.modelgraph import CreditModel
-from gateway.reasons import DEFAULT_REASON_TEMPLATES
-from gateway.schema import encode_rows
-from gateway.source import code_commit, source_sha256
+from verdict.gateway.modelgraph import CreditModel
+from verdict.gateway.reasons import DEFAULT_REASON_TEMPLATES
+from verdict.gateway.schema import encode_rows
+from verdict.gateway.source import code_commit, source_sha256
 
 __all__ = ["ARTIFACT_FILE", "BACKGROUND_FILE", "MANIFEST_FILE", "RECIPES", "Recipe", "TrainedModel", "train"]
 
@@ -42,7 +41,7 @@ ARTIFACT_FILE = "model.pt2"
 MANIFEST_FILE = "manifest.json"
 BACKGROUND_FILE = "background.json"
 SPLIT_RULE = "test if sha256(row key)[0] % 5 == 0 (about 20%); row key = German: 'index:line', Taiwan: 'taiwan:ID'"
-SCORE_BUCKET = 64      # every scoring forward pass runs at exactly this many rows
+SCORE_BUCKET = 64  # every scoring forward pass runs at exactly this many rows
 EXPLAIN_BUCKET = 4096  # every explanation forward pass runs at exactly this many rows
 
 
@@ -67,7 +66,9 @@ RECIPES: dict[str, Recipe] = {
     "german-credit": Recipe(
         model_name="german-credit",
         dataset="german-credit",
-        output=OutputSpec(name="probability_of_bad_credit", description="Probability that the applicant is a bad credit risk"),
+        output=OutputSpec(
+            name="probability_of_bad_credit", description="Probability that the applicant is a bad credit risk"
+        ),
         decision=DecisionRule(
             threshold=1 / 6,
             at_or_above="decline",
@@ -161,7 +162,9 @@ def _background(data: LoadedDataset, train_mask: np.ndarray, rows: int) -> bytes
     chosen by explanation.summarise_background (real rows, not centroids: a
     centroid of category indexes is no applicant at all)."""
     train = np.flatnonzero(train_mask)
-    chosen = explanation.summarise_background(data.attributes, encode_rows(data.attributes, [data.rows[i] for i in train]), rows)
+    chosen = explanation.summarise_background(
+        data.attributes, encode_rows(data.attributes, [data.rows[i] for i in train]), rows
+    )
     summary = explanation.BACKGROUND_SUMMARY.format(rows=rows)
     return explanation.encode_background([data.rows[train[i]] for i in chosen], [1] * rows, summary)
 
@@ -233,20 +236,31 @@ def train(recipe_name: str, out_dir: Path, version: str = "1.0.0", progress=None
             code_commit=code_commit(),
             source_sha256=source_sha256(),
             dataset=DatasetProvenance(
-                name=dataset.name, title=dataset.title, sha256=data.sha256, rows=len(data.rows),
-                citation=dataset.citation, licence=dataset.licence,
+                name=dataset.name,
+                title=dataset.title,
+                sha256=data.sha256,
+                rows=len(data.rows),
+                citation=dataset.citation,
+                licence=dataset.licence,
             ),
             split=SPLIT_RULE,
             seed=recipe.seed,
             hyperparameters={
-                "hidden": list(recipe.hidden), "epochs": recipe.epochs, "batch_size": recipe.batch_size,
-                "learning_rate": recipe.learning_rate, "weight_decay": recipe.weight_decay,
-                "optimiser": "Adam", "loss": "binary cross-entropy",
+                "hidden": list(recipe.hidden),
+                "epochs": recipe.epochs,
+                "batch_size": recipe.batch_size,
+                "learning_rate": recipe.learning_rate,
+                "weight_decay": recipe.weight_decay,
+                "optimiser": "Adam",
+                "loss": "binary cross-entropy",
             },
             environment_sha256=environment.fingerprint_sha256(env),
             environment_summary={
-                "python": env.python, "torch": env.torch.version, "platform": env.platform,
-                "machine": env.machine, "cpu": env.cpu.model,
+                "python": env.python,
+                "torch": env.torch.version,
+                "platform": env.platform,
+                "machine": env.machine,
+                "cpu": env.cpu.model,
             },
             metrics=metrics,
         ),

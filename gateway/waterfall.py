@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from gateway.explanation import ExplanationResult
-from gateway.manifest import Manifest
-from gateway.plotting import chart_session
+from verdict.gateway.explanation import ExplanationResult
+from verdict.gateway.manifest import Manifest
+from verdict.gateway.plotting import chart_session
 
 __all__ = ["FORMATS", "render_waterfall"]
 
@@ -40,8 +40,14 @@ def _shap_explanation(manifest: Manifest, attributes: Mapping[str, Any], result:
     )
 
 
-def render_waterfall(manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult, fmt: str = "png",
-                     *, max_display: int = 10) -> bytes:
+def render_waterfall(
+    manifest: Manifest,
+    attributes: Mapping[str, Any],
+    result: ExplanationResult,
+    fmt: str = "png",
+    *,
+    max_display: int = 10,
+) -> bytes:
     """The chart as PNG or SVG bytes; the largest ``max_display - 1`` contributions
     get a bar each, the rest are summed into one."""
     if fmt not in FORMATS:
@@ -53,7 +59,9 @@ def render_waterfall(manifest: Manifest, attributes: Mapping[str, Any], result: 
         figure = plt.figure()
         try:
             shap.plots.waterfall(explanation, max_display=max_display, show=False)
-            figure.suptitle(f"{manifest.name} {manifest.version}: {manifest.output.description}", fontsize=12, x=0.02, ha="left")
+            figure.suptitle(
+                f"{manifest.name} {manifest.version}: {manifest.output.description}", fontsize=12, x=0.02, ha="left"
+            )
             buffer = io.BytesIO()
             metadata = {"Date": None} if fmt == "svg" else {"Software": None}
             figure.savefig(buffer, format=fmt, dpi=100, bbox_inches="tight", metadata=metadata)

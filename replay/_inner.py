@@ -17,10 +17,10 @@ import msgspec
 
 
 def main(argv: list[str]) -> int:
-    from replay.batch import ReplayJob, _in_workers, plan_chunks
-    from replay.rebuild import InnerJob, InnerResult
-    from replay.rescore import ReplayOptions, Rescorer
-    from replay.trail import Selection, Target
+    from verdict.replay.batch import ReplayJob, _in_workers, plan_chunks
+    from verdict.replay.rebuild import InnerJob, InnerResult
+    from verdict.replay.rescore import ReplayOptions, Rescorer
+    from verdict.replay.trail import Selection, Target
 
     job = msgspec.msgpack.decode(Path(argv[1]).read_bytes(), type=InnerJob)
     options = msgspec.msgpack.decode(job.options, type=ReplayOptions)

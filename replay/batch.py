@@ -35,14 +35,14 @@ from typing import Any
 
 import msgspec
 
-from audit.records import DecisionBody, decode_record, utc_now
-from audit.stores import WormStore, open_store
-from audit.trust import TrustPolicy
-from replay import environment as envs
-from replay.report import ReplayOutcome
-from replay.rescore import ReplayOptions, Rescorer, RuntimeKey, runtime_key
-from replay.trail import Selection, Target, resolve
-from replay.verdicts import DecisionResult, Tolerance, ToleranceError, cannot_replay, effective_tolerance
+from verdict.audit.records import DecisionBody, decode_record, utc_now
+from verdict.audit.stores import WormStore, open_store
+from verdict.audit.trust import TrustPolicy
+from verdict.replay import environment as envs
+from verdict.replay.report import ReplayOutcome
+from verdict.replay.rescore import ReplayOptions, Rescorer, RuntimeKey, runtime_key
+from verdict.replay.trail import Selection, Target, resolve
+from verdict.replay.verdicts import DecisionResult, Tolerance, ToleranceError, cannot_replay, effective_tolerance
 
 __all__ = [
     "DEFAULT_REPLAY_CHAIN",
@@ -78,8 +78,9 @@ class ReplayInterrupted(Exception):
 
     def __init__(self, replay_id: str, done: int, total: int) -> None:
         self.replay_id, self.done, self.total = replay_id, done, total
-        super().__init__(f"replay {replay_id} interrupted after {done} of {total} decisions; "
-                         f"resume it with --resume {replay_id}")
+        super().__init__(
+            f"replay {replay_id} interrupted after {done} of {total} decisions; resume it with --resume {replay_id}"
+        )
 
 
 class ReplayJob(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -111,7 +112,7 @@ class ModelTolerance(msgspec.Struct, frozen=True):
 
 
 def replays_dir() -> Path:
-    from audit.config import data_dir
+    from verdict.audit.config import data_dir
 
     return data_dir() / "replays"
 
@@ -214,8 +215,10 @@ class _Progress:
 def find_resumable(replay_id: str) -> Path:
     base = replays_dir()
     if replay_id == "latest":
-        candidates = sorted((p for p in base.glob("rpl-*") if (p / "job.json").exists() and not (p / "done.json").exists()),
-                            key=lambda p: p.stat().st_mtime)
+        candidates = sorted(
+            (p for p in base.glob("rpl-*") if (p / "job.json").exists() and not (p / "done.json").exists()),
+            key=lambda p: p.stat().st_mtime,
+        )
         if not candidates:
             raise ReplayError(f"no unfinished replay in {base}")
         return candidates[-1]
@@ -230,10 +233,21 @@ def find_resumable(replay_id: str) -> Path:
 # --- the replay ------------------------------------------------------------------------------------
 
 
-def run_replay(job: ReplayJob | None = None, *, resume: str | None = None, progress: ProgressFn | None = None,
-               replay_id: str | None = None, stop: threading.Event | None = None, signer: Any = None,
-               keyring: Any = None, html_path: Path | None = None, json_path: Path | None = None,
-               default_outputs: bool = False, pool: WorkerPool | None = None, root: Any = None) -> ReplayOutcome:
+def run_replay(
+    job: ReplayJob | None = None,
+    *,
+    resume: str | None = None,
+    progress: ProgressFn | None = None,
+    replay_id: str | None = None,
+    stop: threading.Event | None = None,
+    signer: Any = None,
+    keyring: Any = None,
+    html_path: Path | None = None,
+    json_path: Path | None = None,
+    default_outputs: bool = False,
+    pool: WorkerPool | None = None,
+    root: Any = None,
+) -> ReplayOutcome:
     """Run (or resume) a replay to its report. Raises ReplayError for usage errors
     before any work, ReplayInterrupted if ``stop`` is set or the process is interrupted."""
     started = time.perf_counter()
@@ -254,8 +268,24 @@ def run_replay(job: ReplayJob | None = None, *, resume: str | None = None, progr
     kept = pool is not None and pool.store_url == job.store_url and job.workers != 0 and not job.rebuild_env
     own = None if kept else _early_pool(store, job)
     try:
-        return _run(job, store, saved, store_progress, replay_id, started, pool if kept else own, progress, stop,
-                    signer, keyring, html_path, json_path, default_outputs, closable=own is not None, root=root)
+        return _run(
+            job,
+            store,
+            saved,
+            store_progress,
+            replay_id,
+            started,
+            pool if kept else own,
+            progress,
+            stop,
+            signer,
+            keyring,
+            html_path,
+            json_path,
+            default_outputs,
+            closable=own is not None,
+            root=root,
+        )
     finally:
         if own is not None:
             own.close()
@@ -270,7 +300,7 @@ def _early_pool(store: WormStore, job: ReplayJob) -> WorkerPool | None:
         return WorkerPool(job.store_url, job.workers)
     if not job.selection.is_scan() or job.options.scope == "score_only":
         return None
-    from audit import layout
+    from verdict.audit import layout
 
     decisions = 0
     for _ in store.list_keys(layout.INDEX_PREFIX):
@@ -280,21 +310,42 @@ def _early_pool(store: WormStore, job: ReplayJob) -> WorkerPool | None:
     return None
 
 
-def _run(job: ReplayJob, store: WormStore, saved: _Saved | None, store_progress: _Progress, replay_id: str,
-         started: float, pool: WorkerPool | None, progress: ProgressFn | None, stop: threading.Event | None,
-         signer: Any, keyring: Any, html_path: Path | None, json_path: Path | None, default_outputs: bool,
-         closable: bool = True, root: Any = None) -> ReplayOutcome:
+def _run(
+    job: ReplayJob,
+    store: WormStore,
+    saved: _Saved | None,
+    store_progress: _Progress,
+    replay_id: str,
+    started: float,
+    pool: WorkerPool | None,
+    progress: ProgressFn | None,
+    stop: threading.Event | None,
+    signer: Any,
+    keyring: Any,
+    html_path: Path | None,
+    json_path: Path | None,
+    default_outputs: bool,
+    closable: bool = True,
+    root: Any = None,
+) -> ReplayOutcome:
     targets, notes = _select(store, job, progress)
     if saved is not None:
         wanted = {rid for rid, _ in saved.targets}
         targets = [t for t in targets if t.request_id in wanted]
         found = {t.request_id for t in targets}
-        targets += [Target(request_id=rid, problem=("not_found", f"decision {rid!r} selected when the replay started is no longer found"))
-                    for rid, _ in saved.targets if rid not in found]
+        targets += [
+            Target(
+                request_id=rid,
+                problem=("not_found", f"decision {rid!r} selected when the replay started is no longer found"),
+            )
+            for rid, _ in saved.targets
+            if rid not in found
+        ]
     tolerances = _tolerances(store, job, targets)
     if saved is None:
-        saved = _Saved(job=job, replay_id=replay_id, started_at=utc_now(),
-                       targets=[(t.request_id, t.record_hash) for t in targets])
+        saved = _Saved(
+            job=job, replay_id=replay_id, started_at=utc_now(), targets=[(t.request_id, t.record_hash) for t in targets]
+        )
         store_progress.create(saved)
 
     results: dict[str, DecisionResult] = {}
@@ -308,43 +359,78 @@ def _run(job: ReplayJob, store: WormStore, saved: _Saved | None, store_progress:
     fingerprints.update(old_prints)
     for t in targets:
         if t.problem is not None:
-            results[t.request_id] = cannot_replay(t.request_id, t.problem[0], t.problem[1], chain_id=t.chain_id, seq=t.seq,
-                                                  record_hash=t.record_hash, decided_at=t.decided_at, model=t.model)
+            results[t.request_id] = cannot_replay(
+                t.request_id,
+                t.problem[0],
+                t.problem[1],
+                chain_id=t.chain_id,
+                seq=t.seq,
+                record_hash=t.record_hash,
+                decided_at=t.decided_at,
+                model=t.model,
+            )
     todo = [t for t in targets if t.request_id not in results]
     rebuilt = None
     if job.rebuild_env and todo:
-        from replay.rebuild import replay_in_rebuilt_environments
+        from verdict.replay.rebuild import replay_in_rebuilt_environments
 
-        rebuilt = replay_in_rebuilt_environments(store, job, todo, env_status, results, fingerprints, store_progress, progress,
-                                                 workers_for=lambda n: _workers(job, n))
+        rebuilt = replay_in_rebuilt_environments(
+            store,
+            job,
+            todo,
+            env_status,
+            results,
+            fingerprints,
+            store_progress,
+            progress,
+            workers_for=lambda n: _workers(job, n),
+        )
     workers = 0
     if todo and not job.rebuild_env:
         if pool is not None and closable and job.workers is None and len(todo) < IN_PROCESS_BELOW:
             pool.close(wait=False)  # a small selection from a large trail: this process is quicker
             pool = None
-        workers = _rescore_all(job, todo, results, fingerprints, store_progress, progress, stop, len(targets), replay_id, pool)
+        workers = _rescore_all(
+            job, todo, results, fingerprints, store_progress, progress, stop, len(targets), replay_id, pool
+        )
     elapsed = time.perf_counter() - started
 
-    from replay import report as reports
+    from verdict.replay import report as reports
 
     ordered = [_with_proof(results[t.request_id], t) for t in targets]
     report = reports.build_report(
-        replay_id=replay_id, job=job, results=ordered, notes=notes, tolerances=tolerances,
-        recorded_environments=env_status, replay_fingerprints=fingerprints, started_at=saved.started_at,
-        elapsed_s=elapsed, workers=workers, resumed=saved.resumed,
-        replayed_now=len(todo), rebuilt=rebuilt, store=store,
+        replay_id=replay_id,
+        job=job,
+        results=ordered,
+        notes=notes,
+        tolerances=tolerances,
+        recorded_environments=env_status,
+        replay_fingerprints=fingerprints,
+        started_at=saved.started_at,
+        elapsed_s=elapsed,
+        workers=workers,
+        resumed=saved.resumed,
+        replayed_now=len(todo),
+        rebuilt=rebuilt,
+        store=store,
     )
     if default_outputs:
         html_path = html_path or store_progress.directory / "report.html"
         json_path = json_path or store_progress.directory / "report.json"
-    outcome = reports.finish(store, job, report, signer=signer, keyring=keyring, html_path=html_path, json_path=json_path,
-                             root=root)
+    outcome = reports.finish(
+        store, job, report, signer=signer, keyring=keyring, html_path=html_path, json_path=json_path, root=root
+    )
     outcome.replay_id = replay_id
     outcome.html_path = str(html_path) if html_path else None
     outcome.json_path = str(json_path) if json_path else None
-    store_progress.finish({"replay_id": replay_id, "summary": msgspec.to_builtins(report.summary),
-                           "report": outcome.stored.object_key if outcome.stored else None,
-                           "html": outcome.stored.html_key if outcome.stored else None})
+    store_progress.finish(
+        {
+            "replay_id": replay_id,
+            "summary": msgspec.to_builtins(report.summary),
+            "report": outcome.stored.object_key if outcome.stored else None,
+            "html": outcome.stored.html_key if outcome.stored else None,
+        }
+    )
     return outcome
 
 
@@ -362,8 +448,8 @@ def _select(store: WormStore, job: ReplayJob, progress: ProgressFn | None) -> tu
 
 def _tolerances(store: WormStore, job: ReplayJob, targets: list[Target]) -> list[ModelTolerance]:
     """Each selected model's registered tolerance and the one applied; refuse widening."""
-    from audit.stores import ObjectMissing, StoreError
-    from gateway.manifest import ManifestError, decode_manifest
+    from verdict.audit.stores import ObjectMissing, StoreError
+    from verdict.gateway.manifest import ManifestError, decode_manifest
 
     out = []
     for ref in sorted({t.model for t in targets if t.model and t.problem is None}):
@@ -388,7 +474,9 @@ def manifest_key(name: str, version: str) -> str:
     return f"models/manifests/{name}/{version}.json"
 
 
-def _recorded_environments(store: WormStore, targets: list[Target], results: dict[str, DecisionResult]) -> list[envs.RecordedEnvironment]:
+def _recorded_environments(
+    store: WormStore, targets: list[Target], results: dict[str, DecisionResult]
+) -> list[envs.RecordedEnvironment]:
     """Fetch every environment manifest the decisions name; a decision whose
     manifest is missing or altered cannot be replayed (its environment is unknown)."""
     by_sha: dict[str, list[Target]] = {}
@@ -403,13 +491,27 @@ def _recorded_environments(store: WormStore, targets: list[Target], results: dic
         try:
             envs.fetch(store, sha)
         except envs.EnvironmentProblem as exc:
-            entry.status = "missing" if exc.reason == "environment_missing" else "altered" if exc.reason == "environment_altered" else "unreadable"
+            entry.status = (
+                "missing"
+                if exc.reason == "environment_missing"
+                else "altered"
+                if exc.reason == "environment_altered"
+                else "unreadable"
+            )
             entry.problem = str(exc)
             reason = exc.reason if exc.reason in ("environment_missing", "environment_altered") else "store_error"
             for t in members:
-                results[t.request_id] = cannot_replay(t.request_id, reason, str(exc), chain_id=t.chain_id, seq=t.seq,
-                                                      record_hash=t.record_hash, decided_at=t.decided_at, model=t.model,
-                                                      environment_sha256=sha)
+                results[t.request_id] = cannot_replay(
+                    t.request_id,
+                    reason,
+                    str(exc),
+                    chain_id=t.chain_id,
+                    seq=t.seq,
+                    record_hash=t.record_hash,
+                    decided_at=t.decided_at,
+                    model=t.model,
+                    environment_sha256=sha,
+                )
         out.append(entry)
     return out
 
@@ -451,9 +553,18 @@ def plan_chunks(targets: list[Target]) -> list[list[Target]]:
     return chunks
 
 
-def _rescore_all(job: ReplayJob, todo: list[Target], results: dict[str, DecisionResult], fingerprints: dict[str, bytes],
-                 store_progress: _Progress, progress: ProgressFn | None, stop: threading.Event | None,
-                 total: int, replay_id: str, pool: WorkerPool | None = None) -> int:
+def _rescore_all(
+    job: ReplayJob,
+    todo: list[Target],
+    results: dict[str, DecisionResult],
+    fingerprints: dict[str, bytes],
+    store_progress: _Progress,
+    progress: ProgressFn | None,
+    stop: threading.Event | None,
+    total: int,
+    replay_id: str,
+    pool: WorkerPool | None = None,
+) -> int:
     chunks = plan_chunks(todo)
     done = total - len(todo)
     if progress:
@@ -479,8 +590,11 @@ def _rescore_all(job: ReplayJob, todo: list[Target], results: dict[str, Decision
                     raise ReplayInterrupted(replay_id, done, total)
                 record(rescorer.rescore([t.record for t in chunk]), rescorer.fingerprints_seen)
         else:
-            results_iter = (pool.run(chunks, stop, job.options, replay_id) if pool is not None
-                            else _in_workers(job, chunks, workers, stop))
+            results_iter = (
+                pool.run(chunks, stop, job.options, replay_id)
+                if pool is not None
+                else _in_workers(job, chunks, workers, stop)
+            )
             for chunk_results, prints in results_iter:
                 record(chunk_results, prints)
             if done < total:  # the pool stopped early: asked to stop
@@ -498,17 +612,23 @@ class WorkerPool:
     service) can keep one pool for many replays of the same store."""
 
     def __init__(self, store_url: str, workers: int) -> None:
-        from replay.rescore import init_worker, warm
+        from verdict.replay.rescore import init_worker, warm
 
         self.store_url = store_url
         self.workers = workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
-                                         initargs=(store_url,))
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker, initargs=(store_url,)
+        )
         self._warm = [self._pool.submit(warm) for _ in range(workers)]
 
-    def run(self, chunks: list[list[Target]], stop: threading.Event | None, options: ReplayOptions,
-            replay_id: str | None = None) -> Iterator[tuple[list[DecisionResult], dict[str, bytes]]]:
-        from replay.rescore import work
+    def run(
+        self,
+        chunks: list[list[Target]],
+        stop: threading.Event | None,
+        options: ReplayOptions,
+        replay_id: str | None = None,
+    ) -> Iterator[tuple[list[DecisionResult], dict[str, bytes]]]:
+        from verdict.replay.rescore import work
 
         replay_id = replay_id or new_replay_id()
 
@@ -537,8 +657,9 @@ class WorkerPool:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
-def _in_workers(job: ReplayJob, chunks: list[list[Target]], workers: int,
-                stop: threading.Event | None) -> Iterator[tuple[list[DecisionResult], dict[str, bytes]]]:
+def _in_workers(
+    job: ReplayJob, chunks: list[list[Target]], workers: int, stop: threading.Event | None
+) -> Iterator[tuple[list[DecisionResult], dict[str, bytes]]]:
     pool = WorkerPool(job.store_url, workers)
     try:
         yield from pool.run(chunks, stop, job.options)

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from audit.stores import ObjectMissing, StoreError, WormStore
+from verdict.audit.stores import ObjectMissing, StoreError, WormStore
 
 __all__ = [
     "ENVIRONMENTS_PREFIX",
@@ -76,13 +76,16 @@ def fetch(store: WormStore, sha256: str) -> dict[str, Any]:
     try:
         data = store.get(environment_key(sha256))
     except ObjectMissing:
-        raise EnvironmentProblem("environment_missing", f"environment manifest {environment_key(sha256)} is missing from {store.url}") from None
+        raise EnvironmentProblem(
+            "environment_missing", f"environment manifest {environment_key(sha256)} is missing from {store.url}"
+        ) from None
     except StoreError as exc:
         raise EnvironmentProblem("store_error", f"environment manifest {environment_key(sha256)}: {exc}") from None
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
-        raise EnvironmentProblem("environment_altered",
-                                 f"environment manifest {environment_key(sha256)} hashes to {actual}: altered")
+        raise EnvironmentProblem(
+            "environment_altered", f"environment manifest {environment_key(sha256)} hashes to {actual}: altered"
+        )
     try:
         value = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
@@ -95,7 +98,7 @@ def fetch(store: WormStore, sha256: str) -> dict[str, Any]:
 def current_fingerprint(device: str = "cpu") -> tuple[dict[str, Any], str, bytes]:
     """(fingerprint as JSON, its sha256, canonical bytes) of this process, as the
     gateway captures its own (same function, same seed), so equal environments hash equal."""
-    from gateway import environment
+    from verdict.gateway import environment
 
     fp = environment.capture(device=device, seed=0)
     data = environment.encode(fp)
@@ -108,7 +111,7 @@ def fingerprint_sha256(data: bytes) -> str:
 
 def publish(store: WormStore, data: bytes) -> str:
     """Store an environment manifest content-addressed (idempotent); return its sha256."""
-    from audit.stores import ObjectExists
+    from verdict.audit.stores import ObjectExists
 
     digest = hashlib.sha256(data).hexdigest()
     try:
@@ -134,13 +137,25 @@ def _diff(a: Any, b: Any, path: str, out: list[Difference]) -> None:
 
 
 # What matters most for floating-point bits, first in summaries.
-_WEIGHTY = ("torch.", "accelerator.", "determinism.", "cpu.model", "machine", "python", "key_packages.", "project_source_sha256", "project_version")
+_WEIGHTY = (
+    "torch.",
+    "accelerator.",
+    "determinism.",
+    "cpu.model",
+    "machine",
+    "python",
+    "key_packages.",
+    "project_source_sha256",
+    "project_version",
+)
 
 
 def summarize(differences: list[Difference]) -> list[str]:
     """A few plain sentences for the examiner (the full list is in the report)."""
     if not differences:
-        return ["identical fingerprint: same Python, platform, CPU, torch build, packages, project source and determinism flags"]
+        return [
+            "identical fingerprint: same Python, platform, CPU, torch build, packages, project source and determinism flags"
+        ]
     out: list[str] = []
     packages = [d for d in differences if d.path.startswith("packages.")]
     flags = [d for d in differences if d.path == "cpu.flags"]
@@ -150,8 +165,10 @@ def summarize(differences: list[Difference]) -> list[str]:
         out.append(f"{d.path}: recorded {_short(d.recorded)}, now {_short(d.current)}")
     if flags:
         a, b = set(flags[0].recorded or []), set(flags[0].current or [])
-        out.append(f"CPU flags: {len(a - b)} recorded flag(s) missing here ({', '.join(sorted(a - b)[:8])}), "
-                   f"{len(b - a)} extra ({', '.join(sorted(b - a)[:8])})")
+        out.append(
+            f"CPU flags: {len(a - b)} recorded flag(s) missing here ({', '.join(sorted(a - b)[:8])}), "
+            f"{len(b - a)} extra ({', '.join(sorted(b - a)[:8])})"
+        )
     if packages:
         names = ", ".join(f"{d.path[9:]} {d.recorded or '-'} -> {d.current or '-'}" for d in packages[:10])
         out.append(f"{len(packages)} installed package(s) differ: {names}" + (" ..." if len(packages) > 10 else ""))

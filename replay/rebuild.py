@@ -43,16 +43,16 @@ from typing import Any
 
 import msgspec
 
-from audit.records import DecisionBody, decode_record
-from replay import environment as envs
-from replay.verdicts import DecisionResult, cannot_replay
+from verdict.audit.records import DecisionBody, decode_record
+from verdict.replay import environment as envs
+from verdict.replay.verdicts import DecisionResult, cannot_replay
 
 __all__ = ["RebuildError", "RebuiltEnvironment", "ensure_environment", "replay_in_rebuilt_environments"]
 
-PROJECT_ITSELF = "verdict"
+PROJECT_ITSELF = ("verdict", "verdict-gateway")  # the distribution's name before and after the namespace move
 _PIP_TIMEOUT_S = 1800
 _SOURCE_FILES = ("pyproject.toml", "README.md")
-_PACKAGES = ("gateway", "audit", "replay")
+_PACKAGES = ("verdict", "gateway", "audit", "replay")  # older trees lack verdict/: copied when present
 
 
 class RebuildError(Exception):
@@ -78,7 +78,7 @@ def envs_dir() -> Path:
     override = os.environ.get("VERDICT_REPLAY_ENVS")
     if override:
         return Path(override).absolute()
-    from audit.config import data_dir
+    from verdict.audit.config import data_dir
 
     return data_dir() / "replay-envs"
 
@@ -93,8 +93,12 @@ def _say(progress: Any, text: str) -> None:
 
 def _python_version(executable: str) -> str | None:
     try:
-        out = subprocess.run([executable, "-c", "import platform; print(platform.python_version())"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [executable, "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -103,8 +107,13 @@ def _python_version(executable: str) -> str | None:
 def find_python(recorded: str) -> tuple[str, str]:
     """(executable, its version): the recorded version exactly if found, else the same minor version."""
     major_minor = ".".join(recorded.split(".")[:2])
-    candidates = [getattr(sys, "_base_executable", None), sys.executable, shutil.which(f"python{major_minor}"),
-                  shutil.which(f"python{major_minor.split('.')[0]}"), shutil.which("python3")]
+    candidates = [
+        getattr(sys, "_base_executable", None),
+        sys.executable,
+        shutil.which(f"python{major_minor}"),
+        shutil.which(f"python{major_minor.split('.')[0]}"),
+        shutil.which("python3"),
+    ]
     found: list[tuple[str, str]] = []
     for exe in dict.fromkeys(c for c in candidates if c):
         version = _python_version(exe)
@@ -121,10 +130,22 @@ def find_python(recorded: str) -> tuple[str, str]:
 
 
 def _tree_hash(root: Path) -> str:
-    """gateway.source.source_sha256 of another tree (computed by that tree's own code)."""
-    out = subprocess.run([sys.executable, "-I", "-c",
-                          "import sys; sys.path.insert(0, sys.argv[1]); from gateway.source import source_sha256; print(source_sha256())",
-                          str(root)], capture_output=True, text=True, timeout=120)
+    """gateway.source.source_sha256 of another tree (computed by that tree's own code, loaded by its path:
+    every version's ``gateway/source.py`` needs only the standard library, whatever the package layout)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import importlib.util, sys; spec = importlib.util.spec_from_file_location('source', sys.argv[1]); "
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
+            "print(module.source_sha256())",
+            str(root / "gateway" / "source.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if out.returncode != 0:
         raise RebuildError(f"cannot hash the project source in {root}: {out.stderr.strip()[-500:]}")
     return out.stdout.strip()
@@ -166,7 +187,7 @@ def _export_commit(root: Path, commit: str, dest: Path) -> bool:
 
 def locate_source(wanted: str, dest: Path) -> str:
     """Copy the project source whose hash is ``wanted`` into ``dest``; return where it came from."""
-    from gateway.source import project_root, source_sha256
+    from verdict.gateway.source import project_root, source_sha256
 
     root = project_root()
     if source_sha256() == wanted:
@@ -209,10 +230,14 @@ def ensure_environment(recorded_sha: str, recorded: dict[str, Any], progress: An
     packages = recorded.get("packages")
     source = recorded.get("project_source_sha256")
     if not python_recorded or not isinstance(packages, dict) or not packages or not isinstance(source, str):
-        raise RebuildError(f"environment manifest {recorded_sha[:16]}... lacks python, packages or project_source_sha256")
-    pins = {name: str(version) for name, version in packages.items() if name != PROJECT_ITSELF}
+        raise RebuildError(
+            f"environment manifest {recorded_sha[:16]}... lacks python, packages or project_source_sha256"
+        )
+    pins = {name: str(version) for name, version in packages.items() if name not in PROJECT_ITSELF}
     executable, python = find_python(python_recorded)
-    notes = [] if python == python_recorded else [f"Python {python} used; the decisions were made with {python_recorded}"]
+    notes = (
+        [] if python == python_recorded else [f"Python {python} used; the decisions were made with {python_recorded}"]
+    )
     base = envs_dir()
     base.mkdir(parents=True, exist_ok=True)
     target = base / _key(python, pins, source)
@@ -234,22 +259,64 @@ def ensure_environment(recorded_sha: str, recorded: dict[str, Any], progress: An
             venv_python = str(target / "bin" / "python")
             (target / "pins.txt").write_text("".join(f"{k}=={v}\n" for k, v in sorted(pins.items())))
             _say(progress, f"installing {len(pins)} recorded pins")
-            _run([venv_python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--disable-pip-version-check",
-                  "-r", str(target / "pins.txt")], f"pip install of the {len(pins)} recorded pins")
+            _run(
+                [
+                    venv_python,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--no-deps",
+                    "--no-compile",
+                    "--disable-pip-version-check",
+                    "-r",
+                    str(target / "pins.txt"),
+                ],
+                f"pip install of the {len(pins)} recorded pins",
+            )
             src = target / "src"
             shutil.move(str(staged), str(src))
         _say(progress, f"installing the project from {origin}")
-        _run([venv_python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile",
-              "--disable-pip-version-check", "-e", str(src)], "installing the recorded project source")
-        check = subprocess.run([venv_python, "-c", "from gateway.source import source_sha256; print(source_sha256())"],
-                               capture_output=True, text=True, timeout=120, cwd=src, env=_clean_env())
+        _run(
+            [
+                venv_python,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-compile",
+                "--disable-pip-version-check",
+                "-e",
+                str(src),
+            ],
+            "installing the recorded project source",
+        )
+        check = subprocess.run(
+            [venv_python, "-c", "from gateway.source import source_sha256; print(source_sha256())"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=src,
+            env=_clean_env(),
+        )
         if check.returncode != 0 or check.stdout.strip() != source:
-            raise RebuildError(f"the installed project hashes to {check.stdout.strip() or check.stderr.strip()[-300:]}, "
-                               f"recorded {source}")
+            raise RebuildError(
+                f"the installed project hashes to {check.stdout.strip() or check.stderr.strip()[-300:]}, "
+                f"recorded {source}"
+            )
         info = RebuiltEnvironment(
-            recorded_environment=recorded_sha, venv=str(target), python=python, python_recorded=python_recorded,
-            packages_pinned=len(pins), project_source=origin, project_source_sha256=source, reused=False,
-            build_seconds=round(time.perf_counter() - started, 1), notes=notes,
+            recorded_environment=recorded_sha,
+            venv=str(target),
+            python=python,
+            python_recorded=python_recorded,
+            packages_pinned=len(pins),
+            project_source=origin,
+            project_source_sha256=source,
+            reused=False,
+            build_seconds=round(time.perf_counter() - started, 1),
+            notes=notes,
         )
         marker.write_bytes(msgspec.json.encode(info))
         return info
@@ -278,15 +345,28 @@ class InnerResult(msgspec.Struct):
     fingerprints: dict[str, bytes]
 
 
-def run_inside(info: RebuiltEnvironment, job: Any, records: list[bytes], progress: Any, done_before: int,
-               total: int, workers: int) -> InnerResult:
+def _inner_module(src: Path) -> str:
+    """The recorded version's replay entry point: ``verdict.replay._inner`` since the ``verdict`` namespace,
+    ``replay._inner`` before it."""
+    return "verdict.replay._inner" if (src / "verdict" / "__init__.py").is_file() else "replay._inner"
+
+
+def run_inside(
+    info: RebuiltEnvironment, job: Any, records: list[bytes], progress: Any, done_before: int, total: int, workers: int
+) -> InnerResult:
     with tempfile.TemporaryDirectory(prefix="verdict-inner-") as tmp:
         inp, out = Path(tmp) / "in.msgpack", Path(tmp) / "out.msgpack"
-        inp.write_bytes(msgspec.msgpack.encode(InnerJob(job.store_url, msgspec.msgpack.encode(job.options), records,
-                                                        workers)))
-        process = subprocess.Popen([str(Path(info.venv) / "bin" / "python"), "-m", "replay._inner", str(inp), str(out)],
-                                   cwd=Path(info.venv) / "src", env=_clean_env(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        inp.write_bytes(
+            msgspec.msgpack.encode(InnerJob(job.store_url, msgspec.msgpack.encode(job.options), records, workers))
+        )
+        process = subprocess.Popen(
+            [str(Path(info.venv) / "bin" / "python"), "-m", "verdict.replay._inner", str(inp), str(out)],
+            cwd=Path(info.venv) / "src",
+            env=_clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert process.stdout is not None
         for line in process.stdout:
             parts = line.split()
@@ -294,15 +374,24 @@ def run_inside(info: RebuiltEnvironment, job: Any, records: list[bytes], progres
                 progress("replaying", done_before + int(parts[1]), total)
         stderr = process.stderr.read() if process.stderr else ""
         if process.wait() != 0 or not out.exists():
-            raise RebuildError(f"the replay inside {info.venv} failed (exit {process.returncode}): "
-                               + " | ".join(stderr.strip().splitlines()[-12:]))
+            raise RebuildError(
+                f"the replay inside {info.venv} failed (exit {process.returncode}): "
+                + " | ".join(stderr.strip().splitlines()[-12:])
+            )
         return msgspec.msgpack.decode(out.read_bytes(), type=InnerResult)
 
 
-def replay_in_rebuilt_environments(store: Any, job: Any, todo: list[Any], env_status: list[envs.RecordedEnvironment],
-                                   results: dict[str, DecisionResult], fingerprints: dict[str, bytes],
-                                   store_progress: Any, progress: Any,
-                                   workers_for: Callable[[int], int]) -> list[dict[str, Any]]:
+def replay_in_rebuilt_environments(
+    store: Any,
+    job: Any,
+    todo: list[Any],
+    env_status: list[envs.RecordedEnvironment],
+    results: dict[str, DecisionResult],
+    fingerprints: dict[str, bytes],
+    store_progress: Any,
+    progress: Any,
+    workers_for: Callable[[int], int],
+) -> list[dict[str, Any]]:
     """Replay ``todo`` grouped by recorded environment, each group in its rebuilt virtualenv.
 
     ``store_progress``: the replay's progress file (its ``record`` keeps each group's
@@ -319,13 +408,20 @@ def replay_in_rebuilt_environments(store: Any, job: Any, todo: list[Any], env_st
     for sha, members in sorted(groups.items()):
         try:
             info = ensure_environment(sha, envs.fetch(store, sha), progress)
-            inner = run_inside(info, job, [t.record for t in members], progress, done, total,
-                               workers_for(len(members)))
+            inner = run_inside(info, job, [t.record for t in members], progress, done, total, workers_for(len(members)))
         except (RebuildError, envs.EnvironmentProblem, OSError, subprocess.SubprocessError) as exc:
             for t in members:
-                results[t.request_id] = cannot_replay(t.request_id, "environment_not_rebuilt", f"--rebuild-env: {exc}",
-                                                      chain_id=t.chain_id, seq=t.seq, record_hash=t.record_hash,
-                                                      decided_at=t.decided_at, model=t.model, environment_sha256=sha)
+                results[t.request_id] = cannot_replay(
+                    t.request_id,
+                    "environment_not_rebuilt",
+                    f"--rebuild-env: {exc}",
+                    chain_id=t.chain_id,
+                    seq=t.seq,
+                    record_hash=t.record_hash,
+                    decided_at=t.decided_at,
+                    model=t.model,
+                    environment_sha256=sha,
+                )
             rebuilt.append({"recorded_environment": sha, "venv": None, "problem": str(exc)})
             done += len(members)
             continue
@@ -335,8 +431,11 @@ def replay_in_rebuilt_environments(store: Any, job: Any, todo: list[Any], env_st
             results[r.request_id] = r
         done += len(members)
         shas = sorted(inner.fingerprints)
-        info = msgspec.structs.replace(info, fingerprint_sha256=shas[0] if shas else None,
-                                       fingerprint_identical_to_recorded=sha in inner.fingerprints)
+        info = msgspec.structs.replace(
+            info,
+            fingerprint_sha256=shas[0] if shas else None,
+            fingerprint_identical_to_recorded=sha in inner.fingerprints,
+        )
         rebuilt.append(msgspec.to_builtins(info))
         if progress is not None:
             progress("replaying", done, total)

@@ -35,12 +35,12 @@ from typing import Any
 
 import msgspec
 
-from audit import layout
-from audit.canonical import canonical_bytes
-from audit.records import AccessBody, EvidenceBody, utc_now
-from audit.stores import ObjectExists, WormStore
-from replay import environment as envs
-from replay.verdicts import CANNOT_REPLAY_REASONS, VERDICTS, DecisionResult
+from verdict.audit import layout
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.records import AccessBody, EvidenceBody, utc_now
+from verdict.audit.stores import ObjectExists, WormStore
+from verdict.replay import environment as envs
+from verdict.replay.verdicts import CANNOT_REPLAY_REASONS, VERDICTS, DecisionResult
 
 __all__ = [
     "REPORT_FORMAT",
@@ -187,16 +187,31 @@ def summarize(results: list[DecisionResult]) -> Summary:
             summary.decisions_changed += r.decision.logged != r.decision.replayed
             summary.reasons_changed += r.decision.reasons_match is False
     summary.by_reason = dict(sorted(by_reason.items()))
-    summary.score, summary.base_value, summary.contributions = (dict(sorted(d.items())) for d in (score, base, contributions))
+    summary.score, summary.base_value, summary.contributions = (
+        dict(sorted(d.items())) for d in (score, base, contributions)
+    )
     summary.passed = summary.out_of_tolerance == 0 and summary.cannot_replay == 0 and len(results) > 0
     return summary
 
 
-def build_report(*, replay_id: str, job: Any, results: list[DecisionResult], notes: list[str], tolerances: list[Any],
-                 recorded_environments: list[envs.RecordedEnvironment], replay_fingerprints: dict[str, bytes],
-                 started_at: str, elapsed_s: float, workers: int, resumed: int, replayed_now: int,
-                 rebuilt: list[dict[str, Any]] | None, store: WormStore | None = None) -> ReplayReport:
-    from audit.stores import open_store
+def build_report(
+    *,
+    replay_id: str,
+    job: Any,
+    results: list[DecisionResult],
+    notes: list[str],
+    tolerances: list[Any],
+    recorded_environments: list[envs.RecordedEnvironment],
+    replay_fingerprints: dict[str, bytes],
+    started_at: str,
+    elapsed_s: float,
+    workers: int,
+    resumed: int,
+    replayed_now: int,
+    rebuilt: list[dict[str, Any]] | None,
+    store: WormStore | None = None,
+) -> ReplayReport:
+    from verdict.audit.stores import open_store
 
     store = store or open_store(job.store_url)
     fingerprints = {sha: msgspec.json.decode(data) for sha, data in sorted(replay_fingerprints.items())}
@@ -218,20 +233,39 @@ def build_report(*, replay_id: str, job: Any, results: list[DecisionResult], not
         entry.differences = envs.diff(recorded, fingerprints.get(replay_sha, {}))
         entry.summary = envs.summarize(entry.differences)
         if len(mine) > 1:
-            entry.summary.append(f"its decisions were replayed in {len(mine)} environments; differences shown against {replay_sha[:16]}...")
+            entry.summary.append(
+                f"its decisions were replayed in {len(mine)} environments; differences shown against {replay_sha[:16]}..."
+            )
     overrides = job.options.overrides()
     summary = summarize(results)
     return ReplayReport(
-        format=REPORT_FORMAT, replay_id=replay_id, created_at=utc_now(), started_at=started_at, store=job.store_url,
-        actor=job.actor, purpose=job.purpose, selection=msgspec.to_builtins(job.selection),
-        selection_text=job.selection.describe(), scope=job.options.scope, require_checkpoint=job.require_checkpoint,
+        format=REPORT_FORMAT,
+        replay_id=replay_id,
+        created_at=utc_now(),
+        started_at=started_at,
+        store=job.store_url,
+        actor=job.actor,
+        purpose=job.purpose,
+        selection=msgspec.to_builtins(job.selection),
+        selection_text=job.selection.describe(),
+        scope=job.options.scope,
+        require_checkpoint=job.require_checkpoint,
         tolerances=[msgspec.to_builtins(t) for t in tolerances],
-        environment=ReplayEnvironment(mode=_mode(rebuilt), fingerprints=fingerprints,
-                                      rebuilt=rebuilt or [], overrides=overrides),
-        recorded_environments=recorded_environments, summary=summary,
-        timing=Timing(elapsed_s=round(elapsed_s, 3), decisions_per_s=round(replayed_now / elapsed_s, 1) if elapsed_s > 0 else 0.0,
-                      workers=workers, replayed_now=replayed_now, resumed=resumed),
-        decisions=results, counterfactual=bool(overrides), notes=notes,
+        environment=ReplayEnvironment(
+            mode=_mode(rebuilt), fingerprints=fingerprints, rebuilt=rebuilt or [], overrides=overrides
+        ),
+        recorded_environments=recorded_environments,
+        summary=summary,
+        timing=Timing(
+            elapsed_s=round(elapsed_s, 3),
+            decisions_per_s=round(replayed_now / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+            workers=workers,
+            replayed_now=replayed_now,
+            resumed=resumed,
+        ),
+        decisions=results,
+        counterfactual=bool(overrides),
+        notes=notes,
     )
 
 
@@ -275,11 +309,22 @@ def sign_report(report: ReplayReport, signer: Any) -> bytes:
     """The stored envelope: canonical JSON of the report and its Ed25519 signature."""
     body = canonical_json(report)
     signature = signer.sign(SIGNATURE_DOMAIN + body)
-    sig = ReportSignature(algorithm="ed25519", key_id=signer.key_id, domain=SIGNATURE_DOMAIN.rstrip(b"\x00").decode(),
-                          signature=base64.b64encode(signature).decode("ascii"))
+    sig = ReportSignature(
+        algorithm="ed25519",
+        key_id=signer.key_id,
+        domain=SIGNATURE_DOMAIN.rstrip(b"\x00").decode(),
+        signature=base64.b64encode(signature).decode("ascii"),
+    )
     # {"format", "report", "signature"}: keys already in canonical order.
-    return (b'{"format":' + canonical_bytes(SIGNED_FORMAT) + b',"report":' + body + b',"signature":'
-            + canonical_bytes(sig) + b"}")
+    return (
+        b'{"format":'
+        + canonical_bytes(SIGNED_FORMAT)
+        + b',"report":'
+        + body
+        + b',"signature":'
+        + canonical_bytes(sig)
+        + b"}"
+    )
 
 
 class ReportVerification(msgspec.Struct, frozen=True):
@@ -294,8 +339,8 @@ def verify_signed_report(store: WormStore, data: bytes) -> ReportVerification:
     signature with the published key named in it."""
     from cryptography.exceptions import InvalidSignature
 
-    from audit.signing import KeyDocumentError, check_key_document, decode_key_document
-    from audit.stores import ObjectMissing
+    from verdict.audit.signing import KeyDocumentError, check_key_document, decode_key_document
+    from verdict.audit.stores import ObjectMissing
 
     try:
         envelope = msgspec.json.decode(data)
@@ -332,15 +377,25 @@ def _put(store: WormStore, data: bytes) -> tuple[str, str]:
 # --- finishing: sign, store, record, render -------------------------------------------------
 
 
-def finish(store: WormStore, job: Any, report: ReplayReport, *, signer: Any = None, keyring: Any = None,
-           html_path: Path | None = None, json_path: Path | None = None, root: Any = None) -> ReplayOutcome:
-    outcome = ReplayOutcome(replay_id=report.replay_id, report=report, results=report.decisions,
-                            exit_code=0 if report.summary.passed else 1)
+def finish(
+    store: WormStore,
+    job: Any,
+    report: ReplayReport,
+    *,
+    signer: Any = None,
+    keyring: Any = None,
+    html_path: Path | None = None,
+    json_path: Path | None = None,
+    root: Any = None,
+) -> ReplayOutcome:
+    outcome = ReplayOutcome(
+        replay_id=report.replay_id, report=report, results=report.decisions, exit_code=0 if report.summary.passed else 1
+    )
     stored = None
     if job.record:
-        from audit.chain import ChainWriter
-        from audit.trust import local_root
-        from audit.signing import FileKeyStore
+        from verdict.audit.chain import ChainWriter
+        from verdict.audit.signing import FileKeyStore
+        from verdict.audit.trust import local_root
 
         keys = FileKeyStore.default()
         if signer is None:
@@ -354,28 +409,50 @@ def finish(store: WormStore, job: Any, report: ReplayReport, *, signer: Any = No
         envelope = sign_report(report, signer)
         key, digest = _put(store, envelope)
         s = report.summary
-        text = (f"replay {report.replay_id} of {report.selection_text} ({report.scope}): {s.decisions} decisions, "
-                f"{s.identical} identical, {s.within_tolerance} within tolerance, {s.out_of_tolerance} out of tolerance, "
-                f"{s.cannot_replay} cannot replay" + ("; COUNTERFACTUAL runtime overrides" if report.counterfactual else ""))
+        text = (
+            f"replay {report.replay_id} of {report.selection_text} ({report.scope}): {s.decisions} decisions, "
+            f"{s.identical} identical, {s.within_tolerance} within tolerance, {s.out_of_tolerance} out of tolerance, "
+            f"{s.cannot_replay} cannot replay" + ("; COUNTERFACTUAL runtime overrides" if report.counterfactual else "")
+        )
         accessed = [r.request_id for r in report.decisions if r.reason != "not_found"]
         # The replay chain is certified by the same root as the gateway's (spec §5a): the
         # gateway's own root, else this machine's, else it stays unanchored like its verifier.
-        writer = ChainWriter.open(store, job.replay_chain, signer, keyring=keyring or keys, created_by="verdict replay",
-                                  root=root if root is not None else local_root())
+        writer = ChainWriter.open(
+            store,
+            job.replay_chain,
+            signer,
+            keyring=keyring or keys,
+            created_by="verdict replay",
+            root=root if root is not None else local_root(),
+        )
         try:
             now = utc_now()
-            bodies: list[Any] = [AccessBody(action="replay", actor_key_id=job.actor, target_request_id=rid, accessed_at=now,
-                                            purpose=f"replay {report.replay_id}" + (f": {job.purpose}" if job.purpose else ""))
-                                 for rid in accessed]
+            bodies: list[Any] = [
+                AccessBody(
+                    action="replay",
+                    actor_key_id=job.actor,
+                    target_request_id=rid,
+                    accessed_at=now,
+                    purpose=f"replay {report.replay_id}" + (f": {job.purpose}" if job.purpose else ""),
+                )
+                for rid in accessed
+            ]
             for i in range(0, len(bodies), _ACCESS_BATCH):
                 writer.append_batch(bodies[i : i + _ACCESS_BATCH])
-            (receipt,) = writer.append_batch([EvidenceBody(evidence_kind="replay_report", object_key=key, sha256=digest,
-                                                           summary=text)])
+            (receipt,) = writer.append_batch(
+                [EvidenceBody(evidence_kind="replay_report", object_key=key, sha256=digest, summary=text)]
+            )
         finally:
             writer.close()
-        stored = StoredReport(object_key=key, sha256=digest, key_id=signer.key_id, html_key=html_key,
-                              replay_chain=job.replay_chain, evidence_seq=getattr(receipt, "seq", None),
-                              access_records=len(accessed))
+        stored = StoredReport(
+            object_key=key,
+            sha256=digest,
+            key_id=signer.key_id,
+            html_key=html_key,
+            replay_chain=job.replay_chain,
+            evidence_seq=getattr(receipt, "seq", None),
+            access_records=len(accessed),
+        )
         if json_path is not None:
             Path(json_path).write_bytes(envelope)
     else:
@@ -396,11 +473,14 @@ _COLOURS = {"identical": "#7f8c8d", "within_tolerance": "#2e86c1", "out_of_toler
 def score_chart_png(report: ReplayReport) -> bytes | None:
     """Score delta (replayed - logged) against the logged score, with each model's
     tolerance band shaded; symmetric-log y axis so one-ulp deltas and the band both show."""
-    points = [(r.score.logged, r.score.delta or 0.0, r.score.verdict) for r in report.decisions
-              if r.score is not None and r.score.logged is not None and r.score.verdict != "not_replayed"]
+    points = [
+        (r.score.logged, r.score.delta or 0.0, r.score.verdict)
+        for r in report.decisions
+        if r.score is not None and r.score.logged is not None and r.score.verdict != "not_replayed"
+    ]
     if not points:
         return None
-    from gateway.plotting import chart_session
+    from verdict.gateway.plotting import chart_session
 
     with chart_session() as plt:
         fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=110)
@@ -421,22 +501,32 @@ def _draw_score_chart(report: ReplayReport, points: list, fig, ax) -> bytes:  # 
         eff = t["effective"]
         band = eff["absolute"] + eff["relative"] * np.abs(xs)
         bounds.append(float(band.min()))
-        ax.fill_between(xs, -band, band, color="#58d68d", alpha=0.18 if i == 0 else 0.1,
-                        label=f"tolerance {t['model']}: ±({eff['absolute']:g} + {eff['relative']:g}·|score|)")
+        ax.fill_between(
+            xs,
+            -band,
+            band,
+            color="#58d68d",
+            alpha=0.18 if i == 0 else 0.1,
+            label=f"tolerance {t['model']}: ±({eff['absolute']:g} + {eff['relative']:g}·|score|)",
+        )
     nonzero = [abs(d) for _, d, _ in points if d]
     smallest = min(nonzero + bounds, default=1e-9)
     ax.set_yscale("symlog", linthresh=max(smallest / 10, 1e-300))
     for verdict, colour in _COLOURS.items():
         sel = [(x, d) for x, d, v in points if v == verdict]
         if sel:
-            ax.scatter([x for x, _ in sel], [d for _, d in sel], s=9, color=colour, label=f"{verdict} ({len(sel)})",
-                       zorder=3)
+            ax.scatter(
+                [x for x, _ in sel], [d for _, d in sel], s=9, color=colour, label=f"{verdict} ({len(sel)})", zorder=3
+            )
     ax.axhline(0.0, color="#444", linewidth=0.6)
     ax.set_xlabel("logged score")
     ax.set_ylabel("replayed − logged (symlog)")
     cannot = report.summary.cannot_replay
-    ax.set_title("Score deltas against the registered tolerance band"
-                 + (f" ({cannot} cannot_replay not shown)" if cannot else ""), fontsize=10)
+    ax.set_title(
+        "Score deltas against the registered tolerance band"
+        + (f" ({cannot} cannot_replay not shown)" if cannot else ""),
+        fontsize=10,
+    )
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     buffer = io.BytesIO()
@@ -474,69 +564,108 @@ def _num(x: float | None) -> str:
 
 def render_html(report: ReplayReport) -> str:
     s = report.summary
-    out: list[str] = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-                      f"<title>Replay report {_e(report.replay_id)}</title><style>{_CSS}</style></head><body>"]
+    out: list[str] = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Replay report {_e(report.replay_id)}</title><style>{_CSS}</style></head><body>",
+    ]
     out.append(f"<h1>Replay report <code>{_e(report.replay_id)}</code></h1>")
-    out.append(f"<p class='muted'>Created {_e(report.created_at)} by {_e(report.actor)}"
-               + (f" for {_e(report.purpose)}" if report.purpose else "")
-               + f" &middot; store <code>{_e(report.store)}</code> &middot; format {_e(report.format)}</p>")
+    out.append(
+        f"<p class='muted'>Created {_e(report.created_at)} by {_e(report.actor)}"
+        + (f" for {_e(report.purpose)}" if report.purpose else "")
+        + f" &middot; store <code>{_e(report.store)}</code> &middot; format {_e(report.format)}</p>"
+    )
     if s.passed:
-        out.append(f"<div class='banner pass'>PASSED: all {s.decisions} decisions reproduced "
-                   f"({s.identical} bit-identical, {s.within_tolerance} within the registered tolerance).</div>")
+        out.append(
+            f"<div class='banner pass'>PASSED: all {s.decisions} decisions reproduced "
+            f"({s.identical} bit-identical, {s.within_tolerance} within the registered tolerance).</div>"
+        )
     elif not s.decisions:
         out.append("<div class='banner fail'>NOT PASSED: no logged decision matched the selection.</div>")
     else:
-        out.append(f"<div class='banner fail'>NOT PASSED: {s.out_of_tolerance} decision(s) out of tolerance, "
-                   f"{s.cannot_replay} could not be replayed, of {s.decisions}.</div>")
+        out.append(
+            f"<div class='banner fail'>NOT PASSED: {s.out_of_tolerance} decision(s) out of tolerance, "
+            f"{s.cannot_replay} could not be replayed, of {s.decisions}.</div>"
+        )
     if report.counterfactual:
         forced = ", ".join(f"{k} = {v}" for k, v in report.environment.overrides.items())
-        out.append(f"<div class='banner warn'>COUNTERFACTUAL replay: runtime settings were forced ({_e(forced)}) instead "
-                   f"of the recorded ones. This measures sensitivity; it is not a faithful replay.</div>")
+        out.append(
+            f"<div class='banner warn'>COUNTERFACTUAL replay: runtime settings were forced ({_e(forced)}) instead "
+            f"of the recorded ones. This measures sensitivity; it is not a faithful replay.</div>"
+        )
     if report.scope == "score_only":
-        out.append("<div class='banner warn'>Scope: score only. Scores and decisions were replayed; base values, "
-                   "contributions and reasons were NOT (marked not_replayed).</div>")
+        out.append(
+            "<div class='banner warn'>Scope: score only. Scores and decisions were replayed; base values, "
+            "contributions and reasons were NOT (marked not_replayed).</div>"
+        )
 
     out.append("<h2>What was replayed</h2><table>")
-    rows = [("Selection", report.selection_text), ("Scope", report.scope),
-            ("Record proof required", "signature, chain position and inclusion in a signed checkpoint"
-             if report.require_checkpoint else "signature and chain position (checkpoint not required)"),
-            ("Environment", _environment_line(report)),
-            ("Elapsed", f"{report.timing.elapsed_s:.1f} s, {report.timing.decisions_per_s:g} decisions/s, "
-                        f"{report.timing.workers or 'no'} worker process(es)"
-                        + (f", resumed {report.timing.resumed} time(s)" if report.timing.resumed else ""))]
+    rows = [
+        ("Selection", report.selection_text),
+        ("Scope", report.scope),
+        (
+            "Record proof required",
+            "signature, chain position and inclusion in a signed checkpoint"
+            if report.require_checkpoint
+            else "signature and chain position (checkpoint not required)",
+        ),
+        ("Environment", _environment_line(report)),
+        (
+            "Elapsed",
+            f"{report.timing.elapsed_s:.1f} s, {report.timing.decisions_per_s:g} decisions/s, "
+            f"{report.timing.workers or 'no'} worker process(es)"
+            + (f", resumed {report.timing.resumed} time(s)" if report.timing.resumed else ""),
+        ),
+    ]
     out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows]
     out.append("</table>")
 
     out.append("<h2>Summary</h2><table><tr><th>verdict</th><th>decisions</th><th>meaning</th></tr>")
-    meanings = {"identical": "same bits as logged (score, base value, every contribution)",
-                "within_tolerance": "not bit-identical, inside the tolerance registered with the model",
-                "out_of_tolerance": "outside the registered tolerance, or decision/reasons changed: flagged",
-                "cannot_replay": "the record, model or environment could not be proven or run"}
+    meanings = {
+        "identical": "same bits as logged (score, base value, every contribution)",
+        "within_tolerance": "not bit-identical, inside the tolerance registered with the model",
+        "out_of_tolerance": "outside the registered tolerance, or decision/reasons changed: flagged",
+        "cannot_replay": "the record, model or environment could not be proven or run",
+    }
     for v in VERDICTS:
         out.append(f"<tr class='{v}'><td>{v}</td><td class='num'>{getattr(s, v)}</td><td>{_e(meanings[v])}</td></tr>")
     out.append("</table>")
     detail = [("score", s.score), ("base value", s.base_value), ("contributions (all values)", s.contributions)]
-    out.append("<table><tr><th>value</th>" + "".join(f"<th>{v}</th>" for v in (*VERDICTS[:3], "not_replayed")) + "</tr>")
+    out.append(
+        "<table><tr><th>value</th>" + "".join(f"<th>{v}</th>" for v in (*VERDICTS[:3], "not_replayed")) + "</tr>"
+    )
     for name, counts in detail:
-        out.append(f"<tr><td>{_e(name)}</td>" + "".join(f"<td class='num'>{counts.get(v, 0)}</td>"
-                                                          for v in (*VERDICTS[:3], "not_replayed")) + "</tr>")
+        out.append(
+            f"<tr><td>{_e(name)}</td>"
+            + "".join(f"<td class='num'>{counts.get(v, 0)}</td>" for v in (*VERDICTS[:3], "not_replayed"))
+            + "</tr>"
+        )
     out.append("</table>")
-    out.append(f"<p>Decisions whose label changed: <b>{s.decisions_changed}</b>; whose reasons changed: "
-               f"<b>{s.reasons_changed}</b>; largest |score delta|: <b>{_num(s.max_abs_score_delta)}</b>.</p>")
+    out.append(
+        f"<p>Decisions whose label changed: <b>{s.decisions_changed}</b>; whose reasons changed: "
+        f"<b>{s.reasons_changed}</b>; largest |score delta|: <b>{_num(s.max_abs_score_delta)}</b>.</p>"
+    )
     if s.by_reason:
         out.append("<table><tr><th>cannot_replay reason</th><th>decisions</th><th>meaning</th></tr>")
-        out += [f"<tr><td><code>{_e(k)}</code></td><td class='num'>{n}</td><td>{_e(CANNOT_REPLAY_REASONS.get(k, ''))}</td></tr>"
-                for k, n in s.by_reason.items()]
+        out += [
+            f"<tr><td><code>{_e(k)}</code></td><td class='num'>{n}</td><td>{_e(CANNOT_REPLAY_REASONS.get(k, ''))}</td></tr>"
+            for k, n in s.by_reason.items()
+        ]
         out.append("</table>")
 
-    out.append("<h2>Tolerance (fixed at registration)</h2><table><tr><th>model</th><th>registered absolute</th>"
-               "<th>registered relative</th><th>applied absolute</th><th>applied relative</th></tr>")
+    out.append(
+        "<h2>Tolerance (fixed at registration)</h2><table><tr><th>model</th><th>registered absolute</th>"
+        "<th>registered relative</th><th>applied absolute</th><th>applied relative</th></tr>"
+    )
     for t in report.tolerances:
         m, e = t["manifest"], t["effective"]
-        out.append(f"<tr><td>{_e(t['model'])}</td><td class='num'>{m['absolute']:g}</td><td class='num'>{m['relative']:g}</td>"
-                   f"<td class='num'>{e['absolute']:g}</td><td class='num'>{e['relative']:g}</td></tr>")
-    out.append("</table><p class='muted'>A value is within tolerance when |replayed − logged| ≤ absolute + relative·|logged|. "
-               "A replay may tighten these bounds, never widen them.</p>")
+        out.append(
+            f"<tr><td>{_e(t['model'])}</td><td class='num'>{m['absolute']:g}</td><td class='num'>{m['relative']:g}</td>"
+            f"<td class='num'>{e['absolute']:g}</td><td class='num'>{e['relative']:g}</td></tr>"
+        )
+    out.append(
+        "</table><p class='muted'>A value is within tolerance when |replayed − logged| ≤ absolute + relative·|logged|. "
+        "A replay may tighten these bounds, never widen them.</p>"
+    )
 
     png = score_chart_png(report)
     if png:
@@ -547,38 +676,60 @@ def render_html(report: ReplayReport) -> str:
     out.append(f"<p>{_e(_environment_line(report))}</p>")
     for sha, fp in report.environment.fingerprints.items():
         out.append(f"<details><summary>Replay environment fingerprint <code>{_e(sha)}</code></summary><table>")
-        out += [f"<tr><th>{_e(k)}</th><td>{_e(_brief(fp.get(k)))}</td></tr>" for k in
-                ("python", "platform", "machine", "project_version", "project_source_sha256", "key_packages", "determinism")]
-        out.append(f"<tr><th>torch</th><td>{_e((fp.get('torch') or {}).get('version'))}</td></tr>"
-                   f"<tr><th>accelerator</th><td>{_e(fp.get('accelerator'))}</td></tr>"
-                   f"<tr><th>cpu</th><td>{_e((fp.get('cpu') or {}).get('model'))}</td></tr></table></details>")
+        out += [
+            f"<tr><th>{_e(k)}</th><td>{_e(_brief(fp.get(k)))}</td></tr>"
+            for k in (
+                "python",
+                "platform",
+                "machine",
+                "project_version",
+                "project_source_sha256",
+                "key_packages",
+                "determinism",
+            )
+        ]
+        out.append(
+            f"<tr><th>torch</th><td>{_e((fp.get('torch') or {}).get('version'))}</td></tr>"
+            f"<tr><th>accelerator</th><td>{_e(fp.get('accelerator'))}</td></tr>"
+            f"<tr><th>cpu</th><td>{_e((fp.get('cpu') or {}).get('model'))}</td></tr></table></details>"
+        )
     for rebuilt in report.environment.rebuilt:
         out.append("<details open><summary>Rebuilt virtualenv</summary><table>")
         out += [f"<tr><th>{_e(k)}</th><td>{_e(_brief(v))}</td></tr>" for k, v in rebuilt.items()]
         out.append("</table></details>")
     for entry in report.recorded_environments:
         state = "identical to the replay's" if entry.identical else entry.status
-        out.append(f"<h3>Recorded environment <code>{_e(entry.sha256[:16])}…</code> ({entry.decisions} decisions): {_e(state)}</h3>")
+        out.append(
+            f"<h3>Recorded environment <code>{_e(entry.sha256[:16])}…</code> ({entry.decisions} decisions): {_e(state)}</h3>"
+        )
         if entry.problem:
             out.append(f"<p class='cannot_replay'>{_e(entry.problem)}</p>")
         if entry.summary:
             out.append("<ul>" + "".join(f"<li>{_e(line)}</li>" for line in entry.summary) + "</ul>")
         if entry.differences:
-            out.append(f"<details><summary>All {len(entry.differences)} differences</summary><table>"
-                       "<tr><th>path</th><th>recorded</th><th>replay</th></tr>")
-            out += [f"<tr><td><code>{_e(d.path)}</code></td><td>{_e(_brief(d.recorded))}</td><td>{_e(_brief(d.current))}</td></tr>"
-                    for d in entry.differences]
+            out.append(
+                f"<details><summary>All {len(entry.differences)} differences</summary><table>"
+                "<tr><th>path</th><th>recorded</th><th>replay</th></tr>"
+            )
+            out += [
+                f"<tr><td><code>{_e(d.path)}</code></td><td>{_e(_brief(d.recorded))}</td><td>{_e(_brief(d.current))}</td></tr>"
+                for d in entry.differences
+            ]
             out.append("</table></details>")
 
     if report.notes:
         out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in report.notes) + "</ul>")
 
     out.append(f"<h2>Decisions ({len(report.decisions)})</h2>")
-    out.append("<p class='muted'>Flagged decisions first. Contribution verdicts: counts over all attributes; "
-               "the signed JSON report lists every contribution that is not bit-identical with its numbers.</p>")
-    out.append("<table><tr><th>request id</th><th>chain/seq</th><th>model</th><th>decided at</th><th>verdict</th>"
-               "<th>logged score</th><th>replayed score</th><th>delta</th><th>bound</th><th>contributions</th>"
-               "<th>decision</th><th>why</th></tr>")
+    out.append(
+        "<p class='muted'>Flagged decisions first. Contribution verdicts: counts over all attributes; "
+        "the signed JSON report lists every contribution that is not bit-identical with its numbers.</p>"
+    )
+    out.append(
+        "<table><tr><th>request id</th><th>chain/seq</th><th>model</th><th>decided at</th><th>verdict</th>"
+        "<th>logged score</th><th>replayed score</th><th>delta</th><th>bound</th><th>contributions</th>"
+        "<th>decision</th><th>why</th></tr>"
+    )
     order = {v: i for i, v in enumerate(reversed(VERDICTS))}
     for r in sorted(report.decisions, key=lambda r: order.get(r.verdict, 9)):
         sc = r.score
@@ -589,18 +740,25 @@ def render_html(report: ReplayReport) -> str:
                 contrib += f" (max |Δ| {_num(r.contributions.max_abs_delta)})"
         decision = ""
         if r.decision is not None:
-            decision = r.decision.logged if r.decision.logged == r.decision.replayed else f"{r.decision.logged} → {r.decision.replayed}"
+            decision = (
+                r.decision.logged
+                if r.decision.logged == r.decision.replayed
+                else f"{r.decision.logged} → {r.decision.replayed}"
+            )
         why = "; ".join(r.why) + (f" [{r.reason}]" if r.reason else "")
         out.append(
             f"<tr class='{r.verdict}'><td><code>{_e(r.request_id)}</code></td><td>{_e(r.chain_id)}/{_e(r.seq)}</td>"
             f"<td>{_e(r.model)}</td><td>{_e(r.decided_at)}</td><td>{r.verdict}</td>"
             f"<td class='num'>{_num(sc.logged) if sc else ''}</td><td class='num'>{_num(sc.replayed) if sc else ''}</td>"
             f"<td class='num'>{_num(sc.delta) if sc else ''}</td><td class='num'>{_num(sc.bound) if sc else ''}</td>"
-            f"<td>{_e(contrib)}</td><td>{_e(decision)}</td><td>{_e(why)}</td></tr>")
+            f"<td>{_e(contrib)}</td><td>{_e(decision)}</td><td>{_e(why)}</td></tr>"
+        )
     out.append("</table>")
-    out.append("<p class='muted'>The machine-checkable version of this report is the signed JSON stored as evidence in the "
-               "trail (evidence/sha256/…), referenced by an evidence record on the replay chain; verify it with "
-               "<code>verdict replay --verify-report FILE</code>.</p></body></html>")
+    out.append(
+        "<p class='muted'>The machine-checkable version of this report is the signed JSON stored as evidence in the "
+        "trail (evidence/sha256/…), referenced by an evidence record on the replay chain; verify it with "
+        "<code>verdict replay --verify-report FILE</code>.</p></body></html>"
+    )
     return "\n".join(out)
 
 
@@ -609,10 +767,13 @@ def _environment_line(report: ReplayReport) -> str:
     shas = ", ".join(s[:16] + "…" for s in env.fingerprints) or "unknown"
     if env.mode == "rebuild_failed":
         return "a rebuild of the recorded environment was asked for and failed: " + "; ".join(
-            str(r.get("problem")) for r in env.rebuilt)
+            str(r.get("problem")) for r in env.rebuilt
+        )
     if env.mode == "rebuilt":
-        where = "; ".join(f"{r.get('venv')} (from recorded environment {str(r.get('recorded_environment', ''))[:16]}…)"
-                          for r in env.rebuilt)
+        where = "; ".join(
+            f"{r.get('venv')} (from recorded environment {str(r.get('recorded_environment', ''))[:16]}…)"
+            for r in env.rebuilt
+        )
         return f"rebuilt: a fresh virtualenv from the recorded pins and project source: {where}; fingerprint {shas}"
     return f"current installation (not rebuilt); fingerprint {shas}"
 

@@ -30,10 +30,10 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from audit.canonical import CanonicalEncodingError
-from audit.records import DecisionBody, PlainInputs, Record, decode_record, record_bytes
-from audit.stores import StoreError, open_store
-from replay.verdicts import DecisionResult, Tolerance, cannot_replay, effective_tolerance, judge
+from verdict.audit.canonical import CanonicalEncodingError
+from verdict.audit.records import DecisionBody, PlainInputs, Record, decode_record, record_bytes
+from verdict.audit.stores import StoreError, open_store
+from verdict.replay.verdicts import DecisionResult, Tolerance, cannot_replay, effective_tolerance, judge
 
 __all__ = ["ReplayOptions", "Rescorer", "RuntimeKey", "runtime_key"]
 
@@ -89,7 +89,9 @@ def runtime_key(body: DecisionBody) -> RuntimeKey:
         device=body.runtime.device,
         dtype=body.runtime.dtype,
         score_bucket=body.runtime.bucket,
-        explain_bucket=int(explain_bucket) if isinstance(explain_bucket, int) and not isinstance(explain_bucket, bool) else 0,
+        explain_bucket=int(explain_bucket)
+        if isinstance(explain_bucket, int) and not isinstance(explain_bucket, bool)
+        else 0,
         threads=body.runtime.threads,
     )
 
@@ -128,7 +130,7 @@ class Rescorer:
     Everything it learns about the store (manifests, problems) lives as long as the replay."""
 
     def __init__(self, store_url: str, options: ReplayOptions) -> None:
-        from gateway.registry import Registry
+        from verdict.gateway.registry import Registry
 
         self.store = open_store(store_url)
         self.registry = Registry(self.store)
@@ -143,8 +145,8 @@ class Rescorer:
     # -- loading (as gateway.models_cache.ModelCache.loaded does) ---------------------------
 
     def manifest(self, name: str, version: str) -> Any:
-        from gateway.manifest import ManifestError
-        from gateway.registry import UnknownModel
+        from verdict.gateway.manifest import ManifestError
+        from verdict.gateway.registry import UnknownModel
 
         key = (name, version)
         if key not in self._manifests:
@@ -162,7 +164,7 @@ class Rescorer:
         return found
 
     def _device(self, recorded: str) -> str:
-        from gateway.determinism import DeterminismError, select_device
+        from verdict.gateway.determinism import DeterminismError, select_device
 
         policy = "cuda" if recorded.startswith("cuda") else "cpu" if recorded == "cpu" else recorded
         try:
@@ -171,8 +173,8 @@ class Rescorer:
             raise _ModelProblem("environment_cannot_run", f"the decision ran on {recorded}: {exc}") from None
 
     def model(self, key: RuntimeKey) -> Any:
-        from gateway.registry import RegistryError, TamperedBlob, blob_key
-        from gateway.runtime import load_model
+        from verdict.gateway.registry import RegistryError, TamperedBlob, blob_key
+        from verdict.gateway.runtime import load_model
 
         manifest = self.manifest(key.name, key.version)
         if manifest.artifact_sha256 != key.sha256:
@@ -182,7 +184,9 @@ class Rescorer:
                 f"names sha256:{manifest.artifact_sha256}",
             )
         if key.dtype != manifest.runtime.dtype:
-            raise _ModelProblem("environment_cannot_run", f"the record says dtype {key.dtype}, the model runs {manifest.runtime.dtype}")
+            raise _ModelProblem(
+                "environment_cannot_run", f"the record says dtype {key.dtype}, the model runs {manifest.runtime.dtype}"
+            )
         device = self._device(key.device)
         cache_key = (key.name, key.version, device)
         if cache_key in self._problems:
@@ -190,8 +194,10 @@ class Rescorer:
         if cache_key not in self._models:
             try:
                 if not self.store.exists(blob_key(key.sha256)):
-                    raise _ModelProblem("artifact_missing",
-                                        f"model artifact {blob_key(key.sha256)} ({key.name}:{key.version}) is missing from {self.store.url}")
+                    raise _ModelProblem(
+                        "artifact_missing",
+                        f"model artifact {blob_key(key.sha256)} ({key.name}:{key.version}) is missing from {self.store.url}",
+                    )
                 try:
                     # Verified on every replay (a Rescorer lives for one replay): the bytes in the
                     # store must still hash to the record's address, even if a long-lived worker
@@ -208,16 +214,18 @@ class Rescorer:
                 except StoreError as exc:
                     raise _ModelProblem("store_error", str(exc)) from None
                 except Exception as exc:  # noqa: BLE001 - torch cannot load/run it here: that is the verdict
-                    raise _ModelProblem("environment_cannot_run",
-                                        f"loading {key.name}:{key.version} failed here: {type(exc).__name__}: {exc}") from None
+                    raise _ModelProblem(
+                        "environment_cannot_run",
+                        f"loading {key.name}:{key.version} failed here: {type(exc).__name__}: {exc}",
+                    ) from None
             except _ModelProblem as problem:
                 self._problems[cache_key] = problem
                 raise
         return self._models[cache_key]
 
     def explainer(self, key: RuntimeKey, model: Any, explain_bucket: int) -> Any:
-        from gateway.explanation import Explainer, ExplainerConfigError
-        from gateway.registry import RegistryError, TamperedBlob
+        from verdict.gateway.explanation import Explainer, ExplainerConfigError
+        from verdict.gateway.registry import RegistryError, TamperedBlob
 
         cache_key = (key.name, key.version, str(model.device), explain_bucket)
         if cache_key in self._problems:
@@ -237,7 +245,9 @@ class Rescorer:
                         _EXPLAINERS[shared] = Explainer(subject, background)
                     self._explainers[cache_key] = _EXPLAINERS[shared]
                 except ExplainerConfigError as exc:
-                    raise _ModelProblem("environment_cannot_run", f"the explainer of {key.name}:{key.version} cannot run here: {exc}") from None
+                    raise _ModelProblem(
+                        "environment_cannot_run", f"the explainer of {key.name}:{key.version} cannot run here: {exc}"
+                    ) from None
             except _ModelProblem as problem:
                 self._problems[cache_key] = problem
                 raise
@@ -247,7 +257,7 @@ class Rescorer:
         """This process's environment fingerprint as it scores (after the determinism switch)."""
         key = (device, threads)
         if key not in self._fingerprints:
-            from replay.environment import current_fingerprint
+            from verdict.replay.environment import current_fingerprint
 
             _, sha, data = current_fingerprint(device)
             self._fingerprints[key] = (sha, data)
@@ -273,9 +283,12 @@ class Rescorer:
             except CanonicalEncodingError:
                 canonical = False
             if not canonical:
-                results[i] = cannot_replay(body.request_id, "not_canonical",
-                                           f"record {record.chain_id}/{record.seq} is not in canonical form",
-                                           **self._known(record, body))
+                results[i] = cannot_replay(
+                    body.request_id,
+                    "not_canonical",
+                    f"record {record.chain_id}/{record.seq} is not in canonical form",
+                    **self._known(record, body),
+                )
                 continue
             groups.setdefault(runtime_key(body), []).append((i, record, body))
         for key, members in groups.items():
@@ -284,20 +297,32 @@ class Rescorer:
         return [r for r in results if r is not None]
 
     def _known(self, record: Record, body: DecisionBody) -> dict[str, Any]:
-        return dict(chain_id=record.chain_id, seq=record.seq, record_hash=self._digests.get(id(record)),
-                    decided_at=body.decided_at, model=f"{body.model.name}:{body.model.version}",
-                    model_sha256=body.model.sha256, environment_sha256=body.environment_sha256)
+        return dict(
+            chain_id=record.chain_id,
+            seq=record.seq,
+            record_hash=self._digests.get(id(record)),
+            decided_at=body.decided_at,
+            model=f"{body.model.name}:{body.model.version}",
+            model_sha256=body.model.sha256,
+            environment_sha256=body.environment_sha256,
+        )
 
-    def _group(self, key: RuntimeKey, members: list[tuple[int, Record, DecisionBody]]) -> list[tuple[int, DecisionResult]]:
-        from gateway import determinism
-        from gateway.schema import InputValidationError, validate_attributes
+    def _group(
+        self, key: RuntimeKey, members: list[tuple[int, Record, DecisionBody]]
+    ) -> list[tuple[int, DecisionResult]]:
+        from verdict.gateway import determinism
+        from verdict.gateway.schema import InputValidationError, validate_attributes
 
         out: list[tuple[int, DecisionResult]] = []
         try:
             model = self.model(key)
             manifest = model.manifest
-            tolerance = effective_tolerance(Tolerance(manifest.tolerance.absolute, manifest.tolerance.relative),
-                                            self.options.tighten_absolute, self.options.tighten_relative, model=manifest.ref)
+            tolerance = effective_tolerance(
+                Tolerance(manifest.tolerance.absolute, manifest.tolerance.relative),
+                self.options.tighten_absolute,
+                self.options.tighten_relative,
+                model=manifest.ref,
+            )
             threads = self.options.override_threads or key.threads
             score_bucket = self.options.override_score_bucket or key.score_bucket
             explain_bucket = self.options.override_explain_bucket or key.explain_bucket or model.explain_bucket
@@ -309,23 +334,46 @@ class Rescorer:
             if self.options.scope == "full":
                 explainer = self.explainer(key, model, explain_bucket)
         except _ModelProblem as problem:
-            return [(i, cannot_replay(body.request_id, problem.reason, str(problem), **self._known(record, body)))
-                    for i, record, body in members]
+            return [
+                (i, cannot_replay(body.request_id, problem.reason, str(problem), **self._known(record, body)))
+                for i, record, body in members
+            ]
         replay_env = self.fingerprint(str(model.device), threads)
-        runtime = {"device": str(model.device), "dtype": manifest.runtime.dtype, "score_bucket": score_bucket,
-                   "explain_bucket": explain_bucket, "threads": threads}
+        runtime = {
+            "device": str(model.device),
+            "dtype": manifest.runtime.dtype,
+            "score_bucket": score_bucket,
+            "explain_bucket": explain_bucket,
+            "threads": threads,
+        }
         rows: list[dict[str, Any]] = []
         kept: list[tuple[int, Record, DecisionBody]] = []
         for i, record, body in members:
             known = self._known(record, body)
             if not isinstance(body.inputs, PlainInputs):
-                out.append((i, cannot_replay(body.request_id, "inputs_sealed",
-                                             "the applicant's inputs are encrypted in the record; replay needs the key", **known)))
+                out.append(
+                    (
+                        i,
+                        cannot_replay(
+                            body.request_id,
+                            "inputs_sealed",
+                            "the applicant's inputs are encrypted in the record; replay needs the key",
+                            **known,
+                        ),
+                    )
+                )
                 continue
             try:
                 rows.append(validate_attributes(manifest.inputs, body.inputs.attributes))
             except InputValidationError as exc:
-                out.append((i, cannot_replay(body.request_id, "inputs_invalid", f"logged inputs do not validate: {exc}", **known)))
+                out.append(
+                    (
+                        i,
+                        cannot_replay(
+                            body.request_id, "inputs_invalid", f"logged inputs do not validate: {exc}", **known
+                        ),
+                    )
+                )
                 continue
             kept.append((i, record, body))
         if not kept:
@@ -333,12 +381,22 @@ class Rescorer:
         try:
             out += self._score(model, manifest, explainer, tolerance, score_bucket, runtime, replay_env, rows, kept)
         except Exception as exc:  # noqa: BLE001 - a crash in re-scoring is a verdict, never a silent pass
-            out += [(i, cannot_replay(body.request_id, "replay_failed", f"re-scoring failed: {type(exc).__name__}: {exc}",
-                                      **self._known(record, body))) for i, record, body in kept]
+            out += [
+                (
+                    i,
+                    cannot_replay(
+                        body.request_id,
+                        "replay_failed",
+                        f"re-scoring failed: {type(exc).__name__}: {exc}",
+                        **self._known(record, body),
+                    ),
+                )
+                for i, record, body in kept
+            ]
         return out
 
     def _score(self, model, manifest, explainer, tolerance, score_bucket, runtime, replay_env, rows, kept):  # noqa: ANN001, ANN202
-        from gateway.schema import encode_rows
+        from verdict.gateway.schema import encode_rows
 
         x = encode_rows(manifest.inputs, rows)
         scores, _ = model.score_matrix(x, score_bucket)
@@ -348,7 +406,9 @@ class Rescorer:
         if explainer is not None and explained:
             # A decision logged without an explanation (the gateway's explain=false benchmark mode)
             # has none to reproduce: its contributions are reported not_replayed.
-            got, issues = self._explain(explainer, x[explained], scores[explained], [kept[k][2].explanation.seed for k in explained])
+            got, issues = self._explain(
+                explainer, x[explained], scores[explained], [kept[k][2].explanation.seed for k in explained]
+            )
             for k, result, issue in zip(explained, got, issues):
                 explanations[k], problems[k] = result, issue
         out = []
@@ -366,25 +426,36 @@ class Rescorer:
                 replayed_base = float(result.base_value)
                 reasons_match = self._reasons_match(manifest, rows[k], result, body)
                 if result.method != body.explanation.method or result.output_space != body.explanation.output_space:
-                    problems_here.append(f"explanation method {result.method}/{result.output_space} differs from the logged "
-                                     f"{body.explanation.method}/{body.explanation.output_space}")
+                    problems_here.append(
+                        f"explanation method {result.method}/{result.output_space} differs from the logged "
+                        f"{body.explanation.method}/{body.explanation.output_space}"
+                    )
             verdict = judge(
-                body.request_id, logged_score=body.score, replayed_score=score, tolerance=tolerance,
-                logged_decision=body.decision, replayed_decision=model.decide(score),
-                logged_base=body.explanation.base_value if result is not None else None, replayed_base=replayed_base,
-                logged_contributions=body.explanation.contributions, replayed_contributions=replayed_contributions,
-                reasons_match=reasons_match, problems=problems_here,
+                body.request_id,
+                logged_score=body.score,
+                replayed_score=score,
+                tolerance=tolerance,
+                logged_decision=body.decision,
+                replayed_decision=model.decide(score),
+                logged_base=body.explanation.base_value if result is not None else None,
+                replayed_base=replayed_base,
+                logged_contributions=body.explanation.contributions,
+                replayed_contributions=replayed_contributions,
+                reasons_match=reasons_match,
+                problems=problems_here,
                 **known,
             )
             out.append((i, verdict))
         return out
 
     @staticmethod
-    def _explain(explainer: Any, x: np.ndarray, scores: np.ndarray, seeds: list[int]) -> tuple[list[Any], list[str | None]]:
+    def _explain(
+        explainer: Any, x: np.ndarray, scores: np.ndarray, seeds: list[int]
+    ) -> tuple[list[Any], list[str | None]]:
         """Explanations through Explainer.explain; if one does not add up to its replayed
         score (AdditivityError: the gateway would have failed closed), the others are
         still explained and that one is compared from its raw contributions and flagged."""
-        from gateway.explanation import AdditivityError, ExplanationResult
+        from verdict.gateway.explanation import AdditivityError, ExplanationResult
 
         try:
             return explainer.explain(x, scores, seeds), [None] * len(seeds)
@@ -399,20 +470,32 @@ class Rescorer:
             except AdditivityError as exc:
                 phi, _ = explainer.contributions(x[k : k + 1], seeds[k : k + 1])
                 contributions = dict(zip(explainer.names, (float(v) for v in phi[0])))
-                results.append(ExplanationResult(
-                    method=explainer.method, output_space=explainer.manifest.explainer.output_space,
-                    base_value=explainer.base_value, contributions=contributions, seed=seeds[k], evaluations=0,
-                    bucket=explainer.model.explain_bucket, additivity_error=abs(exc.total - exc.score)))
-                problems.append(f"the replayed explanation does not add up to the replayed score "
-                                f"(|difference| {abs(exc.total - exc.score)!r} > epsilon {exc.epsilon!r})")
+                results.append(
+                    ExplanationResult(
+                        method=explainer.method,
+                        output_space=explainer.manifest.explainer.output_space,
+                        base_value=explainer.base_value,
+                        contributions=contributions,
+                        seed=seeds[k],
+                        evaluations=0,
+                        bucket=explainer.model.explain_bucket,
+                        additivity_error=abs(exc.total - exc.score),
+                    )
+                )
+                problems.append(
+                    f"the replayed explanation does not add up to the replayed score "
+                    f"(|difference| {abs(exc.total - exc.score)!r} > epsilon {exc.epsilon!r})"
+                )
         return results, problems
 
     @staticmethod
     def _reasons_match(manifest: Any, attributes: dict[str, Any], result: Any, body: DecisionBody) -> bool:
-        from gateway.reasons import reasons as make_reasons
+        from verdict.gateway.reasons import reasons as make_reasons
 
-        replayed = [(r.attribute, r.label, r.value, r.direction, r.text)
-                    for r in make_reasons(manifest, attributes, result, top=manifest.explainer.top_reasons)]
+        replayed = [
+            (r.attribute, r.label, r.value, r.direction, r.text)
+            for r in make_reasons(manifest, attributes, result, top=manifest.explainer.top_reasons)
+        ]
         logged = [(r.attribute, r.label, r.value, r.direction, r.text) for r in body.reasons]
         return replayed == logged
 
@@ -428,11 +511,11 @@ def init_worker(store_url: str) -> None:
     """Worker start-up: the slow imports now (while the parent proves the records)."""
     global _store_url
     _store_url = store_url
-    import gateway.explanation  # noqa: F401
-    import gateway.reasons  # noqa: F401
-    import gateway.registry  # noqa: F401
-    import gateway.runtime  # noqa: F401
-    from gateway import determinism
+    import verdict.gateway.explanation
+    import verdict.gateway.reasons
+    import verdict.gateway.registry
+    import verdict.gateway.runtime  # noqa: F401
+    from verdict.gateway import determinism
 
     determinism.enable(threads=1)  # its first call imports torch's compiler stack (seconds); each group sets its own
 

@@ -27,14 +27,22 @@ from typing import Any, Literal
 
 import msgspec
 
-from audit.layout import LayoutError, check_chain_id
-from audit.records import utc_now
-from gateway.manifest import NAME_RE, VERSION_RE
-from replay.batch import DEFAULT_REPLAY_CHAIN, ReplayError, ReplayInterrupted, ReplayJob, new_replay_id, replays_dir, run_replay
-from replay.report import Summary
-from replay.rescore import ReplayOptions
-from replay.trail import Selection, SelectionError, parse_time_bound
-from replay.verdicts import Tolerance, ToleranceError, effective_tolerance
+from verdict.audit.layout import LayoutError, check_chain_id
+from verdict.audit.records import utc_now
+from verdict.gateway.manifest import NAME_RE, VERSION_RE
+from verdict.replay.batch import (
+    DEFAULT_REPLAY_CHAIN,
+    ReplayError,
+    ReplayInterrupted,
+    ReplayJob,
+    new_replay_id,
+    replays_dir,
+    run_replay,
+)
+from verdict.replay.report import Summary
+from verdict.replay.rescore import ReplayOptions
+from verdict.replay.trail import Selection, SelectionError, parse_time_bound
+from verdict.replay.verdicts import Tolerance, ToleranceError, effective_tolerance
 
 __all__ = [
     "ReplayBusy",
@@ -115,16 +123,27 @@ class ReplayBusy(RuntimeError):
 class ReplayService:
     """Runs replays in the background and keeps their status (finished ones also on disk)."""
 
-    def __init__(self, store_url: str | None = None, *, replay_chain: str = DEFAULT_REPLAY_CHAIN,
-                 workers: int | None = None, max_queued: int = 8, signer: Any = None, keyring: Any = None,
-                 trust: Any = None, root: Any = None) -> None:
-        from audit.config import store_url as configured
+    def __init__(
+        self,
+        store_url: str | None = None,
+        *,
+        replay_chain: str = DEFAULT_REPLAY_CHAIN,
+        workers: int | None = None,
+        max_queued: int = 8,
+        signer: Any = None,
+        keyring: Any = None,
+        trust: Any = None,
+        root: Any = None,
+    ) -> None:
+        from verdict.audit.config import store_url as configured
 
         self.store_url = configured(store_url)
         self.replay_chain = check_chain_id(replay_chain)
         self.workers, self.max_queued, self.signer, self.keyring = workers, max_queued, signer, keyring
         self.trust, self.root = trust, root  # audit.trust.TrustPolicy / RootKey: verify against, certify with
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="verdict-replay")  # one at a time: one chain writer, the CPUs
+        self._thread = ThreadPoolExecutor(
+            1, thread_name_prefix="verdict-replay"
+        )  # one at a time: one chain writer, the CPUs
         self._pool = None  # replay.batch.WorkerPool, when workers are used
         self._lock = threading.Lock()
         self._status: dict[str, ReplayStatus] = {}
@@ -144,9 +163,15 @@ class ReplayService:
             if active >= self.max_queued:
                 raise ReplayBusy(f"{active} replays are queued or running; try again later")
             replay_id = new_replay_id()
-            status = ReplayStatus(replay_id=replay_id, state="queued", selection=job.selection.describe(),
-                                  scope=job.options.scope, actor=actor_key_id, created_at=utc_now(),
-                                  replay_chain=self.replay_chain)
+            status = ReplayStatus(
+                replay_id=replay_id,
+                state="queued",
+                selection=job.selection.describe(),
+                scope=job.options.scope,
+                actor=actor_key_id,
+                created_at=utc_now(),
+                replay_chain=self.replay_chain,
+            )
             self._status[replay_id] = status
             self._stops[replay_id] = threading.Event()
             queued = self._copy(status)
@@ -167,7 +192,7 @@ class ReplayService:
         status = self.replay_status(replay_id)
         if status.report_object_key is None:
             return None
-        from audit.stores import open_store
+        from verdict.audit.stores import open_store
 
         return open_store(self.store_url).get(status.report_object_key)
 
@@ -177,7 +202,7 @@ class ReplayService:
             return self._html[replay_id]
         if status.html_object_key is None:
             return None
-        from audit.stores import open_store
+        from verdict.audit.stores import open_store
 
         return open_store(self.store_url).get(status.html_object_key).decode("utf-8")
 
@@ -214,7 +239,7 @@ class ReplayService:
         if not self.workers:
             return None
         if self._pool is None:
-            from replay.batch import WorkerPool
+            from verdict.replay.batch import WorkerPool
 
             self._pool = WorkerPool(self.store_url, self.workers)
         return self._pool
@@ -229,8 +254,12 @@ class ReplayService:
         if request.model is not None:
             name, _, version = request.model.partition(":")
             if not NAME_RE.fullmatch(name) or (":" in request.model and not VERSION_RE.fullmatch(version)):
-                raise ReplayRequestError("model", "format", f"model {request.model!r} must be NAME or NAME:VERSION "
-                                                            f"(NAME: {NAME_RE.pattern}, VERSION: {VERSION_RE.pattern})")
+                raise ReplayRequestError(
+                    "model",
+                    "format",
+                    f"model {request.model!r} must be NAME or NAME:VERSION "
+                    f"(NAME: {NAME_RE.pattern}, VERSION: {VERSION_RE.pattern})",
+                )
         if request.chain is not None:
             try:
                 check_chain_id(request.chain)
@@ -245,36 +274,56 @@ class ReplayService:
         except SelectionError as exc:
             raise ReplayRequestError("until", "format", str(exc)) from None
         try:
-            selection = Selection(request_ids=ids, since=since, until=until, model=name, version=version or None,
-                                  chain=request.chain, all=request.all).check()
+            selection = Selection(
+                request_ids=ids,
+                since=since,
+                until=until,
+                model=name,
+                version=version or None,
+                chain=request.chain,
+                all=request.all,
+            ).check()
         except SelectionError as exc:
             raise ReplayRequestError("request_id" if ids else "all", "selection", str(exc)) from None
         self._check_tighten(request, name, version or None)
-        options = ReplayOptions(scope=request.scope, tighten_absolute=request.tighten_absolute,
-                                tighten_relative=request.tighten_relative)
-        return ReplayJob(store_url=self.store_url, selection=selection, options=options,
-                         require_checkpoint=request.require_checkpoint, actor=actor, purpose=request.purpose,
-                         replay_chain=self.replay_chain, workers=self.workers, trust=self.trust)
+        options = ReplayOptions(
+            scope=request.scope, tighten_absolute=request.tighten_absolute, tighten_relative=request.tighten_relative
+        )
+        return ReplayJob(
+            store_url=self.store_url,
+            selection=selection,
+            options=options,
+            require_checkpoint=request.require_checkpoint,
+            actor=actor,
+            purpose=request.purpose,
+            replay_chain=self.replay_chain,
+            workers=self.workers,
+            trust=self.trust,
+        )
 
     def _check_tighten(self, request: ReplayRequest, name: str | None, version: str | None) -> None:
         """Refuse a widening tolerance up front against every manifest it could meet
         (run_replay checks again against the models actually selected)."""
         if request.tighten_absolute is None and request.tighten_relative is None:
             return
-        from audit.stores import open_store
-        from gateway.registry import Registry
+        from verdict.audit.stores import open_store
+        from verdict.gateway.registry import Registry
 
         registry = Registry(open_store(self.store_url))
         names = [name] if name else registry.names()
         for n in names:
-            for v in ([version] if version else registry.versions(n)):
+            for v in [version] if version else registry.versions(n):
                 try:
                     manifest = registry.manifest(n, v)
                 except Exception:  # noqa: BLE001 - unknown models are reported by the replay itself
                     continue
                 try:
-                    effective_tolerance(Tolerance(manifest.tolerance.absolute, manifest.tolerance.relative),
-                                        request.tighten_absolute, request.tighten_relative, model=manifest.ref)
+                    effective_tolerance(
+                        Tolerance(manifest.tolerance.absolute, manifest.tolerance.relative),
+                        request.tighten_absolute,
+                        request.tighten_relative,
+                        model=manifest.ref,
+                    )
                 except ToleranceError as exc:
                     field = "tighten_absolute" if "absolute" in str(exc) else "tighten_relative"
                     raise ReplayRequestError(field, "may_only_tighten", str(exc)) from None
@@ -297,9 +346,16 @@ class ReplayService:
                 self._update(replay_id, phase=phase, done=done, total=total)
 
         try:
-            outcome = run_replay(job, replay_id=replay_id, progress=progress, stop=stop, signer=self.signer, keyring=self.keyring,
-                                 root=self.root,
-                                 pool=self._worker_pool())
+            outcome = run_replay(
+                job,
+                replay_id=replay_id,
+                progress=progress,
+                stop=stop,
+                signer=self.signer,
+                keyring=self.keyring,
+                root=self.root,
+                pool=self._worker_pool(),
+            )
         except ReplayInterrupted as exc:
             self._update(replay_id, state="interrupted", finished_at=utc_now(), error=str(exc))
             return
@@ -314,13 +370,18 @@ class ReplayService:
             return
         stored = outcome.stored
         self._html[replay_id] = outcome.html
-        self._update(replay_id, state="finished", finished_at=utc_now(), summary=outcome.report.summary,
-                     passed=outcome.report.summary.passed,
-                     report_object_key=stored.object_key if stored else None,
-                     report_sha256=stored.sha256 if stored else None,
-                     html_object_key=stored.html_key if stored else None,
-                     evidence_seq=stored.evidence_seq if stored else None,
-                     signed_by=stored.key_id if stored else None)
+        self._update(
+            replay_id,
+            state="finished",
+            finished_at=utc_now(),
+            summary=outcome.report.summary,
+            passed=outcome.report.summary.passed,
+            report_object_key=stored.object_key if stored else None,
+            report_sha256=stored.sha256 if stored else None,
+            html_object_key=stored.html_key if stored else None,
+            evidence_seq=stored.evidence_seq if stored else None,
+            signed_by=stored.key_id if stored else None,
+        )
 
     @staticmethod
     def _copy(status: ReplayStatus) -> ReplayStatus:
@@ -338,20 +399,35 @@ class ReplayService:
         except (OSError, msgspec.DecodeError):
             raise UnknownReplay(replay_id) from None
         job = saved.get("job", {})
-        base = dict(replay_id=replay_id, selection=msgspec.convert(job.get("selection", {}), Selection).describe(),
-                    scope=job.get("options", {}).get("scope", "full"), actor=job.get("actor", "?"),
-                    created_at=saved.get("started_at", ""), replay_chain=job.get("replay_chain"),
-                    total=len(saved.get("targets", [])))
+        base = dict(
+            replay_id=replay_id,
+            selection=msgspec.convert(job.get("selection", {}), Selection).describe(),
+            scope=job.get("options", {}).get("scope", "full"),
+            actor=job.get("actor", "?"),
+            created_at=saved.get("started_at", ""),
+            replay_chain=job.get("replay_chain"),
+            total=len(saved.get("targets", [])),
+        )
         try:
             done = msgspec.json.decode((directory / "done.json").read_bytes())
         except (OSError, msgspec.DecodeError):
-            return ReplayStatus(state="interrupted", error="not finished by the process that ran it; resume it with "
-                                f"`verdict replay --resume {replay_id}`", **base)
+            return ReplayStatus(
+                state="interrupted",
+                error=f"not finished by the process that ran it; resume it with `verdict replay --resume {replay_id}`",
+                **base,
+            )
         summary = msgspec.convert(done.get("summary"), Summary) if done.get("summary") else None
         key = done.get("report")
-        return ReplayStatus(state="finished", summary=summary, passed=summary.passed if summary else None,
-                            report_object_key=key, report_sha256=key.rsplit("/", 1)[-1] if key else None,
-                            html_object_key=done.get("html"), done=base["total"], **base)
+        return ReplayStatus(
+            state="finished",
+            summary=summary,
+            passed=summary.passed if summary else None,
+            report_object_key=key,
+            report_sha256=key.rsplit("/", 1)[-1] if key else None,
+            html_object_key=done.get("html"),
+            done=base["total"],
+            **base,
+        )
 
 
 _default: ReplayService | None = None

@@ -29,11 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import layout, merkle
-from audit.checkpoint import CheckpointError
-from audit.index import IndexEntry, RequestIndex
-from audit.reader import ReadError, read_decision
-from audit.records import (
+from verdict.audit import layout, merkle
+from verdict.audit.checkpoint import CheckpointError
+from verdict.audit.index import IndexEntry, RequestIndex
+from verdict.audit.reader import ReadError, read_decision
+from verdict.audit.records import (
     DecisionBody,
     RecordError,
     body_kind,
@@ -45,10 +45,10 @@ from audit.records import (
     record_bytes,
     split_line,
 )
-from audit.signing import KeyDocumentError, check_key_document, decode_key_document, verify_record_signature
-from audit.stores import ObjectMissing, StoreError, WormStore
-from audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
-from audit.walk import KeyTimeline, open_chain_checkpoint
+from verdict.audit.signing import KeyDocumentError, check_key_document, decode_key_document, verify_record_signature
+from verdict.audit.stores import ObjectMissing, StoreError, WormStore
+from verdict.audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
+from verdict.audit.walk import KeyTimeline, open_chain_checkpoint
 
 __all__ = ["Selection", "SelectionError", "Target", "parse_time_bound", "resolve", "scan"]
 
@@ -56,9 +56,11 @@ _READ_THREADS = 8
 _LOOKUPS_UP_TO = 16
 """Up to this many request ids are looked up one by one with read_decision."""
 
-NOT_CHECKPOINTED_ADVICE = ("a running gateway checkpoints its chain within checkpoint_interval_s (60 s by default) of "
-                           "its newest record, traffic or not, and at shutdown: retry in a minute, or replay it on its "
-                           "signature and chain position alone with --allow-pending (API: \"require_checkpoint\": false)")
+NOT_CHECKPOINTED_ADVICE = (
+    "a running gateway checkpoints its chain within checkpoint_interval_s (60 s by default) of "
+    "its newest record, traffic or not, and at shutdown: retry in a minute, or replay it on its "
+    'signature and chain position alone with --allow-pending (API: "require_checkpoint": false)'
+)
 """What to do about a record not yet covered by a checkpoint (said wherever one is refused)."""
 
 
@@ -101,7 +103,9 @@ class Selection(msgspec.Struct, frozen=True, omit_defaults=True):
 
     def describe(self) -> str:
         if self.request_ids:
-            return ", ".join(self.request_ids[:5]) + (f" and {len(self.request_ids) - 5} more" if len(self.request_ids) > 5 else "")
+            return ", ".join(self.request_ids[:5]) + (
+                f" and {len(self.request_ids) - 5} more" if len(self.request_ids) > 5 else ""
+            )
         parts = []
         if self.model:
             parts.append(f"model {self.model}" + (f":{self.version}" if self.version else ""))
@@ -124,9 +128,11 @@ def parse_time_bound(text: str | None, option: str) -> str | None:
     try:
         moment = _dt.datetime.fromisoformat(value)
     except ValueError:
-        raise SelectionError(f"{option} {text!r} is not a date or ISO 8601 time (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)") from None
+        raise SelectionError(
+            f"{option} {text!r} is not a date or ISO 8601 time (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)"
+        ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
+        moment = moment.replace(tzinfo=_dt.UTC)
     return format_time(moment)
 
 
@@ -148,9 +154,14 @@ class Target(msgspec.Struct, omit_defaults=True):
     """The decoded decision (kept to avoid decoding it again; workers get ``record``)."""
 
 
-def resolve(store: WormStore, selection: Selection, *, require_checkpoint: bool = True,
-            progress: Callable[[int, int], None] | None = None,
-            trust: TrustPolicy | None = None) -> tuple[list[Target], list[str]]:
+def resolve(
+    store: WormStore,
+    selection: Selection,
+    *,
+    require_checkpoint: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    trust: TrustPolicy | None = None,
+) -> tuple[list[Target], list[str]]:
     """The verified targets of a selection, in trail order, and notes (e.g. duplicates skipped).
 
     ``trust``: the trust policy (spec §5b); keys then come from the root's
@@ -159,12 +170,21 @@ def resolve(store: WormStore, selection: Selection, *, require_checkpoint: bool 
     if len(selection.request_ids) > _LOOKUPS_UP_TO:
         # Many ids: one pass over the chains beats one chain read per id (read_decision is O(chain)).
         wanted = set(selection.request_ids)
-        targets, notes = scan(store, selection, require_checkpoint=require_checkpoint, progress=progress,
-                              want=lambda body: body.request_id in wanted, trust=trust)
+        targets, notes = scan(
+            store,
+            selection,
+            require_checkpoint=require_checkpoint,
+            progress=progress,
+            want=lambda body: body.request_id in wanted,
+            trust=trust,
+        )
         found = {t.request_id for t in targets}
         by_id = {t.request_id: t for t in targets}
-        missing = [Target(request_id=r, problem=("not_found", f"no decision with request id {r!r} in {store.url}"))
-                   for r in dict.fromkeys(selection.request_ids) if r not in found]
+        missing = [
+            Target(request_id=r, problem=("not_found", f"no decision with request id {r!r} in {store.url}"))
+            for r in dict.fromkeys(selection.request_ids)
+            if r not in found
+        ]
         ordered = [by_id[r] for r in dict.fromkeys(selection.request_ids) if r in by_id]
         return ordered + missing, notes
     if selection.request_ids:
@@ -187,14 +207,24 @@ def _lookup(store: WormStore, request_id: str, require_checkpoint: bool, trust: 
         return Target(request_id=request_id, problem=("store_error", f"{type(exc).__name__}: {exc}"))
     inclusion = verified.inclusion
     if inclusion is not None:
-        how = (f"signature ({verified.key_id}) and RFC 6962 inclusion proof of leaf {inclusion.leaf_index} in "
-               f"signed checkpoint {inclusion.tree_size} (root {inclusion.root[:16]}...)")
+        how = (
+            f"signature ({verified.key_id}) and RFC 6962 inclusion proof of leaf {inclusion.leaf_index} in "
+            f"signed checkpoint {inclusion.tree_size} (root {inclusion.root[:16]}...)"
+        )
     else:
         how = f"signature ({verified.key_id}) and chain position; not yet covered by a checkpoint"
     body = verified.body
-    return Target(request_id=request_id, chain_id=verified.chain_id, seq=verified.seq, record_hash=verified.record_hash,
-                  record=record_bytes(verified.record), verification=how, decided_at=body.decided_at,
-                  model=f"{body.model.name}:{body.model.version}", body=body)
+    return Target(
+        request_id=request_id,
+        chain_id=verified.chain_id,
+        seq=verified.seq,
+        record_hash=verified.record_hash,
+        record=record_bytes(verified.record),
+        verification=how,
+        decided_at=body.decided_at,
+        model=f"{body.model.name}:{body.model.version}",
+        body=body,
+    )
 
 
 # --- the batch scan ----------------------------------------------------------------------------
@@ -224,10 +254,15 @@ def chain_ids(store: WormStore) -> list[str]:
     return sorted(found)
 
 
-def scan(store: WormStore, selection: Selection, *, require_checkpoint: bool = True,
-         progress: Callable[[int, int], None] | None = None,
-         want: Callable[[DecisionBody], bool] | None = None,
-         trust: TrustPolicy | None = None) -> tuple[list[Target], list[str]]:
+def scan(
+    store: WormStore,
+    selection: Selection,
+    *,
+    require_checkpoint: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    want: Callable[[DecisionBody], bool] | None = None,
+    trust: TrustPolicy | None = None,
+) -> tuple[list[Target], list[str]]:
     """Read each selected chain once and prove every selected decision in it."""
     chains = [selection.chain] if selection.chain else chain_ids(store)
     want = want or _wanted(selection)
@@ -247,7 +282,7 @@ class _KeyCache:
         self.store = store
         self._keys: dict[str, object] = {}
 
-    def get(self, key_id: str):  # noqa: ANN201 - Ed25519PublicKey, or raises ReadError
+    def get(self, key_id: str):
         if key_id not in self._keys:
             try:
                 doc = decode_key_document(self.store.get(layout.public_key_key(key_id)))
@@ -255,7 +290,9 @@ class _KeyCache:
                     raise KeyDocumentError(f"document names {doc.key_id}")
                 self._keys[key_id] = check_key_document(doc)
             except ObjectMissing:
-                self._keys[key_id] = ReadError("unknown_key", f"signing key {key_id} is not published in {self.store.url}")
+                self._keys[key_id] = ReadError(
+                    "unknown_key", f"signing key {key_id} is not published in {self.store.url}"
+                )
             except (KeyDocumentError, layout.LayoutError) as exc:
                 self._keys[key_id] = ReadError("bad_key_document", f"published key {key_id}: {exc}")
         found = self._keys[key_id]
@@ -273,8 +310,14 @@ class _Candidate(msgspec.Struct):
 
 
 class _ChainScan:
-    def __init__(self, store: WormStore, chain_id: str, keys: _KeyCache, require_checkpoint: bool,
-                 anchors: ChainAnchors | None = None) -> None:
+    def __init__(
+        self,
+        store: WormStore,
+        chain_id: str,
+        keys: _KeyCache,
+        require_checkpoint: bool,
+        anchors: ChainAnchors | None = None,
+    ) -> None:
         self.store, self.chain_id, self.keys, self.require_checkpoint = store, chain_id, keys, require_checkpoint
         self.anchors = anchors
 
@@ -287,8 +330,13 @@ class _ChainScan:
             raise ReadError("uncertified_key", f"{key_id} is not certified for chain {self.chain_id} at seq {seq}")
         return Ed25519PublicKey.from_public_bytes(self.anchors.public_key(cert.from_seq, key_id))
 
-    def run(self, want: Callable[[DecisionBody], bool], targets: list[Target], notes: list[str],
-            progress: Callable[[int, int], None] | None) -> None:
+    def run(
+        self,
+        want: Callable[[DecisionBody], bool],
+        targets: list[Target],
+        notes: list[str],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
         leaves: list[bytes] = []
         timeline = KeyTimeline()
         candidates: list[_Candidate] = []
@@ -335,8 +383,10 @@ class _ChainScan:
         entries = self._index_entries([c.body.request_id for c in candidates])
         for c, entry in zip(candidates, entries):
             if isinstance(entry, IndexEntry) and (entry.chain_id, entry.seq) != (self.chain_id, c.position):
-                notes.append(f"{self.chain_id}/{c.position}: request {c.body.request_id!r} is a superseded duplicate "
-                             f"(the index names {entry.chain_id}/{entry.seq}); replayed there, not here")
+                notes.append(
+                    f"{self.chain_id}/{c.position}: request {c.body.request_id!r} is a superseded duplicate "
+                    f"(the index names {entry.chain_id}/{entry.seq}); replayed there, not here"
+                )
                 continue
             targets.append(self._prove(c, entry, leaves, timeline, checkpoint))
 
@@ -371,7 +421,12 @@ class _ChainScan:
         if size == 0:
             return 0, "", None, None
         if len(leaves) < size:
-            return size, cp_key, None, ("chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {len(leaves)}")
+            return (
+                size,
+                cp_key,
+                None,
+                ("chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {len(leaves)}"),
+            )
         try:
             verified = open_chain_checkpoint(self.store.get(cp_key), size, timeline, self.anchors, self.keys.get)
         except ReadError as exc:
@@ -379,40 +434,67 @@ class _ChainScan:
         except CheckpointError as exc:
             return size, cp_key, None, ("bad_checkpoint_signature", f"{cp_key}: {exc}")
         if verified.checkpoint.size != size:
-            return size, cp_key, None, ("bad_checkpoint", f"{cp_key} holds a checkpoint of size {verified.checkpoint.size}")
+            return (
+                size,
+                cp_key,
+                None,
+                ("bad_checkpoint", f"{cp_key} holds a checkpoint of size {verified.checkpoint.size}"),
+            )
         root = merkle.root_from_leaf_hashes(leaves[:size])
         if root != verified.checkpoint.root:
-            return size, cp_key, None, (
-                "checkpoint_root_mismatch",
-                f"chain {self.chain_id}: the records give root {root.hex()[:16]}..., signed checkpoint {size} says "
-                f"{verified.checkpoint.root.hex()[:16]}... (a record under the checkpoint was altered)",
+            return (
+                size,
+                cp_key,
+                None,
+                (
+                    "checkpoint_root_mismatch",
+                    f"chain {self.chain_id}: the records give root {root.hex()[:16]}..., signed checkpoint {size} says "
+                    f"{verified.checkpoint.root.hex()[:16]}... (a record under the checkpoint was altered)",
+                ),
             )
         return size, cp_key, root, None
 
     def _target(self, c: _Candidate, problem: tuple[str, str] | None = None, how: str | None = None) -> Target:
-        return Target(request_id=c.body.request_id, chain_id=self.chain_id, seq=c.position,
-                      record_hash=hashlib.sha256(c.raw).hexdigest(), record=b"" if problem else c.raw,
-                      verification=how, problem=problem, decided_at=c.body.decided_at,
-                      model=f"{c.body.model.name}:{c.body.model.version}", body=None if problem else c.body)
+        return Target(
+            request_id=c.body.request_id,
+            chain_id=self.chain_id,
+            seq=c.position,
+            record_hash=hashlib.sha256(c.raw).hexdigest(),
+            record=b"" if problem else c.raw,
+            verification=how,
+            problem=problem,
+            decided_at=c.body.decided_at,
+            model=f"{c.body.model.name}:{c.body.model.version}",
+            body=None if problem else c.body,
+        )
 
     def _prove(self, c: _Candidate, entry, leaves, timeline, checkpoint) -> Target:  # noqa: ANN001
         where = f"{self.chain_id}/{c.position}"
         if entry is None:
-            return self._target(c, ("index_missing", f"record {where}: request {c.body.request_id!r} has no index entry"))
+            return self._target(
+                c, ("index_missing", f"record {where}: request {c.body.request_id!r} has no index entry")
+            )
         if isinstance(entry, tuple):
             return self._target(c, entry)
         digest = hashlib.sha256(c.raw).digest()
         if entry.record_hash != digest.hex():
-            return self._target(c, ("hash_mismatch", f"record {where} hashes to {digest.hex()}, the index says {entry.record_hash}"))
+            return self._target(
+                c, ("hash_mismatch", f"record {where} hashes to {digest.hex()}, the index says {entry.record_hash}")
+            )
         try:
             record = decode_record(c.raw)
         except RecordError as exc:
             return self._target(c, ("bad_record", f"record {where}: {exc}"))
         # The canonical-form check (re-encoding, ~0.4 ms a record) runs where the
         # record is re-scored (replay.rescore, in the worker processes).
-        if (record.seq != c.position or record.chain_id != self.chain_id or entry.seq != c.position
-                or entry.chain_id != self.chain_id or entry.request_sha256 != c.body.request_sha256
-                or entry.segment_key != c.segment_key):
+        if (
+            record.seq != c.position
+            or record.chain_id != self.chain_id
+            or entry.seq != c.position
+            or entry.chain_id != self.chain_id
+            or entry.request_sha256 != c.body.request_sha256
+            or entry.segment_key != c.segment_key
+        ):
             return self._target(c, ("index_mismatch", f"record {where} is not the decision the index names"))
         try:
             public_key = self._key(record.key_id, c.position)
@@ -421,17 +503,36 @@ class _ChainScan:
         if not verify_record_signature(public_key, digest, c.signature):
             return self._target(c, ("bad_signature", f"record {where}: signature does not verify with {record.key_id}"))
         if timeline.key_at(c.position) != record.key_id:
-            return self._target(c, ("key_not_valid_at_seq", f"record {where} is signed by {record.key_id}, not the chain's key at that seq"))
+            return self._target(
+                c,
+                (
+                    "key_not_valid_at_seq",
+                    f"record {where} is signed by {record.key_id}, not the chain's key at that seq",
+                ),
+            )
         size, cp_key, root, problem = checkpoint
         if c.position >= size:
             if self.require_checkpoint:
-                return self._target(c, ("not_checkpointed", f"record {where} is not yet covered by a signed checkpoint "
-                                        f"(size {size}): {NOT_CHECKPOINTED_ADVICE}"))
-            return self._target(c, how=f"signature ({record.key_id}) and chain position; not yet covered by a checkpoint")
+                return self._target(
+                    c,
+                    (
+                        "not_checkpointed",
+                        f"record {where} is not yet covered by a signed checkpoint "
+                        f"(size {size}): {NOT_CHECKPOINTED_ADVICE}",
+                    ),
+                )
+            return self._target(
+                c, how=f"signature ({record.key_id}) and chain position; not yet covered by a checkpoint"
+            )
         if problem is not None:
             return self._target(c, problem)
-        return self._target(c, how=(f"signature ({record.key_id}) and inclusion in signed checkpoint {size} "
-                                    f"(root {root.hex()[:16]}... recomputed from the chain's records)"))
+        return self._target(
+            c,
+            how=(
+                f"signature ({record.key_id}) and inclusion in signed checkpoint {size} "
+                f"(root {root.hex()[:16]}... recomputed from the chain's records)"
+            ),
+        )
 
 
 def _prefetch(store: WormStore, keys: Sequence[str]) -> Iterator[tuple[str, bytes]]:

@@ -97,8 +97,13 @@ class Tolerance(msgspec.Struct, frozen=True):
         return self.absolute + self.relative * abs(logged)
 
 
-def effective_tolerance(manifest: Tolerance, tighten_absolute: float | None = None,
-                        tighten_relative: float | None = None, *, model: str = "the model") -> Tolerance:
+def effective_tolerance(
+    manifest: Tolerance,
+    tighten_absolute: float | None = None,
+    tighten_relative: float | None = None,
+    *,
+    model: str = "the model",
+) -> Tolerance:
     """The manifest's tolerance, tightened where asked. Widening is refused:
     the bound was fixed at registration, before anyone saw a replay."""
     absolute, relative = manifest.absolute, manifest.relative
@@ -244,13 +249,22 @@ def worst(verdicts: Iterable[str]) -> Verdict:
     return best  # type: ignore[return-value]
 
 
-def judge(request_id: str, *, logged_score: float, replayed_score: float, tolerance: Tolerance,
-          logged_decision: str, replayed_decision: str,
-          logged_base: float | None = None, replayed_base: float | None = None,
-          logged_contributions: Mapping[str, float] | None = None,
-          replayed_contributions: Mapping[str, float] | None = None,
-          reasons_match: bool | None = None, problems: list[str] | None = None,
-          **known: object) -> DecisionResult:
+def judge(
+    request_id: str,
+    *,
+    logged_score: float,
+    replayed_score: float,
+    tolerance: Tolerance,
+    logged_decision: str,
+    replayed_decision: str,
+    logged_base: float | None = None,
+    replayed_base: float | None = None,
+    logged_contributions: Mapping[str, float] | None = None,
+    replayed_contributions: Mapping[str, float] | None = None,
+    reasons_match: bool | None = None,
+    problems: list[str] | None = None,
+    **known: object,
+) -> DecisionResult:
     """Build a decision's result from the logged and replayed numbers.
 
     With ``replayed_contributions`` None the explanation was not replayed
@@ -260,32 +274,40 @@ def judge(request_id: str, *, logged_score: float, replayed_score: float, tolera
     why: list[str] = []
     score = check_value("score", logged_score, replayed_score, tolerance)
     if score.verdict != "identical":
-        why.append(f"score {score.verdict.replace('_', ' ')}: replayed {replayed_score!r}, logged {logged_score!r} "
-                   f"(delta {score.delta!r}, bound {score.bound!r})")
+        why.append(
+            f"score {score.verdict.replace('_', ' ')}: replayed {replayed_score!r}, logged {logged_score!r} "
+            f"(delta {score.delta!r}, bound {score.bound!r})"
+        )
     parts = [score.verdict]
     base = None
     contributions = None
     logged_contributions = logged_contributions or {}
     if replayed_contributions is None:
         base = ValueCheck("base_value", "not_replayed", logged_base)
-        contributions = ContributionSummary(verdict="not_replayed", counts={"not_replayed": len(logged_contributions)},
-                                            deviations=[])
+        contributions = ContributionSummary(
+            verdict="not_replayed", counts={"not_replayed": len(logged_contributions)}, deviations=[]
+        )
     else:
         if logged_base is not None and replayed_base is not None:
             base = check_value("base_value", logged_base, replayed_base, tolerance)
             parts.append(base.verdict)
             if base.verdict != "identical":
                 why.append(f"base value {base.verdict.replace('_', ' ')} (delta {base.delta!r})")
-        checks = [check_value(name, logged_contributions[name], replayed_contributions[name], tolerance)
-                  for name in logged_contributions if name in replayed_contributions]
+        checks = [
+            check_value(name, logged_contributions[name], replayed_contributions[name], tolerance)
+            for name in logged_contributions
+            if name in replayed_contributions
+        ]
         missing = sorted(set(logged_contributions) ^ set(replayed_contributions))
         contributions = summarize_contributions(checks, missing)
         parts.append(contributions.verdict)
         if contributions.verdict != "identical":
             n = len(contributions.deviations) + len(missing)
-            why.append(f"{n} of {len(set(logged_contributions) | set(replayed_contributions))} contributions "
-                       f"not bit-identical, worst {contributions.verdict.replace('_', ' ')} "
-                       f"(max |delta| {contributions.max_abs_delta!r})")
+            why.append(
+                f"{n} of {len(set(logged_contributions) | set(replayed_contributions))} contributions "
+                f"not bit-identical, worst {contributions.verdict.replace('_', ' ')} "
+                f"(max |delta| {contributions.max_abs_delta!r})"
+            )
         if missing:
             why.append(f"attributes explained differently: {', '.join(missing)}")
     decision = DecisionCheck(logged=logged_decision, replayed=replayed_decision, reasons_match=reasons_match)
@@ -298,5 +320,13 @@ def judge(request_id: str, *, logged_score: float, replayed_score: float, tolera
     for problem in problems or []:  # e.g. the replayed explanation does not add up to the replayed score
         parts.append("out_of_tolerance")
         why.append(problem)
-    return DecisionResult(request_id=request_id, verdict=worst(parts), why=why, score=score, base_value=base,
-                          contributions=contributions, decision=decision, **known)  # type: ignore[arg-type]
+    return DecisionResult(
+        request_id=request_id,
+        verdict=worst(parts),
+        why=why,
+        score=score,
+        base_value=base,
+        contributions=contributions,
+        decision=decision,
+        **known,
+    )  # type: ignore[arg-type]

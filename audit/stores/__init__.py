@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlparse
 
-from audit.stores.base import (
+from verdict.audit.stores.base import (
     ObjectExists,
     ObjectMissing,
     ObjectRef,
@@ -15,7 +15,7 @@ from audit.stores.base import (
     WormStore,
     WriteProbe,
 )
-from audit.stores.filesystem import FilesystemStore
+from verdict.audit.stores.filesystem import FilesystemStore
 
 __all__ = [
     "FilesystemStore",
@@ -40,7 +40,7 @@ def open_store(url: str) -> WormStore:
             raise StoreConfigurationError(f"file store URL {url!r} must be file:///absolute/path")
         return FilesystemStore(unquote(parsed.path))
     if parsed.scheme == "s3":
-        from audit.stores.s3 import S3ObjectLockStore  # boto3 only when asked for
+        from verdict.audit.stores.s3 import S3ObjectLockStore  # boto3 only when asked for
 
         return S3ObjectLockStore.from_url(url)
     raise StoreConfigurationError(f"unsupported store URL {url!r}: use file:///path or s3://bucket/prefix")

@@ -42,10 +42,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from audit.durable import fsync_directory, unlink_if_present
-from audit.stores.base import ObjectExists, ObjectMissing, ObjectRef, ObjectVersion, StoreUnavailable
-from audit.stores.keys import check_key, check_prefix
-from audit.stores.staging import StagingOwner
+from verdict.audit.durable import fsync_directory, unlink_if_present
+from verdict.audit.stores.base import ObjectExists, ObjectMissing, ObjectRef, ObjectVersion, StoreUnavailable
+from verdict.audit.stores.keys import check_key, check_prefix
+from verdict.audit.stores.staging import StagingOwner
 
 __all__ = ["FilesystemStore"]
 
@@ -473,5 +473,3 @@ def _syncfs(fd: int) -> None:
     if _SYNCFS(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"syncfs: {os.strerror(err)}")
-
-

@@ -95,7 +95,6 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     CredentialRetrievalError,
     FlexibleChecksumError,
     HTTPClientError,
@@ -104,8 +103,11 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
-from audit.stores.base import (
+from verdict.audit.stores.base import (
     ObjectExists,
     ObjectMissing,
     ObjectRef,
@@ -114,13 +116,13 @@ from audit.stores.base import (
     StoreError,
     StoreUnavailable,
 )
-from audit.stores.keys import InvalidKey, check_key
+from verdict.audit.stores.keys import InvalidKey, check_key
 
 __all__ = [
-    "BucketProtectionReport",
-    "ChecksumMismatch",
     "DEFAULT_RETENTION_DAYS",
     "DEFAULT_TIMEOUT_S",
+    "BucketProtectionReport",
+    "ChecksumMismatch",
     "ObjectRetention",
     "S3ObjectLockStore",
     "create_audit_bucket",
@@ -426,7 +428,7 @@ class S3ObjectLockStore:
     def _put(self, key: str, data: bytes) -> ObjectRef:
         full = self._full(key)
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
-        until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=self.retention_days)
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(days=self.retention_days)
         retried = False
         for attempt in range(_CONFLICT_RETRIES + 1):
             try:

@@ -28,7 +28,7 @@ import re
 import secrets
 import threading
 
-from audit.durable import unlink_if_present
+from verdict.audit.durable import unlink_if_present
 
 __all__ = ["StagingOwner", "discard_orphans"]
 
@@ -113,7 +113,7 @@ def _pid_alive(owner: str) -> bool:
     return True
 
 
-def _take_if_gone(path: str) -> int | None | bool:
+def _take_if_gone(path: str) -> int | bool | None:
     """False if the owner is alive; else the fd of its lock (now ours), or
     None if it has no lock file (gone: every owner locks before staging)."""
     try:

@@ -13,14 +13,16 @@ from typing import Annotated, NoReturn
 import msgspec
 import typer
 
-from audit.config import store_url
-from audit.stores import StoreError, WormStore, open_store
+from verdict.audit.config import store_url
+from verdict.audit.stores import StoreError, WormStore, open_store
 
 __all__ = ["StoreOption", "fail", "open_configured_store", "print_json"]
 
 StoreOption = Annotated[
     str | None,
-    typer.Option("--store", help="Store URL (file:///path or s3://bucket/prefix); default $VERDICT_STORE or $VERDICT_HOME/store."),
+    typer.Option(
+        "--store", help="Store URL (file:///path or s3://bucket/prefix); default $VERDICT_STORE or $VERDICT_HOME/store."
+    ),
 ]
 
 EXIT_FAILURE = 1

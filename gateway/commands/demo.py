@@ -13,20 +13,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.commands.common import StoreOption, open_configured_store
+from verdict.gateway.commands.common import StoreOption, open_configured_store
 
 
 def demo_command(store: StoreOption = None) -> None:
     """Bootstrap the reference model (first run) and score the sample applicants."""
-    from gateway.bootstrap import ensure_reference_model
-    from gateway.registry import Registry
-    from gateway.runtime import load_model
+    from verdict.gateway.bootstrap import ensure_reference_model
+    from verdict.gateway.registry import Registry
+    from verdict.gateway.runtime import load_model
 
     console = Console()
     registry = Registry(open_configured_store(store))
     manifest = ensure_reference_model(registry, say=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     model = load_model(registry, manifest.name, manifest.version)
-    text = (resources.files("gateway") / "data" / "sample-applicants.jsonl").read_text()
+    text = (resources.files("verdict.gateway") / "data" / "sample-applicants.jsonl").read_text()
     applicants = [msgspec.json.decode(line) for line in text.splitlines() if line.strip()]
     scores, bucket = model.score_rows(applicants)
     table = Table(title=f"{manifest.ref} — {manifest.output.description} (bucket {bucket}, device {model.device})")
@@ -34,8 +34,14 @@ def demo_command(store: StoreOption = None) -> None:
         table.add_column(column)
     purpose = manifest.attribute("purpose")
     for i, (row, score) in enumerate(zip(applicants, scores), start=1):
-        table.add_row(str(i), f"{row['duration_months']} months", f"{row['credit_amount']} DM",
-                      purpose.describe(row["purpose"]), f"{float(score):.4f}", model.decide(float(score)))
+        table.add_row(
+            str(i),
+            f"{row['duration_months']} months",
+            f"{row['credit_amount']} DM",
+            purpose.describe(row["purpose"]),
+            f"{float(score):.4f}",
+            model.decide(float(score)),
+        )
     console.print(table)
     console.print(f"Store: {registry.store.url}\nNext: `verdict models show {manifest.name}` for the manifest.")
 

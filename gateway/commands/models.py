@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.commands.common import EXIT_USAGE, StoreOption, fail, open_configured_store, print_json
+from verdict.gateway.commands.common import EXIT_USAGE, StoreOption, fail, open_configured_store, print_json
 
 models_app = typer.Typer(help="Train, register, inspect and run models.", no_args_is_help=True)
 _err = Console(stderr=True)
@@ -20,12 +20,12 @@ def _registry(store: str | None, *, recorded: bool = False):
     """The registry of the configured store; ``recorded``: with the event log that
     appends registrations and promotions to the registry chain (spec §3
     ``registry``), signed with this machine's key and certified by its root."""
-    from gateway.registry import Registry
+    from verdict.gateway.registry import Registry
 
     opened = open_configured_store(store)
     if not recorded:
         return Registry(opened)
-    from gateway.registry_log import RegistryLog
+    from verdict.gateway.registry_log import RegistryLog
 
     return Registry(opened, events=RegistryLog.local(opened, create_root=True, say=lambda msg: _err.print(msg)))
 
@@ -37,8 +37,8 @@ def train_command(
     version: Annotated[str, typer.Option(help="Version recorded in the manifest")] = "1.0.0",
 ) -> None:
     """Train a reference model reproducibly from the real data set."""
-    from gateway.datasets import DatasetError
-    from gateway.training import RECIPES, train
+    from verdict.gateway.datasets import DatasetError
+    from verdict.gateway.training import RECIPES, train
 
     if recipe not in RECIPES:
         fail(f"unknown model recipe {recipe!r}; choose one of: {', '.join(RECIPES)}", EXIT_USAGE)
@@ -53,15 +53,19 @@ def train_command(
 
 
 @models_app.command("register")
-def register_command(path: Annotated[Path, typer.Argument(help="A trained model directory")], store: StoreOption = None) -> None:
+def register_command(
+    path: Annotated[Path, typer.Argument(help="A trained model directory")], store: StoreOption = None
+) -> None:
     """Register a trained model directory in the store (immutable once registered)."""
-    from gateway.registry import RegistryError
+    from verdict.gateway.registry import RegistryError
 
     try:
         manifest, new = _registry(store, recorded=True).register(path)
     except RegistryError as exc:
         fail(str(exc))
-    typer.echo(f"{'registered' if new else 'already registered (identical)'} {manifest.ref} sha256 {manifest.artifact_sha256}")
+    typer.echo(
+        f"{'registered' if new else 'already registered (identical)'} {manifest.ref} sha256 {manifest.artifact_sha256}"
+    )
 
 
 @models_app.command("list")
@@ -71,7 +75,9 @@ def list_command(store: StoreOption = None, as_json: Annotated[bool, typer.Optio
     rows = []
     for name in registry.names():
         promoted = registry.alias(name, "production")
-        rows.append({"name": name, "versions": registry.versions(name), "production": promoted.version if promoted else None})
+        rows.append(
+            {"name": name, "versions": registry.versions(name), "production": promoted.version if promoted else None}
+        )
     if as_json:
         print_json(rows)
         return
@@ -91,7 +97,7 @@ def show_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest itself")] = False,
 ) -> None:
     """Show a model version's manifest."""
-    from gateway.registry import RegistryError, parse_ref
+    from verdict.gateway.registry import RegistryError, parse_ref
 
     try:
         manifest = _registry(store).manifest(*parse_ref(ref))
@@ -107,11 +113,17 @@ def show_command(
     d = manifest.decision
     console.print(f"decision: {d.at_or_above} if score >= {d.threshold:.6g}, else {d.below} ({d.rationale})")
     console.print(f"replay tolerance: abs {manifest.tolerance.absolute:g}, rel {manifest.tolerance.relative:g}")
-    console.print(f"training: {manifest.training.dataset.title}, seed {manifest.training.seed}, "
-                  f"commit {manifest.training.code_commit}, metrics {manifest.training.metrics}")
+    console.print(
+        f"training: {manifest.training.dataset.title}, seed {manifest.training.seed}, "
+        f"commit {manifest.training.code_commit}, metrics {manifest.training.metrics}"
+    )
     table = Table("attribute", "kind", "label", "allowed")
     for spec in manifest.inputs:
-        allowed = ", ".join(map(str, spec.categories)) if spec.kind == "category" else f"{spec.minimum}..{spec.maximum} {spec.unit or ''}"
+        allowed = (
+            ", ".join(map(str, spec.categories))
+            if spec.kind == "category"
+            else f"{spec.minimum}..{spec.maximum} {spec.unit or ''}"
+        )
         table.add_row(spec.name, spec.kind, spec.label, allowed)
     console.print(table)
 
@@ -119,7 +131,7 @@ def show_command(
 @models_app.command("promote")
 def promote_command(ref: Annotated[str, typer.Argument(help="NAME:VERSION")], store: StoreOption = None) -> None:
     """Point the production alias at a version (recorded, append-only)."""
-    from gateway.registry import RegistryError, parse_ref
+    from verdict.gateway.registry import RegistryError, parse_ref
 
     name, version = parse_ref(ref)
     if version is None:
@@ -147,9 +159,9 @@ def predict_command(
     """Raw model outputs for JSON Lines input (a development tool, not a decision: nothing is audited)."""
     import sys
 
-    from gateway.registry import RegistryError, parse_ref
-    from gateway.runtime import load_model
-    from gateway.schema import InputValidationError, encode_rows, validate_attributes
+    from verdict.gateway.registry import RegistryError, parse_ref
+    from verdict.gateway.runtime import load_model
+    from verdict.gateway.schema import InputValidationError, encode_rows, validate_attributes
 
     text = sys.stdin.read() if str(input) == "-" else _read(input)
     lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]

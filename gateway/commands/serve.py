@@ -9,32 +9,40 @@ from typing import Annotated
 
 import typer
 
-from gateway.commands.common import EXIT_USAGE, fail
+from verdict.gateway.commands.common import EXIT_USAGE, fail
 
 
 def serve_command(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with a [gateway] table")] = None,
-    no_bootstrap: Annotated[bool, typer.Option("--no-bootstrap", help="Do not train/register the reference model on an empty store")] = False,
-    chain_id: Annotated[str | None, typer.Option(help="This writer's chain id (default gateway-0 or the StatefulSet ordinal)")] = None,
+    no_bootstrap: Annotated[
+        bool, typer.Option("--no-bootstrap", help="Do not train/register the reference model on an empty store")
+    ] = False,
+    chain_id: Annotated[
+        str | None, typer.Option(help="This writer's chain id (default gateway-0 or the StatefulSet ordinal)")
+    ] = None,
 ) -> None:
     """Serve audited, explained decisions over HTTP."""
     import uvicorn
 
-    from audit.stores import StoreError
-    from gateway.app import create_app
-    from gateway.service import build_services
-    from gateway.settings import SettingsError, load_settings
+    from verdict.audit.stores import StoreError
+    from verdict.gateway.app import create_app
+    from verdict.gateway.service import build_services
+    from verdict.gateway.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings(config, host=host, port=port, chain_id=chain_id,
-                                 bootstrap=False if no_bootstrap else None)
+        settings = load_settings(
+            config, host=host, port=port, chain_id=chain_id, bootstrap=False if no_bootstrap else None
+        )
     except SettingsError as exc:
         fail(str(exc), EXIT_USAGE)
     if not settings.audit and not _unsafe_allowed():
-        fail("audit=false is only allowed with VERDICT_UNSAFE_BENCHMARK=1: a decision without a durable record "
-             "must never leave the gateway", EXIT_USAGE)
+        fail(
+            "audit=false is only allowed with VERDICT_UNSAFE_BENCHMARK=1: a decision without a durable record "
+            "must never leave the gateway",
+            EXIT_USAGE,
+        )
     try:
         services = build_services(settings, say=lambda msg: typer.echo(msg, err=True))
     except StoreError as exc:
@@ -42,8 +50,9 @@ def serve_command(
     except Exception as exc:  # chain conflicts, key mismatches: one clear line, not a traceback
         fail(f"cannot start: {type(exc).__name__}: {exc}")
     _print_welcome(services, settings)
-    uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(services), host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10
+    )
 
 
 def _unsafe_allowed() -> bool:
@@ -54,11 +63,17 @@ def _unsafe_allowed() -> bool:
 
 def _print_welcome(services, settings) -> None:  # noqa: ANN001
     if services.apikeys.is_empty():
-        _, token = services.apikeys.create(["score", "explain", "replay", "admin"], name="dev (generated on first start)")
-        typer.echo(f"Generated a development API key with all scopes (shown once, store it now):\n  {token}\n", err=True)
+        _, token = services.apikeys.create(
+            ["score", "explain", "replay", "admin"], name="dev (generated on first start)"
+        )
+        typer.echo(
+            f"Generated a development API key with all scopes (shown once, store it now):\n  {token}\n", err=True
+        )
     else:
         token = "<your API key>"
-    sample = json.loads((resources.files("gateway") / "data" / "sample-applicants.jsonl").read_text().splitlines()[0])
+    sample = json.loads(
+        (resources.files("verdict.gateway") / "data" / "sample-applicants.jsonl").read_text().splitlines()[0]
+    )
     body = json.dumps({"model": "german-credit", "request_id": "demo-0001", "attributes": sample})
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(

@@ -6,9 +6,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from audit import layout
-from audit.records import DecisionBody, Explanation, ModelRef, PlainInputs, Reason, Runtime, utc_now
-from audit.signing import Ed25519Signer
+from verdict.audit import layout
+from verdict.audit.records import DecisionBody, Explanation, ModelRef, PlainInputs, Reason, Runtime, utc_now
+from verdict.audit.signing import Ed25519Signer
 
 CREATED = "2025-01-01T00:00:00.000000Z"
 
@@ -38,7 +38,15 @@ def decision(request_id: str, score: float = 0.42, payload: str | None = None) -
             contributions={"duration": 0.07, "credit_amount": 0.05, "purpose": -0.0001},
             seed=7,
         ),
-        reasons=[Reason(attribute="duration", label="Duration", value=24, direction="raises_risk", text="Duration raised the risk")],
+        reasons=[
+            Reason(
+                attribute="duration",
+                label="Duration",
+                value=24,
+                direction="raises_risk",
+                text="Duration raised the risk",
+            )
+        ],
     )
 
 
@@ -50,11 +58,11 @@ def store_path(root: Path, key: str) -> Path:
     return root / key
 
 
-def segment_keys(store, chain_id: str) -> list[str]:  # noqa: ANN001
+def segment_keys(store, chain_id: str) -> list[str]:
     return list(store.list_keys(layout.segments_prefix(chain_id)))
 
 
-def checkpoint_sizes(store, chain_id: str) -> list[int]:  # noqa: ANN001
+def checkpoint_sizes(store, chain_id: str) -> list[int]:
     return [layout.number_from_key(k) for k in store.list_keys(layout.checkpoints_prefix(chain_id))]
 
 
@@ -71,13 +79,13 @@ def staged_files(root: Path) -> list[str]:
     return sorted(name for name in os.listdir(Path(root) / ".incoming") if not name.endswith(".lock"))
 
 
-def wait_out_newest_lease(store, chain_id: str, skew: float) -> None:  # noqa: ANN001 - a WormStore
+def wait_out_newest_lease(store, chain_id: str, skew: float) -> None:
     """Sleep until the chain's newest lease is free by the lease rule itself
     (its ``expires_at`` plus ``skew``, read from the lease document), so a test
     waits for the protocol's event instead of polling against a clock."""
     import time
 
-    from audit.lease import newest_lease
+    from verdict.audit.lease import newest_lease
 
     found = newest_lease(store, chain_id)
     if found is None or found[1] is None:

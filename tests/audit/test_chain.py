@@ -12,17 +12,16 @@ import threading
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from audit import layout
-from audit.chain import ChainConflict, ChainCorrupt, ChainError, ChainWriter, KeyMismatch, Receipt
-from audit.index import IndexConflict, RequestIndex
-from audit.records import AccessBody, GenesisBody, KeyRotationBody, iter_lines, split_line, decode_record
-from audit.signing import FileKeyStore, check_key_document, verify_record_signature
-from audit.stores import FilesystemStore, StoreUnavailable
-from audit.verifier import verify_store
 from tests.audit.helpers import checkpoint_sizes, decision, decisions, segment_keys, signer, staged_files
+from verdict.audit import layout
+from verdict.audit.chain import ChainConflict, ChainCorrupt, ChainError, ChainWriter, KeyMismatch, Receipt
+from verdict.audit.index import IndexConflict, RequestIndex
+from verdict.audit.records import AccessBody, GenesisBody, KeyRotationBody, decode_record, iter_lines, split_line
+from verdict.audit.signing import FileKeyStore, check_key_document, verify_record_signature
+from verdict.audit.stores import FilesystemStore, StoreUnavailable
+from verdict.audit.verifier import verify_store
 
 REPO = Path(__file__).parents[2]
 
@@ -45,7 +44,7 @@ def test_new_chain_starts_with_a_signed_genesis_record(store):
     s = signer()
     with ChainWriter.open(store, "gateway-0", s) as writer:
         assert writer.size == 1 and writer.origin == "verdict/gateway-0"
-    (key, record, raw, signature), = _records(store)
+    ((key, record, raw, signature),) = _records(store)
     assert key == "chains/gateway-0/segments/00000000000000000000"
     assert isinstance(record.body, GenesisBody)
     assert record.seq == 0 and record.prev_hash == "0" * 64 and record.key_id == s.key_id
@@ -159,7 +158,14 @@ def test_repeated_request_id_is_reported_as_index_conflict(store):
         first = writer.append(decision("dup", payload="p1"))
         again = writer.append(decision("dup", payload="p2"))
         in_batch = writer.append_batch([decision("twice"), decision("twice")])
-        access = writer.append(AccessBody(action="lookup", actor_key_id="k1", target_request_id="dup", accessed_at=first.record_hash and "2025-01-01T00:00:00.000000Z"))
+        access = writer.append(
+            AccessBody(
+                action="lookup",
+                actor_key_id="k1",
+                target_request_id="dup",
+                accessed_at=first.record_hash and "2025-01-01T00:00:00.000000Z",
+            )
+        )
     assert isinstance(first, Receipt)
     assert isinstance(again, IndexConflict) and again.existing.seq == first.seq
     assert again.existing.request_sha256 != decision("dup", payload="p2").request_sha256
@@ -211,13 +217,13 @@ class FlakyStore:
         self.inner, self.land, self.armed = inner, land, False
         self.url = inner.url
 
-    def put_once(self, key, data):  # noqa: ANN001, ANN201
+    def put_once(self, key, data):
         return self._segment_put(self.inner.put_once, key, data)
 
-    def publish_once(self, key, data):  # noqa: ANN001, ANN201 - the writer's segment put on this store
+    def publish_once(self, key, data):
         return self._segment_put(self.inner.publish_once, key, data)
 
-    def _segment_put(self, put, key, data):  # noqa: ANN001, ANN202
+    def _segment_put(self, put, key, data):
         if self.armed and "/segments/" in key:
             self.armed = False
             if self.land:
@@ -225,7 +231,7 @@ class FlakyStore:
             raise StoreUnavailable("injected: connection reset")
         return put(key, data)
 
-    def __getattr__(self, name):  # noqa: ANN001, ANN204
+    def __getattr__(self, name):
         return getattr(self.inner, name)
 
 
@@ -248,10 +254,10 @@ def test_failed_segment_write_is_resolved_without_reusing_or_skipping_seq(store,
 class FlakyIndexStore(FlakyStore):
     """A real filesystem store whose next index round fails before writing anything."""
 
-    def _segment_put(self, put, key, data):  # noqa: ANN001, ANN202 - segments are written normally
+    def _segment_put(self, put, key, data):
         return put(key, data)
 
-    def put_many_once(self, items):  # noqa: ANN001, ANN201
+    def put_many_once(self, items):
         if self.armed and any(key.startswith(layout.INDEX_PREFIX) for key, _ in items):
             self.armed = False
             raise StoreUnavailable("injected: index round failed")
@@ -383,9 +389,9 @@ def test_open_with_a_new_key_rotates_when_the_old_key_is_available(store, tmp_pa
 
 _CRASH_WRITER = r"""
 import json, sys
-from audit.chain import ChainWriter
-from audit.index import IndexConflict
-from audit.stores import FilesystemStore
+from verdict.audit.chain import ChainWriter
+from verdict.audit.index import IndexConflict
+from verdict.audit.stores import FilesystemStore
 from tests.audit.helpers import decisions, signer
 import msgspec, random
 root, run = sys.argv[1], int(sys.argv[2])
@@ -448,8 +454,8 @@ def test_sigkill_at_random_points_loses_no_receipt(tmp_path):
 _RACING_WRITER = r"""
 import sys
 import msgspec
-from audit.chain import ChainConflict, ChainWriter
-from audit.stores import FilesystemStore
+from verdict.audit.chain import ChainConflict, ChainWriter
+from verdict.audit.stores import FilesystemStore
 from tests.audit.helpers import decisions, signer
 root, name = sys.argv[1], sys.argv[2]
 print("ready", flush=True)
@@ -470,8 +476,14 @@ def test_two_writer_processes_on_one_chain_one_is_refused(tmp_path):
     root = tmp_path / "store"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     procs = [
-        subprocess.Popen([sys.executable, "-c", _RACING_WRITER, str(root), name], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
+        subprocess.Popen(
+            [sys.executable, "-c", _RACING_WRITER, str(root), name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=env,
+        )
         for name in ("A", "B")
     ]
     assert [p.stdout.readline() for p in procs] == ["ready\n", "ready\n"]

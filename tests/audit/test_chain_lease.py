@@ -23,13 +23,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from audit import layout
-from audit.chain import ChainConflict, ChainWriter, LeaseHeld, LeaseLost
-from audit.lease import Holder, LeaseDoc, LeaseOptions, newest_lease
-from audit.records import format_time
-from audit.stores import FilesystemStore, open_store
-from audit.verifier import verify_store
 from tests.audit.helpers import decisions, signer, wait_out_newest_lease
+from verdict.audit import layout
+from verdict.audit.chain import ChainConflict, ChainWriter, LeaseHeld, LeaseLost
+from verdict.audit.lease import Holder, LeaseDoc, LeaseOptions, newest_lease
+from verdict.audit.records import format_time
+from verdict.audit.stores import FilesystemStore, open_store
+from verdict.audit.verifier import verify_store
 
 REPO = Path(__file__).resolve().parents[2]
 CHAIN = "lease-0"
@@ -38,9 +38,9 @@ FAST = LeaseOptions(ttl=5.0, renew_every=1.0, skew=0.0)
 
 _HOLDER = r"""
 import sys, time
-from audit.chain import ChainConflict, ChainWriter
-from audit.lease import LeaseOptions
-from audit.stores import open_store
+from verdict.audit.chain import ChainConflict, ChainWriter
+from verdict.audit.lease import LeaseOptions
+from verdict.audit.stores import open_store
 from tests.audit.helpers import decisions, signer
 url, ttl, renew = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 writer = ChainWriter.open(open_store(url), "lease-0", signer(), created_by="lease-test-holder",
@@ -70,7 +70,12 @@ class HolderProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _HOLDER, url, str(options.ttl), str(options.renew_every)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=env,
         )
         line = self.proc.stdout.readline()
         assert line.startswith("open "), line + self.proc.stderr.read()[-3000:]
@@ -201,8 +206,9 @@ def test_a_renewal_that_finds_a_foreign_lease_stops_the_writer(tmp_path, caplog)
     n = writer.lease.n
     while True:
         now = time.time()
-        doc = LeaseDoc(chain_id=CHAIN, n=n + 1, holder=other, acquired_at=format_time_ts(now),
-                       expires_at=format_time_ts(now + 30))
+        doc = LeaseDoc(
+            chain_id=CHAIN, n=n + 1, holder=other, acquired_at=format_time_ts(now), expires_at=format_time_ts(now + 30)
+        )
         try:
             store.put_once(layout.lease_key(CHAIN, n + 1), msgspec.json.encode(doc))
             break
@@ -227,14 +233,19 @@ def test_of_two_writers_racing_for_the_next_lease_exactly_one_wins(tmp_path):
     racer = Holder(host="elsewhere", pid=777, token="e" * 32, created_by="racer")
 
     class Racing:
-        def __getattr__(self, name):  # noqa: ANN001, ANN204
+        def __getattr__(self, name):
             return getattr(store, name)
 
-        def put_once(self, key, data):  # noqa: ANN001, ANN201
+        def put_once(self, key, data):
             if key == layout.lease_key(CHAIN, 2) and not store.exists(key):
                 now = time.time()
-                doc = LeaseDoc(chain_id=CHAIN, n=2, holder=racer, acquired_at=format_time_ts(now),
-                               expires_at=format_time_ts(now + 300))
+                doc = LeaseDoc(
+                    chain_id=CHAIN,
+                    n=2,
+                    holder=racer,
+                    acquired_at=format_time_ts(now),
+                    expires_at=format_time_ts(now + 300),
+                )
                 store.put_once(key, msgspec.json.encode(doc))  # the racer wins
             return store.put_once(key, data)
 
@@ -254,11 +265,11 @@ def test_the_verifier_accepts_lease_objects_but_not_other_strays(tmp_path):
     assert not report.ok and report.first_failure.reason == "unexpected_object"
 
 
-def _leases(store) -> list[str]:  # noqa: ANN001
+def _leases(store) -> list[str]:
     return list(store.list_keys(layout.leases_prefix(CHAIN)))
 
 
 def format_time_ts(ts: float) -> str:
     import datetime as dt
 
-    return format_time(dt.datetime.fromtimestamp(ts, dt.timezone.utc))
+    return format_time(dt.datetime.fromtimestamp(ts, dt.UTC))

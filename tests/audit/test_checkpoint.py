@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.checkpoint import (
+from verdict.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
     VerifiedCheckpoint,
@@ -218,7 +218,10 @@ def _sig_line(name: str, blob: bytes) -> bytes:
         (_replace(SIG_B64, SIG_B64[:-1]), "signature is not canonical standard base64"),
         (_replace(SIG_B64, SIG_B64[:-4] + b"!!!="), "signature is not canonical standard base64"),
         (_replace(SIG_B64, b"BUC4EA=="), "signature line 1 \\(verdict-writer-0\\): signature is 4 bytes, too short"),
-        (_replace(SIG_B64, b"BUC4EHg="), "trusted key verdict-writer-0\\+0540b810: Ed25519 signature must be 64 bytes, got 1"),
+        (
+            _replace(SIG_B64, b"BUC4EHg="),
+            "trusted key verdict-writer-0\\+0540b810: Ed25519 signature must be 64 bytes, got 1",
+        ),
         (GOLDEN_NOTE + _sig_line("x", b"abcd"), "signature line 2 \\(x\\): signature is 4 bytes, too short"),
         (GOLDEN_NOTE + SIG_LINE * 100, "101 signature lines, at most 100"),
         (b"\xff" + GOLDEN_NOTE, "signed note is not valid UTF-8 \\(byte 0\\)"),
@@ -372,7 +375,10 @@ def test_format_body_refuses_what_parse_body_would_reject(cp, message):
         ([("a b", WRITER_KEY)], "key name 'a b' must not contain whitespace"),
         ([("a+b", WRITER_KEY)], "key name 'a\\+b' must not contain whitespace, '\\+'"),
         ([("", WRITER_KEY)], "key name must be a non-empty string"),
-        ([(WRITER, WRITER_KEY), (WRITER, WRITER_KEY)], "signer 'verdict-writer-0' with key hash 0540b810 is listed twice"),
+        (
+            [(WRITER, WRITER_KEY), (WRITER, WRITER_KEY)],
+            "signer 'verdict-writer-0' with key hash 0540b810 is listed twice",
+        ),
         ([(f"k{i}", WRITER_KEY) for i in range(101)], "101 signers, at most 100"),
     ],
 )

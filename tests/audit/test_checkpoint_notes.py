@@ -13,12 +13,12 @@ import shutil
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import layout
-from audit.checkpoint import CheckpointError, decode_vkey, open_checkpoint, parse_body
-from audit.stores import FilesystemStore
-from audit.verifier import verify_store
 from tests.audit.golden import make_checkpoint_notes as vectors_module
 from tests.audit.golden.make_golden import CHAIN, POLICY, STORE_DIR
+from verdict.audit import layout
+from verdict.audit.checkpoint import CheckpointError, decode_vkey, open_checkpoint, parse_body
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.verifier import verify_store
 
 VECTORS = json.loads(vectors_module.VECTORS.read_text("utf-8"))
 NOTES = {v["name"]: v for v in VECTORS["notes"]}
@@ -30,7 +30,7 @@ def by_expectation(expect):
 
 
 def test_vectors_file_is_reproducible():
-    assert VECTORS == vectors_module.vectors()
+    assert vectors_module.vectors() == VECTORS
 
 
 @pytest.mark.parametrize("note", by_expectation("accept"))
@@ -105,7 +105,9 @@ def run_documented_sketch(root):
     doc = (Path(__file__).parents[2] / "docs" / "audit-format.md").read_text()
     script = root.parent / "verify.py"
     script.write_text(doc.split("```python\n", 1)[1].split("```", 1)[0])
-    return subprocess.run([sys.executable, str(script), str(root), CHAIN, str(POLICY)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(script), str(root), CHAIN, str(POLICY)], capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize("note", by_expectation("accept"))

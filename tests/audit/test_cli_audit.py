@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from audit import layout
-from audit.chain import ChainWriter
-from audit.cli import audit_app, keys_app
-from audit.config import data_dir, store_url
-from audit.signing import FileKeyStore
-from audit.stores import open_store
-from audit.trust import RootKey, load_policy, local_root_path
-from audit.trust_cli import trust_app
 from tests.audit.helpers import decisions, overwrite
+from verdict.audit import layout
+from verdict.audit.chain import ChainWriter
+from verdict.audit.cli import audit_app, keys_app
+from verdict.audit.config import data_dir, store_url
+from verdict.audit.signing import FileKeyStore
+from verdict.audit.stores import open_store
+from verdict.audit.trust import RootKey, load_policy, local_root_path
+from verdict.audit.trust_cli import trust_app
 
 REPO = Path(__file__).parents[2]
 runner = CliRunner()
@@ -60,10 +60,17 @@ def test_verify_names_the_first_bad_record_and_exits_1(trail, verdict_home):
     result = runner.invoke(audit_app, ["verify"])
     assert result.exit_code == 1
     assert "FAILED" in result.stdout
-    assert "first failure: [hash_mismatch] (chain gateway-0, seq 6, chains/gateway-0/segments/00000000000000000001)" in result.stdout
+    assert (
+        "first failure: [hash_mismatch] (chain gateway-0, seq 6, chains/gateway-0/segments/00000000000000000001)"
+        in result.stdout
+    )
     result = runner.invoke(audit_app, ["verify", "--json", "-", "--quiet"])
     report = json.loads(result.stdout)
-    assert result.exit_code == 1 and report["first_failure"]["reason"] == "hash_mismatch" and report["first_failure"]["seq"] == 6
+    assert (
+        result.exit_code == 1
+        and report["first_failure"]["reason"] == "hash_mismatch"
+        and report["first_failure"]["seq"] == 6
+    )
 
 
 def test_verify_unusable_store_exits_2(verdict_home, tmp_path):
@@ -116,7 +123,9 @@ def test_audit_cli_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
     result = subprocess.run(
         [sys.executable, "-c", "from audit.cli import audit_app; audit_app()", "verify", "--help"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode == 0 and "--store" in result.stdout
 

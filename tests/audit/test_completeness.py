@@ -9,19 +9,19 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import layout
-from audit.chain import ChainBehindHeld, ChainWriter
-from audit.completeness import HeldReceipt, parse_receipts
-from audit.cosignature import cosign, encode_witness_vkey
-from audit.stores import FilesystemStore
-from audit.trust import RootKey, WitnessEntry
-from audit.verifier import verify_store
 from tests.audit.helpers import decision, signer
+from verdict.audit import layout
+from verdict.audit.chain import ChainBehindHeld, ChainWriter
+from verdict.audit.completeness import HeldReceipt, parse_receipts
+from verdict.audit.cosignature import cosign, encode_witness_vkey
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.trust import RootKey, WitnessEntry
+from verdict.audit.verifier import verify_store
 
 CHAIN = "gw-0"
 
 
-def reasons(report) -> set[str]:  # noqa: ANN001
+def reasons(report) -> set[str]:
     return {f.reason for f in report.failures}
 
 
@@ -52,8 +52,9 @@ def trail(tmp_path):
     root = RootKey(signer(90))
     kept: list[bytes] = []
     receipts = []
-    with ChainWriter.open(store, CHAIN, signer(1), root=root, lease=None,
-                          on_checkpoint=lambda size, note: kept.append(note)) as writer:
+    with ChainWriter.open(
+        store, CHAIN, signer(1), root=root, lease=None, on_checkpoint=lambda size, note: kept.append(note)
+    ) as writer:
         for batch in range(4):
             receipts += writer.append_batch([decision(f"d-{batch}-{i}") for i in range(3)])
             writer.checkpoint()
@@ -63,8 +64,9 @@ def trail(tmp_path):
 
 def test_pristine_trail_with_held_checkpoints_and_receipts_verifies(trail):
     store, root, kept, held = trail
-    report = verify_store(store, trust=root.policy(), held_checkpoints=[("cp", n) for n in kept],
-                          receipts=[("r", r) for r in held])
+    report = verify_store(
+        store, trust=root.policy(), held_checkpoints=[("cp", n) for n in kept], receipts=[("r", r) for r in held]
+    )
     assert report.ok, report.failures
     assert [layout.number_from_key(k) for k in store.list_keys(layout.checkpoints_prefix(CHAIN))] == [1, 4, 7, 10, 13]
 
@@ -74,19 +76,20 @@ def test_truncation_is_caught_by_a_held_checkpoint_and_by_receipts(trail):
     _truncate(store, keep=7)
     plain = verify_store(store, trust=root.policy())
     assert "below_held_checkpoint" not in reasons(plain) and "chain_truncated" not in reasons(plain)
-    report = verify_store(store, trust=root.policy(), held_checkpoints=[("kept", kept[-1])],
-                          receipts=[(f"r{r.seq}", r) for r in held])
+    report = verify_store(
+        store, trust=root.policy(), held_checkpoints=[("kept", kept[-1])], receipts=[(f"r{r.seq}", r) for r in held]
+    )
     assert {"below_held_checkpoint", "receipt_missing"} <= reasons(report)
-    missing = sorted(int(f.message.split("; record ")[1].split(" ")[0]) for f in report.failures
-                     if f.reason == "receipt_missing")
+    missing = sorted(
+        int(f.message.split("; record ")[1].split(" ")[0]) for f in report.failures if f.reason == "receipt_missing"
+    )
     assert missing == list(range(7, 13))
 
 
 def test_wipe_to_nothing_is_caught_by_a_held_checkpoint(trail):
     store, root, kept, held = trail
     _truncate(store, keep=0)
-    report = verify_store(store, trust=root.policy(), held_checkpoints=[("kept", kept[-1])],
-                          receipts=[("r", held[0])])
+    report = verify_store(store, trust=root.policy(), held_checkpoints=[("kept", kept[-1])], receipts=[("r", held[0])])
     assert {"below_held_checkpoint", "receipt_missing"} <= reasons(report)
 
 
@@ -99,8 +102,9 @@ def test_rewrite_with_the_chain_key_is_caught_by_held_checkpoint_and_receipt(tra
             _remove(store, key)  # the rewriter's recovery would re-checkpoint at 4 anyway
     with ChainWriter.open(store, CHAIN, signer(1), lease=None) as writer:  # the key, no trust: rewrite freely
         writer.append_batch([decision(f"other-{i}", score=0.99) for i in range(9)])
-    report = verify_store(store, trust=root.policy(), held_checkpoints=[("kept", kept[-1])],
-                          receipts=[(f"r{r.seq}", r) for r in held])
+    report = verify_store(
+        store, trust=root.policy(), held_checkpoints=[("kept", kept[-1])], receipts=[(f"r{r.seq}", r) for r in held]
+    )
     assert {"held_checkpoint_mismatch", "receipt_mismatch"} <= reasons(report)
     assert "receipt_missing" not in reasons(report)
 
@@ -108,19 +112,30 @@ def test_rewrite_with_the_chain_key_is_caught_by_held_checkpoint_and_receipt(tra
 def test_a_forged_receipt_or_held_checkpoint_is_itself_rejected(trail):
     store, root, kept, held = trail
     forged = HeldReceipt(held[0].chain_id, held[0].seq, "00" * 32, held[0].signature, held[0].key_id)
-    other = HeldReceipt(held[0].chain_id, held[0].seq, held[0].record_hash,
-                        base64.b64encode(signer(5).sign(b"x")).decode(), held[0].key_id)
+    other = HeldReceipt(
+        held[0].chain_id,
+        held[0].seq,
+        held[0].record_hash,
+        base64.b64encode(signer(5).sign(b"x")).decode(),
+        held[0].key_id,
+    )
     bad_note = kept[-1].replace(b"\n13\n", b"\n12\n")
-    report = verify_store(store, trust=root.policy(), receipts=[("a", forged), ("b", other)],
-                          held_checkpoints=[("n", bad_note)])
+    report = verify_store(
+        store, trust=root.policy(), receipts=[("a", forged), ("b", other)], held_checkpoints=[("n", bad_note)]
+    )
     assert [f.reason for f in report.failures] == ["bad_held_checkpoint", "bad_receipt", "bad_receipt"]
 
 
 def test_receipts_file_accepts_receipts_and_whole_decision_responses(trail):
     _, _, _, held = trail
     r = held[0]
-    line = ('{"chain_id":"%s","seq":%d,"record_hash":"%s","signature":"%s","key_id":"%s"}'
-            % (r.chain_id, r.seq, r.record_hash, r.signature, r.key_id))
+    line = '{"chain_id":"%s","seq":%d,"record_hash":"%s","signature":"%s","key_id":"%s"}' % (
+        r.chain_id,
+        r.seq,
+        r.record_hash,
+        r.signature,
+        r.key_id,
+    )
     data = (line + "\n\n" + '{"decision":"approve","receipt":' + line + "}\n").encode()
     assert parse_receipts(data) == [r, r]
     with pytest.raises(ValueError, match="line 1"):
@@ -144,7 +159,9 @@ def test_cosigned_checkpoints_set_the_witnessed_size_and_truncation_below_fails(
     assert report.witnessed == {CHAIN: 10}
     # two cosignatures are not a quorum of three
     third = _witness("w3")[2]
-    assert verify_store(store, trust=root.policy().with_witnesses([w[2] for w in witnesses] + [third], 3)).witnessed == {}
+    assert (
+        verify_store(store, trust=root.policy().with_witnesses([w[2] for w in witnesses] + [third], 3)).witnessed == {}
+    )
     _truncate(store, keep=7)
     store.put_once(layout.cosigned_key(CHAIN, 10), cosigned)  # a copy kept by whoever restores it, or the witness's
     assert "below_witnessed_size" in reasons(verify_store(store, trust=policy))

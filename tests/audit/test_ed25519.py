@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit import ed25519
-from audit.signing import Ed25519Signer, RECORD_SIGNATURE_DOMAIN, verify_record_signature
+from verdict.audit import ed25519
+from verdict.audit.signing import RECORD_SIGNATURE_DOMAIN, Ed25519Signer, verify_record_signature
 
 
 def _openssl_accepts(public_raw: bytes, signature: bytes, message: bytes) -> bool:

@@ -15,9 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from audit.stores import FilesystemStore, ObjectExists, ObjectMissing, ObjectRef, StoreUnavailable, WormStore, open_store
-from audit.stores.keys import InvalidKey
 from tests.audit.helpers import staged_files
+from verdict.audit.stores import (
+    FilesystemStore,
+    ObjectExists,
+    ObjectMissing,
+    ObjectRef,
+    StoreUnavailable,
+    WormStore,
+    open_store,
+)
+from verdict.audit.stores.keys import InvalidKey
 
 INCOMING = ".incoming"
 
@@ -194,7 +202,7 @@ def test_temp_file_removed_when_staging_fails(tmp_path):
         f"""
         import resource, signal, sys
         sys.path.insert(0, {str(Path.cwd())!r})
-        from audit.stores import FilesystemStore, StoreUnavailable
+        from verdict.audit.stores import FilesystemStore, StoreUnavailable
         store = FilesystemStore({str(root)!r})
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
@@ -210,7 +218,6 @@ def test_temp_file_removed_when_staging_fails(tmp_path):
     assert done.returncode == 0 and "unavailable:" in done.stdout, done.stdout + done.stderr
     assert not (root / "big").exists()
     assert staged_files(root) == []
-
 
 
 def test_file_and_directory_of_one_name_is_a_taken_key(store):
@@ -264,7 +271,7 @@ def test_prestaged_but_uncovered_objects_are_synced_before_publication(store):
 
 @needs_syncfs
 def test_unused_prestaged_files_are_bounded(store, monkeypatch):
-    import audit.stores.filesystem as filesystem
+    import verdict.audit.stores.filesystem as filesystem
 
     monkeypatch.setattr(filesystem, "_MAX_PRESTAGED", 4)
     store.prestage([(f"k{n}", b"x") for n in range(10)])
@@ -274,7 +281,7 @@ def test_unused_prestaged_files_are_bounded(store, monkeypatch):
 class _SlowSyncfs:
     """The real syncfs(2), slowed down and logged: each call's (start, end)."""
 
-    def __init__(self, real, seconds: float, fail_calls: frozenset[int] = frozenset()) -> None:  # noqa: ANN001
+    def __init__(self, real, seconds: float, fail_calls: frozenset[int] = frozenset()) -> None:
         self.real, self.seconds, self.fail_calls = real, seconds, fail_calls
         self.calls: list[tuple[float, float]] = []
         self._lock = threading.Lock()
@@ -316,7 +323,7 @@ def _concurrent_puts(store: FilesystemStore, count: int) -> list[tuple[float, fl
 
 @needs_syncfs
 def test_concurrent_commits_share_disk_flushes_each_started_after_their_writes(store, monkeypatch):
-    import audit.stores.filesystem as filesystem
+    import verdict.audit.stores.filesystem as filesystem
 
     slow = _SlowSyncfs(filesystem._SYNCFS, 0.05)
     monkeypatch.setattr(filesystem, "_SYNCFS", slow)
@@ -333,7 +340,7 @@ def test_concurrent_commits_share_disk_flushes_each_started_after_their_writes(s
 
 @needs_syncfs
 def test_a_failed_shared_flush_fails_every_commit_that_waited_for_it(store, monkeypatch):
-    import audit.stores.filesystem as filesystem
+    import verdict.audit.stores.filesystem as filesystem
 
     # The first flush serves the first put alone; the others arrive while it
     # runs and share the second one, which fails: all of them must fail.
@@ -391,11 +398,11 @@ def test_unconfirmed_finds_published_data_whose_name_was_lost(store):
 def test_without_syncfs_names_are_confirmed_by_directory_fsyncs(store, monkeypatch):
     # Platforms without syncfs(2) (macOS) fsync files and directories one by one:
     # a deferred name must still be made durable, and its staged copy then removed.
-    import audit.stores.filesystem as filesystem
-    from audit.chain import ChainWriter
-    from audit.signing import Ed25519Signer
-    from audit.verifier import verify_store
+    import verdict.audit.stores.filesystem as filesystem
     from tests.audit.helpers import decisions
+    from verdict.audit.chain import ChainWriter
+    from verdict.audit.signing import Ed25519Signer
+    from verdict.audit.verifier import verify_store
 
     monkeypatch.setattr(filesystem, "_SYNCFS", None)
     store.publish_once("objects/published", b"data")
@@ -412,7 +419,7 @@ def test_without_syncfs_names_are_confirmed_by_directory_fsyncs(store, monkeypat
 
 _STAGING_WRITER = textwrap.dedent("""
     import sys
-    from audit.stores import FilesystemStore
+    from verdict.audit.stores import FilesystemStore
     store = FilesystemStore(sys.argv[1])
     store.prestage([("index/requests/r-1", b"request id and hash of r-1")])
     store.publish_once("chains/c0/segments/1", b"a segment whose name may be lost")
@@ -425,8 +432,12 @@ def test_staging_of_a_killed_writer_is_removed_once_proved_dead(store):
     """Pre-staged index entries (request ids, hashes) of a writer killed
     mid-batch are removed by the next recovery; a live writer's staging and a
     key-named copy that recovery may put again are kept."""
-    writer = subprocess.Popen([sys.executable, "-c", _STAGING_WRITER, str(store.root)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _STAGING_WRITER, str(store.root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     try:
         assert writer.stdout.readline() == b"staged\n"
         staged = [n for n in _incoming(store) if n.startswith(f"{writer.pid}-")]
@@ -459,7 +470,7 @@ def test_write_probe_reports_the_os_reason(store, monkeypatch):
     assert [n for n in _incoming(store) if n.endswith("probe")] == []
     real_write = os.write
 
-    def full_disk(fd, data):  # noqa: ANN001, ANN202 - ENOSPC from the kernel, as on a full disk
+    def full_disk(fd, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "write", full_disk)

@@ -19,21 +19,21 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from audit import layout
-from audit.chain import ChainWriter
-from audit.cli import audit_app
-from audit.immutability import (
+from tests.audit.helpers import decisions
+from verdict.audit import layout
+from verdict.audit.chain import ChainWriter
+from verdict.audit.cli import audit_app
+from verdict.audit.immutability import (
     CANARY_PREFIX,
     EVIDENCE_KIND,
     TrailView,
     open_store_for_probing,
     run_immutability_test,
 )
-from audit.records import EvidenceBody, decode_record, iter_lines, split_line
-from audit.signing import FileKeyStore
-from audit.stores import FilesystemStore
-from audit.verifier import verify_store
-from tests.audit.helpers import decisions
+from verdict.audit.records import EvidenceBody, decode_record, iter_lines, split_line
+from verdict.audit.signing import FileKeyStore
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.verifier import verify_store
 
 runner = CliRunner()
 
@@ -96,7 +96,9 @@ def _evidence_records(store, chain_id: str = "immutability-0") -> list[EvidenceB
 # --- S3 Object Lock on moto ----------------------------------------------------------------------
 
 
-def test_moto_object_lock_bucket_reports_the_honest_failures(verdict_home, s3_store_url, s3_store, s3_client, s3_bucket, tmp_path):
+def test_moto_object_lock_bucket_reports_the_honest_failures(
+    verdict_home, s3_store_url, s3_store, s3_client, s3_bucket, tmp_path
+):
     _trail_with_decisions(s3_store)
     before = _versions_outside_canaries(s3_store)
     json_path, junit_path = tmp_path / "evidence" / "run.json", tmp_path / "evidence" / "junit.xml"
@@ -107,13 +109,20 @@ def test_moto_object_lock_bucket_reports_the_honest_failures(verdict_home, s3_st
     report = json.loads(json_path.read_text())
     statuses = {p["name"]: p["status"] for p in report["probes"]}
     assert statuses == MOTO_EXPECTED, result.output
-    assert sorted(report["failed"]) == ["canary_change_lock_mode", "canary_remove_retention", "canary_shorten_retention"]
+    assert sorted(report["failed"]) == [
+        "canary_change_lock_mode",
+        "canary_remove_retention",
+        "canary_shorten_retention",
+    ]
     assert "FAILED" in result.output and "canary_shorten_retention" in result.output
 
     # the honest failure carries its evidence: the lock got shorter, and the version could then be deleted
     shorten = next(p for p in report["probes"] if p["name"] == "canary_shorten_retention")
     ev = shorten["evidence"]
-    assert ev["lock_before"]["mode"] == "COMPLIANCE" and ev["lock_after"]["retain_until"] < ev["lock_before"]["retain_until"]
+    assert (
+        ev["lock_before"]["mode"] == "COMPLIANCE"
+        and ev["lock_after"]["retain_until"] < ev["lock_before"]["retain_until"]
+    )
     assert ev["then_delete_version"]["accepted"] is True
     assert ev["key"].startswith(f"trail/canary/{report['run_id']}/canary_shorten_retention/")
     # "evident" is demonstrated with the real verifier, not assumed
@@ -147,7 +156,10 @@ def test_moto_object_lock_bucket_reports_the_honest_failures(verdict_home, s3_st
     assert set(cases) == set(MOTO_EXPECTED) | {"evidence_filed"}
     assert suite.get("failures") == "3" and suite.get("skipped") == "2"
     assert {n for n, c in cases.items() if c.find("failure") is not None} == set(report["failed"])
-    assert {n for n, c in cases.items() if c.find("skipped") is not None} == {"record_shorten_retention", "record_change_lock_mode"}
+    assert {n for n, c in cases.items() if c.find("skipped") is not None} == {
+        "record_shorten_retention",
+        "record_change_lock_mode",
+    }
     assert "PutObjectRetention" in cases["canary_shorten_retention"].find("failure").text
 
 
@@ -171,9 +183,19 @@ def test_weak_bucket_without_object_lock_names_its_failures(verdict_home, moto_s
     assert result.exit_code == 1, result.output
     report = json.loads(json_path.read_text())
     statuses = {p["name"]: p["status"] for p in report["probes"]}
-    for name in ("bucket_versioning", "bucket_object_lock", "bucket_default_retention", "store_lock_on_write",
-                 "canary_new_version", "canary_delete_marker", "canary_delete_version", "canary_delete_bypass",
-                 "canary_shorten_retention", "canary_change_lock_mode", "canary_remove_retention"):
+    for name in (
+        "bucket_versioning",
+        "bucket_object_lock",
+        "bucket_default_retention",
+        "store_lock_on_write",
+        "canary_new_version",
+        "canary_delete_marker",
+        "canary_delete_version",
+        "canary_delete_bypass",
+        "canary_shorten_retention",
+        "canary_change_lock_mode",
+        "canary_remove_retention",
+    ):
         assert statuses[name] == "FAILED", (name, result.output)
         assert name in result.output
     assert statuses["canary_overwrite"] == "enforced"  # If-None-Match works even without versioning
@@ -309,7 +331,7 @@ def test_missing_store_is_a_usage_error(verdict_home):
 
 
 def test_anchored_evidence_says_so_and_an_unanchored_run_says_that_too(verdict_home, tmp_path):
-    from audit.trust import RootKey, local_root_path
+    from verdict.audit.trust import RootKey, local_root_path
 
     store = FilesystemStore(verdict_home / "store")
     _trail_with_decisions(store)

@@ -11,15 +11,15 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit import layout, merkle
-from audit.canonical import canonical_bytes
-from audit.chain import ChainWriter
-from audit.checkpoint import open_checkpoint
-from audit.index import IndexConflict, IndexEntry, RequestIndex, decode_entry, encode_entry
-from audit.reader import ReadError, read_decision
-from audit.signing import check_key_document
-from audit.stores import FilesystemStore
 from tests.audit.helpers import decision, decisions, overwrite, signer
+from verdict.audit import layout, merkle
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.chain import ChainWriter
+from verdict.audit.checkpoint import open_checkpoint
+from verdict.audit.index import IndexConflict, IndexEntry, RequestIndex, decode_entry, encode_entry
+from verdict.audit.reader import ReadError, read_decision
+from verdict.audit.signing import check_key_document
+from verdict.audit.stores import FilesystemStore
 
 
 @pytest.fixture
@@ -42,8 +42,11 @@ def _entry(request_id="r-1", seq=5):
 def test_entry_encoding_is_canonical_with_explicit_null_version():
     data = encode_entry(_entry())
     assert data == (
-        b'{"chain_id":"gateway-0","record_hash":"' + b"c" * 64 + b'","request_id":"r-1","request_sha256":"'
-        + b"d" * 64 + b'","segment_key":"chains/gateway-0/segments/00000000000000000001","segment_version":null,"seq":5}'
+        b'{"chain_id":"gateway-0","record_hash":"'
+        + b"c" * 64
+        + b'","request_id":"r-1","request_sha256":"'
+        + b"d" * 64
+        + b'","segment_key":"chains/gateway-0/segments/00000000000000000001","segment_version":null,"seq":5}'
     )
     assert decode_entry(data) == _entry()
 
@@ -56,7 +59,9 @@ def test_entry_encoding_is_canonical_with_explicit_null_version():
     version=st.none() | st.text(max_size=20),
 )
 def test_entry_encoding_is_rfc8785(request_id, chain_id, seq, version):
-    entry = IndexEntry(request_id, chain_id, seq, "e3" * 32, f"chains/{chain_id}/segments/{seq:020d}", version, "0" * 64)
+    entry = IndexEntry(
+        request_id, chain_id, seq, "e3" * 32, f"chains/{chain_id}/segments/{seq:020d}", version, "0" * 64
+    )
     data = encode_entry(entry)
     assert data == canonical_bytes(entry) == rfc8785.dumps(msgspec.to_builtins(entry))
     assert decode_entry(data) == entry
@@ -101,8 +106,11 @@ def test_read_decision_verifies_and_proves_inclusion(store):
     cp = open_checkpoint(inc.checkpoint_note.encode(), {s.key_id: check_key_document(s.public_key_document)})
     assert cp.checkpoint.root.hex() == inc.root
     merkle.verify_inclusion(
-        merkle.leaf_hash(bytes.fromhex(verified.record_hash)), inc.leaf_index, inc.tree_size,
-        [bytes.fromhex(h) for h in inc.hashes], cp.checkpoint.root,
+        merkle.leaf_hash(bytes.fromhex(verified.record_hash)),
+        inc.leaf_index,
+        inc.tree_size,
+        [bytes.fromhex(h) for h in inc.hashes],
+        cp.checkpoint.root,
     )
     json.loads(msgspec.json.encode(verified))  # serialisable for `audit show --json`
     assert verified.receipt() == receipts[17]

@@ -32,15 +32,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from typer.testing import CliRunner
 
-from audit import layout
-from audit.chain import ChainWriter
-from audit.cli import audit_app
-from audit.kms import KmsEd25519Signer, KmsKeyError, KmsKeyRing, KmsSigningError
-from audit.records import KeyRotationBody, decode_record, iter_lines, split_line
-from audit.signing import FileKeyStore, load_published_keys, verify_record_signature
-from audit.stores import FilesystemStore, StoreUnavailable
-from audit.verifier import verify_store
 from tests.audit.helpers import decisions
+from verdict.audit import layout
+from verdict.audit.chain import ChainWriter
+from verdict.audit.cli import audit_app
+from verdict.audit.kms import KmsEd25519Signer, KmsKeyError, KmsKeyRing, KmsSigningError
+from verdict.audit.records import KeyRotationBody, decode_record, iter_lines, split_line
+from verdict.audit.signing import FileKeyStore, load_published_keys, verify_record_signature
+from verdict.audit.stores import FilesystemStore, StoreUnavailable
+from verdict.audit.verifier import verify_store
 
 REGION = "us-east-1"
 ACCOUNT = "111122223333"
@@ -57,7 +57,7 @@ class KmsEmulator:
         emulator = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
                 operation = self.headers.get("X-Amz-Target", "").removeprefix("TrentService.")
                 emulator.calls.append(operation)
@@ -86,7 +86,7 @@ class KmsEmulator:
         self.keys[key_id] = {
             "private": Ed25519PrivateKey.generate(),
             "arn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key_id}",
-            "created": dt.datetime.now(dt.timezone.utc).timestamp(),
+            "created": dt.datetime.now(dt.UTC).timestamp(),
             "state": "Enabled",
         }
         if alias:
@@ -105,10 +105,18 @@ class KmsEmulator:
             return 400, {"__type": "NotFoundException", "message": f"Key '{body.get('KeyId')}' does not exist"}
         key = self.keys[key_id]
         meta = {
-            "AWSAccountId": ACCOUNT, "KeyId": key_id, "Arn": key["arn"], "CreationDate": key["created"],
-            "Enabled": key["state"] == "Enabled", "KeyState": key["state"], "KeyUsage": "SIGN_VERIFY",
-            "KeySpec": "ECC_NIST_EDWARDS25519", "CustomerMasterKeySpec": "ECC_NIST_EDWARDS25519",
-            "SigningAlgorithms": ["ED25519_SHA_512", "ED25519_PH_SHA_512"], "Origin": "AWS_KMS", "KeyManager": "CUSTOMER",
+            "AWSAccountId": ACCOUNT,
+            "KeyId": key_id,
+            "Arn": key["arn"],
+            "CreationDate": key["created"],
+            "Enabled": key["state"] == "Enabled",
+            "KeyState": key["state"],
+            "KeyUsage": "SIGN_VERIFY",
+            "KeySpec": "ECC_NIST_EDWARDS25519",
+            "CustomerMasterKeySpec": "ECC_NIST_EDWARDS25519",
+            "SigningAlgorithms": ["ED25519_SHA_512", "ED25519_PH_SHA_512"],
+            "Origin": "AWS_KMS",
+            "KeyManager": "CUSTOMER",
         }
         if operation == "DescribeKey":
             return 200, {"KeyMetadata": meta}
@@ -116,21 +124,31 @@ class KmsEmulator:
             return 400, {"__type": "DisabledException", "message": f"{key['arn']} is disabled."}
         if operation == "GetPublicKey":
             der = key["private"].public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-            return 200, {"KeyId": key["arn"], "PublicKey": base64.b64encode(der).decode(), "KeySpec": meta["KeySpec"],
-                         "CustomerMasterKeySpec": meta["KeySpec"], "KeyUsage": "SIGN_VERIFY",
-                         "SigningAlgorithms": meta["SigningAlgorithms"]}
+            return 200, {
+                "KeyId": key["arn"],
+                "PublicKey": base64.b64encode(der).decode(),
+                "KeySpec": meta["KeySpec"],
+                "CustomerMasterKeySpec": meta["KeySpec"],
+                "KeyUsage": "SIGN_VERIFY",
+                "SigningAlgorithms": meta["SigningAlgorithms"],
+            }
         if operation == "Sign":
             message = base64.b64decode(body["Message"])
             if body.get("SigningAlgorithm") != "ED25519_SHA_512" or body.get("MessageType", "RAW") != "RAW":
-                return 400, {"__type": "ValidationException",
-                             "message": "ED25519_SHA_512 requires MessageType RAW (ED25519_PH_SHA_512 takes a DIGEST)"}
+                return 400, {
+                    "__type": "ValidationException",
+                    "message": "ED25519_SHA_512 requires MessageType RAW (ED25519_PH_SHA_512 takes a DIGEST)",
+                }
             if len(message) > 4096:
                 return 400, {"__type": "ValidationException", "message": "Message must be at most 4096 bytes"}
             signature = key["private"].sign(message)
             if self.corrupt_signatures:
                 signature = bytes([signature[0] ^ 1]) + signature[1:]
-            return 200, {"KeyId": key["arn"], "Signature": base64.b64encode(signature).decode(),
-                         "SigningAlgorithm": "ED25519_SHA_512"}
+            return 200, {
+                "KeyId": key["arn"],
+                "Signature": base64.b64encode(signature).decode(),
+                "SigningAlgorithm": "ED25519_SHA_512",
+            }
         return 400, {"__type": "UnsupportedOperationException", "message": f"{operation} is not emulated"}
 
 
@@ -144,8 +162,9 @@ def kms(s3_env):
 
 
 def _client(endpoint_url: str):
-    return boto3.client("kms", endpoint_url=endpoint_url, region_name=REGION,
-                        config=Config(retries={"total_max_attempts": 1}))
+    return boto3.client(
+        "kms", endpoint_url=endpoint_url, region_name=REGION, config=Config(retries={"total_max_attempts": 1})
+    )
 
 
 def _chain_records(store, chain_id: str):
@@ -246,8 +265,17 @@ def test_immutability_evidence_signed_by_kms(kms, verdict_home, monkeypatch, tmp
     kms.create_key(alias="alias/verdict-immutability")
     monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", kms.endpoint_url)
     FilesystemStore(verdict_home / "store")
-    result = CliRunner().invoke(audit_app, ["immutability-test", "--unanchored", "--kms-key-id", "alias/verdict-immutability",
-                                            "--json", str(tmp_path / "ev.json")])
+    result = CliRunner().invoke(
+        audit_app,
+        [
+            "immutability-test",
+            "--unanchored",
+            "--kms-key-id",
+            "alias/verdict-immutability",
+            "--json",
+            str(tmp_path / "ev.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     filed = json.loads((tmp_path / "ev.json").read_text())["filed"]
     expected = KmsEd25519Signer("alias/verdict-immutability", client=_client(kms.endpoint_url)).key_id
@@ -261,8 +289,10 @@ def test_against_moto_kms(moto_server, s3_env, tmp_path):
         key_id = client.create_key(KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
     except client.exceptions.ClientError as exc:
         assert exc.response["Error"]["Code"] == "ValidationException"
-        pytest.skip("moto (5.2.5) rejects KeySpec ECC_NIST_EDWARDS25519 at CreateKey (ValidationException); "
-                    "the signer is tested against the loopback KMS emulator in this file instead")
+        pytest.skip(
+            "moto (5.2.5) rejects KeySpec ECC_NIST_EDWARDS25519 at CreateKey (ValidationException); "
+            "the signer is tested against the loopback KMS emulator in this file instead"
+        )
     signer = KmsEd25519Signer(key_id, client=client)
     store = FilesystemStore(tmp_path / "store")
     with ChainWriter.open(store, "gateway-0", signer) as writer:
@@ -270,8 +300,8 @@ def test_against_moto_kms(moto_server, s3_env, tmp_path):
     assert verify_store(store).ok
 
 
-def _public(signer):  # noqa: ANN001, ANN202
-    from audit.signing import check_key_document
+def _public(signer):
+    from verdict.audit.signing import check_key_document
 
     return check_key_document(signer.public_key_document)
 
@@ -279,12 +309,12 @@ def _public(signer):  # noqa: ANN001, ANN202
 def test_a_kms_trust_root_certifies_and_the_exported_policy_verifies(kms, verdict_home, monkeypatch, tmp_path):
     """Production's root (docs/operations.md §5.4): VERDICT_TRUST_ROOT=kms:<alias>, the same rule
     for the gateway and every tool; its policy, exported once, verifies the chain it certified."""
-    from audit.chain import ChainWriter
-    from audit.trust import configured_root, load_policy
-    from audit.trust_cli import trust_app
-    from audit.verifier import verify_store
     from tests.audit.helpers import decisions
     from tests.audit.helpers import signer as file_signer
+    from verdict.audit.chain import ChainWriter
+    from verdict.audit.trust import configured_root, load_policy
+    from verdict.audit.trust_cli import trust_app
+    from verdict.audit.verifier import verify_store
 
     kms.create_key(alias="alias/verdict-trust-root")
     monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", kms.endpoint_url)

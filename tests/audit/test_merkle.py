@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.merkle import (
+from verdict.audit.merkle import (
     EMPTY_ROOT,
     MerkleAccumulator,
     ProofError,
@@ -43,7 +43,6 @@ def _vector_dir() -> Path:
 
 VECTOR_DIR = _vector_dir()
 VECTOR_FILES = sorted(VECTOR_DIR.rglob("*.json")) if VECTOR_DIR.is_dir() else []
-
 
 
 def _vectors_unavailable() -> None:
@@ -80,7 +79,6 @@ def test_vector_directory_has_inclusion_and_consistency_files():
     assert len(VECTOR_FILES) > 0
     assert any(r.startswith("inclusion/") for r in relative)
     assert any(r.startswith("consistency/") for r in relative)
-
 
 
 @pytest.mark.parametrize(
@@ -122,7 +120,7 @@ REFERENCE_LEAF_HASHES = [leaf_hash(d) for d in REFERENCE_LEAVES]
 
 
 def test_empty_root_is_sha256_of_nothing():
-    assert EMPTY_ROOT == bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    assert bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") == EMPTY_ROOT
     assert root_from_leaf_hashes([]) == EMPTY_ROOT
     assert MerkleAccumulator().root() == EMPTY_ROOT
 

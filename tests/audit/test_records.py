@@ -16,7 +16,8 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.records import (
+from tests.audit.golden import make_golden
+from verdict.audit.records import (
     FORMAT,
     GENESIS_PREV_HASH,
     AccessBody,
@@ -33,9 +34,8 @@ from audit.records import (
     record_hash,
     split_line,
 )
-from audit.verifier import verify_store
-from audit.stores import FilesystemStore
-from tests.audit.golden import make_golden
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.verifier import verify_store
 
 GOLDEN = Path(make_golden.__file__).parent
 GOLDEN_STORE = GOLDEN / "store"
@@ -94,7 +94,9 @@ def test_golden_vectors_independently():
         prev = digest.hex()
 
 
-@pytest.mark.skipif(not all(shutil.which(t) for t in ("openssl", "xxd", "sha256sum", "sed")), reason="needs openssl, xxd")
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("openssl", "xxd", "sha256sum", "sed")), reason="needs openssl, xxd"
+)
 def test_documented_shell_check_works(tmp_path):
     """The shell example in docs/audit-format.md, run on the golden trail."""
     doc = (Path(__file__).parents[2] / "docs" / "audit-format.md").read_text()
@@ -113,7 +115,10 @@ def test_documented_python_verifier_works(tmp_path):
     script = doc.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "verify.py").write_text(script)
     result = subprocess.run(
-        [sys.executable, str(tmp_path / "verify.py"), str(GOLDEN_STORE), "golden-0", str(make_golden.POLICY)], capture_output=True, text=True, timeout=60
+        [sys.executable, str(tmp_path / "verify.py"), str(GOLDEN_STORE), "golden-0", str(make_golden.POLICY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "chain golden-0: 6 records, all checks passed" in result.stdout
@@ -197,7 +202,7 @@ def test_line_encoding_is_the_canonical_json_of_record_and_signature():
     signature = bytes(range(64))
     line = encode_line(data, signature)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
-    from audit.canonical import canonical_bytes
+    from verdict.audit.canonical import canonical_bytes
 
     assert line[:-1] == canonical_bytes({"record": json.loads(data), "signature": base64.b64encode(signature).decode()})
     assert split_line(line[:-1]) == (data, signature)
@@ -224,5 +229,7 @@ def test_segment_must_end_with_newline():
 
 
 def test_access_body_fields():
-    body = AccessBody(action="replay", actor_key_id="k", target_request_id="r", accessed_at="2025-01-01T00:00:00.000000Z")
+    body = AccessBody(
+        action="replay", actor_key_id="k", target_request_id="r", accessed_at="2025-01-01T00:00:00.000000Z"
+    )
     assert msgspec.json.decode(msgspec.json.encode(body), type=AccessBody) == body

@@ -11,10 +11,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from audit import layout
-from audit.canonical import canonical_bytes
-from audit.chain import ChainWriter
-from audit.records import (
+from tests.audit.golden import make_golden
+from tests.audit.helpers import decision, overwrite, signer
+from verdict.audit import layout
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.chain import ChainWriter
+from verdict.audit.records import (
     EvidenceBody,
     ModelRef,
     ModelVersion,
@@ -22,21 +24,33 @@ from audit.records import (
     RegistryBody,
     decode_body,
 )
-from audit.references import blob_key, environment_key, manifest_key
-from audit.stores import FilesystemStore
-from audit.trust import RootKey
-from audit.verifier import NOTES, REASONS, verify_store
-from gateway.registry_log import RegistryLog
-from tests.audit.golden import make_golden
-from tests.audit.helpers import decision, overwrite, signer
+from verdict.audit.references import blob_key, environment_key, manifest_key
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.trust import RootKey
+from verdict.audit.verifier import NOTES, REASONS, verify_store
+from verdict.gateway.registry_log import RegistryLog
 
 NAME, VERSION = "german-credit-mlp", "1.0.0"
 ARTIFACT, BACKGROUND, ENVIRONMENT = b"artifact bytes", b"background bytes", b'{"python":"3.11"}'
-MANIFEST = canonical_bytes({"artifact_sha256": hashlib.sha256(ARTIFACT).hexdigest(), "name": NAME,
-                            "version": VERSION, "decision": {"threshold": 0.1667}})
+MANIFEST = canonical_bytes(
+    {
+        "artifact_sha256": hashlib.sha256(ARTIFACT).hexdigest(),
+        "name": NAME,
+        "version": VERSION,
+        "decision": {"threshold": 0.1667},
+    }
+)
 ALIAS_KEY = f"models/aliases/{NAME}/production/00000000.json"
-ALIAS = canonical_bytes({"alias": "production", "name": NAME, "promoted_at": "2025-01-01T00:00:00.000000Z",
-                         "promoted_by": "test", "sequence": 0, "version": VERSION})
+ALIAS = canonical_bytes(
+    {
+        "alias": "production",
+        "name": NAME,
+        "promoted_at": "2025-01-01T00:00:00.000000Z",
+        "promoted_by": "test",
+        "sequence": 0,
+        "version": VERSION,
+    }
+)
 
 
 def sha(data: bytes) -> str:
@@ -47,34 +61,57 @@ def the_root() -> RootKey:
     return RootKey(signer(90))
 
 
-def reasons(report) -> set[str]:  # noqa: ANN001
+def reasons(report) -> set[str]:
     return {f.reason for f in report.failures}
 
 
-def pinned_decision(request_id: str, *, manifest: bytes | None = MANIFEST):  # noqa: ANN201
+def pinned_decision(request_id: str, *, manifest: bytes | None = MANIFEST):
     body = decision(request_id)
     return msgspec.structs.replace(
-        body, model=ModelRef(name=NAME, version=VERSION, sha256=sha(ARTIFACT)), environment_sha256=sha(ENVIRONMENT),
+        body,
+        model=ModelRef(name=NAME, version=VERSION, sha256=sha(ARTIFACT)),
+        environment_sha256=sha(ENVIRONMENT),
         manifest_sha256=sha(manifest) if manifest is not None else None,
     )
 
 
 def put_registry_objects(store: FilesystemStore) -> None:
-    for key, data in ((blob_key(sha(ARTIFACT)), ARTIFACT), (blob_key(sha(BACKGROUND)), BACKGROUND),
-                      (environment_key(sha(ENVIRONMENT)), ENVIRONMENT), (manifest_key(NAME, VERSION), MANIFEST),
-                      (ALIAS_KEY, ALIAS)):
+    for key, data in (
+        (blob_key(sha(ARTIFACT)), ARTIFACT),
+        (blob_key(sha(BACKGROUND)), BACKGROUND),
+        (environment_key(sha(ENVIRONMENT)), ENVIRONMENT),
+        (manifest_key(NAME, VERSION), MANIFEST),
+        (ALIAS_KEY, ALIAS),
+    ):
         store.put_once(key, data)
 
 
 def record_registry(store: FilesystemStore) -> None:
     """The registry chain, as the registry's event log writes it: after the objects."""
     model = ModelVersion(name=NAME, version=VERSION)
-    RegistryLog(store, signer(3), root=the_root()).record([
-        RegistryBody(event="registration", model=model, manifest_sha256=sha(MANIFEST), artifact_sha256=sha(ARTIFACT),
-                     background_sha256=sha(BACKGROUND), by="test", at="2025-01-01T00:00:00.000000Z"),
-        RegistryBody(event="promotion", model=model, manifest_sha256=sha(MANIFEST), alias="production",
-                     alias_key=ALIAS_KEY, alias_sha256=sha(ALIAS), by="test", at="2025-01-01T00:00:00.000000Z"),
-    ])
+    RegistryLog(store, signer(3), root=the_root()).record(
+        [
+            RegistryBody(
+                event="registration",
+                model=model,
+                manifest_sha256=sha(MANIFEST),
+                artifact_sha256=sha(ARTIFACT),
+                background_sha256=sha(BACKGROUND),
+                by="test",
+                at="2025-01-01T00:00:00.000000Z",
+            ),
+            RegistryBody(
+                event="promotion",
+                model=model,
+                manifest_sha256=sha(MANIFEST),
+                alias="production",
+                alias_key=ALIAS_KEY,
+                alias_sha256=sha(ALIAS),
+                by="test",
+                at="2025-01-01T00:00:00.000000Z",
+            ),
+        ]
+    )
 
 
 @pytest.fixture
@@ -88,7 +125,7 @@ def bound(tmp_path):
     return store
 
 
-def verify(store):  # noqa: ANN001, ANN201
+def verify(store):
     return verify_store(store, trust=the_root().policy())
 
 
@@ -107,7 +144,9 @@ def test_registered_and_promoted_model_verifies(bound):
     assert registry_chain.records == 3 and registry_chain.checkpoints >= 1
 
 
-@pytest.mark.parametrize("key", [blob_key(sha(ARTIFACT)), environment_key(sha(ENVIRONMENT)), manifest_key(NAME, VERSION)])
+@pytest.mark.parametrize(
+    "key", [blob_key(sha(ARTIFACT)), environment_key(sha(ENVIRONMENT)), manifest_key(NAME, VERSION)]
+)
 def test_deleted_object_is_missing(bound, key):
     path = bound.root / key
     path.chmod(0o644)
@@ -125,7 +164,9 @@ def test_edited_manifest_is_an_object_mismatch(bound):
     report = verify(bound)
     assert reasons(report) == {"object_mismatch"}
     (failure,) = report.failures
-    assert failure.key == manifest_key(NAME, VERSION) and "22 record(s)" in failure.message  # 20 decisions, 2 registry records
+    assert (
+        failure.key == manifest_key(NAME, VERSION) and "22 record(s)" in failure.message
+    )  # 20 decisions, 2 registry records
 
 
 def test_edited_blob_is_a_content_hash_mismatch_once(bound):
@@ -162,12 +203,30 @@ def test_evidence_document_must_exist_and_match(tmp_path):
     document = b'{"kind":"immutability_test","result":"pass"}'
     store.put_once(layout.evidence_key(sha(document)), document)
     with ChainWriter.open(store, "ev-0", signer(1), root=the_root(), lease=None) as writer:
-        writer.append(EvidenceBody(evidence_kind="immutability_test", object_key=layout.evidence_key(sha(document)),
-                                   sha256=sha(document), summary="ok"))
-        writer.append(EvidenceBody(evidence_kind="immutability_test", object_key=layout.evidence_key(sha(document)),
-                                   sha256=sha(b"something else"), summary="names another hash"))
-        writer.append(EvidenceBody(evidence_kind="replay_report", object_key=layout.evidence_key(sha(b"never written")),
-                                   sha256=sha(b"never written"), summary="never written"))
+        writer.append(
+            EvidenceBody(
+                evidence_kind="immutability_test",
+                object_key=layout.evidence_key(sha(document)),
+                sha256=sha(document),
+                summary="ok",
+            )
+        )
+        writer.append(
+            EvidenceBody(
+                evidence_kind="immutability_test",
+                object_key=layout.evidence_key(sha(document)),
+                sha256=sha(b"something else"),
+                summary="names another hash",
+            )
+        )
+        writer.append(
+            EvidenceBody(
+                evidence_kind="replay_report",
+                object_key=layout.evidence_key(sha(b"never written")),
+                sha256=sha(b"never written"),
+                summary="never written",
+            )
+        )
     report = verify(store)
     # evidence is held to its objects on every store, with or without a registry chain
     assert reasons(report) == {"object_mismatch", "missing_object"}
@@ -204,7 +263,13 @@ def test_a_registry_chain_makes_missing_objects_failures(tmp_path):
 
 def test_registry_bodies_are_checked_per_event():
     model = {"name": NAME, "version": VERSION}
-    base = {"kind": "registry", "model": model, "manifest_sha256": "a" * 64, "by": "cli", "at": "2025-01-01T00:00:00.000000Z"}
+    base = {
+        "kind": "registry",
+        "model": model,
+        "manifest_sha256": "a" * 64,
+        "by": "cli",
+        "at": "2025-01-01T00:00:00.000000Z",
+    }
     ok = dict(base, event="promotion", alias="production", alias_key=ALIAS_KEY, alias_sha256="b" * 64)
     assert isinstance(decode_body(json.dumps(ok).encode()), RegistryBody)
     bad = [
@@ -244,9 +309,20 @@ def test_a_promotion_recorded_while_verifying_is_a_note(bound):
     def progress(phase: str, done: int, total: int) -> None:
         if not recorded:
             recorded.append(True)
-            RegistryLog(bound, signer(3), root=the_root()).record([RegistryBody(
-                event="promotion", model=ModelVersion(name=NAME, version=VERSION), manifest_sha256=sha(MANIFEST),
-                alias="production", alias_key=later, alias_sha256=sha(alias), by="test", at="2025-01-01T00:00:01.000000Z")])
+            RegistryLog(bound, signer(3), root=the_root()).record(
+                [
+                    RegistryBody(
+                        event="promotion",
+                        model=ModelVersion(name=NAME, version=VERSION),
+                        manifest_sha256=sha(MANIFEST),
+                        alias="production",
+                        alias_key=later,
+                        alias_sha256=sha(alias),
+                        by="test",
+                        at="2025-01-01T00:00:01.000000Z",
+                    )
+                ]
+            )
 
     report = verify_store(bound, trust=the_root().policy(), progress=progress)
     assert report.ok, report.failures

@@ -15,8 +15,8 @@ import msgspec
 import pytest
 import rfc8785
 
-from gateway.api_models import DecisionRequest
-from gateway.decisions import request_sha256
+from verdict.gateway.api_models import DecisionRequest
+from verdict.gateway.decisions import request_sha256
 
 VECTORS = json.loads((Path(__file__).parent / "golden" / "request_sha256.json").read_text("utf-8"))["vectors"]
 

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError
 
-from audit.stores import (
+from tests.support.moto_server import MotoServer, free_port
+from verdict.audit.stores import (
     ObjectExists,
     ObjectMissing,
     ObjectRef,
@@ -29,9 +30,8 @@ from audit.stores import (
     WormStore,
     open_store,
 )
-from audit.stores.keys import InvalidKey
-from audit.stores.s3 import ChecksumMismatch, S3ObjectLockStore, create_audit_bucket
-from tests.support.moto_server import MotoServer, free_port
+from verdict.audit.stores.keys import InvalidKey
+from verdict.audit.stores.s3 import ChecksumMismatch, S3ObjectLockStore, create_audit_bucket
 
 PREFIX = "trail/"  # the store prefix used by the s3_store_url fixture
 
@@ -86,9 +86,9 @@ def test_round_trip_returns_and_pins_version_id(s3_store, s3_client, s3_bucket):
 
 def test_put_sets_compliance_retention_and_sha256(s3_store, s3_client, s3_bucket):
     data = b"retained record"
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     ref = s3_store.put_once("r/1", data)
-    after = dt.datetime.now(dt.timezone.utc)
+    after = dt.datetime.now(dt.UTC)
 
     head = s3_client.head_object(Bucket=s3_bucket, Key=PREFIX + "r/1", VersionId=ref.version, ChecksumMode="ENABLED")
     assert head["ObjectLockMode"] == "COMPLIANCE"
@@ -215,7 +215,7 @@ def test_concurrent_writers_of_one_key_exactly_one_wins(s3_store_url, s3_client,
         list(pool.map(write, range(12)))
     winners = [(i, ref) for i, ref in outcomes if isinstance(ref, ObjectRef)]
     assert len(winners) == 1, outcomes
-    (winner, ref), = winners
+    ((winner, ref),) = winners
     versions, _ = _versions(s3_client, s3_bucket, PREFIX + "race/1")
     assert [v["VersionId"] for v in versions] == [ref.version]
     assert stores[0].get("race/1") == f"writer {winner}".encode()
@@ -255,7 +255,11 @@ def test_list_versions_reveals_out_of_band_overwrite_and_delete(s3_store, s3_cli
     assert (a_old.version, a_old.is_latest, a_old.is_delete_marker, a_old.size) == (ref_a.version, False, False, 1)
     b_marker, b_old = by_key["t/b"]
     assert (b_marker.version, b_marker.is_latest, b_marker.is_delete_marker, b_marker.size) == (
-        marker["VersionId"], True, True, None)
+        marker["VersionId"],
+        True,
+        True,
+        None,
+    )
     assert (b_old.version, b_old.is_latest, b_old.is_delete_marker) == (ref_b.version, False, False)
     assert [(v.version, v.is_latest) for v in by_key["t/c"]] == [(ref_c.version, True)]
 
@@ -293,7 +297,10 @@ def test_corruption_is_detected_on_read(s3_store, s3_client, s3_bucket):
     good_checksum = _sha256_b64(b"what was audited")
     try:
         s3_client.put_object(
-            Bucket=s3_bucket, Key=PREFIX + "x/1", Body=b"what arrived", ChecksumAlgorithm="SHA256",
+            Bucket=s3_bucket,
+            Key=PREFIX + "x/1",
+            Body=b"what arrived",
+            ChecksumAlgorithm="SHA256",
             ChecksumSHA256=good_checksum,
         )
     except ClientError as exc:  # a server that verifies uploads refuses it outright
@@ -356,15 +363,17 @@ def test_bad_bucket_name_is_a_configuration_error(s3_env):
 # --------------------------------------------------------------------------- outages
 
 
-def _count_attempts(client) -> list[str]:  # noqa: ANN001 - a botocore S3 client
+def _count_attempts(client) -> list[str]:
     """Every HTTP attempt the client makes, by operation (botocore's before-send
     event fires once per attempt, retries included)."""
     attempts: list[str] = []
-    client.meta.events.register("before-send.s3", lambda event_name, **_: attempts.append(event_name.rsplit(".", 1)[-1]))
+    client.meta.events.register(
+        "before-send.s3", lambda event_name, **_: attempts.append(event_name.rsplit(".", 1)[-1])
+    )
     return attempts
 
 
-def _counting_session(attempts: list[str]):  # noqa: ANN202 - a boto3 session whose clients count attempts
+def _counting_session(attempts: list[str]):
     import boto3
 
     session = boto3.session.Session(region_name="us-east-1")
@@ -534,7 +543,7 @@ def test_moto_object_lock_gaps_as_observed(s3_store, s3_client, s3_bucket):
     docstring and the immutability test's expectations."""
     ref = s3_store.put_once("gap/1", b"x")
     key = PREFIX + "gap/1"
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     # protected as on AWS: a COMPLIANCE version cannot be deleted, even with the bypass header
     for bypass in (False, True):
         with pytest.raises(ClientError) as denied:
@@ -542,12 +551,16 @@ def test_moto_object_lock_gaps_as_observed(s3_store, s3_client, s3_bucket):
         assert denied.value.response["Error"]["Code"] == "AccessDenied"
     # gap 1: COMPLIANCE retention can be shortened (AWS refuses)
     s3_client.put_object_retention(
-        Bucket=s3_bucket, Key=key, VersionId=ref.version,
+        Bucket=s3_bucket,
+        Key=key,
+        VersionId=ref.version,
         Retention={"Mode": "COMPLIANCE", "RetainUntilDate": now + dt.timedelta(hours=1)},
     )
     # gap 2: COMPLIANCE can be turned into GOVERNANCE, and the bypass header is then honoured
     s3_client.put_object_retention(
-        Bucket=s3_bucket, Key=key, VersionId=ref.version,
+        Bucket=s3_bucket,
+        Key=key,
+        VersionId=ref.version,
         Retention={"Mode": "GOVERNANCE", "RetainUntilDate": now + dt.timedelta(hours=1)},
         BypassGovernanceRetention=True,
     )
@@ -559,5 +572,9 @@ def _client(endpoint_url: str):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name="us-east-1",
-                        config=Config(connect_timeout=2, read_timeout=2, retries={"max_attempts": 1}))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        config=Config(connect_timeout=2, read_timeout=2, retries={"max_attempts": 1}),
+    )

@@ -11,9 +11,9 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import layout
-from audit.checkpoint import Checkpoint, decode_vkey, open_checkpoint, sign_checkpoint
-from audit.signing import (
+from verdict.audit import layout
+from verdict.audit.checkpoint import Checkpoint, decode_vkey, open_checkpoint, sign_checkpoint
+from verdict.audit.signing import (
     RECORD_SIGNATURE_DOMAIN,
     Ed25519Signer,
     FileKeyStore,
@@ -30,7 +30,7 @@ from audit.signing import (
     sign_record_hash,
     verify_record_signature,
 )
-from audit.stores import FilesystemStore
+from verdict.audit.stores import FilesystemStore
 
 SEED = bytes(range(32))
 

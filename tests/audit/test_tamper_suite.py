@@ -32,15 +32,6 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import layout
-from audit.chain import ChainWriter
-from audit.index import IndexEntry, decode_stored_entry, encode_entry
-from audit.reader import ReadError, read_decision
-from audit.records import KeyDocument, iter_lines, split_line
-from audit.signing import Ed25519Signer, FileKeyStore
-from audit.stores import FilesystemStore
-from audit.trust import issue_certificate
-from audit.verifier import VerificationReport, verify_store
 from tests.support.tamper import (
     CHAIN,
     Attacker,
@@ -50,6 +41,15 @@ from tests.support.tamper import (
     copy_to_filesystem,
     copy_to_s3,
 )
+from verdict.audit import layout
+from verdict.audit.chain import ChainWriter
+from verdict.audit.index import IndexEntry, decode_stored_entry, encode_entry
+from verdict.audit.reader import ReadError, read_decision
+from verdict.audit.records import KeyDocument, iter_lines, split_line
+from verdict.audit.signing import Ed25519Signer, FileKeyStore
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.trust import issue_certificate
+from verdict.audit.verifier import VerificationReport, verify_store
 
 FORGED = "gateway-1"
 ROTATION = 15
@@ -82,9 +82,12 @@ class Target:
         return self.kind == "s3"
 
     def verify(self, *, held: bool = False, receipts: bool = False) -> VerificationReport:
-        return verify_store(self.store, trust=self.trail.policy,
-                            held_checkpoints=self.trail.held() if held else (),
-                            receipts=self.trail.held_receipts() if receipts else ())
+        return verify_store(
+            self.store,
+            trust=self.trail.policy,
+            held_checkpoints=self.trail.held() if held else (),
+            receipts=self.trail.held_receipts() if receipts else (),
+        )
 
     def reasons(self, **kwargs: bool) -> set[str]:
         return {f.reason for f in self.verify(**kwargs).failures}
@@ -98,7 +101,9 @@ def target(request, trail, tmp_path) -> Target:
     else:
         store = request.getfixturevalue("s3_store")
         copy_to_s3(trail, store)
-        attacker = Attacker(store, request.getfixturevalue("s3_client"), request.getfixturevalue("s3_bucket"), S3_PREFIX)
+        attacker = Attacker(
+            store, request.getfixturevalue("s3_client"), request.getfixturevalue("s3_bucket"), S3_PREFIX
+        )
         made = Target("s3", store, attacker, trail)
     pristine = made.verify(held=True, receipts=True)
     assert pristine.ok and pristine.anchored, pristine.failures  # the copy, untouched, verifies
@@ -108,11 +113,11 @@ def target(request, trail, tmp_path) -> Target:
 # --- builders of the forgeries ------------------------------------------------------------------
 
 
-def original_body(target: Target, request_id: str):  # noqa: ANN201 - a DecisionBody
+def original_body(target: Target, request_id: str):
     return read_decision(target.store, request_id, trust=target.trail.policy).body
 
 
-def flipped(body):  # noqa: ANN001, ANN201 - DecisionBody -> DecisionBody
+def flipped(body):
     """The same decision with the outcome turned around and another score."""
     decision = "decline" if body.decision == "approve" else "approve"
     return msgspec.structs.replace(body, decision=decision, score=0.01 if body.score > 0.5 else 0.99)
@@ -127,24 +132,32 @@ def forge_chain(target: Target, bodies: list) -> Ed25519Signer:
         writer.append_batch(bodies)
     store = target.store
     assert store.exists(layout.public_key_key(forger.key_id))
-    assert store.exists(layout.checkpoint_key(FORGED, 1)) and store.exists(layout.checkpoint_key(FORGED, 1 + len(bodies)))
+    assert store.exists(layout.checkpoint_key(FORGED, 1)) and store.exists(
+        layout.checkpoint_key(FORGED, 1 + len(bodies))
+    )
     return forger
 
 
-def latest_version(store, key: str) -> str | None:  # noqa: ANN001
+def latest_version(store, key: str) -> str | None:
     found = [v.version for v in store.list_versions(key) if v.key == key and v.is_latest and not v.is_delete_marker]
     return found[0] if found else None
 
 
-def entry_for(store, chain_id: str, seq: int, segment_first: int, body) -> bytes:  # noqa: ANN001
+def entry_for(store, chain_id: str, seq: int, segment_first: int, body) -> bytes:
     """The canonical index entry of record ``seq`` of ``chain_id`` as it stands in the store."""
     segment = layout.segment_key(chain_id, segment_first)
     raw, _ = split_line(iter_lines(store.get(segment))[seq - segment_first])
-    return encode_entry(IndexEntry(
-        request_id=body.request_id, chain_id=chain_id, seq=seq, record_hash=hashlib.sha256(raw).hexdigest(),
-        segment_key=segment, segment_version=latest_version(store, segment) if store.versioned else None,
-        request_sha256=body.request_sha256,
-    ))
+    return encode_entry(
+        IndexEntry(
+            request_id=body.request_id,
+            chain_id=chain_id,
+            seq=seq,
+            record_hash=hashlib.sha256(raw).hexdigest(),
+            segment_key=segment,
+            segment_version=latest_version(store, segment) if store.versioned else None,
+            request_sha256=body.request_sha256,
+        )
+    )
 
 
 def cut_tail(target: Target, keep: int) -> list[str]:
@@ -198,8 +211,9 @@ def test_index_hijack_to_a_forged_chain(target):
 def test_fabricated_request_ids_are_uncertified(target):
     """3. A wholly new decision under a new request id, on the forged chain."""
     template = original_body(target, "t-7")
-    fabricated = msgspec.structs.replace(flipped(template), request_id="t-fabricated",
-                                         request_sha256=hashlib.sha256(b"t-fabricated").hexdigest())
+    fabricated = msgspec.structs.replace(
+        flipped(template), request_id="t-fabricated", request_sha256=hashlib.sha256(b"t-fabricated").hexdigest()
+    )
     forge_chain(target, [fabricated])
     assert target.store.exists(layout.index_key("t-fabricated"))  # the forger's writer indexed it
     assert "uncertified_chain" in target.reasons(held=True, receipts=True)
@@ -218,8 +232,11 @@ CUTS = [pytest.param(17, id="after-rotation"), pytest.param(9, id="across-rotati
 
 def _receipt_failures(target: Target) -> dict[str, str]:
     """request id -> reason, for the receipts the verifier rejects."""
-    return {f.message.split(":")[0]: f.reason for f in target.verify(receipts=True).failures
-            if f.reason.startswith(("receipt_", "bad_receipt"))}
+    return {
+        f.message.split(":")[0]: f.reason
+        for f in target.verify(receipts=True).failures
+        if f.reason.startswith(("receipt_", "bad_receipt"))
+    }
 
 
 @pytest.mark.parametrize("keep", CUTS)
@@ -274,9 +291,11 @@ def _duplicate(data: bytes) -> bytes:
     return b'{"chain_id":"' + members["chain_id"].encode() + b'",' + data[1:]
 
 
-@pytest.mark.parametrize(("edit", "reason"), [(_space, "index_not_canonical"), (_reordered, "index_not_canonical"),
-                                              (_duplicate, "index_duplicate_member")],
-                         ids=["space", "reordered", "duplicate-member"])
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [(_space, "index_not_canonical"), (_reordered, "index_not_canonical"), (_duplicate, "index_duplicate_member")],
+    ids=["space", "reordered", "duplicate-member"],
+)
 def test_index_entry_not_canonical(target, edit, reason):
     """7. The entry still names the right record; only its bytes change."""
     key = layout.index_key("t-4")
@@ -326,7 +345,7 @@ def test_rewrite_with_the_gateways_own_key(target):
 # --- 9: certificates --------------------------------------------------------------------------------
 
 
-def _certificate_keys(store) -> list[str]:  # noqa: ANN001
+def _certificate_keys(store) -> list[str]:
     return sorted(store.list_keys(layout.certificates_prefix(CHAIN)))
 
 

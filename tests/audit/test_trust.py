@@ -8,12 +8,14 @@ import shutil
 
 import pytest
 
-from audit import layout
-from audit.chain import ChainNotAnchored, ChainWriter
-from audit.reader import ReadError, read_decision
-from audit.signing import Ed25519Signer
-from audit.stores import FilesystemStore
-from audit.trust import (
+from tests.audit.golden import make_golden
+from tests.audit.helpers import decision, overwrite, signer
+from verdict.audit import layout
+from verdict.audit.chain import ChainNotAnchored, ChainWriter
+from verdict.audit.reader import ReadError, read_decision
+from verdict.audit.signing import Ed25519Signer
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.trust import (
     CERTIFICATE_DOMAIN,
     RootKey,
     TrustError,
@@ -23,16 +25,14 @@ from audit.trust import (
     issue_certificate,
     load_policy,
 )
-from audit.verifier import verify_store
-from tests.audit.golden import make_golden
-from tests.audit.helpers import decision, overwrite, signer
+from verdict.audit.verifier import verify_store
 
 
 def root(n: int = 90) -> RootKey:
     return RootKey(signer(n))
 
 
-def reasons(report) -> set[str]:  # noqa: ANN001
+def reasons(report) -> set[str]:
     return {f.reason for f in report.failures}
 
 
@@ -85,8 +85,10 @@ def test_golden_trail_under_another_root_is_not_anchored():
 def test_writer_certifies_creation_and_rotation(anchored):
     store, the_root = anchored
     keys = sorted(store.list_keys(layout.CERTIFICATES_PREFIX))
-    assert keys == [layout.certificate_key("gw-0", 0, signer(1).key_id),
-                    layout.certificate_key("gw-0", 5, signer(2).key_id)]
+    assert keys == [
+        layout.certificate_key("gw-0", 0, signer(1).key_id),
+        layout.certificate_key("gw-0", 5, signer(2).key_id),
+    ]
     report = verify_store(store, trust=the_root.policy())
     assert report.ok, report.failures
     assert report.anchored and report.certificates == 2
@@ -113,8 +115,12 @@ def test_forged_chain_with_a_fresh_key_is_detected(anchored):
     target = store.root / layout.index_key("r-1")
     forged_entry = (store.root / layout.index_key("brand-new")).read_bytes()
     entry = json.loads(forged_entry)
-    overwrite(target, forged_entry.replace(b'"brand-new"', b'"r-1"').replace(
-        entry["request_sha256"].encode(), decision("r-1").request_sha256.encode()))
+    overwrite(
+        target,
+        forged_entry.replace(b'"brand-new"', b'"r-1"').replace(
+            entry["request_sha256"].encode(), decision("r-1").request_sha256.encode()
+        ),
+    )
     report = verify_store(store, trust=the_root.policy())
     assert not report.ok
     assert "uncertified_chain" in reasons(report)
@@ -175,13 +181,16 @@ def test_certify_is_idempotent_and_refuses_a_different_certificate(anchored):
         the_root.certify(store, "gw-0", doc, 0, "verdict/other")
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda p: {**p, "format": "x"}, "format"),
-    (lambda p: {**p, "roots": []}, "at least one root"),
-    (lambda p: {**p, "roots": [{**p["roots"][0], "key_id": "ed25519:0000000000000000"}]}, "does not match"),
-    (lambda p: {**p, "witness_quorum": 1}, "witness_quorum"),
-    (lambda p: {**p, "extra": 1}, "unknown field"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p: {**p, "format": "x"}, "format"),
+        (lambda p: {**p, "roots": []}, "at least one root"),
+        (lambda p: {**p, "roots": [{**p["roots"][0], "key_id": "ed25519:0000000000000000"}]}, "does not match"),
+        (lambda p: {**p, "witness_quorum": 1}, "witness_quorum"),
+        (lambda p: {**p, "extra": 1}, "unknown field"),
+    ],
+)
 def test_bad_trust_policies_are_refused(mutate, message):
     policy = json.loads(root().policy().encode())
     with pytest.raises(TrustError, match=message) as exc:
@@ -216,7 +225,9 @@ def test_a_certificate_nothing_uses_is_reported(anchored):
     the_root.certify(store, "gw-0", signer(7).public_key_document, 99, "verdict/gw-0")  # the root alone
     report = verify_store(store, trust=the_root.policy())
     assert report.ok, report.failures
-    assert [(n.reason, n.chain_id) for n in report.notes if n.reason == "unused_certificate"] == [("unused_certificate", "gw-0")]
+    assert [(n.reason, n.chain_id) for n in report.notes if n.reason == "unused_certificate"] == [
+        ("unused_certificate", "gw-0")
+    ]
 
 
 def test_every_test_the_threat_model_names_exists():

@@ -10,11 +10,12 @@ import json
 import msgspec
 import pytest
 
-from audit import layout, merkle
-from audit.chain import ChainWriter
-from audit.checkpoint import Checkpoint, sign_checkpoint
-from audit.index import decode_entry, encode_entry
-from audit.records import (
+from tests.audit.helpers import decision, decisions, overwrite, signer
+from verdict.audit import layout, merkle
+from verdict.audit.chain import ChainWriter
+from verdict.audit.checkpoint import Checkpoint, sign_checkpoint
+from verdict.audit.index import decode_entry, encode_entry
+from verdict.audit.records import (
     Record,
     decode_record,
     encode_line,
@@ -23,10 +24,9 @@ from audit.records import (
     split_line,
     utc_now,
 )
-from audit.signing import RECORD_SIGNATURE_DOMAIN, checkpoint_signer
-from audit.stores import FilesystemStore
-from audit.verifier import REASONS, verify_store
-from tests.audit.helpers import decision, decisions, overwrite, signer
+from verdict.audit.signing import RECORD_SIGNATURE_DOMAIN, checkpoint_signer
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.verifier import REASONS, verify_store
 
 CHAIN = "gateway-0"
 
@@ -146,7 +146,9 @@ def test_record_resigned_with_an_unpublished_key(trail):
     raw, _ = split_line(lines[2])
     intruder = signer(7)
     record = decode_record(raw)
-    changed = msgspec.structs.replace(record, key_id=intruder.key_id, body=msgspec.structs.replace(record.body, decision="decline"))
+    changed = msgspec.structs.replace(
+        record, key_id=intruder.key_id, body=msgspec.structs.replace(record.body, decision="decline")
+    )
     data = record_bytes(changed)
     lines[2] = encode_line(data, intruder.sign(RECORD_SIGNATURE_DOMAIN + hashlib.sha256(data).digest()))[:-1]
     write_lines(path, lines)
@@ -192,7 +194,9 @@ def test_checkpoint_inconsistent_with_an_earlier_one(trail):
                 record = msgspec.structs.replace(record, body=msgspec.structs.replace(record.body, decision="decline"))
             data = record_bytes(record)
             digest = hashlib.sha256(data).digest()
-            new_lines.append(encode_line(data, s.sign(RECORD_SIGNATURE_DOMAIN + digest))[:-1] if record.seq >= 5 else line)
+            new_lines.append(
+                encode_line(data, s.sign(RECORD_SIGNATURE_DOMAIN + digest))[:-1] if record.seq >= 5 else line
+            )
             prev = digest.hex()
         write_lines(path, new_lines)
     genesis_raw, _ = split_line(lines_of(seg(root, 0))[0])
@@ -201,18 +205,28 @@ def test_checkpoint_inconsistent_with_an_earlier_one(trail):
         for line in lines_of(seg(root, first)):
             leaves.append(merkle.leaf_hash(hashlib.sha256(split_line(line)[0]).digest()))
     for size in (21, 31, 41):  # the forger re-signs the later checkpoints
-        note = sign_checkpoint(Checkpoint(f"verdict/{CHAIN}", size, merkle.root_from_leaf_hashes(leaves[:size])), [checkpoint_signer(s)])
+        note = sign_checkpoint(
+            Checkpoint(f"verdict/{CHAIN}", size, merkle.root_from_leaf_hashes(leaves[:size])), [checkpoint_signer(s)]
+        )
         overwrite(root / layout.checkpoint_key(CHAIN, size), note)
     for entry_key in store.list_keys(layout.INDEX_PREFIX):  # and fixes the index
         entry = decode_entry(store.get(entry_key))
         if entry.seq >= 5:
-            fixed = msgspec.structs.replace(entry, record_hash=hashlib.sha256(split_line(lines_of(root / entry.segment_key)[entry.seq - int(entry.segment_key[-20:])])[0]).hexdigest())
+            fixed = msgspec.structs.replace(
+                entry,
+                record_hash=hashlib.sha256(
+                    split_line(lines_of(root / entry.segment_key)[entry.seq - int(entry.segment_key[-20:])])[0]
+                ).hexdigest(),
+            )
             overwrite(root / entry_key, encode_entry(fixed))
     report = verify_store(store)
     assert not report.ok
     assert set(reasons(report)) == {"checkpoint_root_mismatch", "checkpoint_inconsistent"}
     inconsistent = [f for f in report.failures if f.reason == "checkpoint_inconsistent"]
-    assert inconsistent[0].key == layout.checkpoint_key(CHAIN, 21) and "checkpoint 21 does not extend checkpoint 11" in inconsistent[0].message
+    assert (
+        inconsistent[0].key == layout.checkpoint_key(CHAIN, 21)
+        and "checkpoint 21 does not extend checkpoint 11" in inconsistent[0].message
+    )
 
 
 def test_checkpoint_with_a_bad_signature(trail):
@@ -224,7 +238,9 @@ def test_checkpoint_with_a_bad_signature(trail):
     blob[10] ^= 1
     overwrite(path, text + b" " + base64.b64encode(bytes(blob)) + b"\n")
     report = verify_store(store)
-    assert reasons(report) == ["bad_checkpoint_signature"] and report.first_failure.key == layout.checkpoint_key(CHAIN, 21)
+    assert reasons(report) == ["bad_checkpoint_signature"] and report.first_failure.key == layout.checkpoint_key(
+        CHAIN, 21
+    )
 
 
 def test_old_key_signing_after_rotation(tmp_path):
@@ -238,7 +254,10 @@ def test_old_key_signing_after_rotation(tmp_path):
     # a record signed with the retired key, correctly linked
     record = Record(chain_id=CHAIN, seq=size, prev_hash=head, time=utc_now(), key_id=old.key_id, body=decision("late"))
     data = record_bytes(record)
-    store.put_once(layout.segment_key(CHAIN, size), encode_line(data, old.sign(RECORD_SIGNATURE_DOMAIN + hashlib.sha256(data).digest())))
+    store.put_once(
+        layout.segment_key(CHAIN, size),
+        encode_line(data, old.sign(RECORD_SIGNATURE_DOMAIN + hashlib.sha256(data).digest())),
+    )
     report = verify_store(store)
     assert (report.first_failure.reason, report.first_failure.seq) == ("key_not_valid_at_seq", size)
     # records before the rotation, signed by the old key, are all fine
@@ -277,7 +296,7 @@ def test_unpublished_key_document_removed(trail):
 
 def test_reason_codes_are_documented():
     doc = (__import__("pathlib").Path(__file__).parents[2] / "docs" / "audit-format.md").read_text()
-    from audit.verifier import NOTES
+    from verdict.audit.verifier import NOTES
 
     for code in [*REASONS, *NOTES]:
         assert f"`{code}`" in doc, code

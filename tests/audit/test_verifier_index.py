@@ -11,12 +11,12 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from audit import layout
-from audit.chain import ChainWriter
-from audit.index import decode_entry, encode_entry
-from audit.stores import FilesystemStore
-from audit.verifier import verify_store
 from tests.audit.helpers import decisions, overwrite, signer
+from verdict.audit import layout
+from verdict.audit.chain import ChainWriter
+from verdict.audit.index import decode_entry, encode_entry
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.verifier import verify_store
 
 CHAIN = "gateway-0"
 REQUEST = "r-3"
@@ -59,7 +59,9 @@ def test_untouched_trail_verifies(trail):
     "rewrite",
     [
         pytest.param(lambda b: b.replace(b",", b", "), id="whitespace"),
-        pytest.param(lambda b: msgspec.json.encode(dict(reversed(list(msgspec.json.decode(b).items())))), id="member-order"),
+        pytest.param(
+            lambda b: msgspec.json.encode(dict(reversed(list(msgspec.json.decode(b).items())))), id="member-order"
+        ),
         pytest.param(lambda b: b.replace(b'"seq":4', b'"seq":4.0'), id="integer-written-as-float"),
         pytest.param(lambda b: b + b"\n", id="trailing-newline"),
         pytest.param(lambda b: b.replace(b"r-3", b"r\\u002d3"), id="needless-escape"),

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from audit import layout
-from audit.chain import ChainWriter
-from audit.stores import FilesystemStore
-from audit.verifier import verify_store
 from tests.audit.helpers import checkpoint_sizes, decisions, signer
+from verdict.audit import layout
+from verdict.audit.chain import ChainWriter
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.verifier import verify_store
 
 CHAIN = "gateway-0"
 ROTATION_SEQ = 4  # genesis, 3 decisions, then the rotation
@@ -39,7 +39,8 @@ def test_all_mandatory_checkpoints_present(rotated):
 
 
 @pytest.mark.parametrize(
-    ("size", "why"), [(1, "after the genesis record"), (ROTATION_SEQ + 1, f"after the key_rotation record at seq {ROTATION_SEQ}")]
+    ("size", "why"),
+    [(1, "after the genesis record"), (ROTATION_SEQ + 1, f"after the key_rotation record at seq {ROTATION_SEQ}")],
 )
 def test_deleted_mandatory_checkpoint_is_a_failure(rotated, size, why):
     store, root = rotated
@@ -76,7 +77,7 @@ def test_mandatory_checkpoint_written_after_the_listing_is_a_note(rotated):
     hidden = layout.checkpoint_key(CHAIN, ROTATION_SEQ + 1)
 
     class ListedEarly(FilesystemStore):
-        def list_versions(self, prefix):  # noqa: ANN001, ANN202
+        def list_versions(self, prefix):
             return [v for v in super().list_versions(prefix) if v.key != hidden]
 
     report = verify_store(ListedEarly(store.root))

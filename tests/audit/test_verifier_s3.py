@@ -8,13 +8,13 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from audit import layout
-from audit.chain import ChainConflict, ChainWriter, Receipt
-from audit.index import RequestIndex
-from audit.reader import read_decision
-from audit.trust import RootKey
-from audit.verifier import verify_store
 from tests.audit.helpers import decisions, signer
+from verdict.audit import layout
+from verdict.audit.chain import ChainConflict, ChainWriter, Receipt
+from verdict.audit.index import RequestIndex
+from verdict.audit.reader import read_decision
+from verdict.audit.trust import RootKey
+from verdict.audit.verifier import verify_store
 
 CHAIN = "gateway-0"
 
@@ -79,17 +79,18 @@ def test_second_writer_on_s3_is_refused(s3_store):
 
 
 def test_cli_verify_on_s3(s3_trail, s3_store_url, verdict_home, tmp_path):
-    from audit.cli import audit_app
+    from verdict.audit.cli import audit_app
 
     (tmp_path / "policy.json").write_bytes(ROOT.policy().encode())
-    result = CliRunner().invoke(audit_app, ["verify", "--store", s3_store_url, "--json", "-",
-                                            "--trust", str(tmp_path / "policy.json")])
+    result = CliRunner().invoke(
+        audit_app, ["verify", "--store", s3_store_url, "--json", "-", "--trust", str(tmp_path / "policy.json")]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["ok"] is True and json.loads(result.stdout)["anchored"] is True
 
 
 def test_cli_verify_unreachable_s3_exits_2(s3_env, verdict_home):
-    from audit.cli import audit_app
+    from verdict.audit.cli import audit_app
 
     url = "s3://nobucket/trail?endpoint_url=http://127.0.0.1:9&region=us-east-1&timeout=1"
     result = CliRunner().invoke(audit_app, ["verify", "--store", url])

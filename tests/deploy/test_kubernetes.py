@@ -28,7 +28,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
-KUSTOMIZATIONS = ["base", "overlays/staging", "overlays/production", "overlays/production/batch-replay", "jobs/batch-replay"]
+KUSTOMIZATIONS = [
+    "base",
+    "overlays/staging",
+    "overlays/production",
+    "overlays/production/batch-replay",
+    "jobs/batch-replay",
+]
 # What gets deployed; base and jobs/batch-replay are only ever applied through these.
 OVERLAYS = [path for path in KUSTOMIZATIONS if path.startswith("overlays/")]
 # The Kubernetes minor versions the manifests must be valid for.
@@ -37,8 +43,12 @@ SUPPORTED_KUBERNETES = [f"1.{minor}" for minor in range(29, 35)]
 DIGEST_PINNED = re.compile(r"[a-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}")
 RUNBOOK = REPO / "docs" / "operations.md"
 # Created out of band (docs/operations.md), never rendered from the repository.
-EXTERNAL_SECRETS = {"verdict-apikeys", "verdict-gateway-signing-key", "verdict-immutability-signing-key",
-                    "verdict-replay-signing-key"}
+EXTERNAL_SECRETS = {
+    "verdict-apikeys",
+    "verdict-gateway-signing-key",
+    "verdict-immutability-signing-key",
+    "verdict-replay-signing-key",
+}
 
 
 def _renderer() -> list[str] | None:
@@ -60,8 +70,10 @@ def _rendered_yaml(renderer: tuple[str, ...], path: str) -> str:
 def render(path: str) -> list[dict]:
     renderer = _renderer()
     if renderer is None:
-        pytest.skip("neither kubectl nor kustomize is installed (no package registry here offers kustomize; "
-                    "Debian's kubernetes-client or kubectl >= 1.27 does): render checks skipped, source checks still run")
+        pytest.skip(
+            "neither kubectl nor kustomize is installed (no package registry here offers kustomize; "
+            "Debian's kubernetes-client or kubectl >= 1.27 does): render checks skipped, source checks still run"
+        )
     return [doc for doc in yaml.safe_load_all(_rendered_yaml(tuple(renderer), path)) if doc]
 
 
@@ -138,12 +150,13 @@ def test_renders_and_hangs_together(path):
         if isinstance(selector, dict) and "matchLabels" not in selector and pdb["kind"] == "Service":
             selector = {"matchLabels": selector}
         if selector and (selector.get("matchLabels")):
-            assert any(_matches(selector, t["metadata"]["labels"]) for _, t in _pod_specs(docs)), \
+            assert any(_matches(selector, t["metadata"]["labels"]) for _, t in _pod_specs(docs)), (
                 f"{path}: {pdb['kind']}/{pdb['metadata']['name']} selects no pod"
+            )
 
 
 def test_gateway_statefulset_gives_each_pod_its_own_chain():
-    from gateway.settings import load_settings
+    from verdict.gateway.settings import load_settings
 
     docs = render("overlays/production")
     (sts,) = _by_kind(docs, "StatefulSet")
@@ -190,14 +203,14 @@ def _command_line(template: dict, container_name: str) -> list[str]:
     return shlex.split(script.split("exec ", 1)[1])
 
 
-def _options(command) -> set[str]:  # noqa: ANN001 - click command
+def _options(command) -> set[str]:
     return {opt for param in command.params for opt in param.opts}
 
 
 def test_immutability_cronjob_runs_the_real_command_nightly():
     import typer.main
 
-    from audit.cli import audit_app
+    from verdict.audit.cli import audit_app
 
     docs = render("base")
     (cron,) = _by_kind(docs, "CronJob")
@@ -206,7 +219,9 @@ def test_immutability_cronjob_runs_the_real_command_nightly():
     argv = _command_line(template, "immutability-test")
     assert argv[:3] == ["verdict", "audit", "immutability-test"]
     assert "--json" in argv and "--junit" in argv
-    assert argv[argv.index("--json") + 1].startswith("/evidence/") and argv[argv.index("--junit") + 1].startswith("/evidence/")
+    assert argv[argv.index("--json") + 1].startswith("/evidence/") and argv[argv.index("--junit") + 1].startswith(
+        "/evidence/"
+    )
     command = typer.main.get_command(audit_app).commands["immutability-test"]
     assert {a for a in argv[3:] if a.startswith("--")} <= _options(command)
     mounts = {m["mountPath"]: m["name"] for m in template["spec"]["containers"][0]["volumeMounts"]}
@@ -220,7 +235,7 @@ def test_immutability_cronjob_runs_the_real_command_nightly():
 def test_batch_replay_job_runs_verdict_replay_all():
     import typer.main
 
-    from replay.cli import replay_app
+    from verdict.replay.cli import replay_app
 
     docs = render("overlays/production/batch-replay")
     (job,) = _by_kind(docs, "Job")
@@ -232,17 +247,17 @@ def test_batch_replay_job_runs_verdict_replay_all():
 
 
 def test_the_verdict_cli_offers_every_command_the_manifests_run():
-    """The image's entry point is `verdict` (gateway.cli:main): serve, audit immutability-test, replay."""
+    """The image's entry point is `verdict` (verdict.gateway.cli:main): serve, audit immutability-test, replay."""
     import typer.main
 
-    import gateway.cli
+    import verdict.gateway.cli
 
-    commands = typer.main.get_command(gateway.cli.app).commands
+    commands = typer.main.get_command(verdict.gateway.cli.app).commands
     assert "serve" in commands
     assert "immutability-test" in commands["audit"].commands
     assert "replay" in commands, (
         "the batch-replay Job runs `verdict replay --all`, but gateway/cli.py does not mount replay.cli.replay_app "
-        "(app.add_typer(replay_app, name=\"replay\"))"
+        '(app.add_typer(replay_app, name="replay"))'
     )
 
 
@@ -264,7 +279,9 @@ def test_source_yaml_is_well_formed_without_a_renderer():
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc is None or ("kind" in doc and "apiVersion" in doc), path
     toml = (K8S / "base" / "gateway.toml").read_text()
-    assert "chain_id" not in [line.split("=")[0].strip() for line in toml.splitlines() if "=" in line and not line.lstrip().startswith("#")]
+    assert "chain_id" not in [
+        line.split("=")[0].strip() for line in toml.splitlines() if "=" in line and not line.lstrip().startswith("#")
+    ]
 
 
 # --- strict schemas, tokens, resources, image digests ----------------------------------------------------
@@ -274,6 +291,7 @@ def test_source_yaml_is_well_formed_without_a_renderer():
 def no_network(monkeypatch):
     """Fail on any connection attempt: the validator must use the schemas it ships, so that the
     result never depends on what a server returned that day, nor on having a network at all."""
+
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("schema validation tried to open a network connection")
 
@@ -312,10 +330,13 @@ def test_no_pod_gets_a_kubernetes_api_token(path):
     token volume. A pod that ever needs the API must say why in a YAML comment, and here."""
     docs = render(path)
     for workload, template in _pod_specs(docs):
-        assert template["spec"].get("automountServiceAccountToken") is False, \
+        assert template["spec"].get("automountServiceAccountToken") is False, (
             f"{path}: {workload['kind']}/{workload['metadata']['name']} mounts a Kubernetes API token"
+        )
     for account in _by_kind(docs, "ServiceAccount"):
-        assert account.get("automountServiceAccountToken") is False, f"{path}: ServiceAccount/{account['metadata']['name']}"
+        assert account.get("automountServiceAccountToken") is False, (
+            f"{path}: ServiceAccount/{account['metadata']['name']}"
+        )
 
 
 @pytest.mark.parametrize("path", KUSTOMIZATIONS)

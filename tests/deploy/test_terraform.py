@@ -34,14 +34,23 @@ MODULE = TF / "modules" / "audit-bucket"
 REGION = "us-east-1"
 BREAK_GLASS = "arn:aws:iam::123456789012:role/verdict-audit-break-glass"  # moto's account
 # What would make the trail unreadable (or let someone lift that protection first).
-KEY_DESTRUCTION = {"kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:DisableKeyRotation", "kms:DeleteImportedKeyMaterial",
-                   "kms:PutKeyPolicy"}
+KEY_DESTRUCTION = {
+    "kms:ScheduleKeyDeletion",
+    "kms:DisableKey",
+    "kms:DisableKeyRotation",
+    "kms:DeleteImportedKeyMaterial",
+    "kms:PutKeyPolicy",
+}
 
 
 def _render_policy(**values: str) -> dict:
     text = (MODULE / "bucket-policy.json.tftpl").read_text()
-    defaults = {"bucket_arn": "arn:aws:s3:::b", "objects_arn": "arn:aws:s3:::b/*", "minimum_retention_days": "2554",
-                "admin_role_arns": json.dumps(["arn:aws:iam::1:role/break-glass"])}
+    defaults = {
+        "bucket_arn": "arn:aws:s3:::b",
+        "objects_arn": "arn:aws:s3:::b/*",
+        "minimum_retention_days": "2554",
+        "admin_role_arns": json.dumps(["arn:aws:iam::1:role/break-glass"]),
+    }
     defaults.update(values)
     rendered = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], text)
     return json.loads(rendered)
@@ -63,17 +72,23 @@ def test_bucket_policy_denies_what_it_must():
     assert shorter["Condition"] == {"NumericLessThan": {"s3:object-lock-remaining-retention-days": "2554"}}
     assert statements["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     guard = statements["DenyProtectionChangesExceptBreakGlass"]
-    assert {"s3:PutBucketObjectLockConfiguration", "s3:PutBucketVersioning", "s3:PutBucketPolicy",
-            "s3:PutBucketLogging"} <= set(guard["Action"])
+    assert {
+        "s3:PutBucketObjectLockConfiguration",
+        "s3:PutBucketVersioning",
+        "s3:PutBucketPolicy",
+        "s3:PutBucketLogging",
+    } <= set(guard["Action"])
     assert guard["Condition"]["ArnNotLike"]["aws:PrincipalArn"] == ["arn:aws:iam::1:role/break-glass"]
 
 
 @pytest.fixture(scope="module")
 def hcl2():
-    return pytest.importorskip("hcl2", reason="python-hcl2 is not installed (add it to requirements-dev.lock to run this)")
+    return pytest.importorskip(
+        "hcl2", reason="python-hcl2 is not installed (add it to requirements-dev.lock to run this)"
+    )
 
 
-def _plain(value):  # noqa: ANN001, ANN202 - any parsed HCL value
+def _plain(value):
     """python-hcl2 >= 7 keeps the quotes of strings and labels and adds __is_block__/__comments__
     markers; the tests compare against what the HCL means, so drop both."""
     if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
@@ -85,7 +100,7 @@ def _plain(value):  # noqa: ANN001, ANN202 - any parsed HCL value
     return value
 
 
-def _blocks(hcl2, path: Path, kind: str) -> dict[str, dict]:  # noqa: ANN001 - the hcl2 module
+def _blocks(hcl2, path: Path, kind: str) -> dict[str, dict]:
     """`type.name` -> body of every `resource` (or `data`) block of one file."""
     blocks: dict[str, dict] = {}
     for block in _plain(hcl2.loads(path.read_text())).get(kind, []):
@@ -97,8 +112,11 @@ def _blocks(hcl2, path: Path, kind: str) -> dict[str, dict]:  # noqa: ANN001 - t
 
 def _configuring(resources: dict[str, dict], type_: str, bucket: str) -> dict:
     """The one `type_` resource that configures aws_s3_bucket.<bucket>, found by reference, not by name."""
-    (body,) = [body for key, body in resources.items()
-               if key.split(".")[0] == type_ and body.get("bucket") == f"${{aws_s3_bucket.{bucket}.id}}"]
+    (body,) = [
+        body
+        for key, body in resources.items()
+        if key.split(".")[0] == type_ and body.get("bucket") == f"${{aws_s3_bucket.{bucket}.id}}"
+    ]
     return body
 
 
@@ -132,15 +150,20 @@ def test_trail_kms_key_policy_denies_destruction_except_to_break_glass(hcl2):
     assert key["policy"] == "${data.aws_iam_policy_document.trail_key.json}"
     statements = _statements(_blocks(hcl2, MODULE / "main.tf", "data")["aws_iam_policy_document.trail_key"])
     deny = statements["DenyKeyDestructionExceptBreakGlass"]
-    assert deny["effect"] == "Deny" and KEY_DESTRUCTION <= set(deny["actions"])
+    assert deny["effect"] == "Deny" and set(deny["actions"]) >= KEY_DESTRUCTION
     assert deny["principals"] == [{"type": "AWS", "identifiers": ["*"]}]
-    assert deny["condition"] == [{"test": "ArnNotLike", "variable": "aws:PrincipalArn",
-                                  "values": ["${var.kms_break_glass_role_arn}"]}]
+    assert deny["condition"] == [
+        {"test": "ArnNotLike", "variable": "aws:PrincipalArn", "values": ["${var.kms_break_glass_role_arn}"]}
+    ]
     # without the IAM delegation statement the key would be unusable (and unmanageable)
     assert statements["EnableIamPolicies"]["actions"] == ["kms:*"]
     # the role must be named: no default, and the production root passes one
-    (variable,) = [v for block in _plain(hcl2.loads((MODULE / "variables.tf").read_text()))["variable"]
-                   for name, v in block.items() if name == "kms_break_glass_role_arn"]
+    (variable,) = [
+        v
+        for block in _plain(hcl2.loads((MODULE / "variables.tf").read_text()))["variable"]
+        for name, v in block.items()
+        if name == "kms_break_glass_role_arn"
+    ]
     assert "default" not in variable
     production = _plain(hcl2.loads((TF / "environments" / "production" / "main.tf").read_text()))
     assert production["module"][0]["audit_bucket"]["kms_break_glass_role_arn"] == "${var.kms_break_glass_role_arn}"
@@ -156,20 +179,27 @@ def test_trail_bucket_logs_access_to_a_separate_locked_down_bucket(hcl2):
     assert resources["aws_s3_bucket.access_logs"]["bucket"] != resources["aws_s3_bucket.trail"]["bucket"]
     assert "object_lock_enabled" not in resources["aws_s3_bucket.access_logs"]  # log delivery refuses default retention
     public = _configuring(resources, "aws_s3_bucket_public_access_block", "access_logs")
-    assert all(public[flag] is True for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls",
-                                                 "restrict_public_buckets"))
+    assert all(
+        public[flag] is True
+        for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
+    )
     ownership = _configuring(resources, "aws_s3_bucket_ownership_controls", "access_logs")
     assert ownership["rule"][0]["object_ownership"] == "BucketOwnerEnforced"
     (rule,) = _configuring(resources, "aws_s3_bucket_lifecycle_configuration", "access_logs")["rule"]
     assert rule["status"] == "Enabled" and rule["expiration"][0]["days"] == "${var.access_log_retention_days}"
     sse = _configuring(resources, "aws_s3_bucket_server_side_encryption_configuration", "access_logs")
     assert sse["rule"][0]["apply_server_side_encryption_by_default"][0]["sse_algorithm"] == "AES256"  # not SSE-KMS
-    assert _configuring(resources, "aws_s3_bucket_policy", "access_logs")["policy"] == \
-        "${data.aws_iam_policy_document.access_logs.json}"
+    assert (
+        _configuring(resources, "aws_s3_bucket_policy", "access_logs")["policy"]
+        == "${data.aws_iam_policy_document.access_logs.json}"
+    )
     delivery = _statements(_blocks(hcl2, MODULE / "main.tf", "data")["aws_iam_policy_document.access_logs"])[
-        "AllowLogDeliveryFromTheTrailBucketOnly"]
+        "AllowLogDeliveryFromTheTrailBucketOnly"
+    ]
     assert delivery["principals"] == [{"type": "Service", "identifiers": ["logging.s3.amazonaws.com"]}]
-    assert {"test": "ArnLike", "variable": "aws:SourceArn", "values": ["${aws_s3_bucket.trail.arn}"]} in delivery["condition"]
+    assert {"test": "ArnLike", "variable": "aws:SourceArn", "values": ["${aws_s3_bucket.trail.arn}"]} in delivery[
+        "condition"
+    ]
 
 
 # --- terraform itself ------------------------------------------------------------------------------------
@@ -187,7 +217,7 @@ def terraform(tmp_path_factory):
     config = tmp_path_factory.mktemp("tf-cli") / "cli.tfrc"
     if Path(plugin_dir, "registry.terraform.io", "hashicorp", "aws").is_dir():
         config.write_text(
-            'provider_installation {\n'
+            "provider_installation {\n"
             f'  filesystem_mirror {{\n    path = "{plugin_dir}"\n    include = ["registry.terraform.io/hashicorp/aws"]\n  }}\n'
             '  direct {\n    exclude = ["registry.terraform.io/hashicorp/aws"]\n  }\n}\n'
         )
@@ -199,14 +229,18 @@ def terraform(tmp_path_factory):
 
 def _tf(terraform, cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     binary, env = terraform
-    return subprocess.run([binary, *args, "-no-color"], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [binary, *args, "-no-color"], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _init(terraform, cwd: Path, *extra: str) -> None:
     result = _tf(terraform, cwd, "init", "-input=false", *extra)
     if result.returncode != 0:
-        pytest.skip(f"terraform init could not install the hashicorp/aws provider (no registry access and no mirror "
-                    f"in VERDICT_TF_PLUGIN_DIR or /opt/tf-plugins): {result.stderr.strip()[-400:]}")
+        pytest.skip(
+            f"terraform init could not install the hashicorp/aws provider (no registry access and no mirror "
+            f"in VERDICT_TF_PLUGIN_DIR or /opt/tf-plugins): {result.stderr.strip()[-400:]}"
+        )
 
 
 def test_terraform_fmt_and_validate(terraform, tmp_path):
@@ -233,11 +267,11 @@ def _assert_key_policy_as_applied(endpoint: str, key_arn: str) -> None:
     policy = json.loads(kms.get_key_policy(KeyId=key_arn, PolicyName="default")["Policy"])
     deny = next(s for s in policy["Statement"] if s.get("Sid") == "DenyKeyDestructionExceptBreakGlass")
     assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
-    assert KEY_DESTRUCTION <= set(_as_list(deny["Action"]))
+    assert set(_as_list(deny["Action"])) >= KEY_DESTRUCTION
     assert _as_list(deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"]) == [BREAK_GLASS]
 
 
-def _assert_access_logging_as_applied(s3, trail_bucket: str, log_bucket: str) -> None:  # noqa: ANN001 - boto3 client
+def _assert_access_logging_as_applied(s3, trail_bucket: str, log_bucket: str) -> None:
     assert log_bucket != trail_bucket
     logging = s3.get_bucket_logging(Bucket=trail_bucket)["LoggingEnabled"]
     assert logging["TargetBucket"] == log_bucket and logging["TargetPrefix"] == f"{trail_bucket}/"
@@ -250,7 +284,9 @@ def _assert_access_logging_as_applied(s3, trail_bucket: str, log_bucket: str) ->
 
 
 @pytest.mark.slow
-def test_terraform_apply_on_moto_then_the_gateway_runs_on_that_bucket(terraform, moto_server, s3_env, tmp_path, request):
+def test_terraform_apply_on_moto_then_the_gateway_runs_on_that_bucket(
+    terraform, moto_server, s3_env, tmp_path, request
+):
     suffix = uuid.uuid4().hex[:10]
     trail_bucket, policy_bucket = f"tf-trail-{suffix}", f"tf-policy-{suffix}"
     root = tmp_path / "root"
@@ -315,17 +351,21 @@ output "access_log_bucket" {{ value = module.trail.access_log_bucket }}
     assert sse["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
     attached = json.loads(s3.get_bucket_policy(Bucket=policy_bucket)["Policy"])
     assert attached == json.loads(outputs["bucket_policy"]["value"])
-    assert {s["Sid"] for s in attached["Statement"]} >= {"DenyPutWithoutIfNoneMatch", "DenyGovernanceBypassAndDeletes",
-                                                         "DenyRetentionOtherThanCompliance", "DenyRetentionShortening"}
+    assert {s["Sid"] for s in attached["Statement"]} >= {
+        "DenyPutWithoutIfNoneMatch",
+        "DenyGovernanceBypassAndDeletes",
+        "DenyRetentionOtherThanCompliance",
+        "DenyRetentionShortening",
+    }
     _assert_key_policy_as_applied(endpoint, outputs["kms_key_arn"]["value"])
     _assert_access_logging_as_applied(s3, trail_bucket, outputs["access_log_bucket"]["value"])
 
     # The gateway on the bucket Terraform made: a real `verdict serve` process.
-    from audit.immutability import TrailView
-    from audit.stores import open_store
-    from audit.verifier import verify_store
-    from gateway.datasets import load_dataset
     from tests.support.gateway_server import GatewayServer, prepare_home
+    from verdict.audit.immutability import TrailView
+    from verdict.audit.stores import open_store
+    from verdict.audit.verifier import verify_store
+    from verdict.gateway.datasets import load_dataset
 
     store_url = outputs["store_url"]["value"] + f"&endpoint_url={endpoint}&region={REGION}&timeout=5"
     model_dir = request.getfixturevalue("trained_dirs")["german-credit"]
@@ -333,11 +373,15 @@ output "access_log_bucket" {{ value = module.trail.access_log_bucket }}
     tokens = prepare_home(home, model_dir, store_url=store_url)
     row = load_dataset("german-credit").rows[0]
     with GatewayServer(home, env={"VERDICT_STORE": store_url, "VERDICT_CHAIN_ID": "gateway-0"}).start() as server:
-        response = httpx.post(f"{server.url}/v1/decisions", timeout=60, headers={"Authorization": f"Bearer {tokens['client']}"},
-                              json={"model": "german-credit", "request_id": "tf-0001", "attributes": row})
+        response = httpx.post(
+            f"{server.url}/v1/decisions",
+            timeout=60,
+            headers={"Authorization": f"Bearer {tokens['client']}"},
+            json={"model": "german-credit", "request_id": "tf-0001", "attributes": row},
+        )
         assert response.status_code == 200, response.text + server.log()
     store = open_store(store_url)
-    from audit.trust import RootKey
+    from verdict.audit.trust import RootKey
 
     policy = RootKey.load(home / "trust" / "root.pem").policy()  # the gateway made its root on first start
     (tmp_path / "policy.json").write_bytes(policy.encode())  # what the CronJob gets mounted
@@ -349,14 +393,38 @@ output "access_log_bucket" {{ value = module.trail.access_log_bucket }}
 
     # ... and the nightly test on it: every bucket setting Terraform made is reported enforced.
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "audit", "immutability-test", "--store", store_url, "--json", str(tmp_path / "ev.json")],
+        [
+            sys.executable,
+            "-m",
+            "verdict",
+            "audit",
+            "immutability-test",
+            "--store",
+            store_url,
+            "--json",
+            str(tmp_path / "ev.json"),
+        ],
         # The CronJob certifies its evidence chain with the deployment's root (production: a KMS key in
         # VERDICT_TRUST_ROOT, deploy/kubernetes) and verifies with its policy.
-        cwd=REPO, env={**os.environ, "VERDICT_HOME": str(tmp_path / "cron"), "VERDICT_TRUST_ROOT": str(home / "trust" / "root.pem")},
-        capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env={
+            **os.environ,
+            "VERDICT_HOME": str(tmp_path / "cron"),
+            "VERDICT_TRUST_ROOT": str(home / "trust" / "root.pem"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     statuses = {p["name"]: p["status"] for p in json.loads((tmp_path / "ev.json").read_text())["probes"]}
-    for name in ("bucket_versioning", "bucket_object_lock", "bucket_default_retention", "store_lock_on_write",
-                 "record_overwrite", "record_delete_version", "trail_verification"):
+    for name in (
+        "bucket_versioning",
+        "bucket_object_lock",
+        "bucket_default_retention",
+        "store_lock_on_write",
+        "record_overwrite",
+        "record_delete_version",
+        "trail_verification",
+    ):
         assert statuses[name] == "enforced", (name, result.stdout)
     assert statuses["canary_shorten_retention"] == "FAILED" and result.returncode == 1  # moto, honestly

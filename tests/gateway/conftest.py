@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from audit.stores import FilesystemStore
-from gateway.datasets import DATASETS
-from gateway.registry import Registry
+from verdict.audit.stores import FilesystemStore
+from verdict.gateway.datasets import DATASETS
+from verdict.gateway.registry import Registry
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -34,24 +34,32 @@ def registry(tmp_path_factory, trained_dirs) -> Registry:
 
 @pytest.fixture(scope="session")
 def german_model(registry):
-    from gateway.runtime import load_model
+    from verdict.gateway.runtime import load_model
 
     return load_model(registry, "german-credit")
 
 
 @pytest.fixture(scope="session")
 def taiwan_model(registry, trained_dirs):
-    from gateway.runtime import load_model
+    from verdict.gateway.runtime import load_model
 
     require_taiwan()
     return load_model(registry, "taiwan-default")
 
 
-def run_verdict(*args: str, env: dict | None = None, input: str | None = None, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
+def run_verdict(
+    *args: str, env: dict | None = None, input: str | None = None, cwd: Path = PROJECT
+) -> subprocess.CompletedProcess:
     """Run the real CLI in a fresh process."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=full_env, input=input, cwd=cwd, timeout=300
+        [sys.executable, "-m", "verdict", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=input,
+        cwd=cwd,
+        timeout=300,
     )
 
 

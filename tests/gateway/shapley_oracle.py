@@ -16,7 +16,9 @@ from collections.abc import Callable
 import numpy as np
 
 
-def coalition_values(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, background: np.ndarray, weights: np.ndarray) -> dict[frozenset[int], float]:
+def coalition_values(
+    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, background: np.ndarray, weights: np.ndarray
+) -> dict[frozenset[int], float]:
     """v(S) for every subset S of range(d), from one model call over all masked rows."""
     d = len(x)
     coalitions = [frozenset(c) for size in range(d + 1) for c in itertools.combinations(range(d), size)]
@@ -41,7 +43,9 @@ def shapley_values(values: dict[frozenset[int], float], d: int) -> np.ndarray:
     return phi
 
 
-def interventional_shapley(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, background: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
+def interventional_shapley(
+    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, background: np.ndarray, weights: np.ndarray
+) -> tuple[float, np.ndarray]:
     """(v(empty) = the base value, Shapley values [d]) of one encoded row."""
     values = coalition_values(f, x, background, weights)
     return values[frozenset()], shapley_values(values, len(x))

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.schema import AttributeSpec, encode_rows
+from verdict.gateway.schema import AttributeSpec, encode_rows
 
 
 def attribute_values(spec: AttributeSpec):
@@ -66,7 +66,7 @@ def test_row_bits_independent_of_batch(request, name):
 
 def test_explanation_evaluations_are_batch_invariant(german_model):
     rng = np.random.default_rng(7)
-    from gateway.datasets import load_dataset
+    from verdict.gateway.datasets import load_dataset
 
     x = encode_rows(german_model.manifest.inputs, load_dataset("german-credit").rows)
     alone = german_model.evaluate_for_explanation(x[:1])
@@ -81,7 +81,7 @@ def test_bucket_shape_matters_so_it_is_recorded(german_model):
     """Why buckets exist: on this machine the same rows differ in the last bits
     between shapes. If this ever stops being true the test still passes the
     invariance above; it only documents that a forced bucket is honoured."""
-    from gateway.datasets import load_dataset
+    from verdict.gateway.datasets import load_dataset
 
     x = encode_rows(german_model.manifest.inputs, load_dataset("german-credit").rows)
     a, bucket_a = german_model.score_matrix(x, bucket=8)
@@ -91,7 +91,7 @@ def test_bucket_shape_matters_so_it_is_recorded(german_model):
 
 
 def test_input_matrix_shape_is_checked(german_model):
-    from gateway.runtime import ModelExecutionError
+    from verdict.gateway.runtime import ModelExecutionError
 
     with pytest.raises(ModelExecutionError, match=r"\[rows, 20\]"):
         german_model.score_matrix(np.zeros((3, 19), dtype=np.float32))

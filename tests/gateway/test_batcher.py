@@ -18,27 +18,34 @@ def pools():
     finish.shutdown()
 
 
-def _batcher(pools, sizes: list[int], *, max_batch: int, max_wait_s: float):  # noqa: ANN202
-    from gateway.batcher import MicroBatcher
+def _batcher(pools, sizes: list[int], *, max_batch: int, max_wait_s: float):
+    from verdict.gateway.batcher import MicroBatcher
 
     finished_in: list[str] = []
 
-    def process(items):  # noqa: ANN001, ANN202
+    def process(items):
         return [item * 2 for item in items]
 
-    def finish(doubled):  # noqa: ANN001, ANN202
+    def finish(doubled):
         finished_in.append(threading.current_thread().name)
         return doubled
 
     compute, finisher = pools
-    return MicroBatcher(process, finish, max_batch=max_batch, max_wait_s=max_wait_s, executor=compute,
-                        finish_executor=finisher, on_batch=sizes.append)
+    return MicroBatcher(
+        process,
+        finish,
+        max_batch=max_batch,
+        max_wait_s=max_wait_s,
+        executor=compute,
+        finish_executor=finisher,
+        on_batch=sizes.append,
+    )
 
 
-def _run(batcher, work):  # noqa: ANN001, ANN202
+def _run(batcher, work):
     """Run ``work(batcher)`` on a fresh event loop with the batcher started, then stop it."""
 
-    async def scenario():  # noqa: ANN202
+    async def scenario():
         batcher.start()
         try:
             return await work(batcher)
@@ -51,7 +58,7 @@ def _run(batcher, work):  # noqa: ANN001, ANN202
 def test_concurrent_requests_share_bounded_batches_and_get_their_own_results(pools):
     sizes: list[int] = []
 
-    async def work(batcher):  # noqa: ANN001, ANN202
+    async def work(batcher):
         return await asyncio.gather(*(batcher.submit(n) for n in range(20)))
 
     assert _run(_batcher(pools, sizes, max_batch=8, max_wait_s=0.2), work) == [n * 2 for n in range(20)]
@@ -63,7 +70,7 @@ def test_a_lone_client_is_not_held_for_the_batching_window(pools):
     # already holds every request in flight must close at once.
     sizes: list[int] = []
 
-    async def work(batcher):  # noqa: ANN001, ANN202
+    async def work(batcher):
         return [await asyncio.wait_for(batcher.submit(n), timeout=5.0) for n in range(5)]
 
     assert _run(_batcher(pools, sizes, max_batch=64, max_wait_s=30.0), work) == [0, 2, 4, 6, 8]
@@ -73,7 +80,7 @@ def test_a_lone_client_is_not_held_for_the_batching_window(pools):
 def test_after_a_busy_cycle_the_next_batch_waits_for_company(pools):
     sizes: list[int] = []
 
-    async def work(batcher):  # noqa: ANN001, ANN202
+    async def work(batcher):
         await asyncio.gather(*(batcher.submit(n) for n in range(6)))  # six in flight at once
         first = asyncio.ensure_future(batcher.submit(100))
         await asyncio.sleep(0.05)  # a second request arrives within the window: it joins the first
@@ -86,21 +93,28 @@ def test_after_a_busy_cycle_the_next_batch_waits_for_company(pools):
 def test_with_two_finish_threads_two_batches_commit_at_once():
     # Each finish waits (bounded) until another finish is running beside it:
     # only possible if the batcher lets two batches be in the finish stage together.
-    from gateway.batcher import MicroBatcher
+    from verdict.gateway.batcher import MicroBatcher
 
     both_finishing = threading.Barrier(2, timeout=5.0)
     compute = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     finish_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
 
-    def finish(items):  # noqa: ANN001, ANN202
+    def finish(items):
         both_finishing.wait()
         return items
 
-    async def work(batcher):  # noqa: ANN001, ANN202
+    async def work(batcher):
         return await asyncio.gather(batcher.submit(1), batcher.submit(2))
 
-    batcher = MicroBatcher(lambda items: list(items), finish, max_batch=1, max_wait_s=0.0, executor=compute,
-                           finish_executor=finish_pool, max_finishing=3)
+    batcher = MicroBatcher(
+        lambda items: list(items),
+        finish,
+        max_batch=1,
+        max_wait_s=0.0,
+        executor=compute,
+        finish_executor=finish_pool,
+        max_finishing=3,
+    )
     try:
         assert _run(batcher, work) == [1, 2]
     finally:
@@ -109,7 +123,7 @@ def test_with_two_finish_threads_two_batches_commit_at_once():
 
 
 def test_commit_threads_setting_is_bounded(monkeypatch):
-    from gateway.settings import SettingsError, load_settings
+    from verdict.gateway.settings import SettingsError, load_settings
 
     monkeypatch.setenv("VERDICT_COMMIT_THREADS", "3")
     assert load_settings().commit_threads == 3

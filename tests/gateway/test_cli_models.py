@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from gateway.datasets import load_dataset
 from tests.gateway.conftest import run_verdict
+from verdict.gateway.datasets import load_dataset
 
 
 def test_register_list_show_promote(trained_dirs, tmp_path):
@@ -50,7 +50,9 @@ def test_predict_rejects_bad_lines_and_scores_nothing(registry, tmp_path):
     bad = dict(row, age_years=7)
     path = tmp_path / "in.jsonl"
     path.write_text(json.dumps(row) + "\n" + json.dumps(bad) + "\n{not json\n")
-    result = run_verdict("models", "predict", "german-credit", "--input", str(path), env={"VERDICT_STORE": registry.store.url})
+    result = run_verdict(
+        "models", "predict", "german-credit", "--input", str(path), env={"VERDICT_STORE": registry.store.url}
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert "line 2.age_years: must be >= 18 (rule minimum, value 7)" in result.stderr
@@ -59,8 +61,17 @@ def test_predict_rejects_bad_lines_and_scores_nothing(registry, tmp_path):
 
 def test_predict_reads_stdin_and_forced_bucket(registry):
     row = load_dataset("german-credit").rows[0]
-    result = run_verdict("models", "predict", "german-credit:1.0.0", "--input", "-", "--bucket", "8",
-                         env={"VERDICT_STORE": registry.store.url}, input=json.dumps(row) + "\n")
+    result = run_verdict(
+        "models",
+        "predict",
+        "german-credit:1.0.0",
+        "--input",
+        "-",
+        "--bucket",
+        "8",
+        env={"VERDICT_STORE": registry.store.url},
+        input=json.dumps(row) + "\n",
+    )
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout)
     assert line["line"] == 1 and line["bucket"] == 8 and 0.0 < line["score"] < 1.0

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from gateway import determinism, environment
-from gateway.datasets import load_dataset
-from gateway.schema import encode_rows
 from tests.gateway.conftest import PROJECT, run_verdict
+from verdict.gateway import determinism, environment
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.schema import encode_rows
 
 
 def test_two_fresh_processes_give_identical_bits(registry, german_model, tmp_path):
@@ -65,12 +65,19 @@ def test_fingerprint_is_stable_across_processes_and_complete():
 def test_manifests_without_the_instruction_set_paths_still_load_and_diff_by_path():
     """Manifests published before the ISA paths were recorded: they decode (the new
     fields default to None) and replay's diff names each new path on its own."""
-    from replay.environment import diff, summarize
+    from verdict.replay.environment import diff, summarize
 
     determinism.enable(1)
     current = json.loads(environment.encode(environment.capture()))  # as replay reads a published manifest
     old = json.loads(json.dumps(current))
-    new_paths = {"numpy_simd", "numpy_blas", "torch.cpu_capability", "torch.mkl_dispatch", "torch.mkldnn", "determinism.mkl_cbwr"}
+    new_paths = {
+        "numpy_simd",
+        "numpy_blas",
+        "torch.cpu_capability",
+        "torch.mkl_dispatch",
+        "torch.mkldnn",
+        "determinism.mkl_cbwr",
+    }
     recorded_now = set()  # the new fields with a value here (mkl_dispatch is None without MKL)
     for path in new_paths:
         *parents, leaf = path.split(".")
@@ -86,8 +93,7 @@ def test_manifests_without_the_instruction_set_paths_still_load_and_diff_by_path
 
 
 _MULTIPLY_FIRST = (
-    "import torch; torch.ones(64, 64) @ torch.ones(64, 64);"
-    "from gateway import determinism; determinism.enable(1)"
+    "import torch; torch.ones(64, 64) @ torch.ones(64, 64);from gateway import determinism; determinism.enable(1)"
 )
 
 
@@ -96,7 +102,9 @@ def test_enable_refuses_when_mkl_ran_before_its_cnr_mode_was_set():
     """MKL fixes its CNR mode at its first call: a process that multiplied before
     gateway.determinism was imported runs MKL without CNR, and must not score."""
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
-    result = subprocess.run([sys.executable, "-c", _MULTIPLY_FIRST], cwd=PROJECT, capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", _MULTIPLY_FIRST], cwd=PROJECT, capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode != 0
     assert "DeterminismError: MKL runs CNR mode OFF, the gateway's default asks for COMPATIBLE" in result.stderr
 
@@ -104,11 +112,11 @@ def test_enable_refuses_when_mkl_ran_before_its_cnr_mode_was_set():
 _SCORE_EVERYWHERE = """
 import json, sys
 import numpy as np
-from audit.stores import FilesystemStore
-from gateway.datasets import load_dataset
-from gateway.registry import Registry
-from gateway.runtime import load_model
-from gateway.schema import encode_rows
+from verdict.audit.stores import FilesystemStore
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.registry import Registry
+from verdict.gateway.runtime import load_model
+from verdict.gateway.schema import encode_rows
 model = load_model(Registry(FilesystemStore(sys.argv[1])), "german-credit")
 x = encode_rows(model.manifest.inputs, load_dataset("german-credit").rows)
 positions = set()
@@ -120,9 +128,15 @@ print(json.dumps({"score": model.score_matrix(x)[0].tobytes().hex(), "explain": 
 """
 
 
-def _scored_in_subprocess(registry, overrides: dict[str, str]) -> dict:  # noqa: ANN001
-    result = subprocess.run([sys.executable, "-c", _SCORE_EVERYWHERE, str(registry.store.root)], cwd=PROJECT, capture_output=True,
-                            text=True, env={**os.environ, **overrides}, timeout=300)
+def _scored_in_subprocess(registry, overrides: dict[str, str]) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", _SCORE_EVERYWHERE, str(registry.store.root)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **overrides},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -140,7 +154,7 @@ def test_scores_are_bit_identical_on_an_avx2_only_cpu(registry):
 
 
 def test_fingerprint_diff_names_changed_paths():
-    from gateway import determinism
+    from verdict.gateway import determinism
 
     determinism.enable(1)
     fp = environment.capture()

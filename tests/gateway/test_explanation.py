@@ -22,9 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-from gateway import environment, training
-from gateway.datasets import load_dataset
-from gateway.explanation import (
+from tests.gateway.conftest import PROJECT
+from tests.gateway.shapley_oracle import interventional_shapley
+from verdict.gateway import environment, training
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.explanation import (
     ROWS_PER_GROUP,
     SEED_POLICY,
     AdditivityError,
@@ -34,27 +36,39 @@ from gateway.explanation import (
     rows_needed,
     seed_for,
 )
-from gateway.manifest import encode_manifest
-from gateway.modelgraph import CreditModel
-from gateway.registry import Registry
-from gateway.runtime import LoadedModel, load_model
-from gateway.schema import encode_rows
-from tests.gateway.conftest import PROJECT
-from tests.gateway.shapley_oracle import interventional_shapley
+from verdict.gateway.manifest import encode_manifest
+from verdict.gateway.modelgraph import CreditModel
+from verdict.gateway.registry import Registry
+from verdict.gateway.runtime import LoadedModel, load_model
+from verdict.gateway.schema import encode_rows
 
-SMALL_ATTRIBUTES = ("checking_account", "duration_months", "credit_history", "purpose", "credit_amount", "savings", "age_years", "foreign_worker")
+SMALL_ATTRIBUTES = (
+    "checking_account",
+    "duration_months",
+    "credit_history",
+    "purpose",
+    "credit_amount",
+    "savings",
+    "age_years",
+    "foreign_worker",
+)
 SMALL_COUNTS = [1, 3, 2, 5, 1, 1, 4, 2, 1, 2, 3, 1]  # unequal background weights
 
 
-def bits(result) -> bytes:  # noqa: ANN001
+def bits(result) -> bytes:
     return np.array([result.base_value, *result.contributions.values()], dtype=np.float64).tobytes()
 
 
-def explainer_with(model: LoadedModel, registry: Registry, rows: list[dict], counts: list[int], **settings) -> Explainer:  # noqa: ANN003
+def explainer_with(
+    model: LoadedModel, registry: Registry, rows: list[dict], counts: list[int], **settings
+) -> Explainer:
     """The same registered artifact explained with another background / settings (a manifest variant)."""
     background = encode_background(rows, counts, "test variant")
     explainer_settings = msgspec.structs.replace(
-        model.manifest.explainer, background_rows=len(rows), background_sha256=hashlib.sha256(background).hexdigest(), **settings
+        model.manifest.explainer,
+        background_rows=len(rows),
+        background_sha256=hashlib.sha256(background).hexdigest(),
+        **settings,
     )
     manifest = msgspec.structs.replace(model.manifest, explainer=explainer_settings)
     return Explainer(LoadedModel(manifest, registry.artifact(model.manifest), model.device), background)
@@ -63,7 +77,10 @@ def explainer_with(model: LoadedModel, registry: Registry, rows: list[dict], cou
 def applicants(model: LoadedModel, start: int, count: int) -> tuple[list[dict], np.ndarray, np.ndarray, list[int]]:
     """Real applicants of the model's data set (attributes restricted to its schema), scores, seeds."""
     names = [spec.name for spec in model.manifest.inputs]
-    rows = [{n: row[n] for n in names} for row in load_dataset(model.manifest.training.dataset.name).rows[start : start + count]]
+    rows = [
+        {n: row[n] for n in names}
+        for row in load_dataset(model.manifest.training.dataset.name).rows[start : start + count]
+    ]
     x = encode_rows(model.manifest.inputs, rows)
     return rows, x, model.score_matrix(x)[0], [seed_for(f"{model.manifest.name}-{start + i}") for i in range(count)]
 
@@ -83,10 +100,18 @@ def small(tmp_path_factory, german_model):
     background = encode_background(background_rows, SMALL_COUNTS, "test: 12 German rows with unequal counts")
     base = german_model.manifest
     manifest = msgspec.structs.replace(
-        base, name="oracle-small", inputs=specs, artifact_sha256=hashlib.sha256(artifact).hexdigest(), artifact_bytes=len(artifact),
+        base,
+        name="oracle-small",
+        inputs=specs,
+        artifact_sha256=hashlib.sha256(artifact).hexdigest(),
+        artifact_bytes=len(artifact),
         explainer=msgspec.structs.replace(
-            base.explainer, algorithm="exact", permutations=0, background_rows=len(background_rows),
-            background_sha256=hashlib.sha256(background).hexdigest(), background_summary="test",
+            base.explainer,
+            algorithm="exact",
+            permutations=0,
+            background_rows=len(background_rows),
+            background_sha256=hashlib.sha256(background).hexdigest(),
+            background_summary="test",
             max_evaluations=rows_needed("exact", len(specs), len(background_rows), 0),
         ),
     )
@@ -94,7 +119,7 @@ def small(tmp_path_factory, german_model):
     (directory / training.ARTIFACT_FILE).write_bytes(artifact)
     (directory / training.BACKGROUND_FILE).write_bytes(background)
     (directory / training.MANIFEST_FILE).write_bytes(encode_manifest(manifest))
-    from audit.stores import FilesystemStore
+    from verdict.audit.stores import FilesystemStore
 
     registry = Registry(FilesystemStore(directory / "store"))
     registry.register(directory)
@@ -128,7 +153,9 @@ def test_exact_mode_agrees_with_shap_exact_explainer(small):
     import shap
 
     model, registry, background_rows, background, _ = small
-    explainer = explainer_with(model, registry, background_rows, [1] * len(background_rows))  # shap's masker weighs rows equally
+    explainer = explainer_with(
+        model, registry, background_rows, [1] * len(background_rows)
+    )  # shap's masker weighs rows equally
     _, x, scores, seeds = applicants(model, 300, 6)
     ours = np.array([list(r.contributions.values()) for r in explainer.explain(x, scores, seeds)])
     masker = shap.maskers.Independent(background, max_samples=len(background))
@@ -143,8 +170,15 @@ def test_sampled_mode_is_additive_and_converges_to_exact(small):
     exact = np.array([interventional_shapley(model.evaluate_for_explanation, row, background, weights)[1] for row in x])
     errors = {}
     for pairs in (1, 32):
-        explainer = explainer_with(model, registry, background_rows, SMALL_COUNTS, algorithm="permutation", permutations=pairs,
-                                   max_evaluations=rows_needed("permutation", len(SMALL_ATTRIBUTES), len(background_rows), pairs))
+        explainer = explainer_with(
+            model,
+            registry,
+            background_rows,
+            SMALL_COUNTS,
+            algorithm="permutation",
+            permutations=pairs,
+            max_evaluations=rows_needed("permutation", len(SMALL_ATTRIBUTES), len(background_rows), pairs),
+        )
         results = explainer.explain(x, scores, seeds)  # raises if not additive
         errors[pairs] = np.abs(np.array([list(r.contributions.values()) for r in results]) - exact).mean()
     assert errors[32] < errors[1] / 2
@@ -156,7 +190,7 @@ def test_sampled_mode_is_additive_and_converges_to_exact(small):
 
 def test_seed_follows_the_manifest_policy(german_model):
     assert german_model.manifest.explainer.seed_policy == SEED_POLICY
-    digest = hashlib.sha256(b"verdict.explain.seed" + "req-42".encode()).digest()
+    digest = hashlib.sha256(b"verdict.explain.seed" + b"req-42").digest()
     assert seed_for("req-42") == int.from_bytes(digest[:8], "big") >> 11
     seeds = {seed_for(f"req-{i}") for i in range(1000)}
     assert len(seeds) == 1000 and max(seeds) < 2**53  # fits an I-JSON integer on the audit record
@@ -201,10 +235,10 @@ def test_skipping_repeated_rows_changes_no_bit(german_model, registry, small):
 
 _ON_AVX2_ONLY_CPU = """
 import json, sys
-from audit.stores import FilesystemStore
-from gateway import environment
-from gateway.registry import Registry
-from gateway.runtime import load_model
+from verdict.audit.stores import FilesystemStore
+from verdict.gateway import environment
+from verdict.gateway.registry import Registry
+from verdict.gateway.runtime import load_model
 from tests.gateway.test_explanation import both_ways
 explained = {}
 for store, name in zip(sys.argv[1::2], sys.argv[2::2]):
@@ -228,8 +262,14 @@ def test_contributions_are_bit_identical_on_an_avx2_only_cpu(german_model, regis
     models = [(german_model, registry), (small_model, small_registry)]
     here = {model.manifest.name: both_ways(model, store)["skipping"] for model, store in models}
     arguments = [str(part) for model, store in models for part in (store.store.root, model.manifest.name)]
-    child = subprocess.run([sys.executable, "-c", _ON_AVX2_ONLY_CPU, *arguments], cwd=PROJECT, capture_output=True, text=True,
-                           env={**os.environ, **environment.avx2_only_overrides()}, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", _ON_AVX2_ONLY_CPU, *arguments],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **environment.avx2_only_overrides()},
+        timeout=300,
+    )
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout)
     paths = result["paths"]  # the child really ran no AVX-512 code (the environment manifest says so)
@@ -242,10 +282,10 @@ def test_contributions_are_bit_identical_on_an_avx2_only_cpu(german_model, regis
 
 _REPLAY = """
 import json, sys
-from audit.stores import FilesystemStore
-from gateway.explanation import Explainer, seed_for
-from gateway.registry import Registry
-from gateway.runtime import load_model
+from verdict.audit.stores import FilesystemStore
+from verdict.gateway.explanation import Explainer, seed_for
+from verdict.gateway.registry import Registry
+from verdict.gateway.runtime import load_model
 from tests.gateway.test_explanation import applicants, bits
 registry = Registry(FilesystemStore(sys.argv[1]))
 model = load_model(registry, "german-credit")
@@ -258,8 +298,13 @@ def test_contributions_are_bit_identical_across_processes(german_model, german_e
     _, x, scores, seeds = applicants(german_model, 600, 24)
     here = [bits(r).hex() for r in german_explainer.explain(x, scores, seeds)]
     processes = [
-        subprocess.Popen([sys.executable, "-c", _REPLAY, str(registry.store.root)], cwd=PROJECT, stdout=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONHASHSEED": str(hash_seed)})
+        subprocess.Popen(
+            [sys.executable, "-c", _REPLAY, str(registry.store.root)],
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+        )
         for hash_seed in (1, 2)
     ]
     outputs = [p.communicate(timeout=300)[0] for p in processes]
@@ -282,7 +327,9 @@ def test_additive_for_hundreds_of_applicants(request, registry, name):
         assert list(result.contributions) == [spec.name for spec in model.manifest.inputs]
         assert abs(math.fsum([result.base_value, *result.contributions.values()]) - float(score)) <= epsilon
         assert result.additivity_error <= epsilon
-        assert result.bucket == model.explain_bucket and 1 < result.evaluations <= model.manifest.explainer.max_evaluations
+        assert (
+            result.bucket == model.explain_bucket and 1 < result.evaluations <= model.manifest.explainer.max_evaluations
+        )
         assert result.output_space == "probability"
 
 
@@ -300,10 +347,17 @@ def test_fails_closed_when_the_explained_model_is_not_the_scoring_model(german_m
     with pytest.raises(AdditivityError) as failure:
         explainer.explain(x, scores, seeds)
     error = failure.value
-    assert error.index == 0 and error.score == float(scores[0]) and error.epsilon == manifest.explainer.additivity_epsilon
+    assert (
+        error.index == 0 and error.score == float(scores[0]) and error.epsilon == manifest.explainer.additivity_epsilon
+    )
     assert abs(error.total - error.score) > error.epsilon
     message = str(error)
-    assert "request 0" in message and repr(error.total) in message and repr(error.score) in message and "epsilon" in message
+    assert (
+        "request 0" in message
+        and repr(error.total) in message
+        and repr(error.score) in message
+        and "epsilon" in message
+    )
 
 
 def test_fails_closed_when_scores_belong_to_other_requests(german_model, german_explainer):
@@ -323,7 +377,7 @@ def test_refuses_a_background_that_is_not_the_pinned_one(german_model, registry)
 def test_refuses_settings_it_cannot_honour(german_model, german_explainer, registry):
     background = german_explainer.background
 
-    def variant(**change) -> Explainer:  # noqa: ANN003
+    def variant(**change) -> Explainer:
         return explainer_with(german_model, registry, background.rows, background.counts, **change)
 
     assert variant().max_evaluations == german_explainer.max_evaluations

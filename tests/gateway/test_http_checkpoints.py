@@ -7,11 +7,11 @@ import time
 
 import httpx
 
-from audit.reader import read_decision
-from audit.stores import open_store
-from gateway.datasets import load_dataset
 from tests.gateway.conftest import auth
 from tests.support.gateway_server import GatewayServer, prepare_home
+from verdict.audit.reader import read_decision
+from verdict.audit.stores import open_store
+from verdict.gateway.datasets import load_dataset
 
 
 def test_an_idle_gateway_checkpoints_its_last_decision(tmp_path, trained_dirs):
@@ -20,8 +20,14 @@ def test_an_idle_gateway_checkpoints_its_last_decision(tmp_path, trained_dirs):
     store = open_store((home / "store").as_uri())
     with GatewayServer(home, env={"VERDICT_CHECKPOINT_INTERVAL_S": "1"}).start() as server:
         with httpx.Client(base_url=server.url, headers=auth(tokens["client"]), timeout=30) as client:
-            made = client.post("/v1/decisions", json={"model": "german-credit", "request_id": "idle-1",
-                                                      "attributes": load_dataset("german-credit").rows[2]})
+            made = client.post(
+                "/v1/decisions",
+                json={
+                    "model": "german-credit",
+                    "request_id": "idle-1",
+                    "attributes": load_dataset("german-credit").rows[2],
+                },
+            )
         assert made.status_code == 200, made.text
         # No more requests: only the gateway's own timer can cover the record now.
         verified = read_decision(store, "idle-1")

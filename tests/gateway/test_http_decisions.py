@@ -9,24 +9,23 @@ import json
 
 import httpx
 import numpy as np
-import pytest
 
-from audit.reader import read_decision
-from audit.records import record_bytes
-from audit.signing import load_published_keys, check_key_document, verify_record_signature
-from audit.stores import open_store
-from audit.verifier import verify_store
-from gateway.datasets import load_dataset
-from gateway.explanation import Explainer, seed_for
-from gateway.schema import encode_rows
 from tests.gateway.conftest import auth
+from verdict.audit.reader import read_decision
+from verdict.audit.records import record_bytes
+from verdict.audit.signing import check_key_document, load_published_keys, verify_record_signature
+from verdict.audit.stores import open_store
+from verdict.audit.verifier import verify_store
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.explanation import Explainer, seed_for
+from verdict.gateway.schema import encode_rows
 
 ROWS = load_dataset("german-credit").rows
 
 
-def chain_records(store, chain_id: str):  # noqa: ANN001, ANN201
-    from audit import layout
-    from audit.records import decode_record, iter_lines, split_line
+def chain_records(store, chain_id: str):
+    from verdict.audit import layout
+    from verdict.audit.records import decode_record, iter_lines, split_line
 
     for key in store.list_keys(layout.segments_prefix(chain_id)):
         for line in iter_lines(store.get(key)):
@@ -58,12 +57,19 @@ def test_500_concurrent_decisions_are_durable_verified_and_bit_identical(live_ga
         verified = read_decision(store, body["request_id"])
         receipt = answer["receipt"]
         assert (receipt["chain_id"], receipt["seq"], receipt["record_hash"], receipt["key_id"]) == (
-            verified.chain_id, verified.seq, verified.record_hash, verified.key_id)
+            verified.chain_id,
+            verified.seq,
+            verified.record_hash,
+            verified.key_id,
+        )
         assert receipt["signature"] == verified.signature
         digest = hashlib.sha256(record_bytes(verified.record)).digest()
         assert digest.hex() == receipt["record_hash"]
         assert verify_record_signature(published[receipt["key_id"]], digest, base64.b64decode(receipt["signature"]))
-        assert verified.body.score == answer["score"] and verified.body.explanation.contributions == answer["contributions"]
+        assert (
+            verified.body.score == answer["score"]
+            and verified.body.explanation.contributions == answer["contributions"]
+        )
 
     # The same bits as scoring and explaining each request alone, in another process (this one).
     assert answers[0]["model"]["sha256"] == german_model.manifest.artifact_sha256
@@ -84,7 +90,16 @@ def test_response_fields_and_lookups(live_gateway):
         made = client.post("/v1/decisions", json=_body(7, "lookup-0001"), headers=auth(tokens["client"]))
         assert made.status_code == 200
         decision = made.json()
-        assert set(decision) >= {"request_id", "model", "score", "decision", "reasons", "contributions", "base_value", "receipt"}
+        assert set(decision) >= {
+            "request_id",
+            "model",
+            "score",
+            "decision",
+            "reasons",
+            "contributions",
+            "base_value",
+            "receipt",
+        }
         assert len(decision["contributions"]) == 20
         assert abs(decision["base_value"] + sum(decision["contributions"].values()) - decision["score"]) <= 1e-6
         assert decision["decision"] in ("approve", "decline")
@@ -112,7 +127,7 @@ def test_response_fields_and_lookups(live_gateway):
 
     # every lookup above is itself on the trail
     store = open_store((live_gateway.home / "store").as_uri())
-    from audit.records import AccessBody
+    from verdict.audit.records import AccessBody
 
     accesses = [r.body for r in chain_records(store, "gateway-0") if isinstance(r.body, AccessBody)]
     actions = {(a.action, a.target_request_id) for a in accesses}
@@ -146,7 +161,7 @@ def test_same_request_id_with_different_bodies_signs_only_the_delivered_decision
     """16 concurrent posts per request id, each with another body: one 200, fifteen
     409, and the chain holds exactly the one decision the client received (the
     losers are refused before scoring, not signed and superseded)."""
-    from audit.records import DecisionBody
+    from verdict.audit.records import DecisionBody
 
     ids = [f"race-{n:02d}" for n in range(20)]
     bodies = [_body(100 + 16 * n + k, request_id) for k in range(16) for n, request_id in enumerate(ids)]
@@ -182,8 +197,13 @@ def test_models_endpoints_and_operations(live_gateway):
         ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == {"models": "ok", "store": "ok", "signer": "ok"}
         metrics = client.get("/metrics").text
-        for name in ("verdict_http_requests_total", "verdict_batch_size_bucket", "verdict_audit_append_seconds_bucket",
-                     "verdict_chain_length", "verdict_http_request_seconds_bucket"):
+        for name in (
+            "verdict_http_requests_total",
+            "verdict_batch_size_bucket",
+            "verdict_audit_append_seconds_bucket",
+            "verdict_chain_length",
+            "verdict_http_request_seconds_bucket",
+        ):
             assert name in metrics
         schema = client.get("/schema/openapi.json").json()
         assert "/v1/decisions" in schema["paths"]

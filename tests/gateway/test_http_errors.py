@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.datasets import load_dataset
 from tests.gateway.conftest import auth
+from verdict.gateway.datasets import load_dataset
 
 VALID = load_dataset("german-credit").rows[0]
 PROBLEM = "application/problem+json"
@@ -64,7 +64,8 @@ def test_each_rule_is_named(client, live_gateway, mutate, field, rule):
 def _with_raw(field: str, literal: str) -> str:
     """A valid decision body whose attribute ``field`` is the raw JSON text ``literal``."""
     return json.dumps({"model": "german-credit", "attributes": dict(VALID, **{field: 0})}).replace(
-        f'"{field}": 0', f'"{field}": {literal}')
+        f'"{field}": 0', f'"{field}": {literal}'
+    )
 
 
 def _rules(problem: dict) -> list[tuple[str, str]]:
@@ -143,7 +144,11 @@ def test_scopes(client, live_gateway, method, path, role, status):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
@@ -168,7 +173,9 @@ def mutated_bodies(draw):
     return body
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(body=mutated_bodies())
 def test_generated_bad_input_never_5xx_and_always_problem_json(client, live_gateway, body):
     body["request_id"] = "fuzz"  # a rejected request must never be recorded, so this id stays unused
@@ -205,7 +212,7 @@ def test_rejected_requests_left_no_record(client, live_gateway):
     ],
 )
 def test_model_path_outside_the_registry_alphabet_is_400(client, live_gateway, no_traceback, path, parameter):
-    from gateway.api_models import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
+    from verdict.gateway.api_models import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 
     problem = _problem(client.get(path, headers=auth(live_gateway.tokens["client"])))
     assert problem["status"] == 400 and _rules(problem) == [(parameter, "pattern")], problem
@@ -215,8 +222,15 @@ def test_model_path_outside_the_registry_alphabet_is_400(client, live_gateway, n
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("model", "a b"), ("model", "café"), ("model", "a\u0000"), ("model", "german-credit\n"),
-     ("version", "1.0.0 "), ("version", "1.0.0\n"), ("request_id", "loan-1\n")],
+    [
+        ("model", "a b"),
+        ("model", "café"),
+        ("model", "a\u0000"),
+        ("model", "german-credit\n"),
+        ("version", "1.0.0 "),
+        ("version", "1.0.0\n"),
+        ("request_id", "loan-1\n"),
+    ],
 )
 def test_model_in_body_outside_the_registry_alphabet_is_422(client, live_gateway, no_traceback, field, value):
     body = {"model": "german-credit", "attributes": dict(VALID), field: value}
@@ -225,7 +239,7 @@ def test_model_in_body_outside_the_registry_alphabet_is_422(client, live_gateway
 
 
 def test_openapi_states_the_edge_rules(client):
-    from gateway.api_models import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
+    from verdict.gateway.api_models import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 
     paths = client.get("/schema/openapi.json").json()["paths"]
     operation = paths["/v1/models/{name}/versions/{version}"]["get"]
@@ -284,7 +298,9 @@ def test_decision_body_must_be_application_json(client, live_gateway, no_traceba
     assert lookup.status_code == 404, "a refused request must leave no record"
 
 
-@pytest.mark.parametrize("content_type", ["application/json; charset=UTF-8", 'application/json;charset="utf-8"', "Application/JSON"])
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=UTF-8", 'application/json;charset="utf-8"', "Application/JSON"]
+)
 def test_json_content_type_variants_are_accepted(client, live_gateway, content_type):
     text = json.dumps({"model": "german-credit", "attributes": VALID})
     assert _post(client, live_gateway, text, headers={"Content-Type": content_type}).status_code == 200
@@ -316,7 +332,9 @@ def test_type_errors_speak_json(client, live_gateway, mutate, field, message):
 
 @pytest.mark.parametrize(("value", "received"), [(None, "null"), ([1], "array"), ({"a": 1}, "object")])
 def test_attribute_type_errors_speak_json(client, live_gateway, value, received):
-    problem = _problem(_post(client, live_gateway, {"model": "german-credit", "attributes": dict(VALID, age_years=value)}))
+    problem = _problem(
+        _post(client, live_gateway, {"model": "german-credit", "attributes": dict(VALID, age_years=value)})
+    )
     assert [e["message"] for e in problem["errors"]] == [f"must be a whole number, got {received}"], problem
 
 

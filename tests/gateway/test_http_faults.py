@@ -13,15 +13,15 @@ import time
 import httpx
 import pytest
 
-from audit.reader import read_decision
-from audit.stores import open_store
-from audit.trust import RootKey
-from audit.verifier import verify_store
-from gateway.datasets import load_dataset
 from tests.audit.helpers import wait_out_newest_lease
 from tests.gateway.conftest import auth
 from tests.support.gateway_server import GatewayServer, prepare_home
 from tests.support.tcp_proxy import TcpProxy
+from verdict.audit.reader import read_decision
+from verdict.audit.stores import open_store
+from verdict.audit.trust import RootKey
+from verdict.audit.verifier import verify_store
+from verdict.gateway.datasets import load_dataset
 
 ROWS = load_dataset("german-credit").rows
 pytestmark = pytest.mark.slow
@@ -69,7 +69,7 @@ class Load:
             await asyncio.gather(*(self._worker(client) for _ in range(self.concurrency)))
 
 
-def _staged_by_others(home, pid: int) -> list[str]:  # noqa: ANN001
+def _staged_by_others(home, pid: int) -> list[str]:
     """Staging files in the store owned neither by the gateway process ``pid``
     nor by this test process (both alive: their locks and pre-staged files are
     expected; a killed gateway's are not)."""
@@ -105,8 +105,9 @@ def test_sigkill_under_load_loses_no_receipted_decision(tmp_path, trained_dirs):
         server.start()  # the chain continues after the last crash
         assert _staged_by_others(home, server.process.pid) == [], "recovery left a killed writer's staging behind"
         with httpx.Client(base_url=server.url, headers=auth(tokens["client"]), timeout=30) as client:
-            after = client.post("/v1/decisions", json={"model": "german-credit", "request_id": "after-crashes",
-                                                       "attributes": ROWS[0]})
+            after = client.post(
+                "/v1/decisions", json={"model": "german-credit", "request_id": "after-crashes", "attributes": ROWS[0]}
+            )
     finally:
         server.stop()
     assert after.status_code == 200
@@ -117,11 +118,13 @@ def test_sigkill_under_load_loses_no_receipted_decision(tmp_path, trained_dirs):
 
 
 def test_storage_outage_fails_closed_and_recovers(tmp_path, trained_dirs, moto_server, s3_client, s3_env):
-    from audit.stores.s3 import create_audit_bucket
+    from verdict.audit.stores.s3 import create_audit_bucket
 
     bucket = f"outage-{random.randrange(10**9)}"
     create_audit_bucket(s3_client, bucket, 1)
-    direct_url = f"s3://{bucket}/trail?endpoint_url={moto_server.endpoint_url}&region=us-east-1&retention_days=1&timeout=2"
+    direct_url = (
+        f"s3://{bucket}/trail?endpoint_url={moto_server.endpoint_url}&region=us-east-1&retention_days=1&timeout=2"
+    )
     proxy = TcpProxy(moto_server.port)
     gateway_url = f"s3://{bucket}/trail?endpoint_url={proxy.endpoint_url}&region=us-east-1&retention_days=1&timeout=2"
     home = tmp_path / "home"
@@ -167,7 +170,9 @@ def small_filesystem(tmp_path):
 
     mount = tmp_path / "small-fs"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
@@ -176,7 +181,7 @@ def small_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def _fill(path) -> None:  # noqa: ANN001
+def _fill(path) -> None:
     """Write until the filesystem says ENOSPC."""
     import errno
 
@@ -202,9 +207,11 @@ def test_full_disk_makes_the_replica_unready_and_it_recovers_by_itself(tmp_path,
     server = GatewayServer(home, env={"VERDICT_STORE": store_url}).start()
     try:
         with httpx.Client(base_url=server.url, headers=auth(tokens["client"]), timeout=30) as client:
+
             def decide(request_id: str) -> httpx.Response:
-                return client.post("/v1/decisions", json={"model": "german-credit", "request_id": request_id,
-                                                          "attributes": ROWS[1]})
+                return client.post(
+                    "/v1/decisions", json={"model": "german-credit", "request_id": request_id, "attributes": ROWS[1]}
+                )
 
             assert decide("before-full").status_code == 200
             _fill(small_filesystem / "filler")
@@ -226,7 +233,10 @@ def test_full_disk_makes_the_replica_unready_and_it_recovers_by_itself(tmp_path,
     assert ready_again.status_code == 200 and ready_again.json()["checks"]["store"] == "ok"
     assert after.status_code == 200, after.text
     store = open_store(store_url)
-    assert [read_decision(store, r).body.request_id for r in ("before-full", "after-full")] == ["before-full", "after-full"]
+    assert [read_decision(store, r).body.request_id for r in ("before-full", "after-full")] == [
+        "before-full",
+        "after-full",
+    ]
     report = verify_store(store)
     assert report.ok, report.first_failure
 
@@ -239,8 +249,12 @@ def test_a_gateway_whose_lease_was_taken_over_stops_deciding_and_says_why(tmp_pa
 
     home = tmp_path / "home"
     tokens = prepare_home(home, trained_dirs["german-credit"])
-    short = {"VERDICT_LEASE_TTL_S": "4", "VERDICT_LEASE_RENEW_S": "1", "VERDICT_LEASE_SKEW_S": "0.5",
-             "VERDICT_CHECKPOINT_INTERVAL_S": "1"}
+    short = {
+        "VERDICT_LEASE_TTL_S": "4",
+        "VERDICT_LEASE_RENEW_S": "1",
+        "VERDICT_LEASE_SKEW_S": "0.5",
+        "VERDICT_CHECKPOINT_INTERVAL_S": "1",
+    }
     first, second = GatewayServer(home, env=short), GatewayServer(home, env=short)
     body = {"model": "german-credit", "attributes": ROWS[3]}
     try:

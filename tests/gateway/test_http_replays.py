@@ -10,24 +10,27 @@ import httpx
 import msgspec
 import pytest
 
-from audit.records import AccessBody
-from audit.stores import open_store
-from gateway.apikeys import ApiKeyStore
-from gateway.datasets import load_dataset
-from gateway.explanation import Explainer, seed_for
-from gateway.schema import encode_rows
-from gateway.waterfall import render_waterfall
-from replay.report import ReplayReport, score_chart_png
 from tests.gateway.conftest import auth
 from tests.gateway.test_http_decisions import chain_records
+from verdict.audit.records import AccessBody
+from verdict.audit.stores import open_store
+from verdict.gateway.apikeys import ApiKeyStore
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.explanation import Explainer, seed_for
+from verdict.gateway.schema import encode_rows
+from verdict.gateway.waterfall import render_waterfall
+from verdict.replay.report import ReplayReport, score_chart_png
 
 ROWS = load_dataset("german-credit").rows
 
 
 def _decide(client: httpx.Client, token: str, ids: list[str], first_row: int) -> None:
     for i, request_id in enumerate(ids):
-        made = client.post("/v1/decisions", headers=auth(token),
-                           json={"model": "german-credit", "request_id": request_id, "attributes": ROWS[first_row + i]})
+        made = client.post(
+            "/v1/decisions",
+            headers=auth(token),
+            json={"model": "german-credit", "request_id": request_id, "attributes": ROWS[first_row + i]},
+        )
         assert made.status_code == 200, made.text
 
 
@@ -38,13 +41,17 @@ def test_examiner_replays_decisions_over_http(live_gateway):
         _decide(client, tokens["client"], ids, first_row=20)
         refused = client.post("/v1/replays", headers=auth(tokens["client"]), json={"request_ids": ids})
         assert refused.status_code == 403
-        bad = client.post("/v1/replays", headers=auth(tokens["examiner"]),
-                          json={"request_ids": ids, "tighten_absolute": 1.0})  # may only tighten the manifest's bound
+        bad = client.post(
+            "/v1/replays", headers=auth(tokens["examiner"]), json={"request_ids": ids, "tighten_absolute": 1.0}
+        )  # may only tighten the manifest's bound
         assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
         assert bad.json()["errors"][0]["field"] == "tighten_absolute"
 
-        started = client.post("/v1/replays", headers=auth(tokens["examiner"]),
-                              json={"request_ids": ids, "require_checkpoint": False, "purpose": "test examination"})
+        started = client.post(
+            "/v1/replays",
+            headers=auth(tokens["examiner"]),
+            json={"request_ids": ids, "require_checkpoint": False, "purpose": "test examination"},
+        )
         assert started.status_code == 202, started.text
         replay_id = started.json()["replay_id"]
         assert started.headers["location"] == f"/v1/replays/{replay_id}"
@@ -92,15 +99,21 @@ def read_replay(live_gateway):
 
 def _replay_reads(live_gateway, replay_id: str) -> list[tuple[str, str]]:
     store = open_store((live_gateway.home / "store").as_uri())
-    return [(r.body.action, r.body.actor_key_id) for r in chain_records(store, "gateway-0")
-            if isinstance(r.body, AccessBody) and r.body.target_request_id == replay_id]
+    return [
+        (r.body.action, r.body.actor_key_id)
+        for r in chain_records(store, "gateway-0")
+        if isinstance(r.body, AccessBody) and r.body.target_request_id == replay_id
+    ]
 
 
 def test_replay_reads_are_scoped_to_their_starter_and_recorded(live_gateway, read_replay):
     replay_id, tokens, key_ids = read_replay
     before = _replay_reads(live_gateway, replay_id)
-    paths = {"replay_status": f"/v1/replays/{replay_id}", "replay_report": f"/v1/replays/{replay_id}/report.json",
-             "replay_report_html": f"/v1/replays/{replay_id}/report.html"}
+    paths = {
+        "replay_status": f"/v1/replays/{replay_id}",
+        "replay_report": f"/v1/replays/{replay_id}/report.json",
+        "replay_report_html": f"/v1/replays/{replay_id}/report.html",
+    }
     with httpx.Client(base_url=live_gateway.url, timeout=60) as client:
         for path in paths.values():
             other = client.get(path, headers=auth(tokens["examiner2"]))
@@ -109,7 +122,7 @@ def test_replay_reads_are_scoped_to_their_starter_and_recorded(live_gateway, rea
         for role in ("examiner", "admin"):
             for path in paths.values():
                 assert client.get(path, headers=auth(tokens[role])).status_code == 200, (role, path)
-    recorded = _replay_reads(live_gateway, replay_id)[len(before):]
+    recorded = _replay_reads(live_gateway, replay_id)[len(before) :]
     assert sorted(recorded) == sorted((action, key_ids[role]) for role in ("examiner", "admin") for action in paths)
 
 
@@ -130,7 +143,7 @@ def test_charts_render_correctly_while_a_replay_chart_renders(live_gateway, read
     failures: list[BaseException] = []
     outputs: list[bytes] = []
 
-    def draw(fn, *args) -> None:  # noqa: ANN001
+    def draw(fn, *args) -> None:
         try:
             for _ in range(6):
                 outputs.append(fn(*args))
@@ -138,7 +151,9 @@ def test_charts_render_correctly_while_a_replay_chart_renders(live_gateway, read
             failures.append(exc)
 
     threads = [threading.Thread(target=draw, args=(score_chart_png, report)) for _ in range(3)]
-    threads += [threading.Thread(target=draw, args=(render_waterfall, manifest, attributes, result, "svg")) for _ in range(3)]
+    threads += [
+        threading.Thread(target=draw, args=(render_waterfall, manifest, attributes, result, "svg")) for _ in range(3)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -148,8 +163,15 @@ def test_charts_render_correctly_while_a_replay_chart_renders(live_gateway, read
     assert len(outputs) == 36 and len(svgs) == 18 and set(svgs) == {alone}
 
 
-@pytest.mark.parametrize(("body", "field"), [({"model": "a b"}, "model"), ({"model": "german-credit:1.0.0 "}, "model"),
-                                             ({"model": "a\u0000"}, "model"), ({"chain": "../x"}, "chain")])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "a b"}, "model"),
+        ({"model": "german-credit:1.0.0 "}, "model"),
+        ({"model": "a\u0000"}, "model"),
+        ({"chain": "../x"}, "chain"),
+    ],
+)
 def test_replay_filters_outside_the_store_alphabet_are_refused(live_gateway, body, field):
     with httpx.Client(base_url=live_gateway.url, timeout=60) as client:
         refused = client.post("/v1/replays", headers=auth(live_gateway.tokens["examiner"]), json={"all": True, **body})

@@ -10,15 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from audit import layout
-from audit.signing import FileKeyStore
-from audit.stores import open_store
-from audit.trust import RootKey
-from audit.verifier import verify_store
-from gateway.datasets import load_dataset
 from tests.gateway.conftest import auth
 from tests.support.gateway_server import GatewayServer, prepare_home
 from tests.support.witness_process import WitnessProcess
+from verdict.audit import layout
+from verdict.audit.signing import FileKeyStore
+from verdict.audit.stores import open_store
+from verdict.audit.trust import RootKey
+from verdict.audit.verifier import verify_store
+from verdict.gateway.datasets import load_dataset
 
 POLLS = 240  # bounded polls of the store (0.25 s apart), never a deadline
 
@@ -28,8 +28,10 @@ def _decide(server: GatewayServer, token: str, ids: list[str]) -> list[dict]:
     out = []
     with httpx.Client(base_url=server.url, headers=auth(token), timeout=30) as client:
         for n, request_id in enumerate(ids):
-            made = client.post("/v1/decisions", json={"model": "german-credit", "request_id": request_id,
-                                                      "attributes": rows[n % len(rows)]})
+            made = client.post(
+                "/v1/decisions",
+                json={"model": "german-credit", "request_id": request_id, "attributes": rows[n % len(rows)]},
+            )
             assert made.status_code == 200, made.text
             out.append(made.json())
     return out
@@ -45,8 +47,9 @@ def test_witnessed_gateway_refuses_a_truncated_store(tmp_path, trained_dirs):
     tokens = prepare_home(home, trained_dirs["german-credit"])
     signer, _ = FileKeyStore(home / "keys").init()  # `verdict keys init`: the witness must know the log's key
     root, _ = RootKey.load_or_create(home / "trust" / "root.pem")
-    witness = WitnessProcess(tmp_path / "witness", "witness-test",
-                             {"verdict/gateway-0": [signer.public_key_document.vkey]}).start()
+    witness = WitnessProcess(
+        tmp_path / "witness", "witness-test", {"verdict/gateway-0": [signer.public_key_document.vkey]}
+    ).start()
     policy = root.policy().with_witnesses([witness.entry()], 1)
     (home / "policy.json").write_bytes(policy.encode())
     env = {"VERDICT_CHECKPOINT_INTERVAL_S": "0.5", "VERDICT_TRUST_POLICY": str(home / "policy.json")}
@@ -68,8 +71,11 @@ def test_witnessed_gateway_refuses_a_truncated_store(tmp_path, trained_dirs):
 
         # A store writer (no key) cuts the tail: segments, checkpoints, cosigned notes, index entries.
         cut = receipts[2]["seq"]
-        for prefix in (layout.segments_prefix("gateway-0"), layout.checkpoints_prefix("gateway-0"),
-                       layout.cosigned_prefix("gateway-0")):
+        for prefix in (
+            layout.segments_prefix("gateway-0"),
+            layout.checkpoints_prefix("gateway-0"),
+            layout.cosigned_prefix("gateway-0"),
+        ):
             for key in list(store.list_keys(prefix)):
                 if layout.number_from_key(key) > cut:
                     _remove(store.root / key)
@@ -78,10 +84,12 @@ def test_witnessed_gateway_refuses_a_truncated_store(tmp_path, trained_dirs):
 
         report = verify_store(store, trust=policy, ask_witnesses=True)
         assert "below_witnessed_size" in {f.reason for f in report.failures}
-        from audit.completeness import HeldReceipt
+        from verdict.audit.completeness import HeldReceipt
 
-        held = [(r["request_id"], HeldReceipt(**r["receipt"])) for r in
-                [{"request_id": f"w-{i}", "receipt": receipts[i]} for i in range(6)]]
+        held = [
+            (r["request_id"], HeldReceipt(**r["receipt"]))
+            for r in [{"request_id": f"w-{i}", "receipt": receipts[i]} for i in range(6)]
+        ]
         report = verify_store(store, trust=policy, receipts=held)
         assert {f.reason for f in report.failures} >= {"receipt_missing"}
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from audit.records import AccessBody
-from audit.stores import open_store
-from gateway.api_models import DecisionRequest, DecisionResponse
-from gateway.datasets import load_dataset
-from gateway.problems import ApiProblem
-from gateway.service import build_services
-from gateway.settings import load_settings
 from tests.gateway.test_http_decisions import chain_records
 from tests.support.gateway_server import prepare_home
+from verdict.audit.records import AccessBody
+from verdict.audit.stores import open_store
+from verdict.gateway.api_models import DecisionRequest, DecisionResponse
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.problems import ApiProblem
+from verdict.gateway.service import build_services
+from verdict.gateway.settings import load_settings
 
 
 def test_a_chart_that_cannot_be_drawn_leaves_no_access_record(tmp_path, monkeypatch, trained_dirs):
@@ -27,8 +27,11 @@ def test_a_chart_that_cannot_be_drawn_leaves_no_access_record(tmp_path, monkeypa
     # explain=False (the benchmarks' upper bound) records decisions without contributions: nothing to chart
     services = build_services(load_settings(store=store_url, bootstrap=False, explain=False), say=lambda _: None)
     try:
-        pending = services.decisions.prepare(DecisionRequest(model="german-credit", request_id="unexplained-1",
-                                                             attributes=load_dataset("german-credit").rows[0]))
+        pending = services.decisions.prepare(
+            DecisionRequest(
+                model="german-credit", request_id="unexplained-1", attributes=load_dataset("german-credit").rows[0]
+            )
+        )
         (answer,) = services.decisions.decide_batch([pending])
         assert isinstance(answer, DecisionResponse)
         with pytest.raises(ApiProblem) as refused:
@@ -38,6 +41,9 @@ def test_a_chart_that_cannot_be_drawn_leaves_no_access_record(tmp_path, monkeypa
         services.lane.writer.close()
     assert (refused.value.status, refused.value.slug) == (409, "not-explained")
     assert record.record.body.request_id == "unexplained-1"
-    accesses = [(r.body.action, r.body.target_request_id) for r in chain_records(open_store(store_url), "gateway-0")
-                if isinstance(r.body, AccessBody)]
+    accesses = [
+        (r.body.action, r.body.target_request_id)
+        for r in chain_records(open_store(store_url), "gateway-0")
+        if isinstance(r.body, AccessBody)
+    ]
     assert accesses == [("lookup", "unexplained-1")]

@@ -21,16 +21,16 @@ import boto3
 import httpx
 import pytest
 
-from audit.immutability import TrailView
-from audit.reader import read_decision
-from audit.records import KeyRotationBody
-from audit.stores import open_store
-from audit.trust import RootKey
-from audit.verifier import verify_store
-from gateway.datasets import load_dataset
 from tests.audit.test_immutability import MOTO_EXPECTED
 from tests.gateway.conftest import PROJECT, auth
 from tests.support.gateway_server import GatewayServer, prepare_home
+from verdict.audit.immutability import TrailView
+from verdict.audit.reader import read_decision
+from verdict.audit.records import KeyRotationBody
+from verdict.audit.stores import open_store
+from verdict.audit.trust import RootKey
+from verdict.audit.verifier import verify_store
+from verdict.gateway.datasets import load_dataset
 
 ROWS = load_dataset("german-credit").rows
 REGION = "us-east-1"
@@ -39,15 +39,27 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory, trained_dirs, moto_server):
-    from audit.stores.s3 import create_audit_bucket
+    from verdict.audit.stores.s3 import create_audit_bucket
 
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                            ("AWS_DEFAULT_REGION", REGION), ("AWS_CONFIG_FILE", os.devnull),
-                            ("AWS_SHARED_CREDENTIALS_FILE", os.devnull), ("AWS_EC2_METADATA_DISABLED", "true")):
+        for name, value in (
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", REGION),
+            ("AWS_CONFIG_FILE", os.devnull),
+            ("AWS_SHARED_CREDENTIALS_FILE", os.devnull),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ):
             mp.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "VERDICT_CHAIN_ID",
-                     "VERDICT_STORE", "POD_NAME"):
+        for name in (
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "VERDICT_CHAIN_ID",
+            "VERDICT_STORE",
+            "POD_NAME",
+        ):
             mp.delenv(name, raising=False)
         bucket = f"replicas-{uuid.uuid4().hex[:12]}"
         create_audit_bucket(boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name=REGION), bucket, 1)
@@ -74,9 +86,9 @@ def replicas(tmp_path_factory, trained_dirs, moto_server):
                 server.stop()
 
 
-def chain_records(store, chain_id: str):  # noqa: ANN001, ANN201
-    from audit import layout
-    from audit.records import decode_record, iter_lines, split_line
+def chain_records(store, chain_id: str):
+    from verdict.audit import layout
+    from verdict.audit.records import decode_record, iter_lines, split_line
 
     for key in store.list_keys(layout.segments_prefix(chain_id)):
         for line in iter_lines(store.get(key)):
@@ -89,26 +101,32 @@ def _body(i: int, request_id: str) -> dict:
 
 async def _post(pairs: list[tuple[GatewayServer, dict]]) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=60) as client:
-        return await asyncio.gather(*(
-            client.post(f"{server.url}/v1/decisions", json=body, headers=auth(server.tokens["client"]))
-            for server, body in pairs
-        ))
+        return await asyncio.gather(
+            *(
+                client.post(f"{server.url}/v1/decisions", json=body, headers=auth(server.tokens["client"]))
+                for server, body in pairs
+            )
+        )
 
 
 def test_same_request_id_on_both_replicas_is_decided_once(replicas):
     (r0, r1), url = replicas
     ids = [f"both-{n:03d}" for n in range(12)]
-    own = [(r0, _body(100 + n, f"only0-{n}")) for n in range(5)] + [(r1, _body(200 + n, f"only1-{n}")) for n in range(5)]
+    own = [(r0, _body(100 + n, f"only0-{n}")) for n in range(5)] + [
+        (r1, _body(200 + n, f"only1-{n}")) for n in range(5)
+    ]
     pairs = [(server, _body(n, rid)) for n, rid in enumerate(ids) for server in (r0, r1)]
     responses = asyncio.run(_post(pairs + own))
-    assert [r.status_code for r in responses] == [200] * len(responses), [r.text for r in responses if r.status_code != 200]
+    assert [r.status_code for r in responses] == [200] * len(responses), [
+        r.text for r in responses if r.status_code != 200
+    ]
     answers = [r.json() for r in responses]
     for n, rid in enumerate(ids):
         a, b = answers[2 * n], answers[2 * n + 1]
         assert a["receipt"] == b["receipt"] and a["score"] == b["score"] and a["decision"] == b["decision"], rid
         assert sorted([a["idempotent_replay"], b["idempotent_replay"]]) == [False, True], rid
-    assert {a["receipt"]["chain_id"] for a in answers[len(pairs):len(pairs) + 5]} == {"gateway-0"}
-    assert {a["receipt"]["chain_id"] for a in answers[len(pairs) + 5:]} == {"gateway-1"}  # from POD_NAME
+    assert {a["receipt"]["chain_id"] for a in answers[len(pairs) : len(pairs) + 5]} == {"gateway-0"}
+    assert {a["receipt"]["chain_id"] for a in answers[len(pairs) + 5 :]} == {"gateway-1"}  # from POD_NAME
 
     # the same id with another payload is a conflict on either replica
     other = asyncio.run(_post([(r1, _body(50, ids[0])), (r0, _body(50, ids[0]))]))
@@ -118,19 +136,30 @@ def test_same_request_id_on_both_replicas_is_decided_once(replicas):
     for n, rid in enumerate(ids):
         verified = read_decision(store, rid)
         assert (verified.chain_id, verified.seq, verified.record_hash) == (
-            answers[2 * n]["receipt"]["chain_id"], answers[2 * n]["receipt"]["seq"], answers[2 * n]["receipt"]["record_hash"])
+            answers[2 * n]["receipt"]["chain_id"],
+            answers[2 * n]["receipt"]["seq"],
+            answers[2 * n]["receipt"]["record_hash"],
+        )
     report = verify_store(TrailView(store), trust=RootKey.load(Path(r0.env["VERDICT_TRUST_ROOT"])).policy())
     assert report.ok and report.anchored, report.first_failure
     chains = {c.chain_id: c for c in report.chains}
     assert {"gateway-0", "gateway-1"} <= set(chains) and all(chains[c].records > 5 for c in ("gateway-0", "gateway-1"))
     # a racing loser's record stays in its chain as a superseded duplicate (a note, never a failure)
-    assert {n.reason for n in report.notes} <= {"superseded_duplicate", "not_yet_checkpointed", "index_pending",
-                                                 "written_during_verification", "no_checkpoint",
-                                                 "registry_unbound"}  # the test set-up registers without a log
+    assert {n.reason for n in report.notes} <= {
+        "superseded_duplicate",
+        "not_yet_checkpointed",
+        "index_pending",
+        "written_during_verification",
+        "no_checkpoint",
+        "registry_unbound",
+    }  # the test set-up registers without a log
     # a lookup on one replica finds and verifies a decision made on the other
     with httpx.Client(timeout=30) as client:
         view = client.get(f"{r1.url}/v1/decisions/only0-0/explanation", headers=auth(r1.tokens["staff"]))
-    assert view.status_code == 200 and view.json()["verification"]["status"] in ("verified", "verified_pending_checkpoint")
+    assert view.status_code == 200 and view.json()["verification"]["status"] in (
+        "verified",
+        "verified_pending_checkpoint",
+    )
 
 
 def test_immutability_test_against_the_live_replicas(replicas, tmp_path):
@@ -138,12 +167,30 @@ def test_immutability_test_against_the_live_replicas(replicas, tmp_path):
     asyncio.run(_post([(r0, _body(1, "imm-live-0")), (r1, _body(2, "imm-live-1"))]))
     store = open_store(url)
     before = {c.chain_id: c.records for c in verify_store(TrailView(store)).chains}
-    env = {**os.environ, "VERDICT_HOME": str(tmp_path / "cron-home"),  # the CronJob's own key, the shared root
-           "VERDICT_TRUST_ROOT": r0.env["VERDICT_TRUST_ROOT"]}
+    env = {
+        **os.environ,
+        "VERDICT_HOME": str(tmp_path / "cron-home"),  # the CronJob's own key, the shared root
+        "VERDICT_TRUST_ROOT": r0.env["VERDICT_TRUST_ROOT"],
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "audit", "immutability-test", "--store", url,
-         "--json", str(tmp_path / "ev.json"), "--junit", str(tmp_path / "junit.xml")],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "verdict",
+            "audit",
+            "immutability-test",
+            "--store",
+            url,
+            "--json",
+            str(tmp_path / "ev.json"),
+            "--junit",
+            str(tmp_path / "junit.xml"),
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1, result.stdout + result.stderr  # moto's honest FAILED probes
     report = json.loads((tmp_path / "ev.json").read_text())
@@ -162,11 +209,19 @@ def test_key_rotation_keeps_the_gateway_verifying(replicas):
     (r0, r1), url = replicas
     old = asyncio.run(_post([(r0, _body(9, "before-rotation"))]))[0].json()
     r0.stop()
-    env = {**os.environ, "VERDICT_HOME": str(r0.home), "VERDICT_STORE": url,
-           "VERDICT_TRUST_ROOT": r0.env["VERDICT_TRUST_ROOT"]}
+    env = {
+        **os.environ,
+        "VERDICT_HOME": str(r0.home),
+        "VERDICT_STORE": url,
+        "VERDICT_TRUST_ROOT": r0.env["VERDICT_TRUST_ROOT"],
+    }
     rotated = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "keys", "rotate", "--chain", "gateway-0", "--reason", "scheduled"],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "verdict", "keys", "rotate", "--chain", "gateway-0", "--reason", "scheduled"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert rotated.returncode == 0, rotated.stdout + rotated.stderr
     r0.start()
@@ -174,8 +229,13 @@ def test_key_rotation_keeps_the_gateway_verifying(replicas):
     assert new["receipt"]["chain_id"] == "gateway-0" and new["receipt"]["key_id"] != old["receipt"]["key_id"]
     with httpx.Client(timeout=30) as client:  # the old decision still verifies, from either replica
         for server in (r0, r1):
-            view = client.get(f"{server.url}/v1/decisions/before-rotation/explanation", headers=auth(server.tokens["staff"]))
-            assert view.status_code == 200 and view.json()["verification"]["status"] in ("verified", "verified_pending_checkpoint")
+            view = client.get(
+                f"{server.url}/v1/decisions/before-rotation/explanation", headers=auth(server.tokens["staff"])
+            )
+            assert view.status_code == 200 and view.json()["verification"]["status"] in (
+                "verified",
+                "verified_pending_checkpoint",
+            )
     store = open_store(url)
     report = verify_store(TrailView(store), trust=RootKey.load(Path(r0.env["VERDICT_TRUST_ROOT"])).policy())
     assert report.ok, report.first_failure
@@ -203,6 +263,10 @@ def test_a_second_gateway_on_a_taken_chain_refuses_to_start_naming_the_holder(re
     assert "cannot start: LeaseHeld: another writer owns chain 'gateway-0'" in log, log
     assert f"pid {r0.process.pid}" in log and "verdict serve" in log, log
     assert httpx.get(r0.url + "/readyz", timeout=10).status_code == 200  # the holder was not cut off
-    response = httpx.post(f"{r0.url}/v1/decisions", json=_body(7, f"after-intruder-{uuid.uuid4().hex[:8]}"),
-                          headers=auth(r0.tokens["client"]), timeout=60)
+    response = httpx.post(
+        f"{r0.url}/v1/decisions",
+        json=_body(7, f"after-intruder-{uuid.uuid4().hex[:8]}"),
+        headers=auth(r0.tokens["client"]),
+        timeout=60,
+    )
     assert response.status_code == 200, response.text

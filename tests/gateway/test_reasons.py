@@ -6,22 +6,30 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from gateway.datasets import load_dataset
-from gateway.explanation import Explainer, ExplanationResult, seed_for
-from gateway.reasons import (
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.explanation import Explainer, ExplanationResult, seed_for
+from verdict.gateway.reasons import (
     DEFAULT_REASON_TEMPLATES,
     ReasonTemplateError,
     principal_reasons_for_denial,
     reasons,
 )
-from gateway.schema import encode_rows
+from verdict.gateway.schema import encode_rows
 
 
-def result_with(manifest, contributions: dict[str, float]) -> ExplanationResult:  # noqa: ANN001
+def result_with(manifest, contributions: dict[str, float]) -> ExplanationResult:
     """An explanation with chosen contributions (every other attribute 0)."""
     full = {spec.name: contributions.get(spec.name, 0.0) for spec in manifest.inputs}
-    return ExplanationResult(method="test", output_space="probability", base_value=0.3, contributions=full, seed=1,
-                             evaluations=1, bucket=4096, additivity_error=0.0)
+    return ExplanationResult(
+        method="test",
+        output_space="probability",
+        base_value=0.3,
+        contributions=full,
+        seed=1,
+        evaluations=1,
+        bucket=4096,
+        additivity_error=0.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +44,12 @@ def test_reasons_name_label_value_and_direction(german_model, applicant):
     assert [r.attribute for r in found] == ["duration_months", "checking_account", "age_years"]  # by |contribution|
     duration, checking = found[0], found[1]
     assert duration.text == "Duration of credit: 48 months — increased risk"
-    assert (duration.label, duration.value, duration.direction, duration.contribution) == ("Duration of credit", "48 months", "increased_risk", 0.12)
+    assert (duration.label, duration.value, duration.direction, duration.contribution) == (
+        "Duration of credit",
+        "48 months",
+        "increased_risk",
+        0.12,
+    )
     assert checking.text == "Status of existing checking account: no checking account — decreased risk"
     assert checking.direction == "decreased_risk"
 
@@ -54,13 +67,27 @@ def test_top_defaults_to_the_manifest_and_zero_is_no_reason(german_model, applic
 def test_ties_keep_schema_order(german_model, applicant):
     manifest = german_model.manifest
     result = result_with(manifest, {"purpose": 0.02, "credit_history": -0.02, "duration_months": 0.02})
-    assert [r.attribute for r in reasons(manifest, applicant, result)] == ["duration_months", "credit_history", "purpose"]
+    assert [r.attribute for r in reasons(manifest, applicant, result)] == [
+        "duration_months",
+        "credit_history",
+        "purpose",
+    ]
 
 
 def test_principal_reasons_are_at_most_four_risk_increasing(german_model, applicant):
     manifest = german_model.manifest
-    result = result_with(manifest, {"duration_months": 0.1, "checking_account": -0.2, "savings": 0.05, "purpose": 0.04,
-                                    "age_years": 0.03, "housing": 0.02, "job": -0.01})
+    result = result_with(
+        manifest,
+        {
+            "duration_months": 0.1,
+            "checking_account": -0.2,
+            "savings": 0.05,
+            "purpose": 0.04,
+            "age_years": 0.03,
+            "housing": 0.02,
+            "job": -0.01,
+        },
+    )
     principal = principal_reasons_for_denial(manifest, applicant, result)
     assert [r.attribute for r in principal] == ["duration_months", "savings", "purpose", "age_years"]
     assert all(r.direction == "increased_risk" for r in principal)
@@ -70,13 +97,23 @@ def test_templates_come_from_the_manifest(german_model, applicant):
     manifest = german_model.manifest
     assert manifest.explainer.reason_templates == DEFAULT_REASON_TEMPLATES
     custom = msgspec.structs.replace(
-        manifest, explainer=msgspec.structs.replace(manifest.explainer, reason_templates={
-            "increased_risk": "{label} ({value}) raised the risk", "decreased_risk": "{label} ({value}) lowered the risk"}),
+        manifest,
+        explainer=msgspec.structs.replace(
+            manifest.explainer,
+            reason_templates={
+                "increased_risk": "{label} ({value}) raised the risk",
+                "decreased_risk": "{label} ({value}) lowered the risk",
+            },
+        ),
     )
     result = result_with(manifest, {"duration_months": 0.12})
     assert reasons(custom, applicant, result)[0].text == "Duration of credit (48 months) raised the risk"
-    broken = msgspec.structs.replace(manifest, explainer=msgspec.structs.replace(
-        manifest.explainer, reason_templates={"increased_risk": "{lable}: {value}", "decreased_risk": "{label}"}))
+    broken = msgspec.structs.replace(
+        manifest,
+        explainer=msgspec.structs.replace(
+            manifest.explainer, reason_templates={"increased_risk": "{lable}: {value}", "decreased_risk": "{label}"}
+        ),
+    )
     with pytest.raises(ReasonTemplateError, match="increased_risk"):
         reasons(broken, applicant, result)
 

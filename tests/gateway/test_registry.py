@@ -9,14 +9,14 @@ import shutil
 
 import pytest
 
-from audit import layout
-from audit.records import iter_lines, split_line
-from audit.stores import FilesystemStore
-from audit.trust import RootKey
-from audit.verifier import verify_store
-from gateway.registry import Registry, RegistryError, TamperedBlob, UnknownModel, blob_key, parse_ref
-from gateway.registry_log import ADOPTED_BY, ADOPTED_REASON, REGISTRY_CHAIN, RegistryLog
 from tests.audit.helpers import overwrite, signer
+from verdict.audit import layout
+from verdict.audit.records import iter_lines, split_line
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.trust import RootKey
+from verdict.audit.verifier import verify_store
+from verdict.gateway.registry import Registry, RegistryError, TamperedBlob, UnknownModel, blob_key, parse_ref
+from verdict.gateway.registry_log import ADOPTED_BY, ADOPTED_REASON, REGISTRY_CHAIN, RegistryLog
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_artifact_not_matching_manifest_is_refused(fresh, tmp_path):
 
 
 def test_tampered_blob_in_store_is_refused_on_load(fresh):
-    from gateway.runtime import load_model
+    from verdict.gateway.runtime import load_model
 
     registry, directory = fresh
     manifest, _ = registry.register(directory)
@@ -114,7 +114,7 @@ def _root() -> RootKey:
     return RootKey(signer(90))
 
 
-def _registry_records(store) -> list[dict]:  # noqa: ANN001
+def _registry_records(store) -> list[dict]:
     out = []
     for key in store.list_keys(layout.segments_prefix(REGISTRY_CHAIN)):
         for line in iter_lines(store.get(key)):
@@ -124,7 +124,7 @@ def _registry_records(store) -> list[dict]:  # noqa: ANN001
     return out
 
 
-def _reasons(report) -> set[str]:  # noqa: ANN001
+def _reasons(report) -> set[str]:
     return {f.reason for f in report.failures}
 
 
@@ -144,9 +144,14 @@ def test_registration_and_promotion_are_recorded_and_verify(recorded):
     assert registry.manifest_sha256("german-credit", "1.0.0") == manifest_sha
     registration, promotion = _registry_records(store)
     assert registration == {
-        "kind": "registry", "event": "registration", "model": {"name": "german-credit", "version": "1.0.0"},
-        "manifest_sha256": manifest_sha, "artifact_sha256": manifest.artifact_sha256,
-        "background_sha256": manifest.explainer.background_sha256, "by": "ops", "at": registration["at"],
+        "kind": "registry",
+        "event": "registration",
+        "model": {"name": "german-credit", "version": "1.0.0"},
+        "manifest_sha256": manifest_sha,
+        "artifact_sha256": manifest.artifact_sha256,
+        "background_sha256": manifest.explainer.background_sha256,
+        "by": "ops",
+        "at": registration["at"],
     }
     alias_key = "models/aliases/german-credit/production/00000000.json"
     assert promotion["event"] == "promotion" and promotion["alias_key"] == alias_key
@@ -218,7 +223,7 @@ def test_a_failed_record_fails_the_promotion_loudly(recorded):
 
 
 def test_bootstrap_records_what_it_writes(verdict_home, trained_dirs):
-    from gateway.bootstrap import ensure_reference_model
+    from verdict.gateway.bootstrap import ensure_reference_model
 
     store = FilesystemStore(verdict_home / "store")
     Registry(store).register(trained_dirs["german-credit"])  # registered before; bootstrap only promotes
@@ -253,18 +258,24 @@ def test_cli_register_and_promote_are_recorded(trained_dirs, tmp_path):
 def test_a_gateway_decision_pins_its_manifest(tmp_path, trained_dirs):
     import httpx
 
-    from audit.reader import read_decision
-    from gateway.datasets import load_dataset
     from tests.gateway.conftest import auth
     from tests.support.gateway_server import GatewayServer, prepare_home
+    from verdict.audit.reader import read_decision
+    from verdict.gateway.datasets import load_dataset
 
     home = tmp_path / "home"
     tokens = prepare_home(home, trained_dirs["german-credit"])
     store = FilesystemStore(home / "store")
     with GatewayServer(home).start() as server:
         with httpx.Client(base_url=server.url, headers=auth(tokens["client"]), timeout=60) as client:
-            made = client.post("/v1/decisions", json={"model": "german-credit", "request_id": "pin-1",
-                                                      "attributes": load_dataset("german-credit").rows[3]})
+            made = client.post(
+                "/v1/decisions",
+                json={
+                    "model": "german-credit",
+                    "request_id": "pin-1",
+                    "attributes": load_dataset("german-credit").rows[3],
+                },
+            )
         assert made.status_code == 200, made.text
     body = read_decision(store, "pin-1").record.body
     stored = store.get("models/manifests/german-credit/1.0.0.json")

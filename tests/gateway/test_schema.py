@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from gateway.datasets import GERMAN_ATTRIBUTES, load_dataset
-from gateway.schema import InputValidationError, encode_rows, validate_attributes, validate_batch
+from verdict.gateway.datasets import GERMAN_ATTRIBUTES, load_dataset
+from verdict.gateway.schema import InputValidationError, encode_rows, validate_attributes, validate_batch
 
 
 @pytest.fixture
@@ -70,7 +70,11 @@ def test_all_problems_are_reported_at_once(applicant):
     applicant["purpose"] = "nope"
     applicant["extra"] = 1
     assert sorted(_errors(applicant)) == sorted(
-        [("attributes.age_years", "required"), ("attributes.purpose", "category"), ("attributes.extra", "unknown_field")]
+        [
+            ("attributes.age_years", "required"),
+            ("attributes.purpose", "category"),
+            ("attributes.extra", "unknown_field"),
+        ]
     )
 
 
@@ -79,10 +83,10 @@ def test_not_an_object():
 
 
 def test_integer_categories_refuse_bool_and_strings():
-    from gateway.datasets import TAIWAN_ATTRIBUTES
+    from verdict.gateway.datasets import TAIWAN_ATTRIBUTES
 
     spec = next(s for s in TAIWAN_ATTRIBUTES if s.name == "sex")
-    from gateway.schema import _check_value
+    from verdict.gateway.schema import _check_value
 
     assert _check_value(spec, 1, "sex") is None
     assert _check_value(spec, True, "sex").rule == "category"

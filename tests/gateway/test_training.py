@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from gateway.datasets import DATASETS, DatasetError, load_dataset
-from gateway.manifest import decode_manifest
 from tests.gateway.conftest import require_taiwan, run_verdict
+from verdict.gateway.datasets import DATASETS, DatasetError, load_dataset
+from verdict.gateway.manifest import decode_manifest
 
 
 def _sha(path) -> str:
@@ -24,15 +24,16 @@ def test_training_twice_gives_identical_bytes_in_a_fresh_process(name, trained_d
     assert result.returncode == 0, result.stderr
     for file in ("model.pt2", "background.json"):
         assert _sha(tmp_path / "again" / file) == _sha(first / file), file
-    assert (tmp_path / "again" / "manifest.json").read_bytes() == (first / "manifest.json").read_bytes(), _manifest_diff(
-        first / "manifest.json", tmp_path / "again" / "manifest.json")
+    assert (tmp_path / "again" / "manifest.json").read_bytes() == (first / "manifest.json").read_bytes(), (
+        _manifest_diff(first / "manifest.json", tmp_path / "again" / "manifest.json")
+    )
 
 
-def _manifest_diff(a, b) -> str:  # noqa: ANN001
+def _manifest_diff(a, b) -> str:
     """Which fields differ (a source edit during the run changes source_sha256, for instance)."""
     import json
 
-    def flat(value, path=""):  # noqa: ANN001, ANN202
+    def flat(value, path=""):
         if isinstance(value, dict):
             for key, item in value.items():
                 yield from flat(item, f"{path}.{key}")
@@ -40,7 +41,11 @@ def _manifest_diff(a, b) -> str:  # noqa: ANN001
             yield path, value
 
     left, right = dict(flat(json.loads(a.read_text()))), dict(flat(json.loads(b.read_text())))
-    return "manifest fields differ: " + ", ".join(f"{k}: {left.get(k)!r} != {right.get(k)!r}" for k in sorted(set(left) | set(right)) if left.get(k) != right.get(k))
+    return "manifest fields differ: " + ", ".join(
+        f"{k}: {left.get(k)!r} != {right.get(k)!r}"
+        for k in sorted(set(left) | set(right))
+        if left.get(k) != right.get(k)
+    )
 
 
 def test_manifest_records_provenance_and_metrics(trained_dirs):
@@ -78,8 +83,14 @@ def test_missing_taiwan_data_says_where_to_put_it(tmp_path, monkeypatch):
 
 
 def test_train_cli_reports_missing_data_cleanly(tmp_path):
-    result = run_verdict("models", "train", "taiwan-default", "--out", str(tmp_path / "m"),
-                         env={"VERDICT_TAIWAN_DATA": str(tmp_path / "nowhere")})
+    result = run_verdict(
+        "models",
+        "train",
+        "taiwan-default",
+        "--out",
+        str(tmp_path / "m"),
+        env={"VERDICT_TAIWAN_DATA": str(tmp_path / "nowhere")},
+    )
     assert result.returncode == 1
     assert "error:" in result.stderr and "Traceback" not in result.stderr
 
@@ -94,7 +105,7 @@ def test_artifact_does_not_depend_on_where_the_code_lives(trained_dirs):
     no absolute paths or stack traces may be baked into the graph."""
     import zipfile
 
-    from gateway.source import project_root
+    from verdict.gateway.source import project_root
 
     with zipfile.ZipFile(trained_dirs["german-credit"] / "model.pt2") as archive:
         for name in archive.namelist():

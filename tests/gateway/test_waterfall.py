@@ -11,13 +11,13 @@ import xml.etree.ElementTree as ET
 import msgspec
 import pytest
 
-from gateway.datasets import load_dataset
-from gateway.explanation import Explainer, seed_for
-from gateway.manifest import encode_manifest
-from gateway.reasons import reasons
-from gateway.schema import encode_rows
-from gateway.waterfall import render_waterfall
 from tests.gateway.conftest import PROJECT
+from verdict.gateway.datasets import load_dataset
+from verdict.gateway.explanation import Explainer, seed_for
+from verdict.gateway.manifest import encode_manifest
+from verdict.gateway.reasons import reasons
+from verdict.gateway.schema import encode_rows
+from verdict.gateway.waterfall import render_waterfall
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -62,9 +62,9 @@ def test_unknown_format_is_refused(decision):
 
 _RENDER = """
 import pathlib, sys, msgspec
-from gateway.explanation import ExplanationResult
-from gateway.manifest import decode_manifest
-from gateway.waterfall import render_waterfall
+from verdict.gateway.explanation import ExplanationResult
+from verdict.gateway.manifest import decode_manifest
+from verdict.gateway.waterfall import render_waterfall
 folder = pathlib.Path(sys.argv[1])
 manifest = decode_manifest((folder / "manifest.json").read_bytes())
 attributes = msgspec.json.decode((folder / "attributes.json").read_bytes())
@@ -81,6 +81,8 @@ def test_renders_in_a_fresh_process_without_a_display(decision, tmp_path):
     (tmp_path / "result.json").write_bytes(msgspec.json.encode(result))
     env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["MPLBACKEND"] = "TkAgg"
-    done = subprocess.run([sys.executable, "-c", _RENDER, str(tmp_path)], cwd=PROJECT, env=env, capture_output=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _RENDER, str(tmp_path)], cwd=PROJECT, env=env, capture_output=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout == render_waterfall(manifest, attributes, result, fmt="png")

@@ -20,7 +20,6 @@ import httpx
 import msgspec
 import pytest
 
-
 TIGHT_VERSION = "1.0.0-tight"
 DECISIONS_PER_VERSION = 120
 
@@ -44,12 +43,14 @@ class Trail:
 
 def _tight_model_dir(source: Path, dest: Path) -> Path:
     """The same artifact and background, registered as another version with a tight tolerance."""
-    from gateway.manifest import ReplayTolerance, decode_manifest, encode_manifest
-    from gateway.training import MANIFEST_FILE
+    from verdict.gateway.manifest import ReplayTolerance, decode_manifest, encode_manifest
+    from verdict.gateway.training import MANIFEST_FILE
 
     shutil.copytree(source, dest)
     manifest = decode_manifest((dest / MANIFEST_FILE).read_bytes())
-    tight = msgspec.structs.replace(manifest, version=TIGHT_VERSION, tolerance=ReplayTolerance(absolute=1e-12, relative=0.0))
+    tight = msgspec.structs.replace(
+        manifest, version=TIGHT_VERSION, tolerance=ReplayTolerance(absolute=1e-12, relative=0.0)
+    )
     (dest / MANIFEST_FILE).write_bytes(encode_manifest(tight))
     return dest
 
@@ -66,23 +67,33 @@ def post_decisions(url: str, token: str, bodies: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def replay_trail(tmp_path_factory, trained_dirs) -> Trail:
-    from audit.stores import open_store
-    from gateway.datasets import load_dataset
-    from gateway.registry import Registry
     from tests.support.gateway_server import GatewayServer, prepare_home
+    from verdict.audit.stores import open_store
+    from verdict.gateway.datasets import load_dataset
+    from verdict.gateway.registry import Registry
 
     home = tmp_path_factory.mktemp("replay-home")
     tokens = prepare_home(home, trained_dirs["german-credit"])
     Registry(open_store((home / "store").as_uri())).register(
-        _tight_model_dir(trained_dirs["german-credit"], tmp_path_factory.mktemp("tight") / "model"))
+        _tight_model_dir(trained_dirs["german-credit"], tmp_path_factory.mktemp("tight") / "model")
+    )
     rows = load_dataset("german-credit").rows
     trail = Trail(home=home, tokens=tokens)
     server = GatewayServer(home).start()
     try:
-        bodies = [{"model": "german-credit", "request_id": f"rp-prod-{i:05d}", "attributes": rows[i]}
-                  for i in range(DECISIONS_PER_VERSION)]
-        bodies += [{"model": "german-credit", "version": TIGHT_VERSION, "request_id": f"rp-tight-{i:05d}", "attributes": rows[i]}
-                   for i in range(DECISIONS_PER_VERSION)]
+        bodies = [
+            {"model": "german-credit", "request_id": f"rp-prod-{i:05d}", "attributes": rows[i]}
+            for i in range(DECISIONS_PER_VERSION)
+        ]
+        bodies += [
+            {
+                "model": "german-credit",
+                "version": TIGHT_VERSION,
+                "request_id": f"rp-tight-{i:05d}",
+                "attributes": rows[i],
+            }
+            for i in range(DECISIONS_PER_VERSION)
+        ]
         answers = post_decisions(server.url, tokens["client"], bodies)
     finally:
         server.stop()
@@ -107,8 +118,9 @@ def trail_copy(replay_trail, tmp_path, monkeypatch) -> Trail:
     shutil.copytree(replay_trail.home, home, ignore=shutil.ignore_patterns("replays", "server-*.log"))
     monkeypatch.setenv("VERDICT_HOME", str(home))
     monkeypatch.delenv("VERDICT_STORE", raising=False)
-    return Trail(home=home, tokens=replay_trail.tokens, production=list(replay_trail.production),
-                 tight=list(replay_trail.tight))
+    return Trail(
+        home=home, tokens=replay_trail.tokens, production=list(replay_trail.production), tight=list(replay_trail.tight)
+    )
 
 
 def writable(path: Path) -> Path:
@@ -117,16 +129,16 @@ def writable(path: Path) -> Path:
     return path
 
 
-def cli(*args: str):  # noqa: ANN201 - typer.testing.Result
+def cli(*args: str):
     """`verdict replay ...` in this process (exit code, output)."""
     from typer.testing import CliRunner
 
-    from replay.cli import replay_app
+    from verdict.replay.cli import replay_app
 
     return CliRunner().invoke(replay_app, ["--no-progress", *args], catch_exceptions=False)
 
 
-def report_of(result) -> dict:  # noqa: ANN001
+def report_of(result) -> dict:
     """The signed report a CLI run wrote (its JSON path is printed)."""
     for line in (getattr(result, "output", None) or result.stdout).splitlines():
         if line.startswith("JSON report: "):

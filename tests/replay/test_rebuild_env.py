@@ -12,10 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from audit.reader import read_decision
-from audit.stores import open_store
-from replay.environment import fetch
 from tests.replay.conftest import cli, report_of
+from verdict.audit.reader import read_decision
+from verdict.audit.stores import open_store
+from verdict.replay.environment import fetch
 
 
 @pytest.fixture

@@ -12,27 +12,29 @@ import shutil
 
 import pytest
 
-from audit.reader import ReadError, read_decision
-from audit.stores import open_store
-from gateway.registry import blob_key
-from replay.trail import Selection, scan
 from tests.replay.conftest import cli, report_of, writable
 from tests.support.gateway_server import GatewayServer
+from verdict.audit.reader import ReadError, read_decision
+from verdict.audit.stores import open_store
+from verdict.gateway.registry import blob_key
+from verdict.replay.trail import Selection, scan
 
 
-def _segment_holding(trail, request_id):  # noqa: ANN001, ANN202
+def _segment_holding(trail, request_id):
     store = open_store(trail.store_url)
     entry = read_decision(store, request_id).index_entry
     return trail.store_dir / entry.segment_key
 
 
-def _tamper_score(trail, request_id: str) -> None:  # noqa: ANN001
+def _tamper_score(trail, request_id: str) -> None:
     """Rewrite the logged score of one record in its segment file (keeps valid JSON)."""
     path = writable(_segment_holding(trail, request_id))
     lines = path.read_bytes().split(b"\n")
     for i, line in enumerate(lines):
         if f'"request_id":"{request_id}"'.encode() in line:
-            lines[i] = re.sub(rb'"score":0\.(\d)', lambda m: b'"score":0.' + str((int(m.group(1)) + 1) % 10).encode(), line, count=1)
+            lines[i] = re.sub(
+                rb'"score":0\.(\d)', lambda m: b'"score":0.' + str((int(m.group(1)) + 1) % 10).encode(), line, count=1
+            )
             assert lines[i] != line
     path.write_bytes(b"\n".join(lines))
 
@@ -75,7 +77,7 @@ def test_batch_replay_of_a_tampered_chain_agrees_with_lookups(trail_copy):
     assert summary["cannot_replay"] == summary["decisions"] and summary["by_reason"]["hash_mismatch"] == 1
 
 
-def _artifact(trail):  # noqa: ANN001, ANN202
+def _artifact(trail):
     store = open_store(trail.store_url)
     return trail.store_dir / blob_key(read_decision(store, trail.production[0]).body.model.sha256)
 
@@ -126,11 +128,19 @@ def test_record_not_yet_checkpointed_needs_allow_pending(trail_copy):
 
     server = GatewayServer(trail_copy.home).start()
     try:
-        from gateway.datasets import load_dataset
+        from verdict.gateway.datasets import load_dataset
 
-        (answer,) = post_decisions(server.url, trail_copy.tokens["client"],
-                                   [{"model": "german-credit", "request_id": "pending-0001",
-                                     "attributes": load_dataset("german-credit").rows[500]}])
+        (answer,) = post_decisions(
+            server.url,
+            trail_copy.tokens["client"],
+            [
+                {
+                    "model": "german-credit",
+                    "request_id": "pending-0001",
+                    "attributes": load_dataset("german-credit").rows[500],
+                }
+            ],
+        )
         strict = cli("pending-0001")
         assert strict.exit_code == 1
         (decision,) = report_of(strict)["report"]["decisions"]
@@ -157,7 +167,7 @@ def test_evidence_objects_are_content_addressed(at_trail, tmp_path):
 def test_a_decision_made_on_cuda_cannot_run_on_a_cpu_only_machine(at_trail):
     import torch
 
-    from replay.rescore import ReplayOptions, Rescorer
+    from verdict.replay.rescore import ReplayOptions, Rescorer
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

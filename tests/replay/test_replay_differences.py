@@ -16,13 +16,13 @@ import numpy as np
 from tests.replay.conftest import cli, report_of
 
 
-def _expected_deltas(trail, request_ids):  # noqa: ANN001, ANN202
+def _expected_deltas(trail, request_ids):
     """Independently: the logged score vs the model at bucket 8, per request."""
-    from audit.reader import read_decision
-    from audit.stores import open_store
-    from gateway.registry import Registry
-    from gateway.runtime import load_model
-    from gateway.schema import encode_rows
+    from verdict.audit.reader import read_decision
+    from verdict.audit.stores import open_store
+    from verdict.gateway.registry import Registry
+    from verdict.gateway.runtime import load_model
+    from verdict.gateway.schema import encode_rows
 
     store = open_store(trail.store_url)
     registry = Registry(store)
@@ -53,7 +53,9 @@ def test_other_bucket_is_within_the_reference_tolerance(at_trail):
             assert d["score"]["verdict"] == "identical"
         else:
             assert d["score"]["verdict"] == "within_tolerance" and d["verdict"] == "within_tolerance"
-            assert d["score"]["delta"] == delta and 0 < abs(delta) <= d["score"]["bound"] == 1e-6 + 1e-5 * abs(d["score"]["logged"])
+            assert d["score"]["delta"] == delta and 0 < abs(delta) <= d["score"]["bound"] == 1e-6 + 1e-5 * abs(
+                d["score"]["logged"]
+            )
             assert abs(delta) < 1e-6  # last bits only
         assert d["contributions"]["counts"] == {"identical": 20}  # explanations run at the recorded explain bucket
     summary = report["summary"]
@@ -87,8 +89,13 @@ def test_tightening_on_the_command_line_can_flag_what_the_manifest_allows(at_tra
     result = cli(*ids, "--override-bucket", "8", "--tighten-absolute", "1e-12", "--tighten-relative", "0")
     assert result.exit_code == 1, result.output
     report = report_of(result)["report"]
-    assert report["tolerances"] == [{"model": "german-credit:1.0.0", "manifest": {"absolute": 1e-6, "relative": 1e-5},
-                                     "effective": {"absolute": 1e-12, "relative": 0}}]
+    assert report["tolerances"] == [
+        {
+            "model": "german-credit:1.0.0",
+            "manifest": {"absolute": 1e-6, "relative": 1e-5},
+            "effective": {"absolute": 1e-12, "relative": 0},
+        }
+    ]
     assert {d["request_id"] for d in report["decisions"] if d["verdict"] == "out_of_tolerance"} == set(moved)
 
 
@@ -108,8 +115,8 @@ def test_nothing_selected_is_a_usage_error(at_trail):
 
 
 def test_time_window_selects_by_decision_time(at_trail):
-    from audit.reader import read_decision
-    from audit.stores import open_store
+    from verdict.audit.reader import read_decision
+    from verdict.audit.stores import open_store
 
     store = open_store(at_trail.store_url)
     times = sorted(read_decision(store, r).body.decided_at for r in at_trail.production[:60])

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import msgspec
 
-from audit.chain import ChainWriter
-from audit.reader import read_decision
-from audit.signing import FileKeyStore
-from audit.stores import open_store
-from audit.trust import RootKey
-from audit.verifier import verify_store
 from tests.replay.conftest import cli, report_of
+from verdict.audit.chain import ChainWriter
+from verdict.audit.reader import read_decision
+from verdict.audit.signing import FileKeyStore
+from verdict.audit.stores import open_store
+from verdict.audit.trust import RootKey
+from verdict.audit.verifier import verify_store
 
 
 def test_a_validly_signed_false_decision_is_flagged_by_replay(trail_copy):
@@ -21,8 +21,11 @@ def test_a_validly_signed_false_decision_is_flagged_by_replay(trail_copy):
     root = RootKey.load(trail_copy.home / "trust" / "root.pem")
     genuine = read_decision(store, trail_copy.production[5], trust=root.policy()).body
     forged = msgspec.structs.replace(
-        genuine, request_id="forged-by-the-host", score=1.0 - genuine.score,
-        decision="approve" if genuine.decision != "approve" else "decline")
+        genuine,
+        request_id="forged-by-the-host",
+        score=1.0 - genuine.score,
+        decision="approve" if genuine.decision != "approve" else "decline",
+    )
     key = FileKeyStore(trail_copy.home / "keys").current()  # the host's own signing key
     with ChainWriter.open(store, "gateway-0", key, root=root, lease=None) as writer:
         writer.append(forged)

@@ -6,16 +6,16 @@ import os
 import subprocess
 import sys
 
-from audit import layout
-from audit.records import AccessBody, EvidenceBody, decode_record, iter_lines, split_line
-from audit.stores import open_store
-from audit.verifier import verify_store
-from replay.report import verify_signed_report
 from tests.replay.conftest import cli, report_of
 from tests.support.gateway_server import PROJECT
+from verdict.audit import layout
+from verdict.audit.records import AccessBody, EvidenceBody, decode_record, iter_lines, split_line
+from verdict.audit.stores import open_store
+from verdict.audit.verifier import verify_store
+from verdict.replay.report import verify_signed_report
 
 
-def chain_records(store, chain_id):  # noqa: ANN001, ANN201
+def chain_records(store, chain_id):
     for key in store.list_keys(layout.segments_prefix(chain_id)):
         for line in iter_lines(store.get(key)):
             yield decode_record(split_line(line)[0])
@@ -25,8 +25,14 @@ def test_one_decision_replayed_by_the_real_cli_is_identical(replay_trail):
     request_id = replay_trail.production[7]
     env = {**os.environ, "VERDICT_HOME": str(replay_trail.home)}
     env.pop("VERDICT_STORE", None)
-    run = subprocess.run([sys.executable, "-m", "replay.cli", request_id, "--no-progress"], cwd=PROJECT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "verdict.replay.cli", request_id, "--no-progress"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "PASSED" in run.stdout
     envelope = report_of(run)
@@ -37,14 +43,22 @@ def test_one_decision_replayed_by_the_real_cli_is_identical(replay_trail):
     assert decision["contributions"]["counts"] == {"identical": 20}
     assert decision["decision"]["logged"] == decision["decision"]["replayed"] and decision["decision"]["reasons_match"]
     assert "inclusion proof" in decision["verification"]
-    assert decision["runtime"] == {"device": "cpu", "dtype": "float32", "score_bucket": 64, "explain_bucket": 4096, "threads": 1}
+    assert decision["runtime"] == {
+        "device": "cpu",
+        "dtype": "float32",
+        "score_bucket": 64,
+        "explain_bucket": 4096,
+        "threads": 1,
+    }
     # Same installation, same source: the replay ran in the very environment the decision recorded.
     (recorded,) = report["recorded_environments"]
     assert recorded.get("identical") is True and "differences" not in recorded, recorded.get("summary")
     assert report["environment"]["mode"] == "current"
 
     store = open_store(replay_trail.store_url)
-    check = verify_signed_report(store, (replay_trail.home / "replays" / report["replay_id"] / "report.json").read_bytes())
+    check = verify_signed_report(
+        store, (replay_trail.home / "replays" / report["replay_id"] / "report.json").read_bytes()
+    )
     assert check.ok, check.message
     assert check.report == report
 
@@ -68,7 +82,9 @@ def test_all_decisions_of_both_versions_replay_identical_in_worker_processes(at_
     store = open_store(at_trail.store_url)
     records = list(chain_records(store, "replay-0"))
     evidence = [r.body for r in records if isinstance(r.body, EvidenceBody)]
-    access = [r.body for r in records if isinstance(r.body, AccessBody) and report["replay_id"] in (r.body.purpose or "")]
+    access = [
+        r.body for r in records if isinstance(r.body, AccessBody) and report["replay_id"] in (r.body.purpose or "")
+    ]
     assert len(access) == total and {a.action for a in access} == {"replay"}
     assert all(a.purpose.endswith("quarterly model validation") for a in access)
     mine = [e for e in evidence if report["replay_id"] in e.summary]
@@ -92,7 +108,9 @@ def test_score_only_replay_says_so(at_trail):
     report = report_of(result)["report"]
     assert report["scope"] == "score_only"
     assert report["summary"]["contributions"] == {"not_replayed": 100}
-    assert all(d["verdict"] == "identical" and d["contributions"]["verdict"] == "not_replayed" for d in report["decisions"])
+    assert all(
+        d["verdict"] == "identical" and d["contributions"]["verdict"] == "not_replayed" for d in report["decisions"]
+    )
 
 
 def test_altered_report_does_not_verify(at_trail, tmp_path):

@@ -12,10 +12,10 @@ import time
 import msgspec
 import pytest
 
-from replay.batch import ReplayInterrupted, ReplayJob, replays_dir, run_replay
-from replay.trail import Selection
 from tests.replay.conftest import cli, report_of
 from tests.support.gateway_server import PROJECT
+from verdict.replay.batch import ReplayInterrupted, ReplayJob, replays_dir, run_replay
+from verdict.replay.trail import Selection
 
 
 def test_stopped_replay_resumes_without_redoing_finished_chunks(at_trail, monkeypatch):
@@ -29,7 +29,9 @@ def test_stopped_replay_resumes_without_redoing_finished_chunks(at_trail, monkey
             if done >= 64:
                 stop.set()
 
-    job = ReplayJob(store_url=at_trail.store_url, selection=Selection(model="german-credit", version="1.0.0"), workers=0)
+    job = ReplayJob(
+        store_url=at_trail.store_url, selection=Selection(model="german-credit", version="1.0.0"), workers=0
+    )
     with pytest.raises(ReplayInterrupted) as interrupted:
         run_replay(job, progress=progress, stop=stop)
     replay_id = interrupted.value.replay_id
@@ -54,8 +56,22 @@ def test_killed_cli_replay_resumes_with_resume_latest(at_trail):
     env = {**os.environ, "VERDICT_HOME": str(at_trail.home), "VERDICT_REPLAY_CHUNK": "16"}
     env.pop("VERDICT_STORE", None)
     before = set(replays_dir().glob("rpl-*")) if replays_dir().exists() else set()
-    process = subprocess.Popen([sys.executable, "-m", "replay.cli", "--model", "german-credit:1.0.0-tight", "--workers", "0",
-                                "--no-progress"], cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "verdict.replay.cli",
+            "--model",
+            "german-credit:1.0.0-tight",
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 240
     progress_file = None
     while time.monotonic() < deadline:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from replay.verdicts import Tolerance, ToleranceError, check_value, effective_tolerance, judge, worst
+from verdict.replay.verdicts import Tolerance, ToleranceError, check_value, effective_tolerance, judge, worst
 
 TOL = Tolerance(absolute=1e-6, relative=1e-5)
 
@@ -57,27 +57,58 @@ def test_tolerance_may_only_be_tightened():
 def test_every_contribution_gets_a_verdict_and_the_worst_decides():
     logged = {"a": 0.1, "b": -0.2, "c": 0.0}
     replayed = {"a": 0.1, "b": -0.2 + 1e-9, "c": 0.5}
-    result = judge("r1", logged_score=0.4, replayed_score=0.4, tolerance=TOL, logged_decision="approve",
-                   replayed_decision="approve", logged_base=0.3, replayed_base=0.3,
-                   logged_contributions=logged, replayed_contributions=replayed, reasons_match=True)
+    result = judge(
+        "r1",
+        logged_score=0.4,
+        replayed_score=0.4,
+        tolerance=TOL,
+        logged_decision="approve",
+        replayed_decision="approve",
+        logged_base=0.3,
+        replayed_base=0.3,
+        logged_contributions=logged,
+        replayed_contributions=replayed,
+        reasons_match=True,
+    )
     assert result.verdict == "out_of_tolerance"
     assert result.contributions.counts == {"identical": 1, "out_of_tolerance": 1, "within_tolerance": 1}
-    assert {d.name: d.verdict for d in result.contributions.deviations} == {"b": "within_tolerance", "c": "out_of_tolerance"}
+    assert {d.name: d.verdict for d in result.contributions.deviations} == {
+        "b": "within_tolerance",
+        "c": "out_of_tolerance",
+    }
     assert result.score.verdict == "identical" and result.base_value.verdict == "identical"
 
 
 def test_missing_contribution_or_changed_decision_is_flagged():
-    result = judge("r2", logged_score=0.4, replayed_score=0.4, tolerance=TOL, logged_decision="approve",
-                   replayed_decision="decline", logged_base=0.3, replayed_base=0.3,
-                   logged_contributions={"a": 0.1}, replayed_contributions={"a": 0.1, "b": 0.0}, reasons_match=False)
+    result = judge(
+        "r2",
+        logged_score=0.4,
+        replayed_score=0.4,
+        tolerance=TOL,
+        logged_decision="approve",
+        replayed_decision="decline",
+        logged_base=0.3,
+        replayed_base=0.3,
+        logged_contributions={"a": 0.1},
+        replayed_contributions={"a": 0.1, "b": 0.0},
+        reasons_match=False,
+    )
     assert result.verdict == "out_of_tolerance"
     assert result.contributions.missing == ["b"]
     assert any("decision changed" in w for w in result.why) and any("reasons" in w for w in result.why)
 
 
 def test_score_only_scope_says_contributions_were_not_replayed():
-    result = judge("r3", logged_score=0.4, replayed_score=0.4, tolerance=TOL, logged_decision="approve",
-                   replayed_decision="approve", logged_contributions={"a": 0.1, "b": 0.2}, replayed_contributions=None)
+    result = judge(
+        "r3",
+        logged_score=0.4,
+        replayed_score=0.4,
+        tolerance=TOL,
+        logged_decision="approve",
+        replayed_decision="approve",
+        logged_contributions={"a": 0.1, "b": 0.2},
+        replayed_contributions=None,
+    )
     assert result.verdict == "identical"
     assert result.contributions.verdict == "not_replayed" and result.contributions.counts == {"not_replayed": 2}
     assert result.base_value.verdict == "not_replayed"

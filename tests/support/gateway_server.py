@@ -27,9 +27,9 @@ READY_TIMEOUT_S = 90.0
 
 def prepare_home(home: Path, model_dir: Path, store_url: str | None = None) -> dict[str, str]:
     """Register and promote the model, create API keys; return tokens by role."""
-    from audit.stores import open_store
-    from gateway.apikeys import ApiKeyStore
-    from gateway.registry import Registry
+    from verdict.audit.stores import open_store
+    from verdict.gateway.apikeys import ApiKeyStore
+    from verdict.gateway.registry import Registry
 
     home.mkdir(parents=True, exist_ok=True)
     registry = Registry(open_store(store_url or (home / "store").as_uri()))
@@ -37,7 +37,13 @@ def prepare_home(home: Path, model_dir: Path, store_url: str | None = None) -> d
     if registry.alias(manifest.name, "production") is None:
         registry.promote(manifest.name, manifest.version, by="test-setup")
     keys = ApiKeyStore(home / "apikeys.json")
-    roles = {"client": ["score"], "staff": ["explain"], "examiner": ["replay"], "admin": ["admin"], "both": ["score", "explain"]}
+    roles = {
+        "client": ["score"],
+        "staff": ["explain"],
+        "examiner": ["replay"],
+        "admin": ["admin"],
+        "both": ["score", "explain"],
+    }
     return {role: keys.create(scopes, name=role)[1] for role, scopes in roles.items()}
 
 
@@ -71,8 +77,11 @@ class GatewayServer:
         env = {**os.environ, "VERDICT_HOME": str(self.home), **self.env}
         log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), "--no-bootstrap", *extra],
-            cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "verdict", "serve", "--port", str(self.port), "--no-bootstrap", *extra],
+            cwd=PROJECT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         if wait:
             self.wait_ready()

@@ -23,16 +23,19 @@ class TrainedModels(Mapping[str, Path]):
         self._dirs: dict[str, Path] = {}
 
     def _available(self) -> list[str]:
-        from gateway.datasets import DATASETS
+        from verdict.gateway.datasets import DATASETS
 
-        return [name for name in ("german-credit", "taiwan-default")
-                if name == "german-credit" or DATASETS[name].path().exists()]
+        return [
+            name
+            for name in ("german-credit", "taiwan-default")
+            if name == "german-credit" or DATASETS[name].path().exists()
+        ]
 
     def __getitem__(self, name: str) -> Path:
         if name not in self._available():
             raise KeyError(name)
         if name not in self._dirs:
-            from gateway.training import train
+            from verdict.gateway.training import train
 
             self._dirs[name] = train(name, self._root / name / "model").directory
         return self._dirs[name]

@@ -111,8 +111,10 @@ class MotoServer:
 
     def _fail(self, why: str) -> None:
         log = self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
-        raise MotoServerError(f"{why}; command: {sys.executable} -m moto.server -H {HOST} -p {self.port}\n"
-                              f"--- log {self.log_path} ---\n{log[-4000:]}")
+        raise MotoServerError(
+            f"{why}; command: {sys.executable} -m moto.server -H {HOST} -p {self.port}\n"
+            f"--- log {self.log_path} ---\n{log[-4000:]}"
+        )
 
     def stop(self) -> None:
         """Terminate the process and wait for it (kill if it does not exit in 5 s)."""

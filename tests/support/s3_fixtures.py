@@ -71,7 +71,7 @@ def _bucket_name(kind: str) -> str:
 @pytest.fixture
 def s3_bucket(s3_client):
     """A new bucket with Object Lock (and so versioning) and a 1-day COMPLIANCE default."""
-    from audit.stores.s3 import create_audit_bucket
+    from verdict.audit.stores.s3 import create_audit_bucket
 
     name = _bucket_name("audit")
     create_audit_bucket(s3_client, name, default_retention_days=1)
@@ -93,7 +93,7 @@ def s3_store_url(moto_server, s3_bucket):
 
 @pytest.fixture
 def s3_store(s3_store_url):
-    from audit.stores.s3 import S3ObjectLockStore
+    from verdict.audit.stores.s3 import S3ObjectLockStore
 
     store = S3ObjectLockStore.from_url(s3_store_url)
     try:

@@ -19,16 +19,24 @@ from pathlib import Path
 
 import httpx
 
-from audit import layout
-from audit.completeness import HeldReceipt
-from audit.index import IndexEntry, decode_stored_entry, encode_entry
-from audit.records import decode_record, iter_lines, split_line
-from audit.stores import FilesystemStore
-from audit.trust import RootKey, TrustPolicy
-from gateway.datasets import load_dataset
 from tests.support.gateway_server import PROJECT, GatewayServer, prepare_home
+from verdict.audit import layout
+from verdict.audit.completeness import HeldReceipt
+from verdict.audit.index import IndexEntry, decode_stored_entry, encode_entry
+from verdict.audit.records import decode_record, iter_lines, split_line
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.trust import RootKey, TrustPolicy
+from verdict.gateway.datasets import load_dataset
 
-__all__ = ["CHAIN", "Attacker", "GatewayTrail", "build_gateway_trail", "chain_kinds", "copy_to_filesystem", "copy_to_s3"]
+__all__ = [
+    "CHAIN",
+    "Attacker",
+    "GatewayTrail",
+    "build_gateway_trail",
+    "chain_kinds",
+    "copy_to_filesystem",
+    "copy_to_s3",
+]
 
 CHAIN = "gateway-0"
 
@@ -55,8 +63,10 @@ def _decide(client: httpx.Client, request_ids: list[str], offset: int) -> dict[s
     rows = load_dataset("german-credit").rows
     out = {}
     for n, request_id in enumerate(request_ids):
-        made = client.post("/v1/decisions", json={"model": "german-credit", "request_id": request_id,
-                                                  "attributes": rows[(offset + n) % len(rows)]})
+        made = client.post(
+            "/v1/decisions",
+            json={"model": "german-credit", "request_id": request_id, "attributes": rows[(offset + n) % len(rows)]},
+        )
         assert made.status_code == 200, made.text
         out[request_id] = made.json()
     return out
@@ -78,9 +88,14 @@ def build_gateway_trail(home: Path, model_dir: Path) -> GatewayTrail:
             decisions |= _decide(client, [f"t-{i}" for i in range(6, 12)], 6)
     finally:
         server.stop()
-    rotated = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "rotate", "--chain", CHAIN],
-                             cwd=PROJECT, env={**os.environ, "VERDICT_HOME": str(home)},
-                             capture_output=True, text=True, timeout=120)
+    rotated = subprocess.run(
+        [sys.executable, "-m", "verdict", "keys", "rotate", "--chain", CHAIN],
+        cwd=PROJECT,
+        env={**os.environ, "VERDICT_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert rotated.returncode == 0, rotated.stdout + rotated.stderr
     server = GatewayServer(home, env=env).start()
     try:
@@ -101,7 +116,7 @@ def build_gateway_trail(home: Path, model_dir: Path) -> GatewayTrail:
     )
 
 
-def chain_kinds(store, chain_id: str = CHAIN) -> Iterator[tuple[int, str]]:  # noqa: ANN001 - a WormStore
+def chain_kinds(store, chain_id: str = CHAIN) -> Iterator[tuple[int, str]]:
     for key in sorted(store.list_keys(layout.segments_prefix(chain_id))):
         for line in iter_lines(store.get(key)):
             record = decode_record(split_line(line)[0])
@@ -117,7 +132,7 @@ def copy_to_filesystem(trail: GatewayTrail, dest: Path) -> FilesystemStore:
     return FilesystemStore(dest)
 
 
-def copy_to_s3(trail: GatewayTrail, s3_store) -> None:  # noqa: ANN001 - an S3ObjectLockStore
+def copy_to_s3(trail: GatewayTrail, s3_store) -> None:
     """Every object of the pristine store, written by the S3 store's own conditional puts
     (``put_many_once``: If-None-Match, COMPLIANCE retention) as a gateway on S3 would
     have: its index entries pin the segment's S3 VersionId instead of null."""
@@ -144,7 +159,7 @@ def _fields(entry: IndexEntry) -> dict:
 class Attacker:
     """Writes around our code: raw files on the filesystem store, raw boto3 calls on S3."""
 
-    def __init__(self, store, s3_client=None, bucket: str | None = None, prefix: str = "") -> None:  # noqa: ANN001
+    def __init__(self, store, s3_client=None, bucket: str | None = None, prefix: str = "") -> None:
         self.store = store
         self.s3, self.bucket, self.prefix = s3_client, bucket, prefix
 

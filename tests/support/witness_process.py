@@ -7,9 +7,9 @@ it; start() waits for /healthz with a bounded number of polls.
 from __future__ import annotations
 
 import json
-import time
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,13 +27,14 @@ class WitnessProcess:
     """One witness process; ``logs`` maps each origin it witnesses to the log's vkey(s)."""
 
     def __init__(self, state: Path, name: str, logs: dict[str, Sequence[str]]) -> None:
-        from audit.cosignature import encode_witness_vkey
-        from audit.witness import load_or_create_key
+        from verdict.audit.cosignature import encode_witness_vkey
+        from verdict.audit.witness import load_or_create_key
 
         self.state, self.name, self.port = state, name, free_port()
         state.mkdir(parents=True, exist_ok=True)
-        (state / "logs.json").write_text(json.dumps(
-            {"logs": [{"origin": origin, "vkeys": list(vkeys)} for origin, vkeys in logs.items()]}))
+        (state / "logs.json").write_text(
+            json.dumps({"logs": [{"origin": origin, "vkeys": list(vkeys)} for origin, vkeys in logs.items()]})
+        )
         key, _ = load_or_create_key(state / "witness.pem")
         self.vkey = encode_witness_vkey(name, key.public_key())
         self.process: subprocess.Popen | None = None
@@ -42,16 +43,31 @@ class WitnessProcess:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def entry(self):  # noqa: ANN201 - audit.trust.WitnessEntry
-        from audit.trust import WitnessEntry
+    def entry(self):
+        from verdict.audit.trust import WitnessEntry
 
         return WitnessEntry(name=self.name, vkey=self.vkey, url=self.url)
 
     def start(self) -> WitnessProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "audit.witness_cli", "serve", "--state", str(self.state), "--name", self.name,
-             "--logs", str(self.state / "logs.json"), "--port", str(self.port)],
-            cwd=PROJECT, stdout=open(self.state / "log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child's
+            [
+                sys.executable,
+                "-m",
+                "verdict.audit.witness_cli",
+                "serve",
+                "--state",
+                str(self.state),
+                "--name",
+                self.name,
+                "--logs",
+                str(self.state / "logs.json"),
+                "--port",
+                str(self.port),
+            ],
+            cwd=PROJECT,
+            stdout=open(self.state / "log", "wb"),
+            stderr=subprocess.STDOUT,
+        )  # noqa: SIM115 - the child's
         for _ in range(POLLS):
             if self.process.poll() is not None:
                 break

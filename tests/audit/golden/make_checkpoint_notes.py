@@ -18,9 +18,9 @@ import sys
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import layout
-from audit.checkpoint import Checkpoint, encode_vkey, key_hash, parse_body, sign_checkpoint
-from audit.signing import checkpoint_signer
+from verdict.audit import layout
+from verdict.audit.checkpoint import Checkpoint, encode_vkey, key_hash, parse_body, sign_checkpoint
+from verdict.audit.signing import checkpoint_signer
 from tests.audit.golden.make_golden import CHAIN, HERE, STORE_DIR, signer_b
 
 VECTORS = HERE / "checkpoint_notes.json"

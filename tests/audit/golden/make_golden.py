@@ -23,12 +23,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from audit import layout
-from audit.canonical import canonical_bytes
-from audit.chain import ChainWriter
+from verdict.audit import layout
+from verdict.audit.canonical import canonical_bytes
+from verdict.audit.chain import ChainWriter
 import msgspec
 
-from audit.records import (
+from verdict.audit.records import (
     AccessBody,
     DecisionBody,
     EncryptedInputs,
@@ -43,10 +43,10 @@ from audit.records import (
     iter_lines,
     split_line,
 )
-from audit.signing import RECORD_SIGNATURE_DOMAIN, Ed25519Signer
-from audit.stores import FilesystemStore
-from audit.trust import CERTIFICATE_DOMAIN, RootKey, certificate_hash, decode_certificate, issue_certificate
-from gateway.registry_log import append_records
+from verdict.audit.signing import RECORD_SIGNATURE_DOMAIN, Ed25519Signer
+from verdict.audit.stores import FilesystemStore
+from verdict.audit.trust import CERTIFICATE_DOMAIN, RootKey, certificate_hash, decode_certificate, issue_certificate
+from verdict.gateway.registry_log import append_records
 
 HERE = Path(__file__).parent
 STORE_DIR = HERE / "store"
