@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench lock clean
+.PHONY: run test lint bench lock clean
 
 ## make run: create the virtualenv from the lock, then start the decision
 ## service on embedded defaults (on first start it trains, registers and
@@ -13,9 +13,15 @@ BIN    := $(VENV)/bin
 run: $(VENV)/.runtime-installed
 	$(BIN)/verdict serve
 
-## make test: the whole test suite (what CI runs).
-test: $(VENV)/.dev-installed
+## make test: lint, format and type checks, then the whole test suite (what CI runs).
+test: lint
 	$(BIN)/python -m pytest -q
+
+## make lint: ruff (lint and format check) and mypy, as pinned in the dev lock.
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	VENV=$(VENV) bash scripts/typecheck.sh
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/run_all.py

@@ -1,5 +1,8 @@
 """The HTTP layer: routes, wiring and lifecycle. Logic lives in the services.
 
+The services raise domain errors (gateway.service_errors); a route lets them
+through, and gateway.problems' one table turns each into its problem.
+
 Start-up order is fail-closed: the store must open, the signing key must
 load and the chain writer must recover the durable head before the app
 accepts a request; /readyz reports each of these.
@@ -11,7 +14,6 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from dataclasses import dataclass
 from typing import Annotated
 
 import msgspec
@@ -26,45 +28,22 @@ from verdict.gateway.api_models import (
     MODEL_VERSION_PATTERN,
     DecisionRequest,
     DecisionResponse,
-    FieldProblem,
 )
-from verdict.gateway.apikeys import ApiKeyStore
 from verdict.gateway.auth import authenticated_key, require_scope
 from verdict.gateway.batcher import MicroBatcher
-from verdict.gateway.decisions import AuditLane, DecisionService
-from verdict.gateway.lookups import ExplanationView, LookupService, RecordView
-from verdict.gateway.metrics import GatewayMetrics
-from verdict.gateway.models_cache import ModelCache
-from verdict.gateway.problems import ApiProblem, exception_handlers, problem_responses
+from verdict.gateway.decisions import AuditLane
+from verdict.gateway.lookups import ExplanationView, RecordView
+from verdict.gateway.problems import exception_handlers, problem_responses
 from verdict.gateway.registry import UnknownModel
 from verdict.gateway.replay_reads import read_replay
 from verdict.gateway.request_body import check_json_body
-from verdict.gateway.settings import ServiceSettings
+from verdict.gateway.service import DISABLED_FOR_BENCHMARK, Services
+from verdict.gateway.service_errors import DecisionTimeout, ReplaysUnavailable, ServiceError, UnknownModelVersion
 from verdict.replay.service import ReplayRequest, ReplayStatus
 
-__all__ = ["Services", "create_app"]
+__all__ = ["create_app"]
 
 _log = logging.getLogger(__name__)
-
-
-DISABLED_FOR_BENCHMARK = "disabled: unsafe benchmark mode (VERDICT_UNSAFE_BENCHMARK=1)"
-"""The readiness value of a check switched off on purpose (benchmarks only): still ready."""
-
-
-@dataclass
-class Services:
-    """Everything the routes need, built by gateway.service.build_services."""
-
-    settings: ServiceSettings
-    models: ModelCache
-    lane: AuditLane
-    decisions: DecisionService
-    lookups: LookupService
-    metrics: GatewayMetrics
-    apikeys: ApiKeyStore
-    readiness: object  # callable () -> dict[str, str]; see gateway.service
-    replays: object = None  # replay.service.ReplayService (examiner API)
-    witnessing: object = None  # audit.witnessing.CheckpointWitnessing (checkpoints kept and cosigned)
 
 
 def _services(request: Request) -> Services:
@@ -91,15 +70,8 @@ async def create_decision(request: Request, data: DecisionRequest) -> DecisionRe
         outcome = await asyncio.wait_for(request.app.state.batcher.submit(pending), services.settings.request_timeout_s)
     except TimeoutError:
         services.metrics.failures.labels("timeout").inc()
-        raise ApiProblem(
-            503,
-            "decision-timeout",
-            "Decision not confirmed in time",
-            detail=f"no durable record within {services.settings.request_timeout_s}s; retry with the "
-            f"same request_id to get the decision if it was recorded",
-            headers={"Retry-After": str(services.settings.retry_after_s)},
-        ) from None
-    if isinstance(outcome, ApiProblem):
+        raise DecisionTimeout(services.settings.request_timeout_s, services.settings.retry_after_s) from None
+    if isinstance(outcome, ServiceError):  # the batch's answer for this request: refused, not a decision
         raise outcome
     return outcome
 
@@ -190,19 +162,14 @@ async def _manifest_response(request: Request, name: str, version: str | None) -
     try:
         manifest = await _run(request, _services(request).models.manifest, name, version)
     except UnknownModel as exc:
-        raise ApiProblem(404, "unknown-model", "Unknown model or version", detail=str(exc)) from None
+        raise UnknownModelVersion(name, version, str(exc)) from None
     return Response(content=msgspec.json.encode(manifest), media_type=MediaType.JSON)
 
 
 def _replays(request: Request):  # noqa: ANN202 - ReplayService
     service = _services(request).replays
     if service is None:
-        raise ApiProblem(
-            503,
-            "replay-unavailable",
-            "Replays are not available on this gateway",
-            detail="this process runs without an audit trail (unsafe benchmark mode)",
-        )
+        raise ReplaysUnavailable()
     return service
 
 
@@ -215,22 +182,7 @@ def _replays(request: Request):  # noqa: ANN202 - ReplayService
     responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
 )
 async def start_replay(request: Request, data: ReplayRequest) -> Response:
-    from verdict.replay.service import ReplayBusy, ReplayRequestError
-
-    try:
-        status = await _run(request, _replays(request).start_replay, data, authenticated_key(request).key_id)
-    except ReplayRequestError as exc:
-        raise ApiProblem(
-            422,
-            "invalid-replay",
-            "The replay request breaks a rule",
-            detail=str(exc),
-            errors=[FieldProblem(field=exc.field, rule=exc.rule, message=str(exc))],
-        ) from None
-    except ReplayBusy as exc:
-        raise ApiProblem(
-            503, "replay-busy", "Too many replays queued", detail=str(exc), headers={"Retry-After": "60"}
-        ) from None
+    status = await _run(request, _replays(request).start_replay, data, authenticated_key(request).key_id)
     return Response(content=status, status_code=202, headers={"Location": f"/v1/replays/{status.replay_id}"})
 
 

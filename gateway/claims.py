@@ -23,7 +23,7 @@ __all__ = ["ClaimOutcome", "RequestClaims"]
 
 class ClaimOutcome(NamedTuple):
     """What the owner of a claim ended with: its request body's sha256 and its
-    answer (a response, a problem, or None if it never got one)."""
+    answer (a response, a ServiceError refusing it, or None if it never got one)."""
 
     request_sha256: str
     answer: Any

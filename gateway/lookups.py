@@ -20,9 +20,9 @@ from verdict.audit.chain import ChainError
 from verdict.audit.reader import ReadError, VerifiedDecision, read_decision
 from verdict.audit.stores import StoreError, StoreUnavailable, WormStore
 from verdict.audit.trust import TrustPolicy
-from verdict.gateway.decisions import AuditLane, unavailable
+from verdict.gateway.decisions import AuditLane
 from verdict.gateway.models_cache import ModelCache
-from verdict.gateway.problems import ApiProblem
+from verdict.gateway.service_errors import AuditUnavailable, InputsSealed, NotExplained, RecordInvalid, UnknownDecision
 
 __all__ = ["ExplanationView", "LookupService", "Verification"]
 
@@ -119,26 +119,15 @@ class LookupService:
             return read_decision(self.store, request_id, trust=self.trust)
         except ReadError as exc:
             if exc.reason == "not_found":
-                raise ApiProblem(
-                    404,
-                    "unknown-request-id",
-                    "No decision with this request id",
-                    detail=f"no decision with request id {request_id!r} is on record",
-                ) from None
+                raise UnknownDecision(request_id) from None
             _log.error("decision %r failed verification: %s: %s", request_id, exc.reason, exc)
-            raise ApiProblem(
-                500,
-                "record-invalid",
-                "The logged decision failed verification",
-                detail=f"the record of {request_id!r} failed verification ({exc.reason}); "
-                f"operators: run `verdict audit verify`",
-            ) from None
+            raise RecordInvalid(request_id, exc.reason) from None
         except (StoreUnavailable, StoreError) as exc:
             _log.error("audit trail unreadable for lookup of %r: %s", request_id, exc)
-            raise unavailable("the audit trail cannot be read right now", self.retry_after_s) from None
+            raise AuditUnavailable("the audit trail cannot be read right now", self.retry_after_s) from None
 
     def log_access(self, action: str, actor_key_id: str, target: str) -> None:
-        """Make an access record durable, or refuse the answer (503).
+        """Make an access record durable, or refuse the answer (AuditUnavailable).
 
         Called once the answer is ready and just before it is returned, so the
         trail records only what was delivered: an answer that fails to build
@@ -151,7 +140,7 @@ class LookupService:
         try:
             self.lane.append([body])
         except (StoreError, ChainError) as exc:
-            raise unavailable(
+            raise AuditUnavailable(
                 f"the lookup could not be recorded, so it was not answered: {exc}", self.retry_after_s
             ) from None
 
@@ -172,12 +161,7 @@ class LookupService:
         verified = self._verified(request_id)
         body = verified.body
         if not body.explanation.contributions:
-            raise ApiProblem(
-                409,
-                "not-explained",
-                "This decision has no contributions to chart",
-                detail=f"decision {request_id!r} was made with explanation method {body.explanation.method!r}",
-            )
+            raise NotExplained(request_id, body.explanation.method)
         manifest = self.models.manifest(body.model.name, body.model.version)
         chart = render_waterfall(manifest, _attributes(body), _result(body), fmt=fmt)
         self.log_access("explanation_chart", actor_key_id, request_id)
@@ -213,9 +197,7 @@ class LookupService:
 
 def _attributes(body: rec.DecisionBody) -> dict[str, Any]:
     if not isinstance(body.inputs, rec.PlainInputs):
-        raise ApiProblem(
-            409, "inputs-sealed", "The applicant's inputs are encrypted", detail="this record's inputs are sealed"
-        )
+        raise InputsSealed(body.request_id)
     return dict(body.inputs.attributes)
 
 

@@ -4,6 +4,11 @@ Why one module: every 4xx/5xx, whether raised by our logic, by Litestar's
 request parsing or by an unexpected bug, must reach the client as
 ``application/problem+json`` naming what was wrong, and an unexpected bug
 must never leak a traceback or produce a half-made decision.
+
+The services raise domain errors (gateway.service_errors, replay.service)
+that know nothing of HTTP; :data:`PROBLEMS` is the one table that gives each
+its status, problem type, title and headers. ``ApiProblem`` remains for what
+only the HTTP layer can find wrong (a request body's bytes, its schema).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import ast
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -20,9 +27,24 @@ from litestar.openapi import ResponseSpec
 
 from verdict.gateway.api_models import FieldProblem, Problem
 from verdict.gateway.schema import InputValidationError
+from verdict.gateway.service_errors import (
+    AuditUnavailable,
+    DecisionTimeout,
+    InputsSealed,
+    NotExplained,
+    RecordInvalid,
+    ReplayNotFinished,
+    ReplaysUnavailable,
+    RequestIdConflict,
+    UnknownDecision,
+    UnknownModelVersion,
+)
+from verdict.replay.service import ReplayBusy, ReplayRequestError, UnknownReplay
 
 __all__ = [
+    "PROBLEMS",
     "ApiProblem",
+    "ProblemKind",
     "exception_handlers",
     "fields_problem",
     "invalid_request",
@@ -36,7 +58,8 @@ _log = logging.getLogger("verdict.gateway")
 
 
 class ApiProblem(Exception):
-    """Raised by handlers and services to answer with a specific problem."""
+    """A problem found by the HTTP layer itself (the request's bytes or schema), answered as is.
+    Services raise domain errors instead; :data:`PROBLEMS` maps those."""
 
     def __init__(
         self,
@@ -184,16 +207,88 @@ def _http(request: Request, exc: HTTPException) -> Response:
     detail = exc.detail if status < 500 else "the server could not complete the request"
     if status == 400 and "body" in str(exc.detail).lower():
         slug, detail = "malformed-json", "the request body is not valid JSON"
-    headers = dict(exc.headers or {})
-    if isinstance(exc, NotAuthorizedException):
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="verdict"')
     return problem_response(
-        request, ApiProblem(status, slug, titles.get(status, "HTTP error"), detail=detail, headers=headers)
+        request, ApiProblem(status, slug, titles.get(status, "HTTP error"), detail=detail, headers=_its_headers(exc))
     )
 
 
 def _api_problem(request: Request, exc: ApiProblem) -> Response:
     return problem_response(request, exc)
+
+
+def _no_headers(exc: Any) -> dict[str, str]:
+    return {}
+
+
+def _retry_after(exc: Any) -> dict[str, str]:
+    """The error's own hint (``retry_after_s``) of when the same request may succeed."""
+    return {"Retry-After": str(exc.retry_after_s)}
+
+
+def _challenge(exc: NotAuthorizedException) -> dict[str, str]:
+    """RFC 9110 §11.6.1: a 401 names the scheme the client must use."""
+    return {"WWW-Authenticate": 'Bearer realm="verdict"', **(exc.headers or {})}
+
+
+def _its_headers(exc: HTTPException) -> dict[str, str]:
+    return dict(exc.headers or {})
+
+
+def _broken_field(exc: ReplayRequestError) -> list[FieldProblem]:
+    return [FieldProblem(field=exc.field, rule=exc.rule, message=str(exc))]
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    """How one error class reaches the client: status, problem type (``slug``), title, and
+    what the error itself adds (headers from its facts, broken fields). The ``detail`` is
+    always the error's own."""
+
+    status: int
+    slug: str
+    title: str
+    headers: Callable[[Any], dict[str, str]] = _no_headers
+    errors: Callable[[Any], list[FieldProblem]] | None = None
+
+
+PROBLEMS: dict[type[Exception], ProblemKind] = {
+    # what the request names does not exist (or is not the caller's to read)
+    UnknownModelVersion: ProblemKind(404, "unknown-model", "Unknown model or version"),
+    UnknownDecision: ProblemKind(404, "unknown-request-id", "No decision with this request id"),
+    UnknownReplay: ProblemKind(404, "unknown-replay", "No replay with this id readable by this API key"),
+    # the request contradicts what is on record, or asks what the record cannot give
+    RequestIdConflict: ProblemKind(409, "request-id-conflict", "Request id already used with a different body"),
+    NotExplained: ProblemKind(409, "not-explained", "This decision has no contributions to chart"),
+    InputsSealed: ProblemKind(409, "inputs-sealed", "The applicant's inputs are encrypted"),
+    ReplayNotFinished: ProblemKind(409, "replay-not-finished", "The replay has no report yet"),
+    ReplayRequestError: ProblemKind(422, "invalid-replay", "The replay request breaks a rule", errors=_broken_field),
+    # the trail itself is wrong: for operators
+    RecordInvalid: ProblemKind(500, "record-invalid", "The logged decision failed verification"),
+    # not now: the same request may succeed later
+    AuditUnavailable: ProblemKind(
+        503, "audit-unavailable", "Decision not made: the audit trail is unavailable", _retry_after
+    ),
+    DecisionTimeout: ProblemKind(503, "decision-timeout", "Decision not confirmed in time", _retry_after),
+    ReplayBusy: ProblemKind(503, "replay-busy", "Too many replays queued", _retry_after),
+    ReplaysUnavailable: ProblemKind(503, "replay-unavailable", "Replays are not available on this gateway"),
+    # the guards (gateway.auth)
+    NotAuthorizedException: ProblemKind(401, "unauthenticated", "Authentication required", _challenge),
+    PermissionDeniedException: ProblemKind(403, "forbidden", "Not allowed", _its_headers),
+}
+"""Error class -> what the client sees. Every class here answers through :func:`_mapped`."""
+
+
+def _mapped(request: Request, exc: Exception) -> Response:
+    kind = next(PROBLEMS[cls] for cls in type(exc).__mro__ if cls in PROBLEMS)
+    problem = ApiProblem(
+        kind.status,
+        kind.slug,
+        kind.title,
+        detail=exc.detail,  # type: ignore[attr-defined] - ServiceError and HTTPException both carry one
+        errors=kind.errors(exc) if kind.errors else None,
+        headers=kind.headers(exc),
+    )
+    return problem_response(request, problem)
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:
@@ -207,8 +302,7 @@ def _unexpected(request: Request, exc: Exception) -> Response:
 exception_handlers: dict[type[Exception] | int, Any] = {
     ValidationException: _validation,
     InputValidationError: _input_validation,
-    NotAuthorizedException: _http,
-    PermissionDeniedException: _http,
+    **dict.fromkeys(PROBLEMS, _mapped),
     HTTPException: _http,
     ApiProblem: _api_problem,
     Exception: _unexpected,

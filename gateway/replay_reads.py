@@ -3,8 +3,8 @@
 Why scoped: a replay's status and reports name the request ids, scores and
 decisions it covered. A ``replay`` key reads the replays it started; an
 ``admin`` key reads every replay (a model-risk lead reviewing examiners'
-work). Another key's replay answers 404 exactly like an unknown id, so
-replay ids cannot be probed.
+work). Another key's replay is refused exactly like an unknown id (the same
+UnknownReplay, the same detail), so replay ids cannot be probed.
 
 Why audited: who read which decisions is regulated information whether it
 arrives as a lookup or inside a replay report. Every read appends an access
@@ -20,7 +20,7 @@ from typing import Any
 
 from verdict.gateway.apikeys import ApiKey
 from verdict.gateway.lookups import LookupService
-from verdict.gateway.problems import ApiProblem
+from verdict.gateway.service_errors import ReplayNotFinished
 from verdict.replay.service import ReplayService, ReplayStatus, UnknownReplay
 
 __all__ = ["REPLAY_RESOURCES", "read_replay"]
@@ -38,8 +38,9 @@ def may_read(status: ReplayStatus, key: ApiKey) -> bool:
 
 
 def read_replay(replays: ReplayService, lookups: LookupService, replay_id: str, key: ApiKey, resource: str) -> Any:
-    """The replay resource for ``key``: 404 if unknown or not the key's, 409
-    while a report is not ready, 503 if the read cannot be recorded."""
+    """The replay resource for ``key``. Raises UnknownReplay if it is unknown or not the
+    key's, ReplayNotFinished while a report is not ready, AuditUnavailable if the read
+    cannot be recorded."""
     action, read = REPLAY_RESOURCES[resource]
     try:
         status = replays.replay_status(replay_id)
@@ -47,16 +48,11 @@ def read_replay(replays: ReplayService, lookups: LookupService, replay_id: str, 
             raise UnknownReplay(replay_id)
         content = status if resource == "status" else read(replays, replay_id)
     except UnknownReplay:
-        raise ApiProblem(
-            404,
-            "unknown-replay",
-            "No replay with this id readable by this API key",
-            detail=f"no replay {replay_id!r} started by this key (a replay key reads its own "
-            f"replays; an admin key reads all)",
+        raise UnknownReplay(
+            replay_id,
+            f"no replay {replay_id!r} started by this key (a replay key reads its own replays; an admin key reads all)",
         ) from None
     if content is None:
-        raise ApiProblem(
-            409, "replay-not-finished", "The replay has no report yet", detail=f"replay {replay_id} is still running"
-        )
+        raise ReplayNotFinished(replay_id)
     lookups.log_access(action, key.key_id, replay_id)
     return content

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from verdict.audit.chain import ChainWriter
 from verdict.audit.config import data_dir
@@ -22,7 +23,6 @@ from verdict.audit.trust import RootKey, TrustError, TrustPolicy, configured_roo
 from verdict.audit.witnessing import CheckpointWitnessing, held_notes
 from verdict.gateway import environment
 from verdict.gateway.apikeys import ApiKeyStore
-from verdict.gateway.app import DISABLED_FOR_BENCHMARK, Services
 from verdict.gateway.bootstrap import ensure_reference_model
 from verdict.gateway.decisions import AuditLane, DecisionService
 from verdict.gateway.lookups import LookupService
@@ -32,7 +32,27 @@ from verdict.gateway.registry import Registry
 from verdict.gateway.registry_log import RegistryLog
 from verdict.gateway.settings import ServiceSettings, SettingsError
 
-__all__ = ["build_services", "publish_environment"]
+__all__ = ["DISABLED_FOR_BENCHMARK", "Services", "build_services", "publish_environment"]
+
+DISABLED_FOR_BENCHMARK = "disabled: unsafe benchmark mode (VERDICT_UNSAFE_BENCHMARK=1)"
+"""The readiness value of a check switched off on purpose (benchmarks only): still ready."""
+
+
+@dataclass
+class Services:
+    """Everything the routes need, built by :func:`build_services`. Here, not in the HTTP
+    layer, so that assembling and using the services never imports the web framework."""
+
+    settings: ServiceSettings
+    models: ModelCache
+    lane: AuditLane
+    decisions: DecisionService
+    lookups: LookupService
+    metrics: GatewayMetrics
+    apikeys: ApiKeyStore
+    readiness: object  # callable () -> dict[str, str]; see _readiness
+    replays: object = None  # replay.service.ReplayService (examiner API)
+    witnessing: object = None  # audit.witnessing.CheckpointWitnessing (checkpoints kept and cosigned)
 
 
 def publish_environment(store: WormStore, fingerprint: environment.EnvironmentFingerprint) -> str:

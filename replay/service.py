@@ -8,9 +8,11 @@ their msgspec Structs as JSON::
     data   = service.report_json(replay_id)   # the signed report (application/json), or None
     page   = service.report_html(replay_id)   # the examiner's HTML, or None
 
-Errors: :class:`ReplayRequestError` (problem+json 422, names ``field`` and
-``rule``), :class:`UnknownReplay` (404), :class:`ReplayBusy` (429/503 with
-Retry-After: a bounded queue). Replays run one at a time on a background
+Errors, all :class:`~verdict.gateway.service_errors.ServiceError` (the HTTP
+layer alone turns them into problems): :class:`ReplayRequestError` names the
+``field`` and ``rule`` broken, :class:`UnknownReplay` the replay id no one
+knows, :class:`ReplayBusy` a full queue (with a ``retry_after_s`` hint: the
+queue is bounded). Replays run one at a time on a background
 thread of this process, with worker processes for large ones; every replay is
 recorded in the trail exactly like a CLI replay (one ``access`` record per
 replayed decision naming the API key, then an ``evidence`` record pointing at
@@ -30,6 +32,7 @@ import msgspec
 from verdict.audit.layout import LayoutError, check_chain_id
 from verdict.audit.records import utc_now
 from verdict.gateway.manifest import NAME_RE, VERSION_RE
+from verdict.gateway.service_errors import ServiceError
 from verdict.replay.batch import (
     DEFAULT_REPLAY_CHAIN,
     ReplayError,
@@ -104,20 +107,28 @@ class ReplayStatus(msgspec.Struct, omit_defaults=True):
     error: str | None = None
 
 
-class ReplayRequestError(ValueError):
+class ReplayRequestError(ServiceError, ValueError):
     """The request cannot start a replay; ``field`` and ``rule`` name what is wrong."""
 
     def __init__(self, field: str, rule: str, message: str) -> None:
-        self.field, self.rule = field, rule
         super().__init__(message)
+        self.field, self.rule = field, rule
 
 
-class UnknownReplay(KeyError):
-    pass
+class UnknownReplay(ServiceError):
+    """No replay with this id (or none the asking key may read: the same answer, so ids cannot be probed)."""
+
+    def __init__(self, replay_id: str, detail: str | None = None) -> None:
+        super().__init__(detail or f"no replay {replay_id!r}")
+        self.replay_id = replay_id
 
 
-class ReplayBusy(RuntimeError):
-    pass
+class ReplayBusy(ServiceError, RuntimeError):
+    """The bounded replay queue is full (or the service is stopping); try again after ``retry_after_s``."""
+
+    def __init__(self, detail: str, retry_after_s: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class ReplayService:

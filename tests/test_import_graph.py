@@ -1,6 +1,7 @@
 """The house has no cycles: no module of audit/, gateway/ or replay/ imports one that
 (directly or not) imports it back, counting imports inside functions too (issue 16).
-And audit/ never imports torch (an examiner verifies a trail without it)."""
+And audit/ never imports torch (an examiner verifies a trail without it). And only the
+HTTP layer speaks HTTP: services raise domain errors, never problems."""
 
 from __future__ import annotations
 
@@ -9,6 +10,25 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 PACKAGES = ("audit", "gateway", "replay")
+
+HTTP_LAYER = {
+    "verdict.gateway.app": "routes, wiring and lifecycle",
+    "verdict.gateway.problems": "domain errors and framework exceptions -> application/problem+json",
+    "verdict.gateway.request_body": "the gate every JSON body passes before a route sees it",
+    "verdict.gateway.auth": "bearer API keys as Litestar guards",
+    "verdict.gateway.commands.serve": "`verdict serve`: runs the app on uvicorn",
+    "verdict.audit.witness_server": "the witness's own HTTP API",
+}
+"""The modules allowed to import what HTTP_ONLY names, and why each is HTTP."""
+
+HTTP_ONLY = (
+    "litestar",
+    "verdict.gateway.app",
+    "verdict.gateway.auth",
+    "verdict.gateway.problems",
+    "verdict.gateway.request_body",
+)
+"""The framework and the gateway's modules that speak it (statuses, problems, guards)."""
 
 
 def _modules() -> dict[str, Path]:
@@ -29,7 +49,8 @@ def _runtime_nodes(tree: ast.AST):
         yield from _runtime_nodes(node)
 
 
-def _imports(path: Path, known: dict[str, Path]) -> set[str]:
+def _imported_names(path: Path) -> set[str]:
+    """Every absolute name imported at run time: ``from a.b import c`` gives ``a.b`` and ``a.b.c``."""
     out: set[str] = set()
     for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -37,7 +58,11 @@ def _imports(path: Path, known: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.add(node.module)
             out.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in out if name in known}
+    return out
+
+
+def _imports(path: Path, known: dict[str, Path]) -> set[str]:
+    return {name for name in _imported_names(path) if name in known}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -100,3 +125,20 @@ def _package_of(module: str) -> str:
     """``torch.nn`` -> ``torch``; ``verdict.gateway.x`` -> ``verdict.gateway``."""
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] == "verdict" else parts[0]
+
+
+def _http_imports(path: Path) -> set[str]:
+    """What ``path`` imports of HTTP_ONLY (a module or anything in it)."""
+    return {name for name in _imported_names(path) if any(name == m or name.startswith(m + ".") for m in HTTP_ONLY)}
+
+
+def test_only_the_http_layer_speaks_http():
+    """Services (decisions, lookups, replays, their assembly) raise the domain errors of
+    gateway.service_errors and know nothing of statuses, headers or the framework: a
+    module outside HTTP_LAYER that imports Litestar or an HTTP module (problems above
+    all) has put HTTP back into a service."""
+    modules = _modules()
+    assert set(HTTP_LAYER) <= set(modules), "HTTP_LAYER names a module that no longer exists"
+    assert "verdict.gateway.problems" in _http_imports(modules["verdict.gateway.app"])  # the reader sees imports
+    offenders = {name: sorted(_http_imports(path)) for name, path in modules.items() if name not in HTTP_LAYER}
+    assert {name: found for name, found in offenders.items() if found} == {}

@@ -14,8 +14,8 @@ from verdict.audit.records import AccessBody
 from verdict.audit.stores import open_store
 from verdict.gateway.api_models import DecisionRequest, DecisionResponse
 from verdict.gateway.datasets import load_dataset
-from verdict.gateway.problems import ApiProblem
 from verdict.gateway.service import build_services
+from verdict.gateway.service_errors import NotExplained
 from verdict.gateway.settings import load_settings
 
 
@@ -34,12 +34,12 @@ def test_a_chart_that_cannot_be_drawn_leaves_no_access_record(tmp_path, monkeypa
         )
         (answer,) = services.decisions.decide_batch([pending])
         assert isinstance(answer, DecisionResponse)
-        with pytest.raises(ApiProblem) as refused:
+        with pytest.raises(NotExplained) as refused:
             services.lookups.explanation_chart("unexplained-1", "apikey-staff")
         record = services.lookups.record("unexplained-1", "apikey-staff")
     finally:
         services.lane.writer.close()
-    assert (refused.value.status, refused.value.slug) == (409, "not-explained")
+    assert (refused.value.request_id, refused.value.method) == ("unexplained-1", "none")
     assert record.record.body.request_id == "unexplained-1"
     accesses = [
         (r.body.action, r.body.target_request_id)

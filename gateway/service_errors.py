@@ -1,0 +1,140 @@
+"""Why a service could not answer: the domain errors of decisions, lookups and replays.
+
+Why a family of our own: the services say what went wrong in their own terms
+(which request id, which replay, how long until a retry may succeed) without
+knowing they are served over HTTP; the CLI, the benchmarks and in-process
+tests use them with no web framework. Only the HTTP layer
+(``gateway.problems``) turns a class into a status, a problem type and
+headers, in one table, so what a client sees is decided in one place.
+
+Each error carries the facts and a ``detail`` sentence for the client; none
+carries an HTTP status or header. This module imports nothing of the
+project, so any service (``replay.service`` too) can raise these.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditUnavailable",
+    "DecisionTimeout",
+    "InputsSealed",
+    "NotExplained",
+    "RecordInvalid",
+    "ReplayNotFinished",
+    "ReplaysUnavailable",
+    "RequestIdConflict",
+    "ServiceError",
+    "UnknownDecision",
+    "UnknownModelVersion",
+]
+
+
+class ServiceError(Exception):
+    """A request a service refused or could not complete; ``detail`` tells the client why."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+# -- what the request names does not exist -------------------------------------------------------
+
+
+class UnknownModelVersion(ServiceError):
+    """The model, or the version of it, the request names is not registered (or, with no
+    version named, has no production version); ``detail`` is the registry's own account."""
+
+    def __init__(self, model: str, version: str | None, detail: str) -> None:
+        super().__init__(detail)
+        self.model, self.version = model, version
+
+
+class UnknownDecision(ServiceError):
+    """No decision with this request id is on record."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"no decision with request id {request_id!r} is on record")
+        self.request_id = request_id
+
+
+# -- the request contradicts what is on record ------------------------------------------------------
+
+
+class RequestIdConflict(ServiceError):
+    """The request id was already decided for a different body: answering would hide one of the two."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} was already decided for a different request body; use a new request_id"
+        )
+        self.request_id = request_id
+
+
+class NotExplained(ServiceError):
+    """The logged decision has no contributions (made without explanation), so there is nothing to chart."""
+
+    def __init__(self, request_id: str, method: str) -> None:
+        super().__init__(f"decision {request_id!r} was made with explanation method {method!r}")
+        self.request_id, self.method = request_id, method
+
+
+class InputsSealed(ServiceError):
+    """The logged inputs are encrypted, so reasons and charts that name them cannot be rebuilt here."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__("this record's inputs are sealed")
+        self.request_id = request_id
+
+
+class ReplayNotFinished(ServiceError):
+    """The replay is still running: its report does not exist yet."""
+
+    def __init__(self, replay_id: str) -> None:
+        super().__init__(f"replay {replay_id} is still running")
+        self.replay_id = replay_id
+
+
+# -- the trail says something is wrong ----------------------------------------------------------
+
+
+class RecordInvalid(ServiceError):
+    """A logged decision failed verification (hash, signature, chain position or trust):
+    an integrity failure for operators, never shown as if it were the logged answer."""
+
+    def __init__(self, request_id: str, reason: str) -> None:
+        super().__init__(
+            f"the record of {request_id!r} failed verification ({reason}); operators: run `verdict audit verify`"
+        )
+        self.request_id, self.reason = request_id, reason
+
+
+# -- not now: the same request may succeed later ---------------------------------------------------
+
+
+class AuditUnavailable(ServiceError):
+    """The audit trail (store or signer) cannot record or be read: nothing was decided or
+    answered, fail closed. ``retry_after_s`` is how long a client should wait before retrying
+    with the same request id."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class DecisionTimeout(ServiceError):
+    """No durable record within the request's time limit; the decision may still be recorded,
+    so the client retries with the same request id after ``retry_after_s``."""
+
+    def __init__(self, timeout_s: float, retry_after_s: int) -> None:
+        super().__init__(
+            f"no durable record within {timeout_s}s; retry with the same request_id to get the decision "
+            f"if it was recorded"
+        )
+        self.timeout_s, self.retry_after_s = timeout_s, retry_after_s
+
+
+class ReplaysUnavailable(ServiceError):
+    """This process runs without an audit trail, so it has no replay service at all."""
+
+    def __init__(self) -> None:
+        super().__init__("this process runs without an audit trail (unsafe benchmark mode)")
