@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import unquote, urlparse
 
 import msgspec
 import typer
@@ -28,6 +27,7 @@ from verdict.audit.cli_store import open_for_cli as _open
 from verdict.audit.config import store_url
 from verdict.audit.stores import StoreError
 from verdict.audit.stores.keys import InvalidKey
+from verdict.audit.stores.registry import store_present
 from verdict.audit.trust_cli import UNANCHORED, TrustOption, UnanchoredOption, resolve_policy
 
 __all__ = ["audit_app", "keys_app"]
@@ -284,8 +284,7 @@ def immutability_test(
     from verdict.audit.immutability import junit_xml, open_store_for_probing, run_immutability_test
 
     resolved = store_url(store)
-    parsed = urlparse(resolved)
-    if parsed.scheme == "file" and not Path(unquote(parsed.path)).is_dir():
+    if not store_present(resolved):
         _err.print(f"[red]error:[/] no store at {resolved} (check --store or VERDICT_STORE)")
         raise typer.Exit(2)
     try:

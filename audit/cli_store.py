@@ -8,9 +8,7 @@ fail the same way (exit 2, naming the URL).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
-from urllib.parse import unquote, urlparse
 
 import typer
 from rich.console import Console
@@ -18,6 +16,7 @@ from rich.console import Console
 from verdict.audit.config import store_url
 from verdict.audit.stores import StoreError, WormStore, open_store
 from verdict.audit.stores.keys import InvalidKey
+from verdict.audit.stores.registry import store_present, url_forms
 
 __all__ = ["StoreOption", "open_for_cli"]
 
@@ -25,17 +24,14 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 StoreOption = Annotated[
     str | None,
-    typer.Option(
-        "--store", help="Store URL (file:///path or s3://bucket/prefix); default: $VERDICT_STORE or <data dir>/store."
-    ),
+    typer.Option("--store", help=f"Store URL ({url_forms()}); default: $VERDICT_STORE or <data dir>/store."),
 ]
 
 
 def open_for_cli(url: str | None, *, must_exist: bool = False) -> WormStore:
     """The store for ``--store`` (exit 2 with the reason when it cannot be opened)."""
     resolved = store_url(url)
-    parsed = urlparse(resolved)
-    if must_exist and parsed.scheme == "file" and not Path(unquote(parsed.path)).is_dir():
+    if must_exist and not store_present(resolved):
         _err.print(f"[red]error:[/] no store at {resolved} (nothing to verify; check --store or VERDICT_STORE)")
         raise typer.Exit(2)
     try:

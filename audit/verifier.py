@@ -69,6 +69,7 @@ from verdict.audit.signing import (
     verify_record_signature,
 )
 from verdict.audit.stores.base import ObjectMissing, ObjectVersion, WormStore
+from verdict.audit.stores.registry import reads_are_local
 from verdict.audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
 from verdict.audit.walk import KeyTimeline
 
@@ -608,7 +609,7 @@ class _Verifier:
     def prefetch(self, keys: list[str]) -> Iterator[tuple[str, bytes]]:
         """(key, bytes) in order, read by a few threads ahead (S3 latency); a missing
         object reads as b"" (the checks then name what is missing)."""
-        if len(keys) <= 1 or self.store.url.startswith("file:"):
+        if len(keys) <= 1 or reads_are_local(self.store.url):
             for key in keys:  # local files: reading ahead in threads only adds GIL contention
                 yield key, self.read(key)
             return

@@ -32,6 +32,7 @@ signatures and Merkle checkpoints make any change detectable by the verifier.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -41,9 +42,17 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from verdict.audit.durable import fsync_directory, unlink_if_present
-from verdict.audit.stores.base import ObjectExists, ObjectMissing, ObjectRef, ObjectVersion, StoreUnavailable
+from verdict.audit.stores.base import (
+    ObjectExists,
+    ObjectMissing,
+    ObjectRef,
+    ObjectVersion,
+    StoreConfigurationError,
+    StoreUnavailable,
+)
 from verdict.audit.stores.keys import check_key, check_prefix
 from verdict.audit.stores.staging import StagingOwner
 
@@ -97,6 +106,19 @@ class FilesystemStore:
             (self.root / _TMP_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create store directory {self.root}: {exc.strerror}") from exc
+
+    @classmethod
+    def from_url(cls, url: str) -> FilesystemStore:
+        """Open ``file:///absolute/path`` (the directory is created if missing)."""
+        return cls(root_of_url(url))
+
+    @staticmethod
+    def present(url: str) -> bool:
+        """Whether a store directory exists at ``url`` (opening would create one)."""
+        try:
+            return Path(root_of_url(url)).is_dir()
+        except StoreConfigurationError:
+            return True  # not ours to judge here: opening names what is wrong with the URL
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -250,7 +272,7 @@ class FilesystemStore:
             return  # only a hint: the put stages them itself
         with self._prestage_lock:
             generation = self._syncs_started
-            for (key, data), tmp in zip(items, staged):
+            for (key, data), tmp in zip(items, staged, strict=True):
                 self._forget_prestaged(key)
                 self._prestaged[key] = (tmp, data, generation)
             while len(self._prestaged) > _MAX_PRESTAGED:
@@ -405,10 +427,8 @@ class FilesystemStore:
             if not os.path.isdir(probe):
                 continue
             for directory in reversed(missing):
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.mkdir(directory)
-                except FileExistsError:
-                    pass
                 changed.add(os.path.dirname(directory))
         return changed
 
@@ -416,7 +436,7 @@ class FilesystemStore:
     def _publish(staged: list[str], paths: list[str], items: Sequence[tuple[str, bytes]]) -> list[str]:
         """Link each staged file to its final name; return keys that existed."""
         conflicts = []
-        for tmp, final, (key, _) in zip(staged, paths, items):
+        for tmp, final, (key, _) in zip(staged, paths, items, strict=True):
             try:
                 os.link(tmp, final)
             except (FileExistsError, IsADirectoryError, NotADirectoryError):
@@ -459,6 +479,14 @@ class FilesystemStore:
         for key in self.list_keys(prefix):
             size = (self.root / key).stat().st_size  # key came from list_keys: inside root
             yield ObjectVersion(key=key, version=None, is_latest=True, size=size)
+
+
+def root_of_url(url: str) -> str:
+    """The directory a ``file:///path`` URL names; StoreConfigurationError for another host."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        raise StoreConfigurationError(f"file store URL {url!r} must be file:///absolute/path")
+    return unquote(parsed.path)
 
 
 def _key_of_staged(name: str) -> str | None:

@@ -273,12 +273,14 @@ class S3ObjectLockStore:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def from_url(cls, url: str) -> S3ObjectLockStore:
+    def from_url(cls, url: str, *, check_bucket: bool = True) -> S3ObjectLockStore:
         """Open ``s3://bucket/prefix?endpoint_url=..&region=..&profile=..&retention_days=..&timeout=..``.
 
         Parameters not in the URL come from the usual AWS configuration
         (environment variables, shared config/credentials files, profiles).
-        Credentials are never accepted in the URL.
+        Credentials are never accepted in the URL. ``check_bucket=False``
+        opens a bucket without Object Lock or versioning too: the
+        immutability test's job is to report exactly that.
         """
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
@@ -304,7 +306,7 @@ class S3ObjectLockStore:
                     raise StoreConfigurationError(
                         f"S3 store URL {url!r}: {name}={params[name]!r} is not a number"
                     ) from None
-        return cls(parsed.netloc, parsed.path, **kwargs)
+        return cls(parsed.netloc, parsed.path, check_bucket=check_bucket, **kwargs)
 
     def check_bucket(self) -> None:
         """Raise StoreConfigurationError unless the bucket exists with Object Lock and versioning."""

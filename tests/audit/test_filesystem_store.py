@@ -19,11 +19,7 @@ from tests.audit.helpers import staged_files
 from verdict.audit.stores import (
     FilesystemStore,
     ObjectExists,
-    ObjectMissing,
-    ObjectRef,
     StoreUnavailable,
-    WormStore,
-    open_store,
 )
 from verdict.audit.stores.keys import InvalidKey
 
@@ -39,37 +35,21 @@ def _incoming(store: FilesystemStore) -> list[str]:
     return staged_files(store.root)
 
 
-def test_round_trip_and_protocol(store, tmp_path):
-    assert isinstance(store, WormStore)
-    ref = store.put_once("chains/c0/00000001", b"record one")
-    assert ref == ObjectRef(key="chains/c0/00000001", version=None)
-    assert store.get("chains/c0/00000001") == b"record one"
+# The contract every backend shares (write once, read back, batches, keys, listing,
+# failures) is tests/audit/test_store_conformance.py; what follows is the filesystem's own.
+
+
+def test_objects_are_files_under_the_root_named_by_the_url(store, tmp_path):
+    store.put_once("chains/c0/00000001", b"record one")
     assert (store.root / "chains/c0/00000001").read_bytes() == b"record one"
-    assert store.exists("chains/c0/00000001")
-    assert not store.exists("chains/c0/00000002")
-    assert not store.exists("chains/c0")  # a directory is not an object
-    with pytest.raises(ObjectMissing) as missing:
-        store.get("chains/c0/00000002")
-    assert missing.value.key == "chains/c0/00000002"
-    # the URL reopens the same store
     assert store.url == (tmp_path / "store").as_uri()
-    assert open_store(store.url).get("chains/c0/00000001") == b"record one"
 
 
-def test_empty_and_binary_payloads(store):
-    payload = bytes(range(256)) * 64
-    store.put_many_once([("bin", payload), ("empty", b"")])
-    assert store.get("bin") == payload
-    assert store.get("empty") == b""
-
-
-def test_second_put_is_refused_and_original_untouched(store):
+def test_a_refused_second_put_leaves_the_file_and_no_staging(store):
     store.put_once("k/1", b"original")
     before = os.stat(store.root / "k/1")
-    with pytest.raises(ObjectExists) as exists:
+    with pytest.raises(ObjectExists):
         store.put_once("k/1", b"forged, and longer than the original")
-    assert exists.value.key == "k/1"
-    assert store.get("k/1") == b"original"
     after = os.stat(store.root / "k/1")
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
     assert _incoming(store) == []  # the staged copy of the refused write is gone
@@ -82,63 +62,15 @@ def test_objects_are_read_only_files(store):
         assert stat.S_ISREG(mode)
         assert stat.S_IMODE(mode) == 0o444, oct(mode)
     if os.geteuid() != 0:  # root ignores permission bits
-        with pytest.raises(PermissionError):
-            open(store.root / "a", "r+b")
+        with pytest.raises(PermissionError), open(store.root / "a", "r+b"):
+            pass
 
 
-def test_batch_publish_in_input_order(store):
-    items = [(f"batch/{i:04d}", f"payload {i}".encode()) for i in (5, 3, 9, 0, 7)]
-    refs = store.put_many_once(items)
-    assert [r.key for r in refs] == [k for k, _ in items]
-    for key, data in items:
-        assert store.get(key) == data
-    assert store.put_many_once([]) == []
-    assert _incoming(store) == []
-
-
-def test_batch_with_existing_keys_raises_first_conflict_after_publishing_the_rest(store):
-    store.put_once("b/2", b"old2")
-    store.put_once("b/4", b"old4")
-    with pytest.raises(ObjectExists) as exists:
-        store.put_many_once([("b/1", b"n1"), ("b/4", b"n4"), ("b/3", b"n3"), ("b/2", b"n2")])
-    assert exists.value.key == "b/4"  # first conflicting key in input order
-    assert [store.get(f"b/{i}") for i in (1, 2, 3, 4)] == [b"n1", b"old2", b"n3", b"old4"]
-    assert _incoming(store) == []
-
-
-@pytest.mark.parametrize(
-    "key",
-    ["", "/abs", "a//b", "a/", "../escape", "a/../b", ".", "a/./b", "sp ace", "tab\tkey", "ü", "a\\b", "x" * 513],
-)
-def test_invalid_keys_are_rejected(store, key):
-    with pytest.raises(InvalidKey):
-        store.put_once(key, b"x")
-    with pytest.raises(InvalidKey):
-        store.get(key)
-    with pytest.raises(InvalidKey):
-        store.exists(key)
-
-
-def test_invalid_key_in_a_batch_writes_nothing(store):
+def test_invalid_key_in_a_batch_stages_nothing_and_nothing_escapes_the_root(store):
     with pytest.raises(InvalidKey):
         store.put_many_once([("good/1", b"x"), ("../bad", b"y")])
-    assert list(store.list_keys()) == []
     assert not (store.root.parent / "bad").exists()
     assert _incoming(store) == []
-
-
-def test_listing_is_sorted_by_byte_order(store):
-    keys = ["b", "a/z", "a/b/c", "A", "a-b", "a.b", "a_b", "chains/c1/0002", "chains/c1/0001", "0"]
-    store.put_many_once([(k, k.encode()) for k in keys])
-    assert list(store.list_keys()) == sorted(keys, key=str.encode)
-    assert list(store.list_keys("chains/")) == ["chains/c1/0001", "chains/c1/0002"]
-    assert list(store.list_keys("a_")) == ["a_b"]  # a prefix that is not a directory
-    assert list(store.list_keys("nothing/")) == []
-    versions = list(store.list_versions("chains/"))
-    assert [(v.key, v.version, v.is_latest, v.is_delete_marker, v.size) for v in versions] == [
-        ("chains/c1/0001", None, True, False, 14),
-        ("chains/c1/0002", None, True, False, 14),
-    ]
 
 
 def test_list_keys_ignores_incoming(store):
@@ -160,39 +92,8 @@ def test_no_leftover_temporary_files_after_success_and_conflict(store):
     assert store.get("t/new") == b"n"
 
 
-def test_reopening_keeps_objects(tmp_path):
-    FilesystemStore(tmp_path / "s").put_once("x/y", b"kept")
-    again = FilesystemStore(tmp_path / "s")
-    assert again.get("x/y") == b"kept"
-    with pytest.raises(ObjectExists):
-        again.put_once("x/y", b"other")
-
-
 # ---------------------------------------------------------------------------
 # Regression tests for defects found in review (each failed before its fix).
-
-
-def test_list_keys_string_prefix_matching_a_directory(store):
-    store.put_many_once([("chains/c1/0001", b"a"), ("chains/c10/0001", b"b")])
-    assert list(store.list_keys("chains/c1")) == ["chains/c1/0001", "chains/c10/0001"]
-
-
-def test_key_segment_named_incoming_is_refused(store):
-    # Formerly written but never listed (hidden from the verifier); now refused.
-    with pytest.raises(InvalidKey):
-        store.put_once("a/.incoming/x", b"hidden")
-
-
-def test_key_named_incoming_is_refused(store):
-    # Formerly a false ObjectExists (collision with the staging directory).
-    with pytest.raises(InvalidKey):
-        store.put_once(".incoming", b"x")
-
-
-def test_list_prefix_cannot_escape_the_root(store):
-    (store.root.parent / "outside.txt").write_text("not in the store")
-    with pytest.raises(InvalidKey):
-        list(store.list_keys("../"))
 
 
 def test_temp_file_removed_when_staging_fails(tmp_path):

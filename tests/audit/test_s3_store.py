@@ -9,6 +9,7 @@ the store's protections.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import random
@@ -30,7 +31,6 @@ from verdict.audit.stores import (
     WormStore,
     open_store,
 )
-from verdict.audit.stores.keys import InvalidKey
 from verdict.audit.stores.s3 import ChecksumMismatch, S3ObjectLockStore, create_audit_bucket
 
 PREFIX = "trail/"  # the store prefix used by the s3_store_url fixture
@@ -48,6 +48,8 @@ def _sha256_b64(data: bytes) -> str:
 
 
 # --------------------------------------------------------------------------- basics
+# The contract every backend shares (write once, read back, batches, keys, listing,
+# failures) is tests/audit/test_store_conformance.py; what follows is S3's own.
 
 
 def test_store_satisfies_protocol_and_open_store_dispatches(s3_store, s3_store_url):
@@ -107,39 +109,10 @@ def test_put_sets_compliance_retention_and_sha256(s3_store, s3_client, s3_bucket
     assert s3_store.get("r/1", ref.version) == data
 
 
-def test_second_put_of_same_key_is_refused_and_original_untouched(s3_store, s3_client, s3_bucket):
-    ref = s3_store.put_once("k/1", b"original")
-    with pytest.raises(ObjectExists) as exists:
-        s3_store.put_once("k/1", b"forged")
-    assert exists.value.key == "k/1"
-    assert s3_store.get("k/1") == b"original"
-    versions, markers = _versions(s3_client, s3_bucket, PREFIX + "k/1")
-    assert [v["VersionId"] for v in versions] == [ref.version] and markers == []
-    assert [(v.key, v.version) for v in s3_store.list_versions("k/")] == [("k/1", ref.version)]
-
-
-def test_missing_objects_and_versions(s3_store):
-    ref = s3_store.put_once("m/1", b"x")
-    with pytest.raises(ObjectMissing) as missing:
-        s3_store.get("m/2")
-    assert missing.value.key == "m/2"
-    other = s3_store.put_once("m/3", b"y")
+def test_an_unknown_version_id_is_missing(s3_store):
+    s3_store.put_once("m/1", b"x")
     with pytest.raises(ObjectMissing):
         s3_store.get("m/1", version=str(uuid.uuid4()))
-    with pytest.raises(ObjectMissing):
-        s3_store.get("m/1", version=other.version)  # a version of another key
-    assert s3_store.get("m/1", ref.version) == b"x"
-
-
-def test_invalid_keys_are_rejected_before_anything_is_sent(s3_store):
-    for bad in ["", "/abs", "a//b", "../x", "a/../b", "sp ace", "a/", "ü"]:
-        with pytest.raises(InvalidKey):
-            s3_store.put_once(bad, b"x")
-    with pytest.raises(InvalidKey):
-        s3_store.put_many_once([("ok/1", b"x"), ("bad key", b"y")])
-    assert list(s3_store.list_keys()) == []
-    with pytest.raises(InvalidKey):
-        list(s3_store.list_keys("../"))
 
 
 # --------------------------------------------------------------------------- batches
@@ -172,31 +145,17 @@ def test_put_many_once_64_items_concurrently_durable_and_listed_in_order(s3_stor
     assert all(r.version for r in refs)
     assert len({r.version for r in refs}) == 64
     assert list(s3_store.list_keys("batch/")) == keys  # ascending, prefix stripped
-    for ref, (key, data) in zip(refs, items):
+    for ref, (key, data) in zip(refs, items, strict=True):
         assert s3_store.get(key, ref.version) == data
     assert peak["max"] > 1, "the puts of one batch must be in flight together"
 
 
-def test_batch_with_existing_keys_raises_for_first_in_input_order(s3_store):
+def test_a_batch_conflict_says_how_much_of_the_round_is_durable(s3_store):
     s3_store.put_once("b/0005", b"old5")
     s3_store.put_once("b/0008", b"old8")
     items = [(f"b/{i:04d}", f"new{i}".encode()) for i in (9, 8, 1, 5, 2)]
-    with pytest.raises(ObjectExists) as exists:
+    with pytest.raises(ObjectExists, match="3 of 5"):
         s3_store.put_many_once(items)
-    assert exists.value.key == "b/0008"  # first conflicting key in input order
-    assert "3 of 5" in str(exists.value)
-    # the other writes of the round are durable; the existing objects untouched
-    assert s3_store.get("b/0005") == b"old5" and s3_store.get("b/0008") == b"old8"
-    assert [s3_store.get(f"b/{i:04d}") for i in (9, 1, 2)] == [b"new9", b"new1", b"new2"]
-    assert sum(1 for _ in s3_store.list_versions("b/")) == 5
-
-
-def test_batch_repeating_a_key_writes_it_once(s3_store):
-    with pytest.raises(ObjectExists) as exists:
-        s3_store.put_many_once([("d/1", b"first"), ("d/2", b"two"), ("d/1", b"second")])
-    assert exists.value.key == "d/1"
-    assert s3_store.get("d/1") == b"first"
-    assert [v.key for v in s3_store.list_versions("d/")] == ["d/1", "d/2"]
 
 
 def test_concurrent_writers_of_one_key_exactly_one_wins(s3_store_url, s3_client, s3_bucket):
@@ -224,16 +183,13 @@ def test_concurrent_writers_of_one_key_exactly_one_wins(s3_store_url, s3_client,
 # --------------------------------------------------------------------------- listing and tampering
 
 
-def test_list_keys_is_a_string_prefix_in_byte_order_and_stays_inside_the_store(s3_store, s3_client, s3_bucket):
-    keys = ["chains/c1/0002", "chains/c1/0001", "chains/c10/0001", "chains/C2/0001", "index/r-1", "a"]
+def test_list_keys_stays_inside_the_store_prefix(s3_store, s3_client, s3_bucket):
+    keys = ["chains/c1/0001", "index/r-1", "a"]
     s3_store.put_many_once([(k, k.encode()) for k in keys])
     # objects outside the store prefix (written by someone else) are not ours
     for foreign in ("trailer/x", "other/trail/y", "trail"):
         s3_client.put_object(Bucket=s3_bucket, Key=foreign, Body=b"f", ChecksumAlgorithm="SHA256")
     assert list(s3_store.list_keys()) == sorted(keys, key=str.encode)
-    assert list(s3_store.list_keys("chains/c1")) == ["chains/c1/0001", "chains/c1/0002", "chains/c10/0001"]
-    assert list(s3_store.list_keys("chains/c1/")) == ["chains/c1/0001", "chains/c1/0002"]
-    assert list(s3_store.list_keys("nothing/")) == []
 
 
 def test_list_versions_reveals_out_of_band_overwrite_and_delete(s3_store, s3_client, s3_bucket):
@@ -495,10 +451,8 @@ class _DropFirstPutResponse:
             while upstream.recv(65536):  # read the server's answer and throw it away
                 pass
             for sock in (client, upstream):  # shutdown() wakes the pump blocked in recv()
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
         else:
             _pump(upstream, client)
