@@ -30,7 +30,7 @@ import binascii
 import datetime as _dt
 import hashlib
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -39,6 +39,7 @@ from verdict.audit.canonical import canonical_bytes
 __all__ = [
     "FORMAT",
     "GENESIS_PREV_HASH",
+    "NOT_EXPLAINED",
     "AccessBody",
     "Body",
     "DecisionBody",
@@ -63,6 +64,7 @@ __all__ = [
     "decode_header",
     "decode_record",
     "encode_line",
+    "explain_bucket",
     "format_time",
     "iter_lines",
     "parse_time",
@@ -75,13 +77,16 @@ __all__ = [
 FORMAT = "verdict.audit/v1"
 GENESIS_PREV_HASH = "0" * 64
 """``prev_hash`` of the genesis record (there is no previous record)."""
+NOT_EXPLAINED = "none"
+"""``explanation.method`` of a decision made without an explanation (spec §3 ``decision``):
+written by the gateway, read by lookups and replay, so it is defined once, here."""
 
 Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 KeyId = Annotated[str, msgspec.Meta(pattern=r"^ed25519:[0-9a-f]{16}$")]
 Timestamp = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")]
 ChainId = Annotated[str, msgspec.Meta(pattern=r"^(?!\.{1,2}$)[A-Za-z0-9_.\-]{1,64}$")]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
-Scalar = Union[int, float, str]
+Scalar = int | float | str
 
 
 class RecordError(ValueError):
@@ -129,6 +134,10 @@ class Runtime(_Struct):
     bucket: int
     """The fixed batch shape the request was scored at (batch invariance)."""
     threads: int
+    explain_bucket: int | None = None
+    """The fixed batch shape the explanation's model evaluations ran at. Absent on
+    records made before it was a field (the bucket was ``explanation.budget["bucket"]``)
+    and on decisions without an explanation; see :func:`explain_bucket`."""
 
 
 class PlainInputs(_Struct, tag_field="kind", tag="plain"):
@@ -154,7 +163,7 @@ class EncryptedInputs(_Struct, tag_field="kind", tag="encrypted"):
     algorithm: Literal["AES-256-GCM"]
 
 
-Inputs = Union[PlainInputs, EncryptedInputs]
+Inputs = PlainInputs | EncryptedInputs
 
 
 class Explanation(_Struct):
@@ -167,7 +176,8 @@ class Explanation(_Struct):
     """Per applicant attribute (not per one-hot column)."""
     seed: int
     budget: dict[str, Scalar] = {}
-    """Explainer cost settings and usage, e.g. {"max_evals": 2048}."""
+    """Explainer cost settings and usage, e.g. {"evaluations": 913}. Records made before
+    ``runtime.explain_bucket`` existed also hold the explain bucket here, as "bucket"."""
     additivity_error: float | None = None
     """|base_value + sum(contributions) - output| as measured at decision time."""
 
@@ -215,6 +225,23 @@ class DecisionBody(_Struct, tag_field="kind", tag="decision"):
     manifest_sha256: Hex64 | None = None
     """SHA-256 of the stored manifest object ``models/manifests/<name>/<version>.json``
     (its bytes as stored). Optional: records written before it existed stay valid."""
+
+
+def explain_bucket(body: DecisionBody, default: int | None = None) -> int | None:
+    """The explain bucket a decision's explanation was computed at (spec §3, "Explain bucket").
+
+    ``runtime.explain_bucket`` where the record has it; on records written before that
+    field existed, the legacy ``explanation.budget["bucket"]``; otherwise ``default``
+    (the caller passes the manifest's ``runtime.explain_bucket``: this module reads no
+    manifests). Why one function: the gateway (lookups) and replay must read the same
+    bucket off the same record, or a replay would explain at another shape than the
+    decision it judges."""
+    if body.runtime.explain_bucket is not None:
+        return body.runtime.explain_bucket
+    legacy = body.explanation.budget.get("bucket")
+    if isinstance(legacy, int) and not isinstance(legacy, bool):
+        return legacy
+    return default
 
 
 class KeyRotationBody(_Struct, tag_field="kind", tag="key_rotation"):
@@ -307,7 +334,7 @@ class RegistryBody(_Struct, tag_field="kind", tag="registry"):
                 )
 
 
-Body = Union[GenesisBody, DecisionBody, KeyRotationBody, AccessBody, EvidenceBody, RegistryBody]
+Body = GenesisBody | DecisionBody | KeyRotationBody | AccessBody | EvidenceBody | RegistryBody
 
 
 class Record(_Struct, tag_field="format", tag=FORMAT):

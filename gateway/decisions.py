@@ -5,7 +5,9 @@ appended durably to the audit chain, and only then is a response built, from
 the record itself, so the client sees exactly what was logged. A repeated
 request id with the same body gets the logged decision back; with a
 different body, a conflict. Any failure to make the record durable fails the
-whole decision closed (503), never a decision without a record.
+whole decision closed (AuditUnavailable), never a decision without a record.
+What goes wrong is said with the domain errors of gateway.service_errors;
+the HTTP layer alone turns them into problems.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from verdict.audit import records as rec
 from verdict.audit.canonical import canonical_bytes
@@ -31,11 +32,12 @@ from verdict.audit.stores import StoreError
 from verdict.audit.trust import TrustPolicy
 from verdict.gateway.api_models import DecisionRequest, DecisionResponse, ModelOut, ReasonOut, ReceiptOut
 from verdict.gateway.claims import ClaimOutcome, RequestClaims
+from verdict.gateway.engine import Engine, decide_rows, decision_body
+from verdict.gateway.explanation import seed_for
 from verdict.gateway.metrics import GatewayMetrics
-from verdict.gateway.models_cache import ModelCache
-from verdict.gateway.problems import ApiProblem
 from verdict.gateway.registry import RegistryError, UnknownModel
-from verdict.gateway.schema import encode_rows, validate_attributes
+from verdict.gateway.schema import validate_attributes
+from verdict.gateway.service_errors import AuditUnavailable, RequestIdConflict, ServiceError, UnknownModelVersion
 
 __all__ = ["AuditLane", "DecisionService", "PendingDecision", "request_sha256", "response_from_record"]
 
@@ -54,25 +56,6 @@ class PendingDecision:
     attributes: dict[str, Any]
     request_sha256: str
     received_at: str
-
-
-def unavailable(detail: str, retry_after_s: int) -> ApiProblem:
-    return ApiProblem(
-        503,
-        "audit-unavailable",
-        "Decision not made: the audit trail is unavailable",
-        detail=detail,
-        headers={"Retry-After": str(retry_after_s)},
-    )
-
-
-def conflict(request_id: str) -> ApiProblem:
-    return ApiProblem(
-        409,
-        "request-id-conflict",
-        "Request id already used with a different body",
-        detail=f"request_id {request_id!r} was already decided for a different request body; use a new request_id",
-    )
 
 
 class AuditLane:
@@ -174,7 +157,7 @@ class ComputedBatch:
     bodies still to be appended (or the store error that stops the batch)."""
 
     batch: Sequence[PendingDecision]
-    outcomes: list[DecisionResponse | ApiProblem | None]
+    outcomes: list[DecisionResponse | ServiceError | None]
     fresh: list[int] = field(default_factory=list)
     duplicates: list[tuple[int, int]] = field(default_factory=list)
     owned: list[int] = field(default_factory=list)  # items whose request id this batch claimed
@@ -186,7 +169,7 @@ class ComputedBatch:
 class DecisionService:
     def __init__(
         self,
-        models: ModelCache,
+        models: Engine,
         lane: AuditLane,
         index: RequestIndex | None,
         environment_sha256: str,
@@ -208,13 +191,14 @@ class DecisionService:
 
     # -- event-loop side: cheap checks, no store writes ------------------
     def prepare(self, request: DecisionRequest) -> PendingDecision:
-        """Validate a request against its model's schema (raises ApiProblem / InputValidationError)."""
+        """Validate a request against its model's schema (raises UnknownModelVersion,
+        AuditUnavailable when the registry cannot be read, InputValidationError)."""
         try:
             manifest = self.models.manifest(request.model, request.version)
         except UnknownModel as exc:
-            raise ApiProblem(404, "unknown-model", "Unknown model or version", detail=str(exc)) from None
+            raise UnknownModelVersion(request.model, request.version, str(exc)) from None
         except (RegistryError, StoreError) as exc:
-            raise unavailable(f"model registry unavailable: {exc}", self.retry_after_s) from None
+            raise AuditUnavailable(f"model registry unavailable: {exc}", self.retry_after_s) from None
         attributes = validate_attributes(manifest.inputs, request.attributes)
         return PendingDecision(
             request_id=request.request_id or f"req-{uuid.uuid4()}",
@@ -227,7 +211,7 @@ class DecisionService:
         )
 
     # -- worker-thread side ------------------------------------------------
-    def decide_batch(self, batch: Sequence[PendingDecision]) -> list[DecisionResponse | ApiProblem]:
+    def decide_batch(self, batch: Sequence[PendingDecision]) -> list[DecisionResponse | ServiceError]:
         """Decide a micro-batch; one outcome per input, in order, never an exception."""
         return self.commit_batch(self.compute_batch(batch))
 
@@ -248,9 +232,9 @@ class DecisionService:
             raise
         return computed
 
-    def commit_batch(self, computed: ComputedBatch) -> list[DecisionResponse | ApiProblem]:
+    def commit_batch(self, computed: ComputedBatch) -> list[DecisionResponse | ServiceError]:
         """Stage 2 (I/O): append the batch's records durably, then answer from them.
-        Never raises: a store failure answers every open request with 503."""
+        Never raises: a store failure answers every open request with AuditUnavailable."""
         outcomes = computed.outcomes
         try:
             if computed.error is not None:
@@ -260,9 +244,9 @@ class DecisionService:
             self._answer_duplicates(computed.batch, computed.duplicates, outcomes)
         except (StoreError, ChainError) as exc:
             self.metrics.failures.labels("audit_unavailable").inc()
-            problem = unavailable(f"the decision was not recorded, so it was not made: {exc}", self.retry_after_s)
+            refused = AuditUnavailable(f"the decision was not recorded, so it was not made: {exc}", self.retry_after_s)
             waiting = {i for i, _ in computed.waiting}  # answered below, from their owner's outcome
-            outcomes = [o if o is not None or i in waiting else problem for i, o in enumerate(outcomes)]
+            outcomes = [o if o is not None or i in waiting else refused for i, o in enumerate(outcomes)]
         finally:
             computed.outcomes = outcomes
             self._release_claims(computed)
@@ -313,14 +297,14 @@ class DecisionService:
         submits commits in order), so its commit has started or finished: the
         wait is bounded by one commit. If it ended without a decision (a store
         failure), the index says whether another process decided the id;
-        otherwise the client gets the owner's 503 and retries.
+        otherwise the client gets the owner's AuditUnavailable and retries.
         """
         for i, owner in waiting:
             item = batch[i]
             try:
                 first = owner.result(timeout=self.claim_wait_s)
             except FutureTimeout:
-                outcomes[i] = unavailable(
+                outcomes[i] = AuditUnavailable(
                     f"request_id {item.request_id!r} is still being decided by an earlier "
                     f"request; retry with the same request_id",
                     self.retry_after_s,
@@ -331,7 +315,7 @@ class DecisionService:
                     outcomes[i] = msgspec.structs.replace(first.answer, idempotent_replay=True)
                 else:
                     self.metrics.failures.labels("conflict").inc()
-                    outcomes[i] = conflict(item.request_id)
+                    outcomes[i] = RequestIdConflict(item.request_id)
                 continue
             try:
                 entry = self.index.get(item.request_id) if self.index is not None else None
@@ -340,8 +324,8 @@ class DecisionService:
                     if entry is not None
                     else (
                         first.answer
-                        if isinstance(first.answer, ApiProblem)
-                        else unavailable(
+                        if isinstance(first.answer, ServiceError)
+                        else AuditUnavailable(
                             f"the earlier request with request_id {item.request_id!r} ended without a decision; "
                             f"retry with the same request_id",
                             self.retry_after_s,
@@ -349,12 +333,12 @@ class DecisionService:
                     )
                 )
             except StoreError as exc:
-                outcomes[i] = unavailable(f"the decision could not be read back: {exc}", self.retry_after_s)
+                outcomes[i] = AuditUnavailable(f"the decision could not be read back: {exc}", self.retry_after_s)
 
-    def _from_index(self, item: PendingDecision, entry: IndexEntry) -> DecisionResponse | ApiProblem:
+    def _from_index(self, item: PendingDecision, entry: IndexEntry) -> DecisionResponse | ServiceError:
         if entry.request_sha256 != item.request_sha256:
             self.metrics.failures.labels("conflict").inc()
-            return conflict(item.request_id)
+            return RequestIdConflict(item.request_id)
         try:
             # prove=False: hash and signature are checked, without re-reading the chain for an inclusion proof
             verified = read_decision(self.store, item.request_id, prove=False, trust=self.trust)
@@ -393,79 +377,37 @@ class DecisionService:
                 outcomes[dup] = (
                     msgspec.structs.replace(original, idempotent_replay=True)
                     if same
-                    else conflict(batch[dup].request_id)
+                    else RequestIdConflict(batch[dup].request_id)
                 )
             else:
                 outcomes[dup] = original
 
     def _score_and_explain(self, items: list[PendingDecision]) -> list[rec.DecisionBody]:
-        """Group by model version, score at the fixed bucket, explain, build the record bodies."""
+        """Group by model version, run each group through the engine's one pipeline (score
+        at the manifest's buckets, explain unless switched off, decide, word the reasons:
+        the code replay re-runs), then build the record bodies."""
         bodies: dict[int, rec.DecisionBody] = {}
         groups: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault((item.model, item.version), []).append(i)
         for (name, version), members in groups.items():
             loaded = self.models.loaded(name, version)
-            manifest = loaded.model.manifest
-            rows = [items[i].attributes for i in members]
-            x = encode_rows(manifest.inputs, rows)
-            scores, bucket = loaded.model.score_matrix(x)
-            explanations = self._explanations(loaded, x, scores, [items[i].request_id for i in members])
+            group = [items[i] for i in members]
+            decided = decide_rows(
+                loaded.runtime,
+                [item.attributes for item in group],
+                [seed_for(item.request_id) for item in group],
+                explainer=loaded.explainer if self.explain else None,
+            )
             decided_at = self.clock()
-            for k, i in enumerate(members):
-                bodies[i] = self._body(items[i], loaded, float(scores[k]), bucket, explanations[k], decided_at)
+            for item, i, outcome in zip(group, members, decided.outcomes, strict=True):
+                bodies[i] = decision_body(
+                    item,
+                    loaded.runtime,
+                    outcome,
+                    decided,
+                    decided_at=decided_at,
+                    environment_sha256=self.environment_sha256,
+                    manifest_sha256=loaded.manifest_sha256,
+                )
         return [bodies[i] for i in range(len(items))]
-
-    def _explanations(self, loaded, x: np.ndarray, scores: np.ndarray, request_ids: list[str]) -> list:  # noqa: ANN001
-        from verdict.gateway.explanation import seed_for
-
-        if not self.explain:
-            return [None] * len(request_ids)
-        return loaded.explainer.explain(x, scores, [seed_for(r) for r in request_ids])
-
-    def _body(
-        self, item: PendingDecision, loaded, score: float, bucket: int, explanation, decided_at: str
-    ) -> rec.DecisionBody:  # noqa: ANN001
-        from verdict.gateway.reasons import reasons as make_reasons
-
-        manifest = loaded.model.manifest
-        if explanation is None:
-            audit_explanation = rec.Explanation(
-                method="none", output_space="probability", base_value=0.0, contributions={}, seed=0
-            )
-            reasons = []
-        else:
-            audit_explanation = rec.Explanation(
-                method=explanation.method,
-                output_space=explanation.output_space,
-                base_value=explanation.base_value,
-                contributions=dict(explanation.contributions),
-                seed=explanation.seed,
-                budget={"evaluations": explanation.evaluations, "bucket": explanation.bucket},
-                additivity_error=explanation.additivity_error,
-            )
-            reasons = [
-                rec.Reason(attribute=r.attribute, label=r.label, value=r.value, direction=r.direction, text=r.text)
-                for r in make_reasons(manifest, item.attributes, explanation, top=manifest.explainer.top_reasons)
-            ]
-        return rec.DecisionBody(
-            request_id=item.request_id,
-            request_sha256=item.request_sha256,
-            received_at=item.received_at,
-            decided_at=decided_at,
-            model=rec.ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.artifact_sha256),
-            environment_sha256=self.environment_sha256,
-            runtime=rec.Runtime(
-                device=str(loaded.model.device),
-                dtype=manifest.runtime.dtype,
-                bucket=bucket,
-                threads=manifest.runtime.threads,
-            ),
-            inputs=rec.PlainInputs(attributes=dict(item.attributes)),
-            score=score,
-            decision=loaded.model.decide(score),
-            explanation=audit_explanation,
-            reasons=reasons,
-            subject_id=item.subject_id,
-            manifest_sha256=loaded.manifest_sha256,
-        )

@@ -18,7 +18,9 @@ requests were explained before it in the same call. It also evaluates one
 request at a time. A replayable explanation needs none of that, so each
 request's permutations come from its own ``Generator(PCG64(seed))``, the masked
 rows of every request in a batch are built with array operations and sent
-through :meth:`LoadedModel.evaluate_for_explanation` together, and every
+through the runtime's ``evaluate_for_explanation`` (any
+gateway.model_runtime.ModelRuntime) together, at the explain bucket the
+explainer was built for, and every
 reduction runs in a fixed order that does not depend on the batch. Rows never
 interact in a forward pass at the fixed explain bucket, so a request's
 contributions are bit-identical whatever else is in the batch.
@@ -41,6 +43,7 @@ import numpy as np
 
 from verdict.audit.canonical import canonical_bytes
 from verdict.gateway.manifest import Manifest
+from verdict.gateway.model_runtime import ModelRuntime
 from verdict.gateway.schema import InputValidationError, encode_rows, validate_batch
 
 __all__ = [
@@ -396,9 +399,23 @@ def _plan(manifest: Manifest) -> _Plan:
 
 
 class Explainer:
-    """Explains decisions of one loaded model against its pinned background."""
+    """Explains decisions of one loaded model runtime against its pinned background,
+    every model evaluation at ``explain_bucket`` rows.
 
-    def __init__(self, model: Any, background: bytes, *, skip_repeated_rows: bool = True) -> None:
+    Why the bucket is the explainer's own, explicit setting: it decides the bits
+    of every evaluation (and so of the base value computed here), it is recorded
+    on each decision (``runtime.explain_bucket``), and a replay must explain at the
+    recorded one or a counterfactual one, whatever the manifest says today.
+    Default: the manifest's ``runtime.explain_bucket``."""
+
+    def __init__(
+        self,
+        model: ModelRuntime,
+        background: bytes,
+        *,
+        explain_bucket: int | None = None,
+        skip_repeated_rows: bool = True,
+    ) -> None:
         manifest: Manifest = model.manifest
         settings = manifest.explainer
         if settings.seed_policy != SEED_POLICY:
@@ -411,6 +428,7 @@ class Explainer:
             )
         self.model = model
         self.manifest = manifest
+        self.explain_bucket = manifest.runtime.explain_bucket if explain_bucket is None else explain_bucket
         self.names = [spec.name for spec in manifest.inputs]
         self.background = decode_background(manifest, background)
         self._plan = _plan(manifest)
@@ -424,8 +442,11 @@ class Explainer:
             )
         self.skip_repeated_rows = skip_repeated_rows
         self.method = METHODS[settings.algorithm]
-        self._background_outputs = model.evaluate_for_explanation(self.background.matrix)
+        self._background_outputs = self._evaluate(self.background.matrix)
         self.base_value = float(self._weighted(self._background_outputs[None, :])[0])
+
+    def _evaluate(self, x: np.ndarray) -> np.ndarray:
+        return self.model.evaluate_for_explanation(x, self.explain_bucket)
 
     def _weighted(self, outputs: np.ndarray) -> np.ndarray:
         """[..., K] float32 model outputs -> [...] float64 background-weighted means."""
@@ -450,7 +471,7 @@ class Explainer:
         masked = np.where(
             np.take(masks, pair, axis=0), np.take(x, request, axis=0), np.take(self.background.matrix, row, axis=0)
         )
-        outputs = self.model.evaluate_for_explanation(np.concatenate([masked, x]))
+        outputs = self._evaluate(np.concatenate([masked, x]))
         table = np.empty((n, c + 1, k), dtype=np.float32)  # slot 0: the empty coalition (row k itself)
         table[:, 0, :] = self._background_outputs
         table.reshape(-1)[own + (request + 1) * k] = outputs[: len(own)]
@@ -480,7 +501,7 @@ class Explainer:
         return results
 
     def _result(self, index: int, phi: np.ndarray, score: float, seed: int, evaluations: int) -> ExplanationResult:
-        contributions = dict(zip(self.names, (float(v) for v in phi)))
+        contributions = dict(zip(self.names, (float(v) for v in phi), strict=True))
         total = math.fsum([self.base_value, *contributions.values()])
         error = abs(total - score)
         epsilon = self.manifest.explainer.additivity_epsilon
@@ -493,6 +514,6 @@ class Explainer:
             contributions=contributions,
             seed=seed,
             evaluations=evaluations,
-            bucket=self.model.explain_bucket,
+            bucket=self.explain_bucket,
             additivity_error=error,
         )

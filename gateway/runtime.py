@@ -10,6 +10,10 @@ discarded; larger batches in chunks of that size), and every explanation
 evaluation at exactly ``explain_bucket`` rows. Rows never interact inside a
 forward pass, so a row's bits depend only on the row and the bucket; the
 bucket goes on the audit record and replay forces it again.
+
+:class:`LoadedModel` is the first implementation of the model runtime
+protocol (gateway.model_runtime.ModelRuntime): the engine loads, scores,
+explains and decides through that protocol only.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 
 from verdict.gateway import determinism
 from verdict.gateway.manifest import Manifest
+from verdict.gateway.model_runtime import decide_by_rule
 from verdict.gateway.registry import Registry
 from verdict.gateway.schema import encode_rows, validate_batch
 
@@ -34,7 +39,15 @@ class ModelExecutionError(RuntimeError):
 
 
 class LoadedModel:
-    """A verified artifact, loaded once, executed only at bucket shapes."""
+    """A verified torch.export artifact (``.pt2``), loaded once, executed only at bucket shapes."""
+
+    kind = "torch.export"
+
+    @classmethod
+    def load(cls, manifest: Manifest, artifact: bytes, device: str) -> LoadedModel:
+        """Load in deterministic mode (the manifest's thread count) on ``device``."""
+        determinism.enable(threads=manifest.runtime.threads)
+        return cls(manifest, artifact, torch.device(device))
 
     def __init__(self, manifest: Manifest, artifact: bytes, device: torch.device) -> None:
         self.manifest = manifest
@@ -71,9 +84,10 @@ class LoadedModel:
                 out[start : start + rows] = self._forward(chunk.to(self.device))[:rows].cpu().numpy()
         return out, bucket
 
-    def evaluate_for_explanation(self, x: np.ndarray) -> np.ndarray:
-        """Masked-input evaluations for the explainer, at the explain bucket."""
-        return self.score_matrix(x, self.explain_bucket)[0]
+    def evaluate_for_explanation(self, x: np.ndarray, explain_bucket: int | None = None) -> np.ndarray:
+        """Masked-input evaluations for the explainer, at ``explain_bucket`` rows
+        (default: the manifest's; a replay passes the recorded one)."""
+        return self.score_matrix(x, self.explain_bucket if explain_bucket is None else explain_bucket)[0]
 
     def score_rows(self, rows: Sequence[Mapping[str, Any]], bucket: int | None = None) -> tuple[np.ndarray, int]:
         """Validate raw attribute rows and score them (raises InputValidationError)."""
@@ -81,13 +95,21 @@ class LoadedModel:
         return self.score_matrix(encode_rows(self.manifest.inputs, valid), bucket)
 
     def decide(self, score: float) -> str:
-        rule = self.manifest.decision
-        return rule.at_or_above if score >= rule.threshold else rule.below
+        return decide_by_rule(self.manifest, score)
+
+    def describe(self) -> dict[str, Any]:
+        """The runtime as the environment manifest should name it: kind, torch build, device."""
+        return {
+            "kind": self.kind,
+            "torch": torch.__version__,
+            "device": str(self.device),
+            "dtype": self.manifest.runtime.dtype,
+            "threads": torch.get_num_threads(),
+        }
 
 
 def load_model(registry: Registry, name: str, version: str | None = None, device: str | None = None) -> LoadedModel:
     """Load a registered model in deterministic mode (sha256 verified by the registry)."""
     manifest = registry.manifest(name, version)
-    determinism.enable(threads=manifest.runtime.threads)
     artifact = registry.artifact(manifest)
-    return LoadedModel(manifest, artifact, determinism.select_device(device))
+    return LoadedModel.load(manifest, artifact, str(determinism.select_device(device)))

@@ -1,23 +1,26 @@
 """Re-scoring and re-explaining logged decisions through the gateway's own code.
 
-The decision path of the gateway (gateway.decisions.DecisionService._score_and_explain)
-is: validate/encode the attributes (gateway.schema.encode_rows) -> score at the
-fixed bucket (LoadedModel.score_matrix) -> explain (Explainer.explain, seeded
-per request) -> decide (LoadedModel.decide) -> word the reasons
-(gateway.reasons.reasons). A replay calls exactly those functions, loaded
-exactly as the gateway loads them (gateway.runtime.load_model, the registry's
-sha256-verified artifact and background), with the settings the record names:
-device, dtype, score bucket, explanation bucket, thread count and seed. Nothing
-here computes a score or a contribution itself; it only compares.
+The gateway decides with gateway.engine: ``Engine`` loads the registry's
+sha256-verified artifact and background into the process-wide cache, and
+``decide_rows`` encodes the validated attributes, scores at the score bucket,
+explains at the explain bucket (seeded per request), decides and words the
+reasons. A replay calls exactly that, with the settings the record names:
+device, dtype, score bucket, explain bucket (``runtime.explain_bucket``, or the
+legacy ``explanation.budget.bucket``: audit.records.explain_bucket), thread
+count and seed. Nothing here loads, scores, explains or words anything itself
+(tests/replay/test_rescore_engine.py reads this module's code to hold it to
+that); it only checks what it is given and compares.
 
-Why group by runtime settings: ``score_matrix`` is bit-for-bit batch invariant
-at a fixed bucket, so the rows of many decisions with the same recorded bucket
-are packed into every forward pass (full buckets) and still give the bits each
+Why group by runtime settings: scoring is bit-for-bit batch invariant at a
+fixed bucket, so the rows of many decisions with the same recorded bucket are
+packed into every forward pass (full buckets) and still give the bits each
 decision got alone. The explainer likewise packs the masked rows of many
 requests at the explain bucket.
 
 A :class:`Rescorer` lives in each worker process (or in the replaying process
-for small replays); it caches loaded models per version and runtime.
+for small replays) for one replay; the loaded programs it uses live in the
+engine's process-wide cache, reused only after the Rescorer re-verified the
+stored bytes.
 """
 
 from __future__ import annotations
@@ -28,18 +31,23 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-import numpy as np
 
 from verdict.audit.canonical import CanonicalEncodingError
-from verdict.audit.records import DecisionBody, PlainInputs, Record, decode_record, record_bytes
+from verdict.audit.records import (
+    NOT_EXPLAINED,
+    DecisionBody,
+    PlainInputs,
+    Record,
+    decode_record,
+    explain_bucket,
+    record_bytes,
+)
 from verdict.audit.stores import StoreError, open_store
 from verdict.replay.verdicts import DecisionResult, Tolerance, cannot_replay, effective_tolerance, judge
 
 __all__ = ["ReplayOptions", "Rescorer", "RuntimeKey", "runtime_key"]
 
 Scope = Literal["full", "score_only"]
-NOT_EXPLAINED = "none"
-"""Explanation method on records made with explanations switched off (gateway.decisions)."""
 
 
 class ReplayOptions(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -75,13 +83,12 @@ class RuntimeKey:
     device: str
     dtype: str
     score_bucket: int
-    explain_bucket: int
+    explain_bucket: int | None
+    """None: the record names none (not explained); the manifest's is used."""
     threads: int
 
 
 def runtime_key(body: DecisionBody) -> RuntimeKey:
-    budget = body.explanation.budget or {}
-    explain_bucket = budget.get("bucket")
     return RuntimeKey(
         name=body.model.name,
         version=body.model.version,
@@ -89,9 +96,7 @@ def runtime_key(body: DecisionBody) -> RuntimeKey:
         device=body.runtime.device,
         dtype=body.runtime.dtype,
         score_bucket=body.runtime.bucket,
-        explain_bucket=int(explain_bucket)
-        if isinstance(explain_bucket, int) and not isinstance(explain_bucket, bool)
-        else 0,
+        explain_bucket=explain_bucket(body),
         threads=body.runtime.threads,
     )
 
@@ -102,47 +107,28 @@ class _ModelProblem(Exception):
         super().__init__(message)
 
 
-class _AtExplainBucket:
-    """The loaded model, with explanation evaluations at another bucket than its
-    manifest's (a record made at another explain bucket, or a counterfactual).
-    Evaluations still go through LoadedModel.score_matrix."""
-
-    def __init__(self, model: Any, bucket: int) -> None:
-        self._model = model
-        self.manifest = model.manifest
-        self.explain_bucket = bucket
-
-    def evaluate_for_explanation(self, x: np.ndarray) -> np.ndarray:
-        return self._model.score_matrix(x, self.explain_bucket)[0]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-
-_LOADED: dict[tuple[str, str, str, str], Any] = {}
-"""Loaded programs by (name, version, device, artifact sha256), shared by the Rescorers of
-one process; reused only after the Rescorer has re-verified the stored artifact bytes."""
-_EXPLAINERS: dict[tuple, Any] = {}
-
-
 class Rescorer:
     """Re-runs decisions and judges them. One per replay (in each worker); not thread-safe.
-    Everything it learns about the store (manifests, problems) lives as long as the replay."""
+    Everything it learns about the store (manifests, verified bytes, problems) lives as
+    long as the replay; the loaded programs live in the engine's process-wide cache."""
 
     def __init__(self, store_url: str, options: ReplayOptions) -> None:
+        # Function-local: the replaying parent process proves records without loading torch.
+        from verdict.gateway.engine import Engine
         from verdict.gateway.registry import Registry
 
         self.store = open_store(store_url)
         self.registry = Registry(self.store)
+        self.engine = Engine(self.registry)
         self.options = options
         self._manifests: dict[tuple[str, str], Any] = {}
-        self._models: dict[tuple[str, str, str], Any] = {}
-        self._explainers: dict[tuple[str, str, str, int], Any] = {}
+        self._verified: dict[tuple, Any] = {}
+        """Runtimes and explainers whose stored bytes this replay has verified."""
         self._problems: dict[tuple, _ModelProblem] = {}
         self._fingerprints: dict[tuple[str, int], tuple[str, bytes]] = {}
         self.fingerprints_seen: dict[str, bytes] = {}
 
-    # -- loading (as gateway.models_cache.ModelCache.loaded does) ---------------------------
+    # -- loading (through gateway.engine, as the gateway loads) ---------------------------
 
     def manifest(self, name: str, version: str) -> Any:
         from verdict.gateway.manifest import ManifestError
@@ -164,18 +150,29 @@ class Rescorer:
         return found
 
     def _device(self, recorded: str) -> str:
-        from verdict.gateway.determinism import DeterminismError, select_device
+        from verdict.gateway.determinism import DeterminismError
 
         policy = "cuda" if recorded.startswith("cuda") else "cpu" if recorded == "cpu" else recorded
         try:
-            return str(select_device(policy))  # another CUDA ordinal: the fingerprint diff shows the GPU
+            return self.engine.resolve_device(policy)  # another CUDA ordinal: the fingerprint diff shows the GPU
         except DeterminismError as exc:
             raise _ModelProblem("environment_cannot_run", f"the decision ran on {recorded}: {exc}") from None
 
-    def model(self, key: RuntimeKey) -> Any:
-        from verdict.gateway.registry import RegistryError, TamperedBlob, blob_key
-        from verdict.gateway.runtime import load_model
+    def _once(self, key: tuple, load: Any) -> Any:
+        """``load()`` once per replay; a problem it raises is remembered and raised again."""
+        if key in self._problems:
+            raise self._problems[key]
+        if key not in self._verified:
+            try:
+                self._verified[key] = load()
+            except _ModelProblem as problem:
+                self._problems[key] = problem
+                raise
+        return self._verified[key]
 
+    def model(self, key: RuntimeKey) -> Any:
+        """The engine's runtime for the recorded model, after checking the record against the
+        registered manifest and re-verifying the stored artifact bytes (once per replay)."""
         manifest = self.manifest(key.name, key.version)
         if manifest.artifact_sha256 != key.sha256:
             raise _ModelProblem(
@@ -188,70 +185,56 @@ class Rescorer:
                 "environment_cannot_run", f"the record says dtype {key.dtype}, the model runs {manifest.runtime.dtype}"
             )
         device = self._device(key.device)
-        cache_key = (key.name, key.version, device)
-        if cache_key in self._problems:
-            raise self._problems[cache_key]
-        if cache_key not in self._models:
-            try:
-                if not self.store.exists(blob_key(key.sha256)):
-                    raise _ModelProblem(
-                        "artifact_missing",
-                        f"model artifact {blob_key(key.sha256)} ({key.name}:{key.version}) is missing from {self.store.url}",
-                    )
-                try:
-                    # Verified on every replay (a Rescorer lives for one replay): the bytes in the
-                    # store must still hash to the record's address, even if a long-lived worker
-                    # already holds the loaded program from an earlier replay.
-                    self.registry.artifact(manifest)
-                    shared = (key.name, key.version, device, key.sha256)
-                    if shared not in _LOADED:
-                        _LOADED[shared] = load_model(self.registry, key.name, key.version, device=device)
-                    self._models[cache_key] = _LOADED[shared]
-                except TamperedBlob as exc:
-                    raise _ModelProblem("artifact_altered", str(exc)) from None
-                except RegistryError as exc:
-                    raise _ModelProblem("artifact_missing", str(exc)) from None
-                except StoreError as exc:
-                    raise _ModelProblem("store_error", str(exc)) from None
-                except Exception as exc:  # noqa: BLE001 - torch cannot load/run it here: that is the verdict
-                    raise _ModelProblem(
-                        "environment_cannot_run",
-                        f"loading {key.name}:{key.version} failed here: {type(exc).__name__}: {exc}",
-                    ) from None
-            except _ModelProblem as problem:
-                self._problems[cache_key] = problem
-                raise
-        return self._models[cache_key]
+        return self._once(("model", key.name, key.version, device), lambda: self._load(key, manifest, device))
 
-    def explainer(self, key: RuntimeKey, model: Any, explain_bucket: int) -> Any:
-        from verdict.gateway.explanation import Explainer, ExplainerConfigError
+    def _load(self, key: RuntimeKey, manifest: Any, device: str) -> Any:
+        from verdict.gateway.registry import RegistryError, TamperedBlob, blob_key
+
+        if not self.store.exists(blob_key(key.sha256)):
+            raise _ModelProblem(
+                "artifact_missing",
+                f"model artifact {blob_key(key.sha256)} ({key.name}:{key.version}) is missing from {self.store.url}",
+            )
+        try:
+            # Verified on every replay (a Rescorer lives for one replay): the bytes in the
+            # store must still hash to the record's address, even if a long-lived worker
+            # already holds the loaded program from an earlier replay.
+            artifact = self.registry.artifact(manifest)
+            return self.engine.runtime(manifest, device, artifact=artifact)
+        except TamperedBlob as exc:
+            raise _ModelProblem("artifact_altered", str(exc)) from None
+        except RegistryError as exc:
+            raise _ModelProblem("artifact_missing", str(exc)) from None
+        except StoreError as exc:
+            raise _ModelProblem("store_error", str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - torch cannot load/run it here: that is the verdict
+            raise _ModelProblem(
+                "environment_cannot_run",
+                f"loading {key.name}:{key.version} failed here: {type(exc).__name__}: {exc}",
+            ) from None
+
+    def explainer(self, key: RuntimeKey, model: Any, explain_bucket: int, threads: int) -> Any:
+        """The engine's explainer at ``explain_bucket``, after re-verifying the stored
+        background bytes (once per replay)."""
+        cache_key = ("explainer", key.name, key.version, str(model.device), explain_bucket, threads)
+        return self._once(cache_key, lambda: self._explainer(key, model, explain_bucket, threads))
+
+    def _explainer(self, key: RuntimeKey, model: Any, explain_bucket: int, threads: int) -> Any:
+        from verdict.gateway.explanation import ExplainerConfigError
         from verdict.gateway.registry import RegistryError, TamperedBlob
 
-        cache_key = (key.name, key.version, str(model.device), explain_bucket)
-        if cache_key in self._problems:
-            raise self._problems[cache_key]
-        if cache_key not in self._explainers:
-            try:
-                try:
-                    background = self.registry.background(model.manifest)
-                except TamperedBlob as exc:
-                    raise _ModelProblem("background_altered", str(exc)) from None
-                except RegistryError as exc:
-                    raise _ModelProblem("background_missing", str(exc)) from None
-                subject = model if explain_bucket == model.explain_bucket else _AtExplainBucket(model, explain_bucket)
-                shared = (*cache_key, model.manifest.artifact_sha256, model.manifest.explainer.background_sha256)
-                try:
-                    if shared not in _EXPLAINERS:
-                        _EXPLAINERS[shared] = Explainer(subject, background)
-                    self._explainers[cache_key] = _EXPLAINERS[shared]
-                except ExplainerConfigError as exc:
-                    raise _ModelProblem(
-                        "environment_cannot_run", f"the explainer of {key.name}:{key.version} cannot run here: {exc}"
-                    ) from None
-            except _ModelProblem as problem:
-                self._problems[cache_key] = problem
-                raise
-        return self._explainers[cache_key]
+        try:
+            background = self.registry.background(model.manifest)
+        except TamperedBlob as exc:
+            raise _ModelProblem("background_altered", str(exc)) from None
+        except RegistryError as exc:
+            raise _ModelProblem("background_missing", str(exc)) from None
+        try:
+            return self.engine.explainer(model, explain_bucket, threads, background=background)
+        except ExplainerConfigError as exc:
+            raise _ModelProblem(
+                "environment_cannot_run", f"the explainer of {key.name}:{key.version} cannot run here: {exc}"
+            ) from None
 
     def fingerprint(self, device: str, threads: int) -> str:
         """This process's environment fingerprint as it scores (after the determinism switch)."""
@@ -297,15 +280,15 @@ class Rescorer:
         return [r for r in results if r is not None]
 
     def _known(self, record: Record, body: DecisionBody) -> dict[str, Any]:
-        return dict(
-            chain_id=record.chain_id,
-            seq=record.seq,
-            record_hash=self._digests.get(id(record)),
-            decided_at=body.decided_at,
-            model=f"{body.model.name}:{body.model.version}",
-            model_sha256=body.model.sha256,
-            environment_sha256=body.environment_sha256,
-        )
+        return {
+            "chain_id": record.chain_id,
+            "seq": record.seq,
+            "record_hash": self._digests.get(id(record)),
+            "decided_at": body.decided_at,
+            "model": f"{body.model.name}:{body.model.version}",
+            "model_sha256": body.model.sha256,
+            "environment_sha256": body.environment_sha256,
+        }
 
     def _group(
         self, key: RuntimeKey, members: list[tuple[int, Record, DecisionBody]]
@@ -325,14 +308,14 @@ class Rescorer:
             )
             threads = self.options.override_threads or key.threads
             score_bucket = self.options.override_score_bucket or key.score_bucket
-            explain_bucket = self.options.override_explain_bucket or key.explain_bucket or model.explain_bucket
+            explain_at = self.options.override_explain_bucket or key.explain_bucket or manifest.runtime.explain_bucket
             try:
                 determinism.enable(threads=threads)
             except determinism.DeterminismError as exc:
                 raise _ModelProblem("environment_cannot_run", f"cannot run with {threads} thread(s): {exc}") from None
             explainer = None
             if self.options.scope == "full":
-                explainer = self.explainer(key, model, explain_bucket)
+                explainer = self.explainer(key, model, explain_at, threads)
         except _ModelProblem as problem:
             return [
                 (i, cannot_replay(body.request_id, problem.reason, str(problem), **self._known(record, body)))
@@ -343,7 +326,7 @@ class Rescorer:
             "device": str(model.device),
             "dtype": manifest.runtime.dtype,
             "score_bucket": score_bucket,
-            "explain_bucket": explain_bucket,
+            "explain_bucket": explain_at,
             "threads": threads,
         }
         rows: list[dict[str, Any]] = []
@@ -379,7 +362,7 @@ class Rescorer:
         if not kept:
             return out
         try:
-            out += self._score(model, manifest, explainer, tolerance, score_bucket, runtime, replay_env, rows, kept)
+            out += self._score(model, explainer, tolerance, score_bucket, runtime, replay_env, rows, kept)
         except Exception as exc:  # noqa: BLE001 - a crash in re-scoring is a verdict, never a silent pass
             out += [
                 (
@@ -395,36 +378,37 @@ class Rescorer:
             ]
         return out
 
-    def _score(self, model, manifest, explainer, tolerance, score_bucket, runtime, replay_env, rows, kept):  # noqa: ANN001, ANN202
-        from verdict.gateway.schema import encode_rows
+    def _score(self, model, explainer, tolerance, score_bucket, runtime, replay_env, rows, kept):  # noqa: ANN001, ANN202
+        from verdict.gateway.engine import decide_rows
 
-        x = encode_rows(manifest.inputs, rows)
-        scores, _ = model.score_matrix(x, score_bucket)
-        explanations: list[Any] = [None] * len(kept)
-        problems: list[str | None] = [None] * len(kept)
-        explained = [k for k, (_, _, body) in enumerate(kept) if body.explanation.method != NOT_EXPLAINED]
-        if explainer is not None and explained:
-            # A decision logged without an explanation (the gateway's explain=false benchmark mode)
-            # has none to reproduce: its contributions are reported not_replayed.
-            got, issues = self._explain(
-                explainer, x[explained], scores[explained], [kept[k][2].explanation.seed for k in explained]
-            )
-            for k, result, issue in zip(explained, got, issues):
-                explanations[k], problems[k] = result, issue
+        # A decision logged without an explanation (the gateway's explain=false benchmark mode)
+        # has none to reproduce: its contributions are reported not_replayed. An explanation
+        # that does not add up to its replayed score (the gateway would have failed closed) is
+        # compared from its raw contributions and flagged ("flag"), the others explained as usual.
+        decided = decide_rows(
+            model,
+            rows,
+            [body.explanation.seed for _, _, body in kept],
+            score_bucket=score_bucket,
+            explainer=explainer,
+            explain=[body.explanation.method != NOT_EXPLAINED for _, _, body in kept],
+            additivity="flag",
+        )
         out = []
-        for k, (i, record, body) in enumerate(kept):
-            score = float(scores[k])
-            result = explanations[k]
+        for (i, record, body), outcome in zip(kept, decided.outcomes, strict=True):
+            result = outcome.explanation
             known = self._known(record, body)
             known.update(runtime=runtime, replay_environment_sha256=replay_env, seed=body.explanation.seed)
-            problems_here: list[str] = [problems[k]] if problems[k] else []
+            problems_here: list[str] = [outcome.problem] if outcome.problem else []
             reasons_match = None
             replayed_contributions = None
             replayed_base = None
             if result is not None:
                 replayed_contributions = dict(result.contributions)
                 replayed_base = float(result.base_value)
-                reasons_match = self._reasons_match(manifest, rows[k], result, body)
+                reasons_match = [(r.attribute, r.label, r.value, r.direction, r.text) for r in outcome.reasons] == [
+                    (r.attribute, r.label, r.value, r.direction, r.text) for r in body.reasons
+                ]
                 if result.method != body.explanation.method or result.output_space != body.explanation.output_space:
                     problems_here.append(
                         f"explanation method {result.method}/{result.output_space} differs from the logged "
@@ -433,10 +417,10 @@ class Rescorer:
             verdict = judge(
                 body.request_id,
                 logged_score=body.score,
-                replayed_score=score,
+                replayed_score=outcome.score,
                 tolerance=tolerance,
                 logged_decision=body.decision,
-                replayed_decision=model.decide(score),
+                replayed_decision=outcome.decision,
                 logged_base=body.explanation.base_value if result is not None else None,
                 replayed_base=replayed_base,
                 logged_contributions=body.explanation.contributions,
@@ -447,57 +431,6 @@ class Rescorer:
             )
             out.append((i, verdict))
         return out
-
-    @staticmethod
-    def _explain(
-        explainer: Any, x: np.ndarray, scores: np.ndarray, seeds: list[int]
-    ) -> tuple[list[Any], list[str | None]]:
-        """Explanations through Explainer.explain; if one does not add up to its replayed
-        score (AdditivityError: the gateway would have failed closed), the others are
-        still explained and that one is compared from its raw contributions and flagged."""
-        from verdict.gateway.explanation import AdditivityError, ExplanationResult
-
-        try:
-            return explainer.explain(x, scores, seeds), [None] * len(seeds)
-        except AdditivityError:
-            pass
-        results: list[Any] = []
-        problems: list[str | None] = []
-        for k in range(len(seeds)):
-            try:
-                results += explainer.explain(x[k : k + 1], scores[k : k + 1], seeds[k : k + 1])
-                problems.append(None)
-            except AdditivityError as exc:
-                phi, _ = explainer.contributions(x[k : k + 1], seeds[k : k + 1])
-                contributions = dict(zip(explainer.names, (float(v) for v in phi[0])))
-                results.append(
-                    ExplanationResult(
-                        method=explainer.method,
-                        output_space=explainer.manifest.explainer.output_space,
-                        base_value=explainer.base_value,
-                        contributions=contributions,
-                        seed=seeds[k],
-                        evaluations=0,
-                        bucket=explainer.model.explain_bucket,
-                        additivity_error=abs(exc.total - exc.score),
-                    )
-                )
-                problems.append(
-                    f"the replayed explanation does not add up to the replayed score "
-                    f"(|difference| {abs(exc.total - exc.score)!r} > epsilon {exc.epsilon!r})"
-                )
-        return results, problems
-
-    @staticmethod
-    def _reasons_match(manifest: Any, attributes: dict[str, Any], result: Any, body: DecisionBody) -> bool:
-        from verdict.gateway.reasons import reasons as make_reasons
-
-        replayed = [
-            (r.attribute, r.label, r.value, r.direction, r.text)
-            for r in make_reasons(manifest, attributes, result, top=manifest.explainer.top_reasons)
-        ]
-        logged = [(r.attribute, r.label, r.value, r.direction, r.text) for r in body.reasons]
-        return replayed == logged
 
 
 # --- worker processes ------------------------------------------------------------------------------
@@ -511,10 +444,7 @@ def init_worker(store_url: str) -> None:
     """Worker start-up: the slow imports now (while the parent proves the records)."""
     global _store_url
     _store_url = store_url
-    import verdict.gateway.explanation
-    import verdict.gateway.reasons
-    import verdict.gateway.registry
-    import verdict.gateway.runtime  # noqa: F401
+    import verdict.gateway.engine  # noqa: F401 - loads the explainer, reasons, registry and runtime
     from verdict.gateway import determinism
 
     determinism.enable(threads=1)  # its first call imports torch's compiler stack (seconds); each group sets its own

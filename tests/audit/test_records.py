@@ -20,6 +20,7 @@ from tests.audit.golden import make_golden
 from verdict.audit.records import (
     FORMAT,
     GENESIS_PREV_HASH,
+    NOT_EXPLAINED,
     AccessBody,
     Body,
     DecisionBody,
@@ -29,6 +30,7 @@ from verdict.audit.records import (
     RecordError,
     decode_record,
     encode_line,
+    explain_bucket,
     iter_lines,
     record_bytes,
     record_hash,
@@ -64,8 +66,8 @@ def test_golden_trail_verifies(tmp_path):
     shutil.copytree(GOLDEN_STORE, tmp_path / "store")
     report = verify_store(FilesystemStore(tmp_path / "store"))
     assert report.ok, report.failures
-    # golden-0 (6 records, 3 checkpoints, 2 index entries) and golden-registry (5, 2, 1)
-    assert report.records == 11 and report.checkpoints == 5 and report.index_entries == 3
+    # golden-0 (6 records, 3 checkpoints, 2 index entries), golden-registry (5, 2, 1), golden-1 (3, 2, 2)
+    assert report.records == 14 and report.checkpoints == 7 and report.index_entries == 5
 
 
 def test_golden_vectors_independently():
@@ -186,6 +188,40 @@ def test_schema_violations_are_rejected(mutate, message):
     mutate(data)
     with pytest.raises(RecordError, match=message):
         decode_record(json.dumps(data).encode())
+
+
+def _explain_bucket_records() -> list[Record]:
+    vectors = json.loads((GOLDEN / "records.json").read_text())["explain_bucket"]
+    return [decode_record(v["canonical"].encode()) for v in vectors["records"]]
+
+
+def test_explain_bucket_is_a_runtime_field_on_new_records_and_absent_on_old_ones():
+    """golden-1 (spec §3 "Explain bucket"): the explained decision names its bucket in
+    ``runtime``, its budget only its evaluations; the not-explained one names none.
+    golden-0's decisions, written before the field, re-encode without it."""
+    explained, not_explained = (r.body for r in _explain_bucket_records()[1:])
+    assert explained.runtime.explain_bucket == 4096 and explained.explanation.budget == {"evaluations": 913}
+    assert b'"explain_bucket":4096' in record_bytes(_explain_bucket_records()[1])
+    assert not_explained.explanation.method == NOT_EXPLAINED == "none"
+    assert not_explained.runtime.explain_bucket is None and not not_explained.reasons
+    old = _golden_records()[1]
+    assert old.body.runtime.explain_bucket is None and b"explain_bucket" not in record_bytes(old)
+
+
+def test_explain_bucket_rule_for_old_and_new_records():
+    """runtime.explain_bucket, else the legacy explanation.budget.bucket, else the caller's default."""
+    new = _explain_bucket_records()[1].body
+    oldest = _golden_records()[1].body  # neither: the manifest's bucket applies
+    legacy = msgspec.structs.replace(
+        oldest, explanation=msgspec.structs.replace(oldest.explanation, budget={"evaluations": 913, "bucket": 512})
+    )
+    assert explain_bucket(new) == explain_bucket(new, default=7) == 4096
+    assert explain_bucket(legacy) == explain_bucket(legacy, default=7) == 512
+    assert explain_bucket(oldest) is None and explain_bucket(oldest, default=7) == 7
+    not_a_bucket = msgspec.structs.replace(
+        oldest, explanation=msgspec.structs.replace(oldest.explanation, budget={"bucket": "4096"})
+    )
+    assert explain_bucket(not_a_bucket, default=7) == 7
 
 
 def test_header_helpers_and_constants():

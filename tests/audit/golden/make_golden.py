@@ -10,6 +10,12 @@ a decision pinning its manifest (``manifest_sha256``) and a status change,
 with the registry objects they name (and the model blob and environment
 manifest golden-0's decisions name). golden-0's bytes are unchanged by it.
 
+Decisions as written since ``runtime.explain_bucket`` became a field (spec §3,
+"Explain bucket" and "Not explained") are pinned by a third chain,
+``golden-1``: one explained decision carrying the field, one not explained.
+golden-0's and golden-registry's decisions keep the older shape byte for byte
+(what a record written before the field looks like).
+
 Regenerate ONLY for an intended format change (which also needs a new
 format string):  .venv/bin/python -m tests.audit.golden.make_golden
 """
@@ -29,6 +35,7 @@ from verdict.audit.chain import ChainWriter
 import msgspec
 
 from verdict.audit.records import (
+    NOT_EXPLAINED,
     AccessBody,
     DecisionBody,
     EncryptedInputs,
@@ -69,6 +76,8 @@ MODEL_BLOB = b"model"
 ENVIRONMENT_DOC = b"environment"
 BACKGROUND_BLOB = b"background"
 PROMOTED_AT = "2025-01-02T03:05:00.500000Z"
+EXPLAIN_BUCKET_CHAIN = "golden-1"
+"""Decisions carrying ``runtime.explain_bucket`` (and one not explained)."""
 
 
 def _sha(data: bytes) -> str:
@@ -117,9 +126,13 @@ def root_key() -> RootKey:
 
 def certificates() -> list[tuple[str, bytes]]:
     """(store key, bytes) of the golden certificates: golden-0's two (key A from seq 0, key B
-    from seq 5, rotation at 4), then golden-registry's (key A from seq 0)."""
+    from seq 5, rotation at 4), then golden-registry's and golden-1's (key A from seq 0)."""
     out = []
-    for chain, from_seq, signer in ((CHAIN, 0, signer_a()), (CHAIN, 5, signer_b()), (REGISTRY_CHAIN, 0, signer_a())):
+    chains = (
+        (CHAIN, 0, signer_a()), (CHAIN, 5, signer_b()), (REGISTRY_CHAIN, 0, signer_a()),
+        (EXPLAIN_BUCKET_CHAIN, 0, signer_a()),
+    )
+    for chain, from_seq, signer in chains:
         doc = signer.public_key_document
         data = issue_certificate(root_signer(), chain, doc, from_seq, f"verdict/{chain}", issued_at=CERTIFIED_AT)
         out.append((layout.certificate_key(chain, from_seq, doc.key_id), data))
@@ -220,6 +233,7 @@ def build(root: Path) -> FilesystemStore:
     writer.append_batch([decision("req-0002", sealed)])
     writer.close()
     build_registry(store)
+    build_explain_bucket(store)
     # Certified after the fact with a fixed issue time (a root at the writer would stamp the real time).
     for key, data in certificates():
         store.put_once(key, data)
@@ -248,6 +262,49 @@ def build_registry(store: FilesystemStore) -> None:
         RegistryBody(event="status", model=model, manifest_sha256=_sha(MANIFEST_DOC), status="suspended",
                      reason="golden vectors: a status change", by="golden vectors", at="2025-01-02T03:05:30.000000Z"),
     ])
+    writer.close()
+
+
+def build_explain_bucket(store: FilesystemStore) -> None:
+    """golden-1: an explained decision with ``runtime.explain_bucket`` (its budget holds only
+    ``evaluations``) and a decision made with explanations switched off (spec §3)."""
+    writer = ChainWriter.open(
+        store, EXPLAIN_BUCKET_CHAIN, signer_a(), created_by="verdict golden vectors", clock=FixedClock(minute=6),
+        lease=None,
+    )
+    plain = PlainInputs(attributes={"duration": 24, "credit_amount": 2500.0, "purpose": "A43", "age": 41.0})
+    explained = msgspec.structs.replace(
+        decision("req-0004", plain),
+        runtime=Runtime(device="cpu", dtype="float32", bucket=64, threads=1, explain_bucket=4096),
+        explanation=Explanation(
+            method="interventional-shapley/antithetic-permutations",
+            output_space="probability",
+            base_value=0.3,
+            contributions={"duration": 0.25, "credit_amount": -0.03125, "age": 0.0, "purpose": 0.2125},
+            seed=4242,
+            budget={"evaluations": 913},
+            additivity_error=5.551115123125783e-17,
+        ),
+        reasons=[
+            Reason(
+                attribute="duration",
+                label="Duration of credit",
+                value=24,
+                direction="raises_risk",
+                text="Duration of credit: 24 months raised the risk",
+            ),
+        ],
+        manifest_sha256=_sha(MANIFEST_DOC),
+    )
+    not_explained = msgspec.structs.replace(
+        decision("req-0005", plain),
+        explanation=Explanation(
+            method=NOT_EXPLAINED, output_space="probability", base_value=0.0, contributions={}, seed=0
+        ),
+        reasons=[],
+        manifest_sha256=_sha(MANIFEST_DOC),
+    )
+    writer.append_batch([explained, not_explained])
     writer.close()
 
 
@@ -286,8 +343,13 @@ def vectors(root: Path) -> dict:
     """Per record: canonical text, SHA-256, signature input and signature (for auditors).
 
     ``records`` and ``certificates``: golden-0; ``registry``: the registry chain with
-    the objects its records (and golden-0's decisions) name."""
+    the objects its records (and golden-0's decisions) name; ``explain_bucket``: golden-1."""
     return {
+        "explain_bucket": {
+            "chain_id": EXPLAIN_BUCKET_CHAIN,
+            "certificates": _certificate_vectors(EXPLAIN_BUCKET_CHAIN),
+            "records": _chain_vectors(root, EXPLAIN_BUCKET_CHAIN),
+        },
         "registry": {
             "chain_id": REGISTRY_CHAIN,
             "objects": [{"key": key, "sha256": _sha(data), "bytes": data.decode("utf-8")}
