@@ -158,9 +158,9 @@ def _skeleton_is_canonical(value: Any, skeleton: bytes) -> bool:
 
     Only literal searches on the common path: a regex without a literal
     prefix costs more here than msgspec's whole encoding."""
-    if skeleton.count(b"e") > skeleton.count(b"true") + skeleton.count(b"false"):
-        if _EXPONENT_THAT_DIFFERS.search(skeleton):  # some number has an exponent
-            return False
+    may_have_exponent = skeleton.count(b"e") > skeleton.count(b"true") + skeleton.count(b"false")
+    if may_have_exponent and _EXPONENT_THAT_DIFFERS.search(skeleton):  # some number has an exponent
+        return False
     if b"null" in skeleton and _NON_FINITE_FLOAT64.search(msgspec.msgpack.encode(value)):
         return False  # msgspec's JSON writes NaN and infinities as null, like None
     return not _has_unsafe_integer(skeleton)

@@ -36,7 +36,9 @@ the last line of defence (a writer whose lease lapsed mid-append collides).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import hashlib
 import logging
 import threading
@@ -237,7 +239,8 @@ class ChainWriter:
         self._round2 = threading.Condition()  # pending index entries, rounds in flight
         self._rounds_in_flight = 0
         self._pending_index: list[IndexEntry] = []
-        self._failed: ChainError | None = None
+        # A ChainError of its own, or whatever ended the lease's renewals (ChainLease.lost).
+        self._failed: Exception | None = None
         self._in_doubt: _Prepared | None = None
         self._closed = False
         self._index = RequestIndex(store)
@@ -371,7 +374,8 @@ class ChainWriter:
             _check_lease(lease_held)  # still ours after the (possibly long) read, before the first write
         state = _roll_forward_unconfirmed(store, chain_id, state, held_sizes)
         _check_held(chain_id, state, held)
-        options = dict(
+        make_writer = functools.partial(
+            cls,
             checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval,
             clock=clock,
@@ -384,7 +388,7 @@ class ChainWriter:
             if not create:
                 raise ChainError(f"chain {chain_id!r} does not exist in {store.url}")
             state.keys.origin = origin or default_origin(chain_id)
-            writer = cls(store, chain_id, signer, state, **options)
+            writer = make_writer(store, chain_id, signer, state)
             writer._certify(signer.public_key_document, 0)
             publish_key(store, signer.public_key_document)
             writer._write_genesis(created_by)
@@ -409,7 +413,7 @@ class ChainWriter:
                     f"run `verdict keys rotate --chain {chain_id}` with the old key available"
                 )
             writer_signer, rotate_to = old, signer
-        writer = cls(store, chain_id, writer_signer, state, **options)
+        writer = make_writer(store, chain_id, writer_signer, state)
         with writer._lock:
             writer._repair_index()
             writer._round_two([], writer._take_checkpoint(force=True))
@@ -673,7 +677,7 @@ class ChainWriter:
 
     def _apply(self, prepared: _Prepared) -> None:
         leaves = [leaf_hash(digest) for digest in prepared.hashes]
-        for record, leaf in zip(prepared.records, leaves):
+        for record, leaf in zip(prepared.records, leaves, strict=True):
             self._acc.append(leaf)
             if isinstance(record.body, GenesisBody):
                 self._keys.genesis(record.body)
@@ -719,7 +723,7 @@ class ChainWriter:
                 segment_key=prepared.segment_key,
                 segment_version=version,
             )
-            for record, digest, signature in zip(prepared.records, prepared.hashes, prepared.signatures)
+            for record, digest, signature in zip(prepared.records, prepared.hashes, prepared.signatures, strict=True)
         ]
 
     def _index_entries(self, prepared: _Prepared, version: str | None) -> list[IndexEntry]:
@@ -733,7 +737,7 @@ class ChainWriter:
                 segment_version=version,
                 request_sha256=record.body.request_sha256,
             )
-            for record, digest in zip(prepared.records, prepared.hashes)
+            for record, digest in zip(prepared.records, prepared.hashes, strict=True)
             if isinstance(record.body, DecisionBody)
         ]
 
@@ -808,7 +812,7 @@ class ChainWriter:
             self._put_checkpoint(*checkpoint_item)
         elif not unique and self._deferred is not None:
             self._deferred.barrier()  # no put in this round: the segment's name still needs one
-        for entry, result in zip(unique, claimed):
+        for entry, result in zip(unique, claimed, strict=True):
             outcome[entry.seq] = result
         return outcome
 
@@ -1016,10 +1020,8 @@ def _roll_forward_unconfirmed(
     store.discard_orphans()
     for key, data in store.unconfirmed(layout.segments_prefix(chain_id)):
         if key == layout.segment_key(chain_id, state.size) and _continues(state, chain_id, data):
-            try:
+            with contextlib.suppress(ObjectExists):  # another process put it first; the rescan reads whatever is there
                 store.put_once(key, data)
-            except ObjectExists:
-                pass  # another process put it first; the rescan reads whatever is there
             state = _scan_chain(store, chain_id, at_sizes)
         store.discard_unconfirmed(key)
     return state

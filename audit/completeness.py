@@ -44,8 +44,12 @@ Problem = tuple[str, str]
 class ChainFacts(Protocol):
     """What completeness checks need to know about a walked chain."""
 
-    chain_id: str
-    origin: str | None
+    # Read-only: the checks only read them (a walker may derive them, as properties).
+    @property
+    def chain_id(self) -> str: ...
+
+    @property
+    def origin(self) -> str | None: ...
 
     @property
     def size(self) -> int: ...

@@ -6,6 +6,7 @@ write-once store and the private key store fsync directories the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 __all__ = ["fsync_directory", "replace_durably", "unlink_if_present", "write_file"]
@@ -20,10 +21,8 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
 
 
 def unlink_if_present(path: str | os.PathLike[str]) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def write_file(path: str | os.PathLike[str], data: bytes, *, exclusive: bool, mode: int = 0o600) -> None:

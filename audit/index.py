@@ -176,7 +176,7 @@ class RequestIndex:
         except ObjectExists:
             pass  # some keys were taken; the others of the round are durable
         results: list[IndexEntry | IndexConflict] = []
-        for entry, (key, data) in zip(entries, items):
+        for entry, (key, data) in zip(entries, items, strict=True):
             try:
                 existing_data = self.store.get(key)
             except ObjectMissing:

@@ -390,5 +390,5 @@ class ChainLease:
             self._put_next(released=True)
         except StoreError as exc:  # the lease expires by itself
             _log.warning("chain %s: could not release lease %d: %s", self.chain_id, self.n, exc)
-        except Exception:  # noqa: BLE001 - LeaseLost: already logged, nothing of ours to release
-            pass
+        except Exception as exc:  # noqa: BLE001 - LeaseLost: already logged, nothing of ours to release
+            _log.debug("chain %s: lease %d not released: %s", self.chain_id, self.n, exc)

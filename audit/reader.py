@@ -229,8 +229,7 @@ class _ChainView:
 
     def prove(self, seq: int, record_hash: bytes, key_id: str) -> InclusionProof | None:
         checkpoints = sorted(self.store.list_keys(layout.checkpoints_prefix(self.chain_id)))
-        sizes = [(layout.number_from_key(k), k) for k in checkpoints]
-        sizes = [(n, k) for n, k in sizes if n is not None]
+        sizes = [(n, k) for k in checkpoints if (n := layout.number_from_key(k)) is not None]
         size, cp_key = max(sizes, default=(0, ""))
         leaves, timeline = self._read(max(size, seq + 1))
         if self.anchors is not None:

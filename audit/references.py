@@ -168,8 +168,8 @@ class References:
             expect(environment_key(env_sha), env_sha, "environment manifest", where, count, True)
             if manifest_sha is not None:
                 expect(manifest_key(name, version), manifest_sha, f"manifest of {name}:{version}", where, count, True)
-        for (object_key, sha256), (where, count) in self.evidence.items():
-            expect(object_key, sha256, "evidence document", where, count, False)
+        for (object_key, evidence_sha256), (where, count) in self.evidence.items():
+            expect(object_key, evidence_sha256, "evidence document", where, count, False)
         recorded_aliases: set[str] = set()
         for where, body in self.registry:
             name, version = body.model.name, body.model.version

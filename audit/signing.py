@@ -217,8 +217,8 @@ class _SignerKey(Ed25519PrivateKey):
     def public_key(self) -> Ed25519PublicKey:
         return self._public
 
-    def sign(self, data: bytes) -> bytes:
-        return self._signer.sign(data)
+    def sign(self, data: bytes | bytearray | memoryview) -> bytes:
+        return self._signer.sign(bytes(data))
 
     def private_bytes(self, *args: object, **kwargs: object) -> bytes:
         raise TypeError("a Signer does not expose its private key")

@@ -71,11 +71,12 @@ class TrustError(Exception):
         self.message = message
 
 
+# Subclasses restate frozen=True: msgspec inherits it, but a type checker reads it per class.
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
 
-class Certificate(_Strict):
+class Certificate(_Strict, frozen=True):
     """The root's statement: on ``chain_id``, ``key`` signs from record ``from_seq`` on (§5a)."""
 
     chain_id: str
@@ -87,23 +88,23 @@ class Certificate(_Strict):
     root_key_id: KeyId
 
 
-class SignedCertificate(_Strict):
+class SignedCertificate(_Strict, frozen=True):
     certificate: Certificate
     signature: str
 
 
-class TrustedRoot(_Strict):
+class TrustedRoot(_Strict, frozen=True):
     key_id: KeyId
     public_key: str
 
 
-class WitnessEntry(_Strict, omit_defaults=True):
+class WitnessEntry(_Strict, omit_defaults=True, frozen=True):
     name: str
     vkey: str
     url: str | None = None
 
 
-class TrustPolicy(_Strict, omit_defaults=True):
+class TrustPolicy(_Strict, omit_defaults=True, frozen=True):
     """What a verifier trusts (§5b): root public keys, witnesses and the quorum."""
 
     format: str

@@ -321,7 +321,7 @@ class Witness:
         self.state_dir = Path(state_dir).absolute()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.state_dir / "logs").mkdir(exist_ok=True, mode=0o700)
-        self._lock_fd = _lock_directory(self.state_dir)
+        self._lock_fd: int | None = _lock_directory(self.state_dir)
         self._states: dict[str, WitnessState | None] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()

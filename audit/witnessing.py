@@ -16,6 +16,7 @@ refuse a chain that was truncated while it was down.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -48,10 +49,8 @@ def held_notes(held_dir: Path, chain_id: str) -> list[bytes]:
     """The checkpoints of ``chain_id`` kept in ``held_dir`` (own latest, latest witnessed)."""
     notes = []
     for what in ("checkpoint", "witnessed"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             notes.append(_held_path(held_dir, chain_id, what).read_bytes())
-        except FileNotFoundError:
-            pass
     return notes
 
 
@@ -158,10 +157,8 @@ class CheckpointWitnessing:
         if not lines:
             return
         cosigned = note + "".join(lines).encode("utf-8")
-        try:
+        with contextlib.suppress(ObjectExists):  # cosigned earlier (a restart resubmitted it): the first copy stands
             self.store.put_once(layout.cosigned_key(self.chain_id, size), cosigned)
-        except ObjectExists:
-            pass  # cosigned earlier (a restart resubmitted it): the first copy stands
         if self.quorum and len(lines) >= self.quorum:
             self.witnessed_size = max(self.witnessed_size, size)
             if self.held_dir is not None:

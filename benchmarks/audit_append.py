@@ -169,7 +169,7 @@ def _median(values: list[float]) -> float:
 
 def _paired(on: list[float], off: list[float]) -> str:
     """Median and range over rounds of on/off, each round's pair measured back to back."""
-    ratios = sorted(a / b for a, b in zip(on, off))
+    ratios = sorted(a / b for a, b in zip(on, off, strict=True))
     return f"{_median(ratios):.3f} [{ratios[0]:.3f}..{ratios[-1]:.3f}]"
 
 
@@ -304,7 +304,7 @@ def witnessing_section(workdir: Path, n: int, rounds: int, producers: int) -> No
             "of their median"
         )
         for variant in names[1:]:
-            diff = _median([a / b for a, b in zip(rates[variant], rates["off"])]) - 1
+            diff = _median([a / b for a, b in zip(rates[variant], rates["off"], strict=True)]) - 1
             extra = cpu_ms(variant, "self") / cpu_ms("off", "self") - 1
             print(
                 f"{variant}: {diff:+.1%} records/s vs off (target: within 2%, witnessing not on the append path); "

@@ -84,7 +84,7 @@ def exact_contributions(
             offset += len(block)
         pending.clear()
 
-    for w, b, D in zip(weights, background, differing):
+    for w, b, D in zip(weights, background, differing, strict=True):
         bits = ((np.arange(1 << len(D))[:, None] >> np.arange(len(D))) & 1).astype(bool)
         block = np.tile(b, (len(bits), 1))
         block[:, D] = np.where(bits, x[D], b[D])
@@ -117,7 +117,7 @@ def principal(phi: np.ndarray) -> frozenset[int]:
 
 
 def agreement(phi: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.mean([principal(a) == principal(b) for a, b in zip(phi, reference)]))
+    return float(np.mean([principal(a) == principal(b) for a, b in zip(phi, reference, strict=True)]))
 
 
 def variant(model: LoadedModel, artifact: bytes, rows: list[dict], counts: list[int], pairs: int) -> Explainer:
@@ -318,7 +318,7 @@ def summaries(model: LoadedModel, size: int) -> dict[str, tuple[list[dict], list
 
 def report_study(model: LoadedModel, artifact: bytes, x: np.ndarray, seeds: list[int]) -> None:
     data = load_dataset(model.manifest.training.dataset.name)
-    train_rows = [r for r, test in zip(data.rows, training._split(data)) if not test]
+    train_rows = [r for r, test in zip(data.rows, training._split(data), strict=True) if not test]
     train_matrix = encode_rows(model.manifest.inputs, train_rows)
     started = time.perf_counter()
     weights = np.full(len(train_matrix), 1 / len(train_matrix))

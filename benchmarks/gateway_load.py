@@ -136,7 +136,7 @@ def _first_decision(url: str, token: str) -> None:
 
 def _paired(a: list[float], b: list[float], ratio, unit: str) -> str:
     """Median and range of ``ratio`` over rounds, each round's pair measured back to back."""
-    values = sorted(ratio(x, y) for x, y in zip(a, b) if y > 0)
+    values = sorted(ratio(x, y) for x, y in zip(a, b, strict=True) if y > 0)
     if not values:
         return "n/a"
     median = values[len(values) // 2]

@@ -59,7 +59,7 @@ async def decide(data: dict) -> dict:
         "request_id": data.get("request_id"),
         "attributes": attributes,
         "score": score,
-        "contributions": {s.name: float(v) for s, v in zip(model.manifest.inputs, values)},
+        "contributions": {s.name: float(v) for s, v in zip(model.manifest.inputs, values, strict=True)},
     }
     body = canonical_bytes(record)
     signature = key.sign(b"verdict.audit.record.v1\x00" + hashlib.sha256(body).digest())

@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,6 +63,35 @@ def _rows(model) -> np.ndarray:
     return np.resize(x, (ROWS_PER_ROUND, x.shape[1])).astype(np.float32)
 
 
+def _deterministic(model, batches: list[np.ndarray]) -> Callable[[], int]:
+    """One round through the gateway's scoring path; the rows scored."""
+    n_rows = sum(len(b) for b in batches)
+
+    def run() -> int:
+        for b in batches:
+            model.score_matrix(b)
+        return n_rows
+
+    return run
+
+
+def _baseline(call, tensors: list[torch.Tensor]) -> Callable[[], int]:
+    """One round of ``call`` as plain torch code would run it (not deterministic); the rows scored."""
+    n_rows = sum(len(t) for t in tensors)
+
+    def run() -> int:
+        torch.use_deterministic_algorithms(False)
+        try:
+            with torch.inference_mode():
+                for t in tensors:
+                    call(t).numpy()
+        finally:
+            torch.use_deterministic_algorithms(True)
+        return n_rows
+
+    return run
+
+
 def main() -> None:
     _, model = reference_model()
     data = _rows(model)
@@ -74,30 +104,14 @@ def main() -> None:
     )
     for batch in (1, 8, 64):
         batches = [data[i : i + batch] for i in range(0, ROWS_PER_ROUND, batch)]
-        n_rows = sum(len(b) for b in batches)
-
-        def deterministic() -> int:
-            for b in batches:
-                model.score_matrix(b)
-            return n_rows
-
         tensors = [torch.from_numpy(b) for b in batches]
-
-        def baseline(call):
-            def run() -> int:
-                torch.use_deterministic_algorithms(False)
-                try:
-                    with torch.inference_mode():
-                        for t in tensors:
-                            call(t).numpy()
-                finally:
-                    torch.use_deterministic_algorithms(True)
-                return n_rows
-
-            return run
-
         rates = interleaved(
-            {"deterministic": deterministic, "plain": baseline(module), "plain-fwd": baseline(module.forward)}, rounds=5
+            {
+                "deterministic": _deterministic(model, batches),
+                "plain": _baseline(module, tensors),
+                "plain-fwd": _baseline(module.forward, tensors),
+            },
+            rounds=5,
         )
         det = rates["deterministic"]
         note = "  <- full bucket (target det/plain-fwd >= 0.90)" if batch == model.score_bucket else ""

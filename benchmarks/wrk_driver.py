@@ -87,5 +87,5 @@ def drive(url: str, token: str, rows: list[dict], concurrency: int, seconds: flo
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
     out = done.stdout
-    line = next(l for l in out.splitlines() if l.startswith("WRK_RESULT "))
+    line = next(text for text in out.splitlines() if text.startswith("WRK_RESULT "))
     return WrkResult(json.loads(line.removeprefix("WRK_RESULT ")))

@@ -14,7 +14,8 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar, TypeVarTuple
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
@@ -39,18 +40,21 @@ from verdict.gateway.replay_reads import read_replay
 from verdict.gateway.request_body import check_json_body
 from verdict.gateway.service import DISABLED_FOR_BENCHMARK, Services
 from verdict.gateway.service_errors import DecisionTimeout, ReplaysUnavailable, ServiceError, UnknownModelVersion
-from verdict.replay.service import ReplayRequest, ReplayStatus
+from verdict.replay.service import ReplayRequest, ReplayService, ReplayStatus
 
 __all__ = ["create_app"]
 
 _log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 
 def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _run(request: Request, fn, *args):  # noqa: ANN001, ANN202
+def _run(request: Request, fn: Callable[[*_Ts], _T], *args: *_Ts) -> asyncio.Future[_T]:
     """Blocking work (store reads, access appends) off the event loop."""
     return asyncio.get_running_loop().run_in_executor(request.app.state.io_pool, fn, *args)
 
@@ -166,7 +170,7 @@ async def _manifest_response(request: Request, name: str, version: str | None) -
     return Response(content=msgspec.json.encode(manifest), media_type=MediaType.JSON)
 
 
-def _replays(request: Request):  # noqa: ANN202 - ReplayService
+def _replays(request: Request) -> ReplayService:
     service = _services(request).replays
     if service is None:
         raise ReplaysUnavailable()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -75,10 +76,8 @@ class MicroBatcher(Generic[T, P, R]):
         are appended and their callers answered)."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         if self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
 
@@ -143,12 +142,12 @@ class MicroBatcher(Generic[T, P, R]):
             results = await asyncio.shield(
                 asyncio.get_running_loop().run_in_executor(self._finish_executor, self._finish, prepared)
             )
-        except BaseException as exc:  # the finisher decides per-item outcomes; this is a bug path
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller (a bug path: the finisher decides per-item outcomes)
             _fail(live, exc)
             return
         finally:
             self._finish_slots.release()
-        for (_, fut), result in zip(live, results):
+        for (_, fut), result in zip(live, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
 

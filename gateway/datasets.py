@@ -229,15 +229,15 @@ TAIWAN_ATTRIBUTES = (
     _int("age_years", "Age", 18, 120, "years"),
     *(
         _int(f"repay_status_{m}", f"Repayment status in {n} 2005 (months of delay; -2..0 paid)", -2, 9)
-        for m, n in zip(_MONTHS, _MONTH_NAMES)
+        for m, n in zip(_MONTHS, _MONTH_NAMES, strict=True)
     ),
     *(
         _num(f"bill_amount_{m}", f"Bill statement in {n} 2005", -10_000_000, 10_000_000, "NT$")
-        for m, n in zip(_MONTHS, _MONTH_NAMES)
+        for m, n in zip(_MONTHS, _MONTH_NAMES, strict=True)
     ),
     *(
         _num(f"paid_amount_{m}", f"Amount paid in {n} 2005", 0, 10_000_000, "NT$")
-        for m, n in zip(_MONTHS, _MONTH_NAMES)
+        for m, n in zip(_MONTHS, _MONTH_NAMES, strict=True)
     ),
 )
 
@@ -248,7 +248,11 @@ def _parse_german(ds: Dataset, data: bytes) -> tuple[list[dict[str, Any]], list[
         fields = line.split()
         if len(fields) != 21:
             raise DatasetError(f"german.data line {i + 1}: expected 21 fields, got {len(fields)}")
-        row = {spec.name: (int(v) if spec.kind == "integer" else v) for spec, v in zip(ds.attributes, fields)}
+        # the 20 attributes, then the label
+        row = {
+            spec.name: (int(v) if spec.kind == "integer" else v)
+            for spec, v in zip(ds.attributes, fields[:20], strict=True)
+        }
         rows.append(row)
         labels.append(1 if fields[20] == "2" else 0)
         keys.append(f"{i}:{line}".encode())
@@ -264,7 +268,7 @@ def _parse_taiwan(ds: Dataset, data: bytes) -> tuple[list[dict[str, Any]], list[
     for fields in reader:
         values = [float(v) for v in fields[1:24]]  # published file mixes 5e+05 and 500000
         row: dict[str, Any] = {}
-        for spec, v in zip(ds.attributes, values):
+        for spec, v in zip(ds.attributes, values, strict=True):
             row[spec.name] = v if spec.kind == "number" else int(v)
         rows.append(row)
         labels.append(int(float(fields[24])))

@@ -9,6 +9,7 @@ them must be recorded so a replay can prove it ran under the same rules. Call
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -88,17 +89,16 @@ def enable(threads: int, seed: int = 0) -> DeterminismFlags:
     # against reading uninitialised memory. It costs ~10% on small models
     # and adds nothing when every op writes its whole output, which the
     # bit-for-bit invariance tests check; so it is off, and recorded.
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    # a property of the module's own class, invisible to type checkers
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
     torch.set_num_threads(threads)
-    try:
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel work; recorded as found
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # only settable before the first parallel work; recorded as found
     torch.manual_seed(seed)
     _check_mkl_cnr()
     flags = current_flags(seed)
@@ -116,7 +116,8 @@ def current_flags(seed: int = 0) -> DeterminismFlags:
         cudnn_allow_tf32=bool(torch.backends.cudnn.allow_tf32),
         float32_matmul_precision=torch.get_float32_matmul_precision(),
         cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
-        fill_uninitialized_memory=bool(torch.utils.deterministic.fill_uninitialized_memory),
+        # a property of the module's own class, invisible to type checkers
+        fill_uninitialized_memory=bool(torch.utils.deterministic.fill_uninitialized_memory),  # type: ignore[attr-defined]
         intra_op_threads=torch.get_num_threads(),
         inter_op_threads=torch.get_num_interop_threads(),
         seed=seed,

@@ -19,6 +19,7 @@ existed still decodes and a replay diff names each new path separately.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import platform
 import sys
@@ -84,7 +85,8 @@ class EnvironmentFingerprint(msgspec.Struct, frozen=True):
 
 
 def _cpu() -> CpuInfo:
-    model, flags = platform.processor() or "unknown", ()
+    model = platform.processor() or "unknown"
+    flags: tuple[str, ...] = ()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -104,7 +106,8 @@ def _numpy_dispatch() -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     as ``numpy.show_runtime()`` does: a target is in use when the CPU has it and
     NPY_DISABLE_CPU_FEATURES does not remove it. None if NumPy does not say."""
     try:
-        from numpy._core import _multiarray_umath as umath
+        # a private C module, without type information: loaded as a plain module
+        umath = importlib.import_module("numpy._core._multiarray_umath")
     except ImportError:
         return None
     return tuple(umath.__cpu_baseline__), tuple(

@@ -45,17 +45,18 @@ class ManifestError(ValueError):
     """A manifest that must not be registered or loaded; names the field."""
 
 
+# Subclasses restate frozen=True: msgspec inherits it, but a type checker reads it per class.
 class _Strict(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
     pass
 
 
-class OutputSpec(_Strict):
+class OutputSpec(_Strict, frozen=True):
     name: str  # e.g. "probability_of_default"
     description: str
     space: Literal["probability"] = "probability"
 
 
-class DecisionRule(_Strict):
+class DecisionRule(_Strict, frozen=True):
     """score >= threshold → ``at_or_above``; otherwise ``below``."""
 
     threshold: float
@@ -64,7 +65,7 @@ class DecisionRule(_Strict):
     rationale: str
 
 
-class ExplainerSettings(_Strict, kw_only=True):
+class ExplainerSettings(_Strict, kw_only=True, frozen=True):
     """How contributions are computed (docs/explanations.md).
 
     No new field has a default: a default is left out of the canonical
@@ -84,14 +85,14 @@ class ExplainerSettings(_Strict, kw_only=True):
     top_reasons: int = 4
 
 
-class ReplayTolerance(_Strict):
+class ReplayTolerance(_Strict, frozen=True):
     """|replayed - logged| <= absolute + relative * |logged| (per value)."""
 
     absolute: float
     relative: float
 
 
-class RuntimeSettings(_Strict):
+class RuntimeSettings(_Strict, frozen=True):
     """Execution shapes: every forward pass runs at exactly ``score_bucket``
     rows (decisions) or ``explain_bucket`` rows (explanation evaluations),
     padding as needed, because kernels, and so last bits, depend on shape."""
@@ -102,7 +103,7 @@ class RuntimeSettings(_Strict):
     threads: int
 
 
-class DatasetProvenance(_Strict):
+class DatasetProvenance(_Strict, frozen=True):
     name: str
     title: str
     sha256: str
@@ -111,7 +112,7 @@ class DatasetProvenance(_Strict):
     licence: str
 
 
-class TrainingProvenance(_Strict):
+class TrainingProvenance(_Strict, frozen=True):
     code_commit: str  # git commit, or "uncommitted"
     source_sha256: str  # hash of the project sources that trained it
     dataset: DatasetProvenance
@@ -123,7 +124,7 @@ class TrainingProvenance(_Strict):
     metrics: dict[str, float]
 
 
-class Manifest(_Strict):
+class Manifest(_Strict, frozen=True):
     format: Literal["verdict.model/v1"]
     name: str
     version: str

@@ -28,6 +28,14 @@ MONETARY_UNITS = frozenset({"DM", "NT$"})
 
 
 class CreditModel(nn.Module):
+    # buffers (register_buffer below), declared for type checkers
+    numeric_index: torch.Tensor
+    monetary: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    onehot_columns: torch.Tensor
+    onehot_codes: torch.Tensor
+
     def __init__(
         self,
         specs: Sequence[AttributeSpec],

@@ -15,7 +15,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType  # matplotlib itself is imported only when a chart is drawn
 
 __all__ = ["chart_session"]
 
@@ -23,7 +26,7 @@ _LOCK = threading.RLock()
 
 
 @contextmanager
-def chart_session(style: Mapping[str, Any] | None = None) -> Iterator[Any]:
+def chart_session(style: Mapping[RcKeyType, Any] | None = None) -> Iterator[Any]:
     """Hold the process's chart lock with the headless Agg backend and ``style``
     applied; yields ``matplotlib.pyplot``. Close every figure before leaving."""
     import matplotlib

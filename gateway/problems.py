@@ -36,6 +36,7 @@ from verdict.gateway.service_errors import (
     ReplayNotFinished,
     ReplaysUnavailable,
     RequestIdConflict,
+    ServiceError,
     UnknownDecision,
     UnknownModelVersion,
 )
@@ -251,7 +252,7 @@ class ProblemKind:
     errors: Callable[[Any], list[FieldProblem]] | None = None
 
 
-PROBLEMS: dict[type[Exception], ProblemKind] = {
+PROBLEMS: dict[type[ServiceError | HTTPException], ProblemKind] = {
     # what the request names does not exist (or is not the caller's to read)
     UnknownModelVersion: ProblemKind(404, "unknown-model", "Unknown model or version"),
     UnknownDecision: ProblemKind(404, "unknown-request-id", "No decision with this request id"),
@@ -278,13 +279,13 @@ PROBLEMS: dict[type[Exception], ProblemKind] = {
 """Error class -> what the client sees. Every class here answers through :func:`_mapped`."""
 
 
-def _mapped(request: Request, exc: Exception) -> Response:
+def _mapped(request: Request, exc: ServiceError | HTTPException) -> Response:
     kind = next(PROBLEMS[cls] for cls in type(exc).__mro__ if cls in PROBLEMS)
     problem = ApiProblem(
         kind.status,
         kind.slug,
         kind.title,
-        detail=exc.detail,  # type: ignore[attr-defined] - ServiceError and HTTPException both carry one
+        detail=exc.detail,
         errors=kind.errors(exc) if kind.errors else None,
         headers=kind.headers(exc),
     )

@@ -16,7 +16,7 @@ four reasons is not likely to be helpful, hence at most four.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -72,8 +72,12 @@ def principal_reasons_for_denial(
 
 
 def _ranked(
-    manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult, keep, limit: int
-) -> list[Reason]:  # noqa: ANN001
+    manifest: Manifest,
+    attributes: Mapping[str, Any],
+    result: ExplanationResult,
+    keep: Callable[[float], bool],
+    limit: int,
+) -> list[Reason]:
     # Only the reasons returned are rendered: on the decision path, rendering
     # every attribute cost more than ranking them.
     contributions = result.contributions

@@ -22,11 +22,12 @@ reports, and :meth:`record` raises so that the command says so.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
 from verdict.audit import layout
-from verdict.audit.chain import ChainError, ChainWriter, LeaseHeld, Receipt, scan_timeline
+from verdict.audit.chain import ChainError, ChainWriter, KeyRing, LeaseHeld, Receipt, scan_timeline
 from verdict.audit.lease import LeaseOptions
 from verdict.audit.records import RegistryBody
 from verdict.audit.signing import Signer
@@ -77,7 +78,7 @@ class RegistryLog:
         store: WormStore,
         signer: Signer,
         *,
-        keyring: object | None = None,
+        keyring: KeyRing | None = None,
         root: RootKey | None = None,
         policy: TrustPolicy | None = None,
         chain_id: str = REGISTRY_CHAIN,
@@ -131,19 +132,20 @@ class RegistryLog:
         except (ChainError, StoreError) as exc:
             raise RegistryLogError(f"cannot read the registry chain {self.chain_id!r}: {exc}") from exc
         current = timeline[-1][1].key_id if timeline else None
-        if current in (None, self.signer.key_id):
+        if current is None or current == self.signer.key_id:
             return
+        not_at_hand: Exception | None = None
         if self.keyring is not None:
             try:
-                self.keyring.load(current)  # type: ignore[attr-defined]
+                self.keyring.load(current)
                 return
-            except Exception:  # noqa: BLE001 - any failure: the key is not at hand
-                pass
+            except Exception as exc:  # noqa: BLE001 - any failure: the key is not at hand
+                not_at_hand = exc
         raise RegistryLogError(
             f"the registry chain {self.chain_id!r} is signed by {current}, which this machine does not hold "
             f"(its key is {self.signer.key_id}); record registry events where that key is, or rotate the chain "
             f"to this key there (`verdict keys rotate --chain {self.chain_id}`)"
-        )
+        ) from not_at_hand
 
     def exists(self) -> bool:
         """Whether the registry chain has any record yet."""
@@ -171,10 +173,9 @@ class RegistryLog:
         except (ChainError, StoreError) as exc:
             raise RegistryLogError(f"could not append to the registry chain {self.chain_id!r}: {exc}") from exc
         finally:
-            try:
+            # The records are durable; a missing final checkpoint is written by the next writer.
+            with contextlib.suppress(ChainError, StoreError):
                 writer.close()
-            except (ChainError, StoreError):
-                pass  # the records are durable; a missing final checkpoint is written by the next writer
         return receipts
 
     def _open(self) -> ChainWriter:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = [
     "AttributeSpec",
@@ -157,7 +158,7 @@ def validate_batch(specs: Sequence[AttributeSpec], rows: Any, max_rows: int) -> 
 
 
 def encode_rows(
-    specs: Sequence[AttributeSpec], rows: Sequence[Mapping[str, Any]], dtype: np.dtype = np.float32
+    specs: Sequence[AttributeSpec], rows: Sequence[Mapping[str, Any]], dtype: DTypeLike = np.float32
 ) -> np.ndarray:
     """Raw attributes → the model's input matrix: numbers as they are,
     categories as their index. Assumes the rows were validated."""

@@ -8,16 +8,19 @@ one clear message instead of serving unaudited decisions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from verdict.audit.chain import ChainWriter
+from verdict.audit.chain import ChainWriter, KeyRing
 from verdict.audit.config import data_dir
 from verdict.audit.index import RequestIndex
 from verdict.audit.lease import LeaseOptions
-from verdict.audit.signing import FileKeyStore
+from verdict.audit.signing import FileKeyStore, Signer
 from verdict.audit.stores import ObjectExists, StoreError, WormStore, WriteProbe, open_store
 from verdict.audit.trust import RootKey, TrustError, TrustPolicy, configured_root, load_policy, local_root_path
 from verdict.audit.witnessing import CheckpointWitnessing, held_notes
@@ -32,7 +35,12 @@ from verdict.gateway.registry import Registry
 from verdict.gateway.registry_log import RegistryLog
 from verdict.gateway.settings import ServiceSettings, SettingsError
 
+if TYPE_CHECKING:
+    from verdict.replay.service import ReplayService  # imported where built: replay imports the gateway
+
 __all__ = ["DISABLED_FOR_BENCHMARK", "Services", "build_services", "publish_environment"]
+
+_log = logging.getLogger(__name__)
 
 DISABLED_FOR_BENCHMARK = "disabled: unsafe benchmark mode (VERDICT_UNSAFE_BENCHMARK=1)"
 """The readiness value of a check switched off on purpose (benchmarks only): still ready."""
@@ -50,19 +58,17 @@ class Services:
     lookups: LookupService
     metrics: GatewayMetrics
     apikeys: ApiKeyStore
-    readiness: object  # callable () -> dict[str, str]; see _readiness
-    replays: object = None  # replay.service.ReplayService (examiner API)
-    witnessing: object = None  # audit.witnessing.CheckpointWitnessing (checkpoints kept and cosigned)
+    readiness: Callable[[], dict[str, str]]  # see _readiness
+    replays: ReplayService | None = None  # the examiner API
+    witnessing: CheckpointWitnessing | None = None  # checkpoints kept and cosigned
 
 
 def publish_environment(store: WormStore, fingerprint: environment.EnvironmentFingerprint) -> str:
     """Store this process's environment manifest content-addressed; return its sha256."""
     data = environment.encode(fingerprint)
     digest = hashlib.sha256(data).hexdigest()
-    try:
+    with contextlib.suppress(ObjectExists):  # same content, same address: written by an earlier start
         store.put_once(f"environments/sha256/{digest}", data)
-    except ObjectExists:
-        pass  # same content, same address: written by an earlier start
     return digest
 
 
@@ -82,7 +88,8 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
     for name in registry.names():  # load production models now: a cold first request would time out
         try:
             version = models.resolve(name, None)
-        except Exception:  # noqa: BLE001 - a model without a production version is simply not preloaded
+        except Exception as exc:  # noqa: BLE001 - a model without a production version is simply not preloaded
+            _log.debug("model %s not preloaded: %s", name, exc)
             continue
         models.loaded(name, version)
     fingerprint = environment.capture(device=models.device(), seed=0)
@@ -212,14 +219,14 @@ def _witnessed(policy: TrustPolicy, settings: ServiceSettings, say: Callable[[st
     return notes
 
 
-def _signer(settings: ServiceSettings, say: Callable[[str], None]):  # noqa: ANN202 - (Signer, KeyRing)
+def _signer(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[Signer, KeyRing | None]:
     """File keys by default (a dev key is generated on first start); AWS KMS when configured."""
     if settings.kms_key_id:
         from verdict.audit.kms import KmsEd25519Signer, KmsKeyRing
 
-        signer = KmsEd25519Signer(settings.kms_key_id.format(chain_id=settings.chain_id))
+        kms_signer = KmsEd25519Signer(settings.kms_key_id.format(chain_id=settings.chain_id))
         previous = [k.strip() for k in settings.kms_previous_key_ids.split(",") if k.strip()]
-        return signer, KmsKeyRing.from_key_ids(previous) if previous else None
+        return kms_signer, KmsKeyRing.from_key_ids(previous) if previous else None
     keys = FileKeyStore.default()
     signer, created = keys.init()
     if created:

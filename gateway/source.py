@@ -61,12 +61,15 @@ def code_commit() -> str:
     """The git commit when the sources are exactly that commit, else "uncommitted"."""
     root = project_root()
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--", "verdict", *_PACKAGES],
             capture_output=True,
             text=True,
             timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "uncommitted"

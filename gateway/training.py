@@ -10,6 +10,7 @@ from a seeded generator, and the manifest holds no timestamps.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from verdict.gateway.manifest import (
 )
 from verdict.gateway.modelgraph import CreditModel
 from verdict.gateway.reasons import DEFAULT_REASON_TEMPLATES
-from verdict.gateway.schema import encode_rows
+from verdict.gateway.schema import AttributeSpec, encode_rows
 from verdict.gateway.source import code_commit, source_sha256
 
 __all__ = ["ARTIFACT_FILE", "BACKGROUND_FILE", "MANIFEST_FILE", "RECIPES", "Recipe", "TrainedModel", "train"]
@@ -129,7 +130,7 @@ def _fit(model: CreditModel, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -
     model.eval()
 
 
-def _standardisation(specs, x_train: torch.Tensor) -> tuple[list[float], list[float]]:
+def _standardisation(specs: Sequence[AttributeSpec], x_train: torch.Tensor) -> tuple[list[float], list[float]]:
     probe = CreditModel(specs, [0.0] * _n_numeric(specs), [1.0] * _n_numeric(specs))
     with torch.no_grad():
         z = probe.transform_numeric(x_train).double()
@@ -138,7 +139,7 @@ def _standardisation(specs, x_train: torch.Tensor) -> tuple[list[float], list[fl
     return [float(v) for v in mean.float()], [float(v) for v in std.float()]
 
 
-def _n_numeric(specs) -> int:
+def _n_numeric(specs: Sequence[AttributeSpec]) -> int:
     return sum(1 for s in specs if s.kind != "category")
 
 
@@ -184,7 +185,9 @@ def _export(model: CreditModel, example: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def train(recipe_name: str, out_dir: Path, version: str = "1.0.0", progress=None) -> TrainedModel:
+def train(
+    recipe_name: str, out_dir: Path, version: str = "1.0.0", progress: Callable[[str], None] | None = None
+) -> TrainedModel:
     """Train, evaluate, export and write ``model.pt2``, ``background.json`` and ``manifest.json``."""
     recipe = RECIPES[recipe_name]
     flags = determinism.enable(threads=1, seed=recipe.seed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,10 +22,17 @@ from verdict.gateway.explanation import ExplanationResult
 from verdict.gateway.manifest import Manifest
 from verdict.gateway.plotting import chart_session
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 __all__ = ["FORMATS", "render_waterfall"]
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
-_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "verdict-waterfall", "font.family": "DejaVu Sans"}
+_STYLE: dict[RcKeyType, Any] = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "verdict-waterfall",
+    "font.family": "DejaVu Sans",
+}
 
 
 def _shap_explanation(manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult):  # noqa: ANN202

@@ -302,9 +302,7 @@ def _early_pool(store: WormStore, job: ReplayJob) -> WorkerPool | None:
         return None
     from verdict.audit import layout
 
-    decisions = 0
-    for _ in store.list_keys(layout.INDEX_PREFIX):
-        decisions += 1
+    for decisions, _ in enumerate(store.list_keys(layout.INDEX_PREFIX), start=1):
         if decisions >= IN_PROCESS_BELOW:
             return WorkerPool(job.store_url, _workers(job, decisions))
     return None

@@ -247,6 +247,7 @@ def _progress(disabled: bool):  # noqa: ANN202
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        TaskID,
         TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
@@ -264,7 +265,7 @@ def _progress(disabled: bool):  # noqa: ANN202
         transient=False,
     )
     bar.start()
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(phase: str, done: int, total: int) -> None:
         if phase.startswith("rebuild:"):

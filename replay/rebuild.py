@@ -98,6 +98,7 @@ def _python_version(executable: str) -> str | None:
             capture_output=True,
             text=True,
             timeout=60,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -145,6 +146,7 @@ def _tree_hash(root: Path) -> str:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     if out.returncode != 0:
         raise RebuildError(f"cannot hash the project source in {root}: {out.stderr.strip()[-500:]}")
@@ -162,7 +164,7 @@ def _copy_tree(root: Path, dest: Path) -> None:
 
 
 def _git(root: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=300, **kwargs)
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=300, check=False, **kwargs)
 
 
 def _git_commits(root: Path, limit: int = 200) -> list[str]:
@@ -181,7 +183,9 @@ def _export_commit(root: Path, commit: str, dest: Path) -> bool:
     archive = _git(root, "archive", "--format=tar", commit, *paths)
     if archive.returncode != 0:
         return False
-    untar = subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, capture_output=True, timeout=300)
+    untar = subprocess.run(
+        ["tar", "-x", "-C", str(dest)], input=archive.stdout, capture_output=True, timeout=300, check=False
+    )
     return untar.returncode == 0
 
 
@@ -213,7 +217,7 @@ def locate_source(wanted: str, dest: Path) -> str:
 
 
 def _run(cmd: list[str], what: str, **kwargs: Any) -> None:
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, **kwargs)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False, **kwargs)
     if out.returncode != 0:
         tail = (out.stderr or out.stdout).strip().splitlines()[-15:]
         raise RebuildError(f"{what} failed (exit {out.returncode}): " + " | ".join(tail))
@@ -300,6 +304,7 @@ def ensure_environment(recorded_sha: str, recorded: dict[str, Any], progress: An
             timeout=120,
             cwd=src,
             env=_clean_env(),
+            check=False,
         )
         if check.returncode != 0 or check.stdout.strip() != source:
             raise RebuildError(

@@ -227,7 +227,7 @@ def build_report(
         if not mine:
             entry.summary = ["no decision of this environment was re-scored"]
             continue
-        replay_sha = max(mine, key=mine.get)
+        replay_sha = max(mine, key=mine.__getitem__)
         entry.identical = replay_sha == entry.sha256
         recorded = envs.fetch(store, entry.sha256)
         entry.differences = envs.diff(recorded, fingerprints.get(replay_sha, {}))

@@ -22,6 +22,7 @@ its own (e.g. ``replay-<ordinal>``): one writer per chain.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
@@ -58,6 +59,8 @@ __all__ = [
     "replay_status",
     "start_replay",
 ]
+
+_log = logging.getLogger(__name__)
 
 State = Literal["queued", "running", "finished", "failed", "interrupted"]
 
@@ -326,7 +329,8 @@ class ReplayService:
             for v in [version] if version else registry.versions(n):
                 try:
                     manifest = registry.manifest(n, v)
-                except Exception:  # noqa: BLE001 - unknown models are reported by the replay itself
+                except Exception as exc:  # noqa: BLE001 - unknown models are reported by the replay itself
+                    _log.debug("tolerance of %s:%s not checked up front: %s", n, v, exc)
                     continue
                 try:
                     effective_tolerance(
@@ -410,15 +414,15 @@ class ReplayService:
         except (OSError, msgspec.DecodeError):
             raise UnknownReplay(replay_id) from None
         job = saved.get("job", {})
-        base = dict(
-            replay_id=replay_id,
-            selection=msgspec.convert(job.get("selection", {}), Selection).describe(),
-            scope=job.get("options", {}).get("scope", "full"),
-            actor=job.get("actor", "?"),
-            created_at=saved.get("started_at", ""),
-            replay_chain=job.get("replay_chain"),
-            total=len(saved.get("targets", [])),
-        )
+        base: dict[str, Any] = {
+            "replay_id": replay_id,
+            "selection": msgspec.convert(job.get("selection", {}), Selection).describe(),
+            "scope": job.get("options", {}).get("scope", "full"),
+            "actor": job.get("actor", "?"),
+            "created_at": saved.get("started_at", ""),
+            "replay_chain": job.get("replay_chain"),
+            "total": len(saved.get("targets", [])),
+        }
         try:
             done = msgspec.json.decode((directory / "done.json").read_bytes())
         except (OSError, msgspec.DecodeError):

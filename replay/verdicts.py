@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 import msgspec
 
@@ -30,6 +30,7 @@ __all__ = [
     "ContributionSummary",
     "DecisionCheck",
     "DecisionResult",
+    "KnownFields",
     "Tolerance",
     "ToleranceError",
     "ValueCheck",
@@ -234,9 +235,26 @@ class DecisionResult(msgspec.Struct, frozen=True, omit_defaults=True):
     seed: int | None = None
 
 
-def cannot_replay(request_id: str, reason: str, message: str, **known: object) -> DecisionResult:
+class KnownFields(TypedDict, total=False):
+    """What is known of a logged decision apart from the verdict on it: the
+    DecisionResult fields that ``judge`` and ``cannot_replay`` pass through."""
+
+    chain_id: str | None
+    seq: int | None
+    record_hash: str | None
+    decided_at: str | None
+    model: str | None
+    model_sha256: str | None
+    environment_sha256: str | None
+    replay_environment_sha256: str | None
+    runtime: dict[str, int | str]
+    verification: str | None
+    seed: int | None
+
+
+def cannot_replay(request_id: str, reason: str, message: str, **known: Unpack[KnownFields]) -> DecisionResult:
     assert reason in CANNOT_REPLAY_REASONS, reason
-    return DecisionResult(request_id=request_id, verdict="cannot_replay", reason=reason, why=[message], **known)  # type: ignore[arg-type]
+    return DecisionResult(request_id=request_id, verdict="cannot_replay", reason=reason, why=[message], **known)
 
 
 def worst(verdicts: Iterable[str]) -> Verdict:
@@ -263,7 +281,7 @@ def judge(
     replayed_contributions: Mapping[str, float] | None = None,
     reasons_match: bool | None = None,
     problems: list[str] | None = None,
-    **known: object,
+    **known: Unpack[KnownFields],
 ) -> DecisionResult:
     """Build a decision's result from the logged and replayed numbers.
 
@@ -329,4 +347,4 @@ def judge(
         contributions=contributions,
         decision=decision,
         **known,
-    )  # type: ignore[arg-type]
+    )

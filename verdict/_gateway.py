@@ -11,7 +11,6 @@ the private material in an explicit ``home``.
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from verdict.gateway.models_cache import ModelCache
 from verdict.gateway.registry import Registry
 from verdict.gateway.schema import InputValidationError
 from verdict.gateway.service import publish_environment
+from verdict.gateway.service_errors import ServiceError
 
 __all__ = ["Gateway"]
 
@@ -143,7 +143,7 @@ class Gateway:
                 raise VerdictError("this gateway is closed")
             try:
                 pending = self._decisions.prepare(request)
-            except _REFUSALS as exc:
+            except (InputValidationError, ServiceError) as exc:  # the service refused the request
                 raise _refused(exc) from None
             (outcome,) = self._decisions.decide_batch([pending])
         if not isinstance(outcome, DecisionResponse):
@@ -177,23 +177,6 @@ class Gateway:
         self.close()
 
 
-def _refusal_types() -> tuple[type[Exception], ...]:
-    """What the decision service raises or returns when it refuses a request.
-
-    The service's refusals are moving from HTTP problems
-    (gateway.problems.ApiProblem) to domain errors
-    (gateway.service_errors.ServiceError); the HTTP module is imported only
-    where the domain errors do not exist yet. Once the move has landed, this
-    is ``(InputValidationError, ServiceError)``."""
-    try:
-        refusal = importlib.import_module("verdict.gateway.service_errors").ServiceError
-    except (ImportError, AttributeError):
-        refusal = importlib.import_module("verdict.gateway.problems").ApiProblem
-    return (InputValidationError, refusal)
-
-
-_REFUSALS = _refusal_types()
-
 _CODES = {
     "UnknownModelVersion": "unknown-model",
     "RequestIdConflict": "request-id-conflict",
@@ -203,14 +186,11 @@ _CODES = {
 """Domain error class -> the stable public code (the HTTP problem slugs, which they replace)."""
 
 
-def _refused(problem: object) -> DecisionRefused:
+def _refused(problem: InputValidationError | ServiceError) -> DecisionRefused:
     """The public error for a refusal of the decision service."""
     if isinstance(problem, InputValidationError):
         return DecisionRefused("invalid-attributes", str(problem), {e.field: e.message for e in problem.errors})
-    reason = getattr(problem, "slug", None) or _CODES.get(type(problem).__name__, "refused")
-    detail = getattr(problem, "detail", None) or getattr(problem, "title", None) or str(problem)
-    fields = {e.field: e.message for e in getattr(problem, "errors", None) or []}
-    return DecisionRefused(reason, detail, fields)
+    return DecisionRefused(_CODES.get(type(problem).__name__, "refused"), problem.detail or str(problem), {})
 
 
 def _decision(response: DecisionResponse) -> Decision:

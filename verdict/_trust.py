@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal, overload
 
 from verdict._errors import TrustPolicyRequired, VerdictError
 from verdict.audit.config import data_dir
@@ -49,6 +50,10 @@ def load_trust_policy(path: str | os.PathLike[str]) -> TrustPolicy:
         raise VerdictError(exc.message) from None
 
 
+@overload
+def verify_policy(trust: PolicySource | None, unanchored: Literal[False]) -> TrustPolicy: ...
+@overload
+def verify_policy(trust: PolicySource | None, unanchored: bool) -> TrustPolicy | None: ...
 def verify_policy(trust: PolicySource | None, unanchored: bool) -> TrustPolicy | None:
     """The policy a verifying call uses, or None when explicitly unanchored.
 

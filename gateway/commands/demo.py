@@ -33,7 +33,7 @@ def demo_command(store: StoreOption = None) -> None:
     for column in ("#", "duration", "amount", "purpose", "score", "decision"):
         table.add_column(column)
     purpose = manifest.attribute("purpose")
-    for i, (row, score) in enumerate(zip(applicants, scores), start=1):
+    for i, (row, score) in enumerate(zip(applicants, scores, strict=True), start=1):
         table.add_row(
             str(i),
             f"{row['duration_months']} months",

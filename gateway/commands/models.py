@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypedDict
 
 import msgspec
 import typer
@@ -12,11 +12,14 @@ from rich.table import Table
 
 from verdict.gateway.commands.common import EXIT_USAGE, StoreOption, fail, open_configured_store, print_json
 
+if TYPE_CHECKING:
+    from verdict.gateway.registry import Registry  # imported by the commands that use it: a fast CLI start
+
 models_app = typer.Typer(help="Train, register, inspect and run models.", no_args_is_help=True)
 _err = Console(stderr=True)
 
 
-def _registry(store: str | None, *, recorded: bool = False):
+def _registry(store: str | None, *, recorded: bool = False) -> Registry:
     """The registry of the configured store; ``recorded``: with the event log that
     appends registrations and promotions to the registry chain (spec §3
     ``registry``), signed with this machine's key and certified by its root."""
@@ -68,11 +71,17 @@ def register_command(
     )
 
 
+class _ModelRow(TypedDict):
+    name: str
+    versions: list[str]
+    production: str | None
+
+
 @models_app.command("list")
 def list_command(store: StoreOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List registered models, their versions and production alias."""
     registry = _registry(store)
-    rows = []
+    rows: list[_ModelRow] = []
     for name in registry.names():
         promoted = registry.alias(name, "production")
         rows.append(
@@ -120,7 +129,7 @@ def show_command(
     table = Table("attribute", "kind", "label", "allowed")
     for spec in manifest.inputs:
         allowed = (
-            ", ".join(map(str, spec.categories))
+            ", ".join(map(str, spec.categories or ()))
             if spec.kind == "category"
             else f"{spec.minimum}..{spec.maximum} {spec.unit or ''}"
         )
@@ -185,7 +194,7 @@ def predict_command(
         fail(f"{len(problems)} problem(s) in {input}; nothing was scored")
     scores, used = model.score_matrix(encode_rows(model.manifest.inputs, rows), bucket)
     encoder = msgspec.json.Encoder()
-    for (n, _), score in zip(lines, scores):
+    for (n, _), score in zip(lines, scores, strict=True):
         # float(np.float32) is exact and msgspec prints the shortest text that round-trips.
         sys.stdout.write(encoder.encode(_Prediction(line=n, score=float(score), bucket=used)).decode() + "\n")
 

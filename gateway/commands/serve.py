@@ -47,7 +47,7 @@ def serve_command(
         services = build_services(settings, say=lambda msg: typer.echo(msg, err=True))
     except StoreError as exc:
         fail(f"cannot start: {exc}")
-    except Exception as exc:  # chain conflicts, key mismatches: one clear line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - fail() exits: chain conflicts, key mismatches as one clear line, not a traceback
         fail(f"cannot start: {type(exc).__name__}: {exc}")
     _print_welcome(services, settings)
     uvicorn.run(

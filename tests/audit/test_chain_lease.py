@@ -140,7 +140,7 @@ def test_a_second_writer_refuses_at_open_naming_the_holder(store_url, holder_fac
 def test_a_sigkilled_holder_on_this_machine_is_replaced_at_once_and_recovered(store_url, holder_factory):
     holder = holder_factory(store_url, LeaseOptions(ttl=3600, renew_every=600, skew=5))  # expiry would take an hour
     assert holder.command("append") == "appended 5"
-    n, doc = _newest(store_url)
+    n, _ = _newest(store_url)
     holder.proc.send_signal(signal.SIGKILL)
     holder.proc.wait(timeout=30)
     writer = _open(store_url)  # the holder is proved dead: same host, boot, PID namespace; its PID is gone

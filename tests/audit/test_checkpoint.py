@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 
 import msgspec
 import pytest
@@ -266,7 +267,7 @@ def test_forged_signature_from_a_trusted_name_and_key_hash_is_rejected():
 
 def test_a_bad_trusted_signature_is_fatal_even_next_to_a_good_one():
     bad = _sig_line(WRITER, key_hash(WRITER, WRITER_KEY.public_key()) + bytes(64))
-    with pytest.raises(CheckpointError, match="signature line 2 by trusted key .* does not verify"):
+    with pytest.raises(CheckpointError, match=r"signature line 2 by trusted key .* does not verify"):
         open_checkpoint(GOLDEN_NOTE + bad, TRUSTED)
 
 
@@ -285,7 +286,9 @@ def test_tampered_checkpoint_is_rejected(old, new):
 
 
 def test_origin_must_match_when_given():
-    with pytest.raises(CheckpointError, match="checkpoint origin is 'verdict.example/chain/writer-0', expected 'x'"):
+    with pytest.raises(
+        CheckpointError, match=re.escape("checkpoint origin is 'verdict.example/chain/writer-0', expected 'x'")
+    ):
         open_checkpoint(GOLDEN_NOTE, TRUSTED, origin="x")
 
 

@@ -5,6 +5,7 @@ chains, real keys, real cosignatures (tlog-cosignature/v1)."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -129,12 +130,15 @@ def test_a_forged_receipt_or_held_checkpoint_is_itself_rejected(trail):
 def test_receipts_file_accepts_receipts_and_whole_decision_responses(trail):
     _, _, _, held = trail
     r = held[0]
-    line = '{"chain_id":"%s","seq":%d,"record_hash":"%s","signature":"%s","key_id":"%s"}' % (
-        r.chain_id,
-        r.seq,
-        r.record_hash,
-        r.signature,
-        r.key_id,
+    line = json.dumps(
+        {
+            "chain_id": r.chain_id,
+            "seq": r.seq,
+            "record_hash": r.record_hash,
+            "signature": r.signature,
+            "key_id": r.key_id,
+        },
+        separators=(",", ":"),
     )
     data = (line + "\n\n" + '{"decision":"approve","receipt":' + line + "}\n").encode()
     assert parse_receipts(data) == [r, r]

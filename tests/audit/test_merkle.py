@@ -214,9 +214,9 @@ def test_verify_consistency_accepts_any_tree_after_the_empty_tree():
 
 def test_consistency_mismatch_names_the_root():
     proof = consistency_proof(REFERENCE_LEAF_HASHES, 3)
-    with pytest.raises(ProofError, match="leads to old root .* expected root1"):
+    with pytest.raises(ProofError, match=r"leads to old root .* expected root1"):
         verify_consistency(3, 8, proof, REFERENCE_ROOTS[3], REFERENCE_ROOTS[7])
-    with pytest.raises(ProofError, match="leads to new root .* expected root2"):
+    with pytest.raises(ProofError, match=r"leads to new root .* expected root2"):
         verify_consistency(3, 8, proof, REFERENCE_ROOTS[2], REFERENCE_ROOTS[6])
 
 

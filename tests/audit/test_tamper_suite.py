@@ -326,7 +326,9 @@ def test_rewrite_with_the_gateways_own_key(target):
     with ChainWriter.open(target.store, CHAIN, signer, lease=None, policy=None, create=False) as writer:
         results = writer.append_batch(replaced) + writer.append_batch([extra])
     assert [r.seq for r in results] == [17, 18, 19]
-    assert all(r.record_hash != trail.receipts[rid].record_hash for r, rid in zip(results, ("t-13", "t-14")))
+    assert all(
+        r.record_hash != trail.receipts[rid].record_hash for r, rid in zip(results[:2], ("t-13", "t-14"), strict=True)
+    )
     if target.on_s3:
         # a conditional put (If-None-Match) over a delete marker succeeds (moto, as S3): the key's
         # history is then original version, delete marker, forged version

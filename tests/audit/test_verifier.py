@@ -186,7 +186,7 @@ def test_checkpoint_inconsistent_with_an_earlier_one(trail):
         path = seg(root, first)
         new_lines = []
         for line in lines_of(path):
-            raw, signature = split_line(line)
+            raw, _ = split_line(line)
             record = decode_record(raw)
             if prev is not None:
                 record = msgspec.structs.replace(record, prev_hash=prev)

@@ -28,7 +28,7 @@ def coalition_values(
         masked[:, sorted(coalition)] = x[sorted(coalition)]
         rows.append(masked)
     outputs = np.asarray(f(np.concatenate(rows)), dtype=np.float64).reshape(len(coalitions), len(background))
-    return {c: float(np.dot(weights, out)) for c, out in zip(coalitions, outputs)}
+    return {c: float(np.dot(weights, out)) for c, out in zip(coalitions, outputs, strict=True)}
 
 
 def shapley_values(values: dict[frozenset[int], float], d: int) -> np.ndarray:

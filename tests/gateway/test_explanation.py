@@ -141,7 +141,7 @@ def test_exact_mode_matches_the_brute_force_oracle(small):
     explainer = Explainer(model, registry.background(model.manifest))
     _, x, scores, seeds = applicants(model, 200, 12)
     results = explainer.explain(x, scores, seeds)
-    for row, result in zip(x, results):
+    for row, result in zip(x, results, strict=True):
         base, phi = interventional_shapley(model.evaluate_for_explanation, row, background, weights)
         assert abs(result.base_value - base) <= 1e-12
         assert np.max(np.abs(np.array(list(result.contributions.values())) - phi)) <= 1e-6
@@ -323,7 +323,7 @@ def test_additive_for_hundreds_of_applicants(request, registry, name):
     results = explainer.explain(x, scores, seeds)
     epsilon = model.manifest.explainer.additivity_epsilon
     assert len(results) == 300
-    for result, score in zip(results, scores):
+    for result, score in zip(results, scores, strict=True):
         assert list(result.contributions) == [spec.name for spec in model.manifest.inputs]
         assert abs(math.fsum([result.base_value, *result.contributions.values()]) - float(score)) <= epsilon
         assert result.additivity_error <= epsilon

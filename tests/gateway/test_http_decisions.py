@@ -53,7 +53,7 @@ def test_500_concurrent_decisions_are_durable_verified_and_bit_identical(live_ga
 
     published = {k: check_key_document(doc) for k, doc in load_published_keys(store).items()}
     answers = [r.json() for r in responses]
-    for body, answer in zip(bodies, answers):
+    for body, answer in zip(bodies, answers, strict=True):
         verified = read_decision(store, body["request_id"])
         receipt = answer["receipt"]
         assert (receipt["chain_id"], receipt["seq"], receipt["record_hash"], receipt["key_id"]) == (
@@ -74,7 +74,7 @@ def test_500_concurrent_decisions_are_durable_verified_and_bit_identical(live_ga
     # The same bits as scoring and explaining each request alone, in another process (this one).
     assert answers[0]["model"]["sha256"] == german_model.manifest.artifact_sha256
     explainer = Explainer(german_model, registry.background(german_model.manifest))
-    for body, answer in zip(bodies[:120], answers[:120]):
+    for body, answer in zip(bodies[:120], answers[:120], strict=True):
         x = encode_rows(german_model.manifest.inputs, [body["attributes"]])
         alone, _ = german_model.score_matrix(x)
         assert np.float32(answer["score"]).tobytes() == alone[0].tobytes()
@@ -167,7 +167,7 @@ def test_same_request_id_with_different_bodies_signs_only_the_delivered_decision
     bodies = [_body(100 + 16 * n + k, request_id) for k in range(16) for n, request_id in enumerate(ids)]
     responses = asyncio.run(_post_all(live_gateway.url, live_gateway.tokens["client"], bodies))
     by_id: dict[str, list[httpx.Response]] = {}
-    for body, response in zip(bodies, responses):
+    for body, response in zip(bodies, responses, strict=True):
         by_id.setdefault(body["request_id"], []).append(response)
     for request_id, answers in by_id.items():
         assert sorted(r.status_code for r in answers) == [200] + [409] * 15, (request_id, [r.text for r in answers])

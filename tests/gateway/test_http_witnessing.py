@@ -95,12 +95,12 @@ def test_witnessed_gateway_refuses_a_truncated_store(tmp_path, trained_dirs):
 
         # The gateway's own held checkpoint (data dir) refuses the chain at restart ...
         refused = GatewayServer(home, env=env)
-        with pytest.raises(RuntimeError, match="below_held_checkpoint|refused"):
+        with pytest.raises(RuntimeError, match=r"below_held_checkpoint|refused"):
             refused.start()
         # ... and so does the witness's, with the gateway's data directory lost.
         for held_file in (home / "trust" / "held").iterdir():
             held_file.unlink()
-        with pytest.raises(RuntimeError, match="below_held_checkpoint|refused"):
+        with pytest.raises(RuntimeError, match=r"below_held_checkpoint|refused"):
             GatewayServer(home, env=env).start()
     finally:
         witness.stop()

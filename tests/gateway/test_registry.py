@@ -205,7 +205,7 @@ def test_a_log_that_cannot_record_refuses_before_writing(recorded):
     registry, directory = recorded
     registry.register(directory)  # the registry chain is signed by key 3
     other_machine = Registry(registry.store, events=RegistryLog(registry.store, signer(4), root=_root()))
-    with pytest.raises(RegistryError, match="nothing was written: .* signed by ed25519:"):
+    with pytest.raises(RegistryError, match=r"nothing was written: .* signed by ed25519:"):
         other_machine.promote("german-credit", "1.0.0")
     assert registry.alias("german-credit", "production") is None
     assert verify_store(registry.store, trust=_root().policy()).ok

@@ -31,7 +31,7 @@ def _expected_deltas(trail, request_ids):
     model = load_model(registry, bodies[0].model.name, bodies[0].model.version)
     x = encode_rows(model.manifest.inputs, [b.inputs.attributes for b in bodies])
     at8, _ = model.score_matrix(x, 8)
-    for body, score in zip(bodies, at8):
+    for body, score in zip(bodies, at8, strict=True):
         out[body.request_id] = float(score) - body.score
     return out
 

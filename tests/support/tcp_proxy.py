@@ -5,6 +5,7 @@ process restarts, so "S3 goes away and comes back" is staged here."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -78,8 +79,6 @@ class TcpProxy:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()

@@ -49,25 +49,26 @@ class WitnessProcess:
         return WitnessEntry(name=self.name, vkey=self.vkey, url=self.url)
 
     def start(self) -> WitnessProcess:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "verdict.audit.witness_cli",
-                "serve",
-                "--state",
-                str(self.state),
-                "--name",
-                self.name,
-                "--logs",
-                str(self.state / "logs.json"),
-                "--port",
-                str(self.port),
-            ],
-            cwd=PROJECT,
-            stdout=open(self.state / "log", "wb"),
-            stderr=subprocess.STDOUT,
-        )  # noqa: SIM115 - the child's
+        with open(self.state / "log", "wb") as log:  # the child writes to its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "verdict.audit.witness_cli",
+                    "serve",
+                    "--state",
+                    str(self.state),
+                    "--name",
+                    self.name,
+                    "--logs",
+                    str(self.state / "logs.json"),
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=PROJECT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         for _ in range(POLLS):
             if self.process.poll() is not None:
                 break
