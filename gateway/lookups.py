@@ -21,7 +21,7 @@ from verdict.audit.reader import ReadError, VerifiedDecision, read_decision
 from verdict.audit.stores import StoreError, StoreUnavailable, WormStore
 from verdict.audit.trust import TrustPolicy
 from verdict.gateway.decisions import AuditLane
-from verdict.gateway.models_cache import ModelCache
+from verdict.gateway.engine import Engine
 from verdict.gateway.service_errors import AuditUnavailable, InputsSealed, NotExplained, RecordInvalid, UnknownDecision
 
 __all__ = ["ExplanationView", "LookupService", "Verification"]
@@ -107,7 +107,7 @@ class LookupService:
         self,
         store: WormStore,
         lane: AuditLane,
-        models: ModelCache,
+        models: Engine,
         retry_after_s: int = 5,
         trust: TrustPolicy | None = None,
     ) -> None:
@@ -214,6 +214,6 @@ def _result(body: rec.DecisionBody):  # noqa: ANN202 - ExplanationResult
         contributions=dict(e.contributions),
         seed=e.seed,
         evaluations=int(budget.get("evaluations", 0)),
-        bucket=int(budget.get("bucket", 0)),
+        bucket=rec.explain_bucket(body, 0) or 0,
         additivity_error=e.additivity_error or 0.0,
     )

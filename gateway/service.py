@@ -28,9 +28,9 @@ from verdict.gateway import environment
 from verdict.gateway.apikeys import ApiKeyStore
 from verdict.gateway.bootstrap import ensure_reference_model
 from verdict.gateway.decisions import AuditLane, DecisionService
+from verdict.gateway.engine import Engine
 from verdict.gateway.lookups import LookupService
 from verdict.gateway.metrics import GatewayMetrics
-from verdict.gateway.models_cache import ModelCache
 from verdict.gateway.registry import Registry
 from verdict.gateway.registry_log import RegistryLog
 from verdict.gateway.settings import ServiceSettings, SettingsError
@@ -52,7 +52,7 @@ class Services:
     layer, so that assembling and using the services never imports the web framework."""
 
     settings: ServiceSettings
-    models: ModelCache
+    models: Engine
     lane: AuditLane
     decisions: DecisionService
     lookups: LookupService
@@ -84,7 +84,7 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         # key, certified by its root (spec §3 "registry").
         events = RegistryLog(store, signer, keyring=keyring, root=root, policy=policy) if signer else None
         ensure_reference_model(registry, say=say, events=events)
-    models = ModelCache(registry)
+    models = Engine(registry)
     for name in registry.names():  # load production models now: a cold first request would time out
         try:
             version = models.resolve(name, None)
@@ -235,7 +235,7 @@ def _signer(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[Sign
 
 
 def _readiness(
-    store: WormStore, lane: AuditLane, models: ModelCache, unready_after: int, retry_after_s: float
+    store: WormStore, lane: AuditLane, models: Engine, unready_after: int, retry_after_s: float
 ) -> Callable[[], dict[str, str]]:
     """Ready = a model is loaded, the store answers and can take appends, and
     the chain writer has not been stopped by a permanent error.

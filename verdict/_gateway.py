@@ -30,8 +30,8 @@ from verdict.audit.witnessing import CheckpointWitnessing, held_notes
 from verdict.gateway import environment
 from verdict.gateway.api_models import DecisionRequest, DecisionResponse
 from verdict.gateway.decisions import AuditLane, DecisionService
+from verdict.gateway.engine import Engine
 from verdict.gateway.metrics import GatewayMetrics
-from verdict.gateway.models_cache import ModelCache
 from verdict.gateway.registry import Registry
 from verdict.gateway.schema import InputValidationError
 from verdict.gateway.service import publish_environment
@@ -76,7 +76,7 @@ class Gateway:
             raise VerdictError(f"the trust root {root.key_id} of {home_dir} is not in the given trust policy")
         self.trust_policy: TrustPolicy = policy
         """The policy this gateway's chain is anchored under (give it to verifiers)."""
-        models = ModelCache(Registry(worm))
+        models = Engine(Registry(worm))
         metrics = GatewayMetrics()
         held_dir = home_dir / "trust" / "held"
         self._lock = threading.Lock()

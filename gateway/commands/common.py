@@ -15,14 +15,13 @@ import typer
 
 from verdict.audit.config import store_url
 from verdict.audit.stores import StoreError, WormStore, open_store
+from verdict.audit.stores.registry import url_forms
 
 __all__ = ["StoreOption", "fail", "open_configured_store", "print_json"]
 
 StoreOption = Annotated[
     str | None,
-    typer.Option(
-        "--store", help="Store URL (file:///path or s3://bucket/prefix); default $VERDICT_STORE or $VERDICT_HOME/store."
-    ),
+    typer.Option("--store", help=f"Store URL ({url_forms()}); default $VERDICT_STORE or $VERDICT_HOME/store."),
 ]
 
 EXIT_FAILURE = 1
