@@ -212,8 +212,8 @@ class _Progress:
             os.fsync(fh.fileno())
 
 
-def find_resumable(replay_id: str) -> Path:
-    base = replays_dir()
+def find_resumable(replay_id: str, work_dir: Path | None = None) -> Path:
+    base = work_dir or replays_dir()
     if replay_id == "latest":
         candidates = sorted(
             (p for p in base.glob("rpl-*") if (p / "job.json").exists() and not (p / "done.json").exists()),
@@ -247,12 +247,15 @@ def run_replay(
     default_outputs: bool = False,
     pool: WorkerPool | None = None,
     root: Any = None,
+    work_dir: Path | None = None,
 ) -> ReplayOutcome:
     """Run (or resume) a replay to its report. Raises ReplayError for usage errors
-    before any work, ReplayInterrupted if ``stop`` is set or the process is interrupted."""
+    before any work, ReplayInterrupted if ``stop`` is set or the process is interrupted.
+    ``work_dir`` holds the resumable progress files (default ``<data dir>/replays``: the
+    CLI's; an in-process caller passes its own home's)."""
     started = time.perf_counter()
     if resume is not None:
-        directory = find_resumable(resume)
+        directory = find_resumable(resume, work_dir)
         store_progress = _Progress(directory)
         saved = store_progress.load()
         saved.resumed += 1
@@ -263,7 +266,7 @@ def run_replay(
             raise ReplayError("run_replay needs a job or resume=")
         replay_id = replay_id or new_replay_id()
         saved = None
-        store_progress = _Progress(replays_dir() / replay_id)
+        store_progress = _Progress((work_dir or replays_dir()) / replay_id)
     store = open_store(job.store_url)
     kept = pool is not None and pool.store_url == job.store_url and job.workers != 0 and not job.rebuild_env
     own = None if kept else _early_pool(store, job)

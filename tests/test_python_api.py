@@ -197,13 +197,13 @@ def test_a_foreign_trust_root_does_not_verify(decided, tmp_path):
     assert missing.value.reason == "not_found"
 
 
-def test_replay_is_identical_and_recorded(decided, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the replay's progress files go to ./var/replays, as `verdict replay`'s do
+def test_replay_is_identical_and_recorded(decided):
     store, policy = decided["store"], decided["policy"]
     replayed = store.replay("api-0001", trust=policy, home=decided["home"])
     assert replayed.verdict == "identical" and replayed.passed, replayed.why
     assert replayed.logged_score == replayed.replayed_score == decided["decision"].score
     assert replayed.anchored and replayed.report_key is not None
+    assert [p.name for p in (decided["home"] / "replays").iterdir()] == [replayed.replay_id]  # progress in the home
     result = store.verify(trust=policy)
     assert result.ok and "replay-0" in result.chains
     missing = store.replay("api-9999", trust=policy, home=decided["home"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 from verdict._errors import RecordNotVerified, StoreUnavailable, VerdictError
 from verdict._trust import PolicySource, resolve_home, signing_identity, verify_policy
@@ -19,15 +18,17 @@ from verdict._types import Decision, Finding, LoggedDecision, Reason, Receipt, R
 from verdict.audit import records
 from verdict.audit.stores import StoreError, WormStore
 from verdict.audit.stores import open_store as _open_url
+from verdict.audit.stores.registry import find_backend
 
 __all__ = ["Store", "open_store"]
 
 
 def open_store(location: str | os.PathLike[str]) -> Store:
-    """Open a store: a directory path (created on first write), ``file:///path`` or
-    ``s3://bucket/prefix?endpoint_url=...&region=...`` (Object Lock, COMPLIANCE mode)."""
+    """Open a store: a directory path (created on first write), or the URL of any registered
+    backend: ``file:///path``, ``s3://bucket/prefix?endpoint_url=...&region=...`` (Object Lock,
+    COMPLIANCE mode)."""
     text = os.fspath(location)
-    url = text if urlparse(text).scheme in ("file", "s3") else Path(text).absolute().as_uri()
+    url = text if find_backend(text) is not None else Path(text).absolute().as_uri()
     try:
         return Store(_open_url(url), url)
     except (StoreError, ValueError) as exc:
@@ -132,8 +133,7 @@ class Store:
 
         ``allow_pending``: also replay a record no signed checkpoint covers yet
         (a gateway checkpoints on :meth:`Gateway.checkpoint` and on close).
-        The replay's resumable progress files go where ``verdict replay`` puts
-        them: ``<data directory>/replays`` (``$VERDICT_HOME``, default ``./var``).
+        The replay's resumable progress files go to ``home``'s ``replays/``.
         """
         from verdict.audit.chain import ChainError
         from verdict.replay.batch import ReplayError, ReplayJob, run_replay
@@ -141,7 +141,8 @@ class Store:
         from verdict.replay.trail import Selection, SelectionError
 
         policy = verify_policy(trust, unanchored)
-        signer, keys, root = signing_identity(resolve_home(home))
+        resolved_home = resolve_home(home)
+        signer, keys, root = signing_identity(resolved_home)
         try:
             job = ReplayJob(
                 store_url=self.url,
@@ -153,7 +154,7 @@ class Store:
                 workers=0,  # one decision: in this process
                 trust=policy,
             )
-            outcome = run_replay(job, signer=signer, keyring=keys, root=root)
+            outcome = run_replay(job, signer=signer, keyring=keys, root=root, work_dir=Path(resolved_home) / "replays")
         except (ReplayError, SelectionError) as exc:
             raise VerdictError(str(exc)) from None
         except (StoreError, ChainError) as exc:
