@@ -99,7 +99,7 @@ from verdict.audit.signing import (
 )
 from verdict.audit.stores.base import DeferredNaming, ObjectExists, ObjectMissing, WormStore
 from verdict.audit.trust import RootKey, TrustError, TrustPolicy, load_anchors
-from verdict.audit.walk import KeyTimeline, open_chain_checkpoint
+from verdict.audit.walk import REPAIR_SEGMENTS, KeyTimeline, open_chain_checkpoint
 
 __all__ = [
     "ChainBehindHeld",
@@ -120,12 +120,10 @@ __all__ = [
 
 _log = logging.getLogger("verdict.audit.chain")
 
-_MAX_ROUNDS_IN_FLIGHT = 4
+_MAX_ROUNDS_IN_FLIGHT = REPAIR_SEGMENTS // 2
 """Index rounds of at most this many committed batches run at once (callers
-block before committing another), which bounds what a crash can cut off."""
-_REPAIR_SEGMENTS = 2 * _MAX_ROUNDS_IN_FLIGHT
-"""How many trailing segments recovery re-checks for missing index entries
-(those whose index round a crash may have cut off, with a margin)."""
+block before committing another), which bounds what a crash can cut off:
+recovery re-checks twice as many trailing segments (walk.REPAIR_SEGMENTS)."""
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -831,7 +829,7 @@ class ChainWriter:
 
     def _repair_index(self) -> None:
         """Re-write index entries of the last segments that a crash may have cut off."""
-        keys = sorted(self.store.list_keys(layout.segments_prefix(self.chain_id)))[-_REPAIR_SEGMENTS:]
+        keys = sorted(self.store.list_keys(layout.segments_prefix(self.chain_id)))[-REPAIR_SEGMENTS:]
         entries: list[IndexEntry] = []
         for key in keys:
             version = _latest_version(self.store, key)

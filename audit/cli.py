@@ -11,6 +11,8 @@ the audit package alone.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +21,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from verdict.audit.cli_store import StoreOption
@@ -90,22 +92,19 @@ def verify(
         except ValueError as exc:
             _err.print(f"[red]error:[/] {receipts}: {exc}")
             raise typer.Exit(2) from None
-    options = dict(workers=workers, trust=policy, held_checkpoints=held, receipts=held_receipts, ask_witnesses=True)
     human = _err if json_file == "-" else _out
     progress = None if quiet or not _err.is_terminal else _progress_bar()
     try:
-        if progress is not None:
-            with progress:
-                tasks: dict[str, int] = {}
-
-                def update(phase: str, done: int, total: int) -> None:
-                    if phase not in tasks:
-                        tasks[phase] = progress.add_task(phase, total=total)
-                    progress.update(tasks[phase], completed=done, total=total)
-
-                report = verify_store(target, progress=update, **options)
-        else:
-            report = verify_store(target, **options)
+        with progress if progress is not None else nullcontext():
+            report = verify_store(
+                target,
+                progress=None if progress is None else _phase_tasks(progress),
+                workers=workers,
+                trust=policy,
+                held_checkpoints=held,
+                receipts=held_receipts,
+                ask_witnesses=True,
+            )
     except StoreError as exc:
         _err.print(f"[red]error:[/] store unreachable during verification: {exc}")
         raise typer.Exit(2) from None
@@ -139,6 +138,18 @@ def _progress_bar() -> Progress:
         console=_err,
         transient=True,
     )
+
+
+def _phase_tasks(progress: Progress) -> Callable[[str, int, int], None]:
+    """A progress callback (phase, done, total) that shows one task per phase on ``progress``."""
+    tasks: dict[str, TaskID] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(phase, total=total)
+        progress.update(tasks[phase], completed=done, total=total)
+
+    return update
 
 
 def _print_report(report, console: Console, quiet: bool) -> None:  # noqa: ANN001 - VerificationReport
@@ -295,7 +306,7 @@ def immutability_test(
     from verdict.audit.trust import local_root
 
     policy = resolve_policy(trust, unanchored)
-    anchoring = dict(root=local_root(), trust=policy)
+    root = local_root()
     signer, keyring = _evidence_signer(kms_key_id)
     human = _err if json_file == "-" else _out
 
@@ -307,20 +318,17 @@ def immutability_test(
 
     progress = None if quiet or not _err.is_terminal else _progress_bar()
     try:
-        if progress is not None:
-            tasks: dict[str, int] = {}
-
-            def update(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = progress.add_task(phase, total=total)
-                progress.update(tasks[phase], completed=done, total=total)
-
-            with progress:
-                outcome = run_immutability_test(
-                    target, signer, keyring=keyring, chain_id=chain_id, say=say, progress=update, **anchoring
-                )
-        else:
-            outcome = run_immutability_test(target, signer, keyring=keyring, chain_id=chain_id, say=say, **anchoring)
+        with progress if progress is not None else nullcontext():
+            outcome = run_immutability_test(
+                target,
+                signer,
+                keyring=keyring,
+                chain_id=chain_id,
+                say=say,
+                progress=None if progress is None else _phase_tasks(progress),
+                root=root,
+                trust=policy,
+            )
     except ValueError as exc:
         _err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

@@ -103,7 +103,7 @@ def verify_trail(
     started = time.perf_counter()
     view = TrailView(store)
     try:
-        report = verify_store(view, progress=progress, trust=trust)  # type: ignore[arg-type]
+        report = verify_store(view, progress=progress, trust=trust)
     except StoreError as exc:
         return None, ProbeResult(
             "trail_verification",

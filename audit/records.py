@@ -94,13 +94,16 @@ class RecordError(ValueError):
 
 
 class _Struct(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
-    """Base for every part of a record: immutable, strict, defaults omitted."""
+    """Base for every part of a record: immutable, strict, defaults omitted.
+
+    Subclasses inherit these options; they repeat ``frozen=True`` only because type
+    checkers (dataclass_transform) do not inherit it and would see a mutable subclass."""
 
 
 # --- key documents -------------------------------------------------------------------
 
 
-class KeyDocument(_Struct, tag_field="algorithm", tag="ed25519"):
+class KeyDocument(_Struct, frozen=True, tag_field="algorithm", tag="ed25519"):
     """A public signing key as published in the store (``keys/...json``) and
     embedded in genesis and key-rotation records.
 
@@ -119,14 +122,14 @@ class KeyDocument(_Struct, tag_field="algorithm", tag="ed25519"):
 # --- decision parts ------------------------------------------------------------------
 
 
-class ModelRef(_Struct):
+class ModelRef(_Struct, frozen=True):
     name: str
     version: str
     sha256: Hex64
     """SHA-256 of the model artifact bytes (the registry blob)."""
 
 
-class Runtime(_Struct):
+class Runtime(_Struct, frozen=True):
     device: str
     """e.g. "cpu", "cuda:0"."""
     dtype: str
@@ -140,13 +143,13 @@ class Runtime(_Struct):
     and on decisions without an explanation; see :func:`explain_bucket`."""
 
 
-class PlainInputs(_Struct, tag_field="kind", tag="plain"):
+class PlainInputs(_Struct, frozen=True, tag_field="kind", tag="plain"):
     """The applicant's attributes as the model received them (by attribute name)."""
 
     attributes: dict[str, Scalar]
 
 
-class EncryptedInputs(_Struct, tag_field="kind", tag="encrypted"):
+class EncryptedInputs(_Struct, frozen=True, tag_field="kind", tag="encrypted"):
     """Reserved: attributes sealed with AES-256-GCM under a managed key.
 
     ``ciphertext`` is the AES-GCM output (ciphertext || 16-byte tag) of the
@@ -166,7 +169,7 @@ class EncryptedInputs(_Struct, tag_field="kind", tag="encrypted"):
 Inputs = PlainInputs | EncryptedInputs
 
 
-class Explanation(_Struct):
+class Explanation(_Struct, frozen=True):
     method: str
     """e.g. "shap.PermutationExplainer"."""
     output_space: str
@@ -182,7 +185,7 @@ class Explanation(_Struct):
     """|base_value + sum(contributions) - output| as measured at decision time."""
 
 
-class Reason(_Struct):
+class Reason(_Struct, frozen=True):
     attribute: str
     label: str
     """Human label of the attribute, e.g. "Duration of credit"."""
@@ -197,7 +200,7 @@ class Reason(_Struct):
 # --- bodies --------------------------------------------------------------------------
 
 
-class GenesisBody(_Struct, tag_field="kind", tag="genesis"):
+class GenesisBody(_Struct, frozen=True, tag_field="kind", tag="genesis"):
     """First record of every chain: names the chain and its first signing key."""
 
     chain_id: ChainId
@@ -207,7 +210,7 @@ class GenesisBody(_Struct, tag_field="kind", tag="genesis"):
     created_by: str
 
 
-class DecisionBody(_Struct, tag_field="kind", tag="decision"):
+class DecisionBody(_Struct, frozen=True, tag_field="kind", tag="decision"):
     request_id: str
     request_sha256: Hex64
     """SHA-256 of the canonical JSON of the client's request body."""
@@ -244,7 +247,7 @@ def explain_bucket(body: DecisionBody, default: int | None = None) -> int | None
     return default
 
 
-class KeyRotationBody(_Struct, tag_field="kind", tag="key_rotation"):
+class KeyRotationBody(_Struct, frozen=True, tag_field="kind", tag="key_rotation"):
     """Announces the next signing key; signed by the key it replaces.
 
     Records after this one must be signed by ``new_key``; the old key is not
@@ -255,7 +258,7 @@ class KeyRotationBody(_Struct, tag_field="kind", tag="key_rotation"):
     reason: str | None = None
 
 
-class AccessBody(_Struct, tag_field="kind", tag="access"):
+class AccessBody(_Struct, frozen=True, tag_field="kind", tag="access"):
     """Someone looked at, explained or replayed a logged decision."""
 
     action: str
@@ -267,7 +270,7 @@ class AccessBody(_Struct, tag_field="kind", tag="access"):
     purpose: str | None = None
 
 
-class EvidenceBody(_Struct, tag_field="kind", tag="evidence"):
+class EvidenceBody(_Struct, frozen=True, tag_field="kind", tag="evidence"):
     """A pointer to an evidence document stored content-addressed."""
 
     evidence_kind: str
@@ -278,7 +281,7 @@ class EvidenceBody(_Struct, tag_field="kind", tag="evidence"):
     summary: str
 
 
-class ModelVersion(_Struct):
+class ModelVersion(_Struct, frozen=True):
     name: str
     version: str
 
@@ -293,7 +296,7 @@ _EVENT_FIELDS = {
 _EVENT_ONLY = frozenset().union(*_EVENT_FIELDS.values())
 
 
-class RegistryBody(_Struct, tag_field="kind", tag="registry"):
+class RegistryBody(_Struct, frozen=True, tag_field="kind", tag="registry"):
     """What the model registry did, naming every object it wrote by hash
     (spec §3 ``registry``). Appended to the registry chain only after those
     objects are durable, so the objects a record names exist when it does.
@@ -337,7 +340,7 @@ class RegistryBody(_Struct, tag_field="kind", tag="registry"):
 Body = GenesisBody | DecisionBody | KeyRotationBody | AccessBody | EvidenceBody | RegistryBody
 
 
-class Record(_Struct, tag_field="format", tag=FORMAT):
+class Record(_Struct, frozen=True, tag_field="format", tag=FORMAT):
     """One audit record: common header plus one tagged body.
 
     The header field ``format`` ("verdict.audit/v1") is the Struct's tag, so

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
 
 import msgspec
@@ -71,7 +72,7 @@ from verdict.audit.signing import (
 from verdict.audit.stores.base import ObjectMissing, ObjectVersion, WormStore
 from verdict.audit.stores.registry import reads_are_local
 from verdict.audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
-from verdict.audit.walk import KeyTimeline
+from verdict.audit.walk import REPAIR_SEGMENTS, KeyTimeline
 
 __all__ = ["REASONS", "ChainSummary", "Failure", "Finding", "VerificationReport", "verify_store"]
 
@@ -143,7 +144,6 @@ _PARALLEL_MIN_BYTES = 4 << 20  # below this, starting worker processes costs mor
 _CONSISTENCY_DIRECT_MAX = 4096
 _READ_THREADS = 8
 _TASK_BYTES = 128 << 10  # a worker task: about one 64-record segment, or many small ones
-_TAIL_SEGMENTS = 8  # = audit.chain._REPAIR_SEGMENTS
 
 
 class Finding(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -264,13 +264,21 @@ def _scan_line(line_no: int, line: bytes, keys: dict[str, bytes]) -> _Scan:
         )
     elif isinstance(body, EvidenceBody):
         extra = (body.object_key, body.sha256)
-    elif isinstance(body, RegistryBody) or isinstance(body, GenesisBody):
+    elif isinstance(body, RegistryBody | GenesisBody):
         extra = body
     elif isinstance(body, KeyRotationBody):
         extra = body.new_key
     else:
         extra = None
     return (record.seq, record.chain_id, record.prev_hash, record.key_id, digest, kind, sig_state, problem, extra)
+
+
+def _key_number(key: str) -> int:
+    """The number a segment or cosigned-checkpoint key ends in; the listing admits only such keys."""
+    number = layout.number_from_key(key)
+    if number is None:
+        raise ValueError(f"{key} does not end in a segment or checkpoint number")
+    return number
 
 
 def _is_json_object(data: bytes) -> bool:
@@ -511,7 +519,7 @@ class _Verifier:
             checker = self.checkers.get(chain_id)
             for key in sorted(keys):
                 note = self.read(key)
-                size = layout.number_from_key(key)
+                size = _key_number(key)
                 plain = checker.checkpoints.get(size) if checker is not None else None
                 if plain is not None and not note.startswith(plain[1]):
                     self.fail(
@@ -532,8 +540,8 @@ class _Verifier:
                     self.trust is not None and self.trust.witness_quorum and len(witnesses) >= self.trust.witness_quorum
                 ):
                     held.append((key, note))
-        for reason, message, chain_id in check_all(facts, origins, held, self.receipts, self.trust):
-            self.fail(reason, message, chain_id=chain_id)
+        for reason, message, about in check_all(facts, origins, held, self.receipts, self.trust):
+            self.fail(reason, message, chain_id=about)
 
     def witnessed_by_witnesses(self, origins: dict[str, str]) -> list[tuple[str, bytes]]:
         """Each policy witness's latest cosigned checkpoint of each chain (spec §8a); an
@@ -604,7 +612,7 @@ class _Verifier:
                 for chunk_keys, chunk in _task_chunks(self.prefetch(keys))
             )
             for chunk_keys, scans in _in_order(submitted, workers * 4):
-                yield from zip(chunk_keys, scans)
+                yield from zip(chunk_keys, scans, strict=True)  # one scan per segment of the chunk
 
     def prefetch(self, keys: list[str]) -> Iterator[tuple[str, bytes]]:
         """(key, bytes) in order, read by a few threads ahead (S3 latency); a missing
@@ -808,7 +816,7 @@ class _ChainChecker:
         if isinstance(scan, tuple):
             self.fail(scan[0], f"{key}: {scan[1]}", key=key)
             return
-        first = layout.number_from_key(key)
+        first = _key_number(key)
         self.segment_firsts.append(first)
         seqs = [s[0] for s in scan if s[0] is not None]
         if seqs and seqs[0] != first:
@@ -945,7 +953,9 @@ class _ChainChecker:
         if self.anchors is not None:
             return self.timeline.signer(size, self.anchors)
         key_id = self.key_at(size)
-        public_key = self.v.public_keys.get(key_id) if key_id is not None else None
+        if key_id is None:
+            return None
+        public_key = self.v.public_keys.get(key_id)
         return (key_id, public_key) if public_key is not None else None
 
     def compare_document(self, seq: int, doc: KeyDocument, key: str) -> None:
@@ -1036,7 +1046,7 @@ class _ChainChecker:
                     key=key,
                 )
             verified.append((cp_size, root))
-        for (size1, root1), (size2, root2) in zip(verified, verified[1:]):
+        for (size1, root1), (size2, root2) in pairwise(verified):
             if size2 > size:
                 break
             try:
@@ -1059,10 +1069,10 @@ class _ChainChecker:
         self.check_mandatory_checkpoints(size)
         last = max(self.checkpoints, default=0)
         # The writer writes index entries after its segment and before the checkpoint
-        # covering it; a crash can cut off at most the last _TAIL_SEGMENTS segments'
+        # covering it; a crash can cut off at most the last REPAIR_SEGMENTS segments'
         # entries, which its recovery re-writes. Missing entries there, past the last
         # checkpoint, are pending, not missing.
-        tail = self.segment_firsts[-_TAIL_SEGMENTS:]
+        tail = self.segment_firsts[-REPAIR_SEGMENTS:]
         self.v.index_pending_from[self.chain_id] = max(tail[0] if tail else 0, min(last, size))
         if not self.checkpoints and size:
             self.v.note("no_checkpoint", f"{size} records, no checkpoint yet", chain_id=self.chain_id)

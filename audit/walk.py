@@ -19,12 +19,25 @@ from verdict.audit.records import GenesisBody, KeyDocument, KeyRotationBody, dec
 from verdict.audit.signing import check_key_document
 from verdict.audit.trust import ChainAnchors, key_valid_at
 
-__all__ = ["KeyTimeline", "open_chain_checkpoint"]
+__all__ = ["REPAIR_SEGMENTS", "KeyTimeline", "open_chain_checkpoint"]
 
 KeySource = Callable[[str], Ed25519PublicKey]
 """Unanchored readers' source of a key by id (the published document)."""
 
 _ROTATION_MARK = b'"kind":"key_rotation"'
+
+REPAIR_SEGMENTS = 8
+"""How many trailing segments of a chain may lack index entries after a crash.
+
+Why one constant for two readers: the writer writes a segment's index entries
+after the segment and before the checkpoint covering it, in rounds that run
+beside the next commits. A crash can cut off the rounds still in flight, so the
+writer's recovery (audit.chain) re-writes the index entries of the last
+REPAIR_SEGMENTS segments, and the verifier counts entries missing there (past
+the last checkpoint) as pending, not missing. The writer keeps at most half as
+many rounds in flight (audit.chain._MAX_ROUNDS_IN_FLIGHT), the other half is a
+margin; were the two numbers kept apart, a verifier could call a recoverable
+tail tampered, or recovery leave a gap the verifier excuses."""
 
 
 class KeyTimeline:

@@ -251,7 +251,13 @@ class DecisionService:
             computed.outcomes = outcomes
             self._release_claims(computed)
         self._answer_waiting(computed.batch, computed.waiting, outcomes)
-        return [o for o in outcomes]  # type: ignore[misc]
+        # Every path above answers every request; were one left unanswered, it fails closed (no record, no decision).
+        return [
+            o
+            if o is not None
+            else AuditUnavailable("the decision was not recorded, so it was not made", self.retry_after_s)
+            for o in outcomes
+        ]
 
     def _claim_and_answer_known(self, computed: ComputedBatch) -> None:
         """Claim each request id for this batch and answer ids already decided
@@ -357,11 +363,11 @@ class DecisionService:
         self, batch: Sequence[PendingDecision], fresh: list[int], bodies: list[rec.DecisionBody], outcomes: list
     ) -> None:
         if self.lane.writer is None:  # unsafe benchmark mode: no audit
-            for i, body in zip(fresh, bodies):
+            for i, body in zip(fresh, bodies, strict=True):
                 outcomes[i] = response_from_record(body, ReceiptOut("unaudited", -1, "", "", ""))
             return
         results = self.lane.append(bodies)
-        for i, body, result in zip(fresh, bodies, results):
+        for i, body, result in zip(fresh, bodies, results, strict=True):  # one result per body
             if isinstance(result, IndexConflict):  # another replica (or an earlier batch) claimed the id meanwhile
                 outcomes[i] = self._from_index(batch[i], result.existing)
             else:

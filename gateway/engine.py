@@ -85,7 +85,7 @@ class ExplainKey:
     threads: int
 
 
-def _kind_name(kind: type) -> str:
+def _kind_name(kind: type[ModelRuntime]) -> str:
     return str(getattr(kind, "kind", f"{kind.__module__}.{kind.__qualname__}"))
 
 
@@ -105,7 +105,9 @@ class RuntimeCache:
         self._explainers: dict[ExplainKey, Explainer] = {}
         self._lock = threading.Lock()
 
-    def runtime(self, key: LoadKey, kind: type, manifest: Manifest, artifact: Callable[[], bytes]) -> ModelRuntime:
+    def runtime(
+        self, key: LoadKey, kind: type[ModelRuntime], manifest: Manifest, artifact: Callable[[], bytes]
+    ) -> ModelRuntime:
         """The runtime for ``key``, loading ``artifact()`` (called only on a miss) with ``kind``."""
         with self._lock:
             found = self._runtimes.get(key)
@@ -156,7 +158,7 @@ class Engine:
         registry: Registry,
         device: str | None = None,
         *,
-        kind: type = LoadedModel,
+        kind: type[ModelRuntime] = LoadedModel,
         cache: RuntimeCache | None = None,
     ) -> None:
         self.registry = registry
@@ -301,17 +303,19 @@ def decide_rows(
     explanations: list[ExplanationResult | None] = [None] * len(rows)
     problems: list[str | None] = [None] * len(rows)
     wanted = [] if explainer is None else [k for k in range(len(rows)) if explain is None or explain[k]]
-    if wanted:
+    explain_bucket: int | None = None
+    if explainer is not None and wanted:
         subset = wanted if len(wanted) < len(rows) else slice(None)
         got, issues = _explain(explainer, x[subset], scores[subset], [int(seeds[k]) for k in wanted], additivity)
-        for k, result, issue in zip(wanted, got, issues, strict=True):
-            explanations[k], problems[k] = result, issue
+        for k, explained, issue in zip(wanted, got, issues, strict=True):
+            explanations[k], problems[k] = explained, issue
+        explain_bucket = explainer.explain_bucket
     outcomes = []
     for k, row in enumerate(rows):
         score, result = float(scores[k]), explanations[k]
         worded = [] if result is None else reasons(manifest, row, result, top=manifest.explainer.top_reasons)
         outcomes.append(Outcome(score, runtime.decide(score), result, worded, problems[k]))
-    return Decided(outcomes, used, explainer.explain_bucket if wanted else None)
+    return Decided(outcomes, used, explain_bucket)
 
 
 def _explain(
@@ -353,13 +357,20 @@ def _explain(
 
 
 class Request(Protocol):
-    """What a decision record needs to know about the request (gateway.decisions.PendingDecision)."""
+    """What a decision record needs to know about the request (gateway.decisions.PendingDecision).
 
-    request_id: str
-    subject_id: str | None
-    attributes: Mapping[str, Any]
-    request_sha256: str
-    received_at: str
+    Read-only properties: a frozen dataclass (or any object with these attributes) matches."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def subject_id(self) -> str | None: ...
+    @property
+    def attributes(self) -> Mapping[str, Any]: ...
+    @property
+    def request_sha256(self) -> str: ...
+    @property
+    def received_at(self) -> str: ...
 
 
 def decision_body(

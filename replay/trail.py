@@ -238,9 +238,7 @@ def _wanted(selection: Selection) -> Callable[[DecisionBody], bool]:
             return False
         if selection.since is not None and body.decided_at < selection.since:
             return False
-        if selection.until is not None and body.decided_at >= selection.until:
-            return False
-        return True
+        return selection.until is None or body.decided_at < selection.until
 
     return want
 
@@ -280,9 +278,10 @@ class _KeyCache:
 
     def __init__(self, store: WormStore) -> None:
         self.store = store
-        self._keys: dict[str, object] = {}
+        self._keys: dict[str, Ed25519PublicKey | ReadError] = {}
 
-    def get(self, key_id: str):
+    def get(self, key_id: str) -> Ed25519PublicKey:
+        """The published key ``key_id``, checked; ReadError (remembered) if it is missing or bad."""
         if key_id not in self._keys:
             try:
                 doc = decode_key_document(self.store.get(layout.public_key_key(key_id)))
@@ -299,6 +298,10 @@ class _KeyCache:
         if isinstance(found, ReadError):
             raise found
         return found
+
+
+_Checkpoint = tuple[int, str, bytes | None, tuple[str, str] | None]
+"""A chain's latest checkpoint: (size, store key, verified root or None, problem or None)."""
 
 
 class _Candidate(msgspec.Struct):
@@ -321,8 +324,8 @@ class _ChainScan:
         self.store, self.chain_id, self.keys, self.require_checkpoint = store, chain_id, keys, require_checkpoint
         self.anchors = anchors
 
-    def _key(self, key_id: str, seq: int):  # noqa: ANN202 - Ed25519PublicKey, or raises ReadError
-        """The certified key under a trust policy (spec §5a), else the published one."""
+    def _key(self, key_id: str, seq: int) -> Ed25519PublicKey:
+        """The certified key under a trust policy (spec §5a), else the published one; ReadError if neither."""
         if self.anchors is None:
             return self.keys.get(key_id)
         cert = self.anchors.for_key(key_id, seq)
@@ -381,7 +384,7 @@ class _ChainScan:
             return  # nothing selected here (e.g. a replay chain): no checkpoint to check
         checkpoint = self._checkpoint(leaves, timeline)
         entries = self._index_entries([c.body.request_id for c in candidates])
-        for c, entry in zip(candidates, entries):
+        for c, entry in zip(candidates, entries, strict=True):  # one index lookup per candidate
             if isinstance(entry, IndexEntry) and (entry.chain_id, entry.seq) != (self.chain_id, c.position):
                 notes.append(
                     f"{self.chain_id}/{c.position}: request {c.body.request_id!r} is a superseded duplicate "
@@ -413,10 +416,12 @@ class _ChainScan:
             out[i::_READ_THREADS] = part
         return out
 
-    def _checkpoint(self, leaves: list[bytes], timeline: KeyTimeline):  # noqa: ANN202
+    def _checkpoint(self, leaves: list[bytes], timeline: KeyTimeline) -> _Checkpoint:
         """(size, key, root, problem) of the latest checkpoint, verified against the records."""
-        sizes = [(layout.number_from_key(k), k) for k in self.store.list_keys(layout.checkpoints_prefix(self.chain_id))]
-        sizes = [(n, k) for n, k in sizes if n is not None]
+        numbered = (
+            (layout.number_from_key(k), k) for k in self.store.list_keys(layout.checkpoints_prefix(self.chain_id))
+        )
+        sizes = [(n, k) for n, k in numbered if n is not None]
         size, cp_key = max(sizes, default=(0, ""))
         if size == 0:
             return 0, "", None, None
@@ -510,7 +515,7 @@ class _ChainScan:
                     f"record {where} is signed by {record.key_id}, not the chain's key at that seq",
                 ),
             )
-        size, cp_key, root, problem = checkpoint
+        size, _cp_key, root, problem = checkpoint
         if c.position >= size:
             if self.require_checkpoint:
                 return self._target(

@@ -164,7 +164,7 @@ class FilesystemProbes:
                 if _get_flags(path) & _FS_IMMUTABLE_FL:
                     flagged += 1
             except OSError as exc:
-                unsupported = f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"
+                unsupported = f"{_errno_name(exc)}: {exc.strerror}"
                 break
         self.canary_root.mkdir(parents=True, exist_ok=True)
         scratch = self.canary_root / "immutable-scratch"
@@ -174,7 +174,7 @@ class FilesystemProbes:
             _set_immutable(scratch, False)
             why = "permitted (the process has CAP_LINUX_IMMUTABLE and the filesystem supports it)"
         except OSError as exc:
-            why = f"not permitted here: {errno.errorcode.get(exc.errno, exc.errno)} ({exc.strerror})"
+            why = f"not permitted here: {_errno_name(exc)} ({exc.strerror})"
             if exc.errno == errno.EPERM:
                 why += "; it needs CAP_LINUX_IMMUTABLE (root on the host, not a default container capability)"
         finally:
@@ -212,7 +212,7 @@ class FilesystemProbes:
             with open(path, "r+b") as fh:
                 fh.write(canary.tampered)
         except OSError as exc:
-            evidence["refused"] = f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"
+            evidence["refused"] = f"{_errno_name(exc)}: {exc.strerror}"
             return ENFORCED, f"refused by the filesystem ({evidence['refused']})", evidence
         return self._judge(canary, "the segment was rewritten in place", evidence)
 
@@ -226,7 +226,7 @@ class FilesystemProbes:
             os.replace(forged, path)
         except OSError as exc:
             forged.unlink(missing_ok=True)
-            evidence["refused"] = f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"
+            evidence["refused"] = f"{_errno_name(exc)}: {exc.strerror}"
             return ENFORCED, f"refused by the filesystem ({evidence['refused']})", evidence
         return self._judge(canary, "the segment was replaced by a forged file", evidence)
 
@@ -237,7 +237,7 @@ class FilesystemProbes:
         try:
             os.unlink(path)
         except OSError as exc:
-            evidence["refused"] = f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"
+            evidence["refused"] = f"{_errno_name(exc)}: {exc.strerror}"
             return ENFORCED, f"refused by the filesystem ({evidence['refused']})", evidence
         return self._judge(canary, "the segment was deleted", evidence)
 
@@ -275,22 +275,8 @@ def _set_immutable(path: Path, on: bool) -> None:
         os.close(fd)
 
 
-def _get_flags(path: Path) -> int:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        buf = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf, True)
-        return buf[0]
-    finally:
-        os.close(fd)
-
-
-def _set_immutable(path: Path, on: bool) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        buf = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf, True)
-        buf[0] = (buf[0] | _FS_IMMUTABLE_FL) if on else (buf[0] & ~_FS_IMMUTABLE_FL)
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, buf, False)
-    finally:
-        os.close(fd)
+def _errno_name(exc: OSError) -> str:
+    """The symbolic name of ``exc``'s errno (``EPERM``), else the number as given."""
+    if exc.errno is None:
+        return "None"
+    return errno.errorcode.get(exc.errno, str(exc.errno))

@@ -422,9 +422,9 @@ class S3ObjectLockStore:
             raise hard[0]
         if failures:
             written = sum(isinstance(r, ObjectRef) for r in results)
-            exc = failures[0]
-            assert isinstance(exc, ObjectExists)
-            raise ObjectExists(exc.key, f"{written} of {len(items)} objects of this batch are durable")
+            first = failures[0]
+            assert isinstance(first, ObjectExists)
+            raise ObjectExists(first.key, f"{written} of {len(items)} objects of this batch are durable")
         return [r for r in results if isinstance(r, ObjectRef)]
 
     def _put(self, key: str, data: bytes) -> ObjectRef:

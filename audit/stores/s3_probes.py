@@ -361,7 +361,7 @@ class S3Probes:
         canary = self._canary("canary_new_version")
         full = self._full(canary.store, canary.key)
         accepted, said = self._call(self.client.put_object, Bucket=self.bucket, Key=full, Body=canary.tampered)
-        evidence = {"key": full, "version": canary.version, "server": said}
+        evidence: dict[str, Any] = {"key": full, "version": canary.version, "server": said}
         if not accepted:
             evidence["original_intact"] = self._intact(canary)
             return ENFORCED, f"refused ({said.get('code')}): unconditional overwrites are denied", evidence
@@ -372,7 +372,7 @@ class S3Probes:
         canary = self._canary("canary_delete_marker")
         full = self._full(canary.store, canary.key)
         accepted, said = self._call(self.client.delete_object, Bucket=self.bucket, Key=full)
-        evidence = {"key": full, "version": canary.version, "server": said}
+        evidence: dict[str, Any] = {"key": full, "version": canary.version, "server": said}
         if not accepted:
             evidence["original_intact"] = self._intact(canary)
             return ENFORCED, f"refused ({said.get('code')}): deletes are denied", evidence
@@ -399,7 +399,7 @@ class S3Probes:
             kwargs["BypassGovernanceRetention"] = True
         before = self._head(canary)
         accepted, said = self._call(self.client.delete_object, **kwargs)
-        evidence = {"key": full, "version": canary.version, "lock_before": before, "server": said}
+        evidence: dict[str, Any] = {"key": full, "version": canary.version, "lock_before": before, "server": said}
         if not accepted:
             evidence["original_intact"] = self._intact(canary)
             if not evidence["original_intact"]:

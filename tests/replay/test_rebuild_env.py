@@ -43,7 +43,9 @@ def test_replay_inside_a_virtualenv_rebuilt_from_the_recorded_pins(at_trail, tmp
     venv = Path(rebuilt["venv"])
     assert venv.parent == tmp_path / "envs" and (venv / "bin" / "python").exists() and (venv / ".complete").exists()
     assert rebuilt["recorded_environment"] == recorded_sha
-    assert rebuilt["packages_pinned"] == len([p for p in recorded["packages"] if p not in ("verdict", "verdict-gateway")])
+    assert rebuilt["packages_pinned"] == len(
+        [p for p in recorded["packages"] if p not in ("verdict", "verdict-gateway")]
+    )
     assert rebuilt["python"] == recorded["python"] and rebuilt["reused"] is False
     assert rebuilt["project_source_sha256"] == recorded["project_source_sha256"]
     pins = (venv / "pins.txt").read_text().splitlines()
