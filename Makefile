@@ -13,9 +13,11 @@ BIN    := $(VENV)/bin
 run: $(VENV)/.runtime-installed
 	$(BIN)/verdict serve
 
-## make test: lint, format and type checks, then the whole test suite (what CI runs).
+## make test: lint, format and type checks, then the whole test suite (what CI runs),
+## in two worker processes (a whole test file per worker: its fixtures stay shared; most
+## tests wait on servers and subprocesses, so two workers fit a 2-core machine).
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 ## make lint: ruff (lint and format check) and mypy, as pinned in the dev lock.
 lint: $(VENV)/.dev-installed
