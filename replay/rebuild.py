@@ -216,6 +216,25 @@ def locate_source(wanted: str, dest: Path) -> str:
 # --- the virtualenv ---------------------------------------------------------------------------------------
 
 
+def _pip_install(venv_python: str, args: list[str], what: str) -> None:
+    """pip inside the rebuilt environment: exactly what is named, nothing it would pull in
+    (the recorded pins are the whole environment), quietly, without byte-compiling."""
+    _run(
+        [
+            venv_python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-compile",
+            "--disable-pip-version-check",
+            *args,
+        ],
+        what,
+    )
+
+
 def _run(cmd: list[str], what: str, **kwargs: Any) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False, **kwargs)
     if out.returncode != 0:
@@ -263,40 +282,11 @@ def ensure_environment(recorded_sha: str, recorded: dict[str, Any], progress: An
             venv_python = str(target / "bin" / "python")
             (target / "pins.txt").write_text("".join(f"{k}=={v}\n" for k, v in sorted(pins.items())))
             _say(progress, f"installing {len(pins)} recorded pins")
-            _run(
-                [
-                    venv_python,
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--no-deps",
-                    "--no-compile",
-                    "--disable-pip-version-check",
-                    "-r",
-                    str(target / "pins.txt"),
-                ],
-                f"pip install of the {len(pins)} recorded pins",
-            )
+            _pip_install(venv_python, ["-r", str(target / "pins.txt")], f"pip install of the {len(pins)} recorded pins")
             src = target / "src"
             shutil.move(str(staged), str(src))
         _say(progress, f"installing the project from {origin}")
-        _run(
-            [
-                venv_python,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--no-build-isolation",
-                "--no-compile",
-                "--disable-pip-version-check",
-                "-e",
-                str(src),
-            ],
-            "installing the recorded project source",
-        )
+        _pip_install(venv_python, ["--no-build-isolation", "-e", str(src)], "installing the recorded project source")
         check = subprocess.run(
             [venv_python, "-c", "from gateway.source import source_sha256; print(source_sha256())"],
             capture_output=True,

@@ -8,13 +8,13 @@ import hashlib
 import json
 import math
 import shutil
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
 
+from tests.support.pending import Pending
 from verdict.audit import records as rec
 from verdict.audit.canonical import canonical_bytes
 from verdict.audit.stores import FilesystemStore
@@ -74,17 +74,6 @@ class NumpyLogistic:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "numpy": np.__version__, "device": self.device}
-
-
-@dataclass(frozen=True)
-class Pending:
-    """What decision_body needs to know about a request (the gateway's PendingDecision has the same)."""
-
-    request_id: str
-    attributes: dict[str, Any]
-    subject_id: str | None = None
-    request_sha256: str = "0" * 64
-    received_at: str = "2025-01-02T03:04:05.000000Z"
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,12 @@ bucket off old and new records alike (audit-format §3, "Explain bucket")."""
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
 
+from tests.support.pending import Pending
 from verdict.audit import records as rec
 from verdict.audit.stores import FilesystemStore
 from verdict.gateway.datasets import load_dataset
@@ -56,15 +55,6 @@ def test_replay_rescores_only_through_the_engine():
             called.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None))
     assert called & FORBIDDEN_CALLS == set()
     assert {"decide_rows", "runtime", "explainer"} <= called  # the engine's entry points
-
-
-@dataclass(frozen=True)
-class Pending:
-    request_id: str
-    attributes: dict[str, Any]
-    subject_id: str | None = None
-    request_sha256: str = "0" * 64
-    received_at: str = "2025-01-02T03:04:05.000000Z"
 
 
 @pytest.fixture(scope="module")
