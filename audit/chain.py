@@ -36,6 +36,7 @@ the last line of defence (a writer whose lease lapsed mid-append collides).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import functools
@@ -868,8 +869,6 @@ class ChainWriter:
 
 
 def _b64(data: bytes) -> str:
-    import base64
-
     return base64.b64encode(data).decode("ascii")
 
 

@@ -27,9 +27,12 @@ from rich.table import Table
 from verdict.audit.cli_store import StoreOption
 from verdict.audit.cli_store import open_for_cli as _open
 from verdict.audit.config import store_url
+from verdict.audit.kms import KmsEd25519Signer, KmsKeyError
+from verdict.audit.signing import FileKeyStore, KeyStoreError, load_published_keys, publish_key
 from verdict.audit.stores import StoreError
 from verdict.audit.stores.keys import InvalidKey
 from verdict.audit.stores.registry import store_present
+from verdict.audit.trust import local_root
 from verdict.audit.trust_cli import UNANCHORED, TrustOption, UnanchoredOption, resolve_policy
 
 __all__ = ["audit_app", "keys_app"]
@@ -77,6 +80,7 @@ def verify(
 ) -> None:
     """Verify the whole store: records, signatures, links, checkpoints, index, objects,
     against the trust root (certificates), witnesses, held checkpoints and receipts."""
+    # lazy: `verdict --help` imports every command module; the verifier loads when the command runs
     from verdict.audit.completeness import parse_receipts
     from verdict.audit.verifier import verify_store
 
@@ -203,6 +207,7 @@ def show(
     unanchored: UnanchoredOption = False,
 ) -> None:
     """Print a decision record after verifying its signature, certified key and inclusion proof."""
+    # lazy: `verdict --help` imports every command module; the reader (and the chain) loads when the command runs
     from verdict.audit.reader import ReadError, read_decision
 
     target = _open(store, must_exist=True)
@@ -292,6 +297,7 @@ def immutability_test(
     FAILED. Exit code 0: nothing FAILED and the evidence was filed; 1: a probe
     FAILED or the evidence could not be filed; 2: the store or key is unusable.
     """
+    # lazy: `verdict --help` imports every command module; the immutability test loads when the command runs
     from verdict.audit.immutability import junit_xml, open_store_for_probing, run_immutability_test
 
     resolved = store_url(store)
@@ -303,7 +309,6 @@ def immutability_test(
     except (StoreError, InvalidKey, ValueError) as exc:
         _err.print(f"[red]error:[/] cannot open store {resolved}: {exc}")
         raise typer.Exit(2) from None
-    from verdict.audit.trust import local_root
 
     policy = resolve_policy(trust, unanchored)
     root = local_root()
@@ -367,8 +372,6 @@ def immutability_test(
 
 def _evidence_signer(kms_key_id: str | None):  # noqa: ANN202 - (Signer, KeyRing | None)
     if kms_key_id:
-        from verdict.audit.kms import KmsEd25519Signer, KmsKeyError
-
         try:
             return KmsEd25519Signer(kms_key_id), None
         except KmsKeyError as exc:
@@ -382,8 +385,6 @@ def _evidence_signer(kms_key_id: str | None):  # noqa: ANN202 - (Signer, KeyRing
 
 def _init_file_key():  # noqa: ANN202 - (Ed25519Signer, FileKeyStore, created)
     """The local signing key, created on first use; a clean exit 2 if the key store is unusable."""
-    from verdict.audit.signing import FileKeyStore, KeyStoreError
-
     keystore = FileKeyStore.default()
     try:
         signer, created = keystore.init()
@@ -409,8 +410,6 @@ def _write_file(name: str, data: bytes) -> None:
 @keys_app.command("init")
 def keys_init(store: StoreOption = None) -> None:
     """Create the signing key (if there is none) and publish its public document."""
-    from verdict.audit.signing import publish_key
-
     signer, keystore, created = _init_file_key()
     target = _open(store)
     try:
@@ -435,9 +434,8 @@ def keys_rotate(
     Stop the chain's writer (the gateway) first: a running writer owns its chain
     and this command would be refused.
     """
+    # lazy: `verdict --help` imports every command module; the chain writer loads when the command runs
     from verdict.audit.chain import ChainError, ChainWriter
-    from verdict.audit.signing import FileKeyStore, KeyStoreError, publish_key
-    from verdict.audit.trust import local_root
 
     chains = chain or ["gateway-0"]
     keystore = FileKeyStore.default()
@@ -476,8 +474,6 @@ def keys_rotate(
 @keys_app.command("list")
 def keys_list(store: StoreOption = None) -> None:
     """List local private keys and the public keys published in the store."""
-    from verdict.audit.signing import FileKeyStore, load_published_keys
-
     keystore = FileKeyStore.default()
     target = _open(store)
     try:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from verdict.audit import merkle
 from verdict.audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_body
+from verdict.audit.cosignature import CosignatureError, verify_cosignatures
 from verdict.audit.signing import verify_record_signature
 from verdict.audit.trust import TrustPolicy
 
@@ -116,7 +117,6 @@ def witnesses_of(
     """The policy witnesses whose cosignature on ``note`` verifies, and a problem if one is bad."""
     if policy is None or not policy.witnesses:
         return set(), None
-    from verdict.audit.cosignature import CosignatureError, verify_cosignatures
 
     try:
         good = (verify or verify_cosignatures)(note, [w.vkey for w in policy.witnesses])

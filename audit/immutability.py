@@ -76,6 +76,7 @@ import re
 import secrets
 import socket
 from collections.abc import Callable
+from importlib.metadata import version
 
 from verdict.audit import layout
 from verdict.audit.chain import ChainError, ChainWriter, KeyRing, Receipt
@@ -312,8 +313,6 @@ def _user() -> str:
 
 def _software() -> str:
     try:
-        from importlib.metadata import version
-
         ours = version("verdict-gateway")
     except Exception:  # noqa: BLE001 - not installed as a distribution (source checkout)
         ours = "source"

@@ -43,6 +43,7 @@ from verdict.audit.stores.probes import (
     since,
 )
 from verdict.audit.trust import TrustPolicy
+from verdict.audit.verifier import verify_store
 
 __all__ = [
     "CANARY_CHAIN",
@@ -98,8 +99,6 @@ class TrailView:
 def verify_trail(
     store: WormStore, progress: ProgressFn | None, trust: TrustPolicy | None
 ) -> tuple[TrailState | None, ProbeResult]:
-    from verdict.audit.verifier import verify_store
-
     started = time.perf_counter()
     view = TrailView(store)
     try:
@@ -352,8 +351,6 @@ def write_canary(store: WormStore, run_id: str) -> Canary:
 
 def verifier_verdict(store: WormStore) -> tuple[bool, list[str]]:
     """(the verifier flags something, its first findings) for a canary sub-store."""
-    from verdict.audit.verifier import verify_store
-
     try:
         report = verify_store(store, workers=1)
     except StoreError as exc:

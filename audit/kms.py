@@ -171,6 +171,7 @@ class KmsEd25519Signer(DocumentedSigner):
         return signature
 
     def _call(self, operation: str, fn: Any, error: type[Exception]) -> Any:
+        # lazy: boto3/botocore only for KMS keys, never for file keys or `verdict audit verify`
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -210,6 +211,7 @@ class KmsKeyRing:
 
 
 def _client(*, region: str | None, profile: str | None, endpoint_url: str | None, timeout: float) -> Any:
+    # lazy: boto3/botocore only for KMS keys, never for file keys or `verdict audit verify`
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ProfileNotFound

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from verdict.audit import layout
-from verdict.audit.records import RegistryBody
+from verdict.audit.records import RecordError, RegistryBody, decode_record, iter_lines, split_line
 from verdict.audit.stores.base import WormStore
 
 __all__ = [
@@ -265,8 +265,6 @@ def _recorded_since_listing(
     the listing (asked only when an alias object has no record). Only records count:
     an unsigned lease saying "a writer is busy" would let a store writer turn the
     failure into a note."""
-    from verdict.audit.records import RecordError, decode_record, iter_lines, split_line
-
     late_segments = [k for c in sorted(chains) for k in store.list_keys(layout.segments_prefix(c)) if k not in listed]
     aliases: set[str] = set()
     for _key, data in read_many(late_segments):

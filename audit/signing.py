@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.serialization import (
 from verdict.audit import ed25519, layout
 from verdict.audit.canonical import canonical_bytes
 from verdict.audit.checkpoint import CheckpointError, decode_vkey, encode_vkey
+from verdict.audit.config import data_dir
 from verdict.audit.durable import fsync_directory, unlink_if_present, write_file
 from verdict.audit.records import KeyDocument, utc_now
 from verdict.audit.stores.base import ObjectExists, ObjectRef, WormStore
@@ -281,8 +282,6 @@ class FileKeyStore:
 
     @classmethod
     def default(cls) -> FileKeyStore:
-        from verdict.audit.config import data_dir
-
         return cls(data_dir() / "keys")
 
     def _ensure_directory(self) -> None:

@@ -22,9 +22,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_pem_private_key
 
 from verdict.audit import layout
 from verdict.audit.canonical import canonical_bytes
+from verdict.audit.config import data_dir
+from verdict.audit.kms import KmsEd25519Signer
 from verdict.audit.records import KeyDocument, KeyId, Timestamp, utc_now
 from verdict.audit.signing import (
     Ed25519Signer,
@@ -194,14 +199,10 @@ def configured_root(spec: str | None = None, *, create: bool = False) -> RootKey
     One rule for the gateway and for the tools that start chains of their own
     (replay, key rotation, the immutability test), so they certify alike.
     """
-    from verdict.audit.config import data_dir
-
     spec = os.environ.get("VERDICT_TRUST_ROOT", "") if spec is None else spec
     if spec == "none":
         return None
     if spec.startswith("kms:"):
-        from verdict.audit.kms import KmsEd25519Signer
-
         return RootKey(KmsEd25519Signer(spec.removeprefix("kms:")))
     if spec:
         return RootKey.load(Path(spec))
@@ -229,9 +230,6 @@ class RootKey:
     @classmethod
     def load_or_create(cls, path: Path) -> tuple[RootKey, bool]:
         """The file root at ``path`` (PKCS#8 PEM, 0600, directory 0700), created if absent."""
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
         created = False
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -252,9 +250,6 @@ class RootKey:
     @classmethod
     def load(cls, path: Path) -> RootKey:
         """The file root at ``path``; :class:`TrustError` ``bad_root_key`` if missing or unsafe."""
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
         try:
             mode = path.stat().st_mode & 0o777
         except FileNotFoundError:
@@ -325,9 +320,6 @@ def issue_certificate(
 
 def decode_certificate(store_key: str, data: bytes, roots: dict[str, bytes]) -> Certificate:
     """Strictly read one certificate object and check its root signature; raises :class:`TrustError`."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     named = layout.parse_certificate_key(store_key)
     if named is None:
         raise TrustError("bad_certificate", f"{store_key}: not a certificate name")

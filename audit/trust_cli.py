@@ -18,6 +18,7 @@ from rich.console import Console
 
 from verdict.audit.cli_store import StoreOption, open_for_cli
 from verdict.audit.config import data_dir
+from verdict.audit.signing import load_published_keys
 from verdict.audit.trust import (
     RootKey,
     TrustError,
@@ -159,8 +160,6 @@ def certify(
     With --key: one certificate issued ahead, for a writer that does not hold
     the root (production: the root is in KMS, the gateway cannot sign with it).
     """
-    from verdict.audit.signing import load_published_keys
-
     root_key = _root(root)
     target = open_for_cli(store)
     if key is not None:
@@ -176,6 +175,7 @@ def certify(
 
 
 def _certify_existing(target, chain: str, root_key: RootKey) -> None:  # noqa: ANN001 - WormStore
+    # lazy: `verdict --help` imports every command module; the verifier loads when the command runs
     from verdict.audit.verifier import verify_store
 
     report = verify_store(target)
@@ -196,6 +196,7 @@ def _certify_existing(target, chain: str, root_key: RootKey) -> None:  # noqa: A
 
 
 def _timeline(target, chain: str):  # noqa: ANN001, ANN202 - WormStore; list of (from_seq, KeyDocument, origin)
+    # lazy: `verdict --help` imports every command module; the chain loads when the command runs
     from verdict.audit.chain import ChainError, scan_timeline
 
     try:

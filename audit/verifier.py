@@ -546,6 +546,7 @@ class _Verifier:
     def witnessed_by_witnesses(self, origins: dict[str, str]) -> list[tuple[str, bytes]]:
         """Each policy witness's latest cosigned checkpoint of each chain (spec §8a); an
         unreachable witness is a note: the store's own cosigned objects still count."""
+        # lazy: an HTTP client only for a trust policy whose witnesses have URLs
         from verdict.audit.witness_client import WitnessClient, WitnessClientError
 
         found: list[tuple[str, bytes]] = []

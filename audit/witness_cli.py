@@ -63,6 +63,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 7380,
 ) -> None:
     """Serve POST /add-checkpoint; the key is created on first start."""
+    # lazy: the witness, litestar and uvicorn load for `verdict witness serve`, not for `verdict --help`
     from verdict.audit.witness import Witness, WitnessStateError
     from verdict.audit.witness_server import serve as serve_http
 
@@ -91,6 +92,7 @@ def vkey(
     name: NameOption = None,
 ) -> None:
     """Print the witness's verifier key (for a trust policy); creates nothing."""
+    # lazy: `verdict --help` imports every command module; the witness loads when the command runs
     from verdict.audit.cosignature import encode_witness_vkey
     from verdict.audit.witness import load_key
 

@@ -97,6 +97,7 @@ def create_app(witness: Witness) -> Litestar:
 
 def serve(witness: Witness, host: str = "127.0.0.1", port: int = 7380) -> None:
     """Run the witness until interrupted (uvicorn, as ``verdict serve`` runs the gateway)."""
+    # lazy: uvicorn only to serve; tests and callers use create_app in process
     import uvicorn
 
     uvicorn.run(create_app(witness), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)

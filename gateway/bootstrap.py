@@ -22,6 +22,7 @@ from verdict.audit.config import data_dir
 from verdict.gateway.manifest import Manifest
 from verdict.gateway.registry import Registry
 from verdict.gateway.registry_log import RegistryLog
+from verdict.gateway.training import train
 
 __all__ = ["REFERENCE_MODEL", "REFERENCE_VERSION", "ensure_reference_model"]
 
@@ -47,8 +48,6 @@ def ensure_reference_model(
     if events is not None:
         registry = Registry(registry.store, events=events)
     if REFERENCE_VERSION not in registry.versions(REFERENCE_MODEL):
-        from verdict.gateway.training import train  # torch training only on first run
-
         out = Path(data_dir()) / "models" / REFERENCE_MODEL / REFERENCE_VERSION
         say(f"First run: training the {REFERENCE_MODEL} reference model from the vendored data into {out}")
         trained = train(REFERENCE_MODEL, out, version=REFERENCE_VERSION, progress=say)

@@ -130,6 +130,7 @@ def _numpy_blas() -> tuple[str, ...] | None:
     differ between checkouts of the same install. Empty for a NumPy linked to
     a system BLAS."""
     try:
+        # lazy: optional: without threadpoolctl the fingerprint has no BLAS line
         from threadpoolctl import threadpool_info
     except ImportError:
         return None

@@ -22,7 +22,10 @@ from verdict.audit.stores import StoreError, StoreUnavailable, WormStore
 from verdict.audit.trust import TrustPolicy
 from verdict.gateway.decisions import AuditLane
 from verdict.gateway.engine import Engine
+from verdict.gateway.explanation import ExplanationResult
+from verdict.gateway.reasons import principal_reasons_for_denial
 from verdict.gateway.service_errors import AuditUnavailable, InputsSealed, NotExplained, RecordInvalid, UnknownDecision
+from verdict.gateway.waterfall import render_waterfall
 
 __all__ = ["ExplanationView", "LookupService", "Verification"]
 
@@ -156,8 +159,6 @@ class LookupService:
         return view
 
     def explanation_chart(self, request_id: str, actor_key_id: str, fmt: str = "png") -> bytes:
-        from verdict.gateway.waterfall import render_waterfall
-
         verified = self._verified(request_id)
         body = verified.body
         if not body.explanation.contributions:
@@ -168,8 +169,6 @@ class LookupService:
         return chart
 
     def _view(self, verified: VerifiedDecision) -> ExplanationView:
-        from verdict.gateway.reasons import principal_reasons_for_denial
-
         body = verified.body
         manifest = self.models.manifest(body.model.name, body.model.version)
         denial = []
@@ -203,8 +202,6 @@ def _attributes(body: rec.DecisionBody) -> dict[str, Any]:
 
 def _result(body: rec.DecisionBody):  # noqa: ANN202 - ExplanationResult
     """Rebuild the explainer's result from the logged explanation (for reasons and charts)."""
-    from verdict.gateway.explanation import ExplanationResult
-
     e = body.explanation
     budget = e.budget or {}
     return ExplanationResult(

@@ -29,9 +29,11 @@ _LOCK = threading.RLock()
 def chart_session(style: Mapping[RcKeyType, Any] | None = None) -> Iterator[Any]:
     """Hold the process's chart lock with the headless Agg backend and ``style``
     applied; yields ``matplotlib.pyplot``. Close every figure before leaving."""
+    # lazy: matplotlib only when a chart is drawn (replay reports load this module)
     import matplotlib
 
     with _LOCK:
+        # lazy: pyplot first imported under the chart lock (its import sets global state)
         import matplotlib.pyplot as plt
 
         if matplotlib.get_backend().lower() != "agg":

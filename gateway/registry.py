@@ -32,6 +32,7 @@ from verdict.audit.canonical import canonical_bytes
 from verdict.audit.records import ModelVersion, RecordError, RegistryBody, decode_body, utc_now
 from verdict.audit.stores import ObjectExists, ObjectMissing, WormStore
 from verdict.gateway.manifest import Manifest, ManifestError, decode_manifest, encode_manifest
+from verdict.gateway.registry_log import ADOPTED_BY, ADOPTED_REASON, RegistryLogError
 from verdict.gateway.training import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
 
 if TYPE_CHECKING:
@@ -244,7 +245,6 @@ class Registry:
         """Refuse before writing anything if the event log could not record it."""
         if self.events is None:
             return
-        from verdict.gateway.registry_log import RegistryLogError
 
         try:
             self.events.check()
@@ -254,7 +254,6 @@ class Registry:
     def _record(self, body: RegistryBody, what: str) -> None:
         if self.events is None:
             return
-        from verdict.gateway.registry_log import RegistryLogError
 
         try:
             self.events.record([body], adopt=lambda: self.adoption_records(exclude=[body]))
@@ -271,8 +270,6 @@ class Registry:
         promotion per alias object, except those ``exclude`` records itself. Objects
         that cannot be read as a manifest or a promotion are left out (the verifier
         reports such an alias object as unrecorded)."""
-        from verdict.gateway.registry_log import ADOPTED_BY, ADOPTED_REASON
-
         skip = {manifest_key(b.model.name, b.model.version) for b in exclude if b.event == "registration"}
         skip |= {b.alias_key for b in exclude if b.alias_key}
         now = utc_now()

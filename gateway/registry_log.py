@@ -28,11 +28,12 @@ from collections.abc import Callable, Sequence
 
 from verdict.audit import layout
 from verdict.audit.chain import ChainError, ChainWriter, KeyRing, LeaseHeld, Receipt, scan_timeline
+from verdict.audit.config import data_dir
 from verdict.audit.lease import LeaseOptions
 from verdict.audit.records import RegistryBody
-from verdict.audit.signing import Signer
+from verdict.audit.signing import FileKeyStore, Signer
 from verdict.audit.stores import StoreError, WormStore
-from verdict.audit.trust import RootKey, TrustError, TrustPolicy
+from verdict.audit.trust import RootKey, TrustError, TrustPolicy, configured_root, local_root_path
 
 __all__ = [
     "ADOPTED_BY",
@@ -106,10 +107,6 @@ class RegistryLog:
         ``create_root``: create the root in the data directory if there is
         none, as ``verdict serve`` does on its first start (the gateway's
         bootstrap runs before the gateway would create it)."""
-        from verdict.audit.config import data_dir
-        from verdict.audit.signing import FileKeyStore
-        from verdict.audit.trust import configured_root, local_root_path
-
         keys = FileKeyStore.default()
         signer, created = keys.init()
         if created and say is not None:

@@ -14,15 +14,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from verdict.audit.chain import ChainWriter, KeyRing
+from verdict.audit.chain import ChainWriter, KeyRing, default_origin
 from verdict.audit.config import data_dir
 from verdict.audit.index import RequestIndex
+from verdict.audit.kms import KmsEd25519Signer, KmsKeyRing
 from verdict.audit.lease import LeaseOptions
 from verdict.audit.signing import FileKeyStore, Signer
 from verdict.audit.stores import ObjectExists, StoreError, WormStore, WriteProbe, open_store
 from verdict.audit.trust import RootKey, TrustError, TrustPolicy, configured_root, load_policy, local_root_path
+from verdict.audit.witness_client import WitnessClient, WitnessClientError
 from verdict.audit.witnessing import CheckpointWitnessing, held_notes
 from verdict.gateway import environment
 from verdict.gateway.apikeys import ApiKeyStore
@@ -34,9 +35,7 @@ from verdict.gateway.metrics import GatewayMetrics
 from verdict.gateway.registry import Registry
 from verdict.gateway.registry_log import RegistryLog
 from verdict.gateway.settings import ServiceSettings, SettingsError
-
-if TYPE_CHECKING:
-    from verdict.replay.service import ReplayService  # imported where built: replay imports the gateway
+from verdict.replay.service import ReplayService
 
 __all__ = ["DISABLED_FOR_BENCHMARK", "Services", "build_services", "publish_environment"]
 
@@ -142,8 +141,6 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
     lookups = LookupService(store, lane, models, settings.retry_after_s, trust=policy)
     replays = None
     if writer is not None:
-        from verdict.replay.service import ReplayService
-
         # Each replica writes replay evidence to its own chain: one writer per chain.
         replays = ReplayService(
             settings.store,
@@ -200,9 +197,6 @@ def _trust(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[RootK
 
 def _witnessed(policy: TrustPolicy, settings: ServiceSettings, say: Callable[[str], None]) -> list[bytes]:
     """The latest checkpoint of this chain each policy witness cosigned (what the store must still hold)."""
-    from verdict.audit.chain import default_origin
-    from verdict.audit.witness_client import WitnessClient, WitnessClientError
-
     notes = []
     for entry in policy.witnesses:
         if not entry.url:
@@ -222,8 +216,6 @@ def _witnessed(policy: TrustPolicy, settings: ServiceSettings, say: Callable[[st
 def _signer(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[Signer, KeyRing | None]:
     """File keys by default (a dev key is generated on first start); AWS KMS when configured."""
     if settings.kms_key_id:
-        from verdict.audit.kms import KmsEd25519Signer, KmsKeyRing
-
         kms_signer = KmsEd25519Signer(settings.kms_key_id.format(chain_id=settings.chain_id))
         previous = [k.strip() for k in settings.kms_previous_key_ids.split(",") if k.strip()]
         return kms_signer, KmsKeyRing.from_key_ids(previous) if previous else None

@@ -10,6 +10,7 @@ from a seeded generator, and the manifest holds no timestamps.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,8 +172,6 @@ def _background(data: LoadedDataset, train_mask: np.ndarray, rows: int) -> bytes
 
 
 def _export(model: CreditModel, example: torch.Tensor) -> bytes:
-    import io
-
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
     # torch.export records each node's Python stack trace, absolute file paths

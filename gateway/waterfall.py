@@ -36,6 +36,7 @@ _STYLE: dict[RcKeyType, Any] = {
 
 
 def _shap_explanation(manifest: Manifest, attributes: Mapping[str, Any], result: ExplanationResult):  # noqa: ANN202
+    # lazy: shap (and numba) only when a waterfall chart is drawn
     import shap
 
     specs = manifest.inputs
@@ -59,6 +60,7 @@ def render_waterfall(
     get a bar each, the rest are summed into one."""
     if fmt not in FORMATS:
         raise ValueError(f"waterfall format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    # lazy: shap (and numba) only when a waterfall chart is drawn
     import shap
 
     explanation = _shap_explanation(manifest, attributes, result)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import msgspec
 
+from verdict.replay.batch import ReplayJob, _in_workers, plan_chunks
+from verdict.replay.rebuild import InnerJob, InnerResult
+from verdict.replay.rescore import ReplayOptions, Rescorer
+from verdict.replay.trail import Selection, Target
+
 
 def main(argv: list[str]) -> int:
-    from verdict.replay.batch import ReplayJob, _in_workers, plan_chunks
-    from verdict.replay.rebuild import InnerJob, InnerResult
-    from verdict.replay.rescore import ReplayOptions, Rescorer
-    from verdict.replay.trail import Selection, Target
-
     job = msgspec.msgpack.decode(Path(argv[1]).read_bytes(), type=InnerJob)
     options = msgspec.msgpack.decode(job.options, type=ReplayOptions)
     targets = [Target(request_id=str(i), record=r) for i, r in enumerate(job.records)]

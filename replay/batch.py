@@ -35,12 +35,17 @@ from typing import Any
 
 import msgspec
 
+from verdict.audit import layout
+from verdict.audit.config import data_dir
 from verdict.audit.records import DecisionBody, decode_record, utc_now
-from verdict.audit.stores import WormStore, open_store
+from verdict.audit.stores import ObjectMissing, StoreError, WormStore, open_store
 from verdict.audit.trust import TrustPolicy
+from verdict.gateway.manifest import ManifestError, decode_manifest
 from verdict.replay import environment as envs
+from verdict.replay import report as reports
+from verdict.replay.rebuild import replay_in_rebuilt_environments
 from verdict.replay.report import ReplayOutcome
-from verdict.replay.rescore import ReplayOptions, Rescorer, RuntimeKey, runtime_key
+from verdict.replay.rescore import ReplayOptions, Rescorer, RuntimeKey, init_worker, runtime_key, warm, work
 from verdict.replay.trail import Selection, Target, resolve
 from verdict.replay.verdicts import DecisionResult, Tolerance, ToleranceError, cannot_replay, effective_tolerance
 
@@ -112,8 +117,6 @@ class ModelTolerance(msgspec.Struct, frozen=True):
 
 
 def replays_dir() -> Path:
-    from verdict.audit.config import data_dir
-
     return data_dir() / "replays"
 
 
@@ -303,7 +306,6 @@ def _early_pool(store: WormStore, job: ReplayJob) -> WorkerPool | None:
         return WorkerPool(job.store_url, job.workers)
     if not job.selection.is_scan() or job.options.scope == "score_only":
         return None
-    from verdict.audit import layout
 
     for decisions, _ in enumerate(store.list_keys(layout.INDEX_PREFIX), start=1):
         if decisions >= IN_PROCESS_BELOW:
@@ -373,8 +375,6 @@ def _run(
     todo = [t for t in targets if t.request_id not in results]
     rebuilt = None
     if job.rebuild_env and todo:
-        from verdict.replay.rebuild import replay_in_rebuilt_environments
-
         rebuilt = replay_in_rebuilt_environments(
             store,
             job,
@@ -395,8 +395,6 @@ def _run(
             job, todo, results, fingerprints, store_progress, progress, stop, len(targets), replay_id, pool
         )
     elapsed = time.perf_counter() - started
-
-    from verdict.replay import report as reports
 
     ordered = [_with_proof(results[t.request_id], t) for t in targets]
     report = reports.build_report(
@@ -449,9 +447,6 @@ def _select(store: WormStore, job: ReplayJob, progress: ProgressFn | None) -> tu
 
 def _tolerances(store: WormStore, job: ReplayJob, targets: list[Target]) -> list[ModelTolerance]:
     """Each selected model's registered tolerance and the one applied; refuse widening."""
-    from verdict.audit.stores import ObjectMissing, StoreError
-    from verdict.gateway.manifest import ManifestError, decode_manifest
-
     out = []
     for ref in sorted({t.model for t in targets if t.model and t.problem is None}):
         name, _, version = ref.partition(":")
@@ -613,8 +608,6 @@ class WorkerPool:
     service) can keep one pool for many replays of the same store."""
 
     def __init__(self, store_url: str, workers: int) -> None:
-        from verdict.replay.rescore import init_worker, warm
-
         self.store_url = store_url
         self.workers = workers
         self._pool = ProcessPoolExecutor(
@@ -629,8 +622,6 @@ class WorkerPool:
         options: ReplayOptions,
         replay_id: str | None = None,
     ) -> Iterator[tuple[list[DecisionResult], dict[str, bytes]]]:
-        from verdict.replay.rescore import work
-
         replay_id = replay_id or new_replay_id()
 
         encoded = msgspec.msgpack.encode(options)

@@ -20,7 +20,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
+from verdict.audit.config import store_url
+from verdict.audit.layout import LayoutError, check_chain_id
+from verdict.audit.stores import StoreError, open_store
 from verdict.audit.trust_cli import UNANCHORED, TrustOption, UnanchoredOption, resolve_policy
 
 __all__ = ["main", "replay_app", "replay_command"]
@@ -128,9 +143,6 @@ def replay_command(
     environment settings, re-score and re-explain through the gateway's own code,
     and give each decision a verdict: identical, within_tolerance,
     out_of_tolerance or cannot_replay (with the reason)."""
-    from verdict.audit.config import store_url
-    from verdict.audit.stores import StoreError, open_store
-
     url = store_url(store)
     try:
         opened = open_store(url)
@@ -139,6 +151,7 @@ def replay_command(
     if verify_report is not None:
         raise typer.Exit(_verify(opened, verify_report))
 
+    # lazy: `verdict --help` imports every command module; the replay machinery loads when the command runs
     from verdict.audit.chain import ChainError
     from verdict.replay.batch import ReplayError, ReplayInterrupted, ReplayJob, run_replay
     from verdict.replay.report import default_actor
@@ -169,8 +182,6 @@ def replay_command(
             override_threads=override_threads,
         )
         try:
-            from verdict.audit.layout import LayoutError, check_chain_id
-
             check_chain_id(replay_chain)
         except LayoutError as exc:
             raise _fail(f"--replay-chain: {exc}", EXIT_USAGE) from None
@@ -224,6 +235,7 @@ def replay_command(
 
 
 def _model_ref(model: str | None) -> tuple[str | None, str | None]:
+    # lazy: `verdict --help` imports every command module; the trail (and the chain) loads when the command runs
     from verdict.replay.trail import SelectionError
 
     if model is None:
@@ -242,17 +254,6 @@ def _progress(disabled: bool):  # noqa: ANN202
                 typer.echo(phase, err=True)
 
         return plain, lambda: None
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     bar = Progress(
         TextColumn("{task.description:<10}"),
@@ -279,9 +280,6 @@ def _progress(disabled: bool):  # noqa: ANN202
 
 
 def _print_outcome(outcome) -> None:  # noqa: ANN001
-    from rich.console import Console
-    from rich.table import Table
-
     report = outcome.report
     s = report.summary
     console = Console(stderr=False, highlight=False, soft_wrap=True)
@@ -333,6 +331,7 @@ def _print_outcome(outcome) -> None:  # noqa: ANN001
 
 
 def _verify(store, path: Path) -> int:  # noqa: ANN001
+    # lazy: `verdict --help` imports every command module; the replay report loads when the command runs
     from verdict.replay.report import verify_signed_report
 
     try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from verdict.audit.stores import ObjectMissing, StoreError, WormStore
+from verdict.audit.stores import ObjectExists, ObjectMissing, StoreError, WormStore
 
 __all__ = [
     "ENVIRONMENTS_PREFIX",
@@ -99,6 +99,7 @@ def fetch(store: WormStore, sha256: str) -> dict[str, Any]:
 def current_fingerprint(device: str = "cpu") -> tuple[dict[str, Any], str, bytes]:
     """(fingerprint as JSON, its sha256, canonical bytes) of this process, as the
     gateway captures its own (same function, same seed), so equal environments hash equal."""
+    # lazy: torch (gateway.environment): the replaying parent proves records without it
     from verdict.gateway import environment
 
     fp = environment.capture(device=device, seed=0)
@@ -112,8 +113,6 @@ def fingerprint_sha256(data: bytes) -> str:
 
 def publish(store: WormStore, data: bytes) -> str:
     """Store an environment manifest content-addressed (idempotent); return its sha256."""
-    from verdict.audit.stores import ObjectExists
-
     digest = hashlib.sha256(data).hexdigest()
     with contextlib.suppress(ObjectExists):  # same address, same bytes (the verifier re-hashes it)
         store.put_once(environment_key(digest), data)

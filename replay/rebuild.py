@@ -43,7 +43,9 @@ from typing import Any
 
 import msgspec
 
+from verdict.audit.config import data_dir
 from verdict.audit.records import DecisionBody, decode_record
+from verdict.gateway.source import project_root, source_sha256
 from verdict.replay import environment as envs
 from verdict.replay.verdicts import DecisionResult, cannot_replay
 
@@ -78,7 +80,6 @@ def envs_dir() -> Path:
     override = os.environ.get("VERDICT_REPLAY_ENVS")
     if override:
         return Path(override).absolute()
-    from verdict.audit.config import data_dir
 
     return data_dir() / "replay-envs"
 
@@ -191,8 +192,6 @@ def _export_commit(root: Path, commit: str, dest: Path) -> bool:
 
 def locate_source(wanted: str, dest: Path) -> str:
     """Copy the project source whose hash is ``wanted`` into ``dest``; return where it came from."""
-    from verdict.gateway.source import project_root, source_sha256
-
     root = project_root()
     if source_sha256() == wanted:
         _copy_tree(root, dest)

@@ -34,11 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
+from cryptography.exceptions import InvalidSignature
 
 from verdict.audit import layout
 from verdict.audit.canonical import canonical_bytes
+from verdict.audit.chain import ChainWriter
 from verdict.audit.records import AccessBody, EvidenceBody, utc_now
-from verdict.audit.stores import ObjectExists, WormStore
+from verdict.audit.signing import FileKeyStore, KeyDocumentError, check_key_document, decode_key_document
+from verdict.audit.stores import ObjectExists, ObjectMissing, WormStore, open_store
+from verdict.audit.trust import local_root
+from verdict.gateway.plotting import chart_session
 from verdict.replay import environment as envs
 from verdict.replay.verdicts import CANNOT_REPLAY_REASONS, VERDICTS, DecisionResult
 
@@ -211,8 +217,6 @@ def build_report(
     rebuilt: list[dict[str, Any]] | None,
     store: WormStore | None = None,
 ) -> ReplayReport:
-    from verdict.audit.stores import open_store
-
     store = store or open_store(job.store_url)
     fingerprints = {sha: msgspec.json.decode(data) for sha, data in sorted(replay_fingerprints.items())}
     used: dict[str, dict[str, int]] = {}
@@ -337,10 +341,6 @@ class ReportVerification(msgspec.Struct, frozen=True):
 def verify_signed_report(store: WormStore, data: bytes) -> ReportVerification:
     """Check a stored report with nothing but the store: canonical form, the
     signature with the published key named in it."""
-    from cryptography.exceptions import InvalidSignature
-
-    from verdict.audit.signing import KeyDocumentError, check_key_document, decode_key_document
-    from verdict.audit.stores import ObjectMissing
 
     try:
         envelope = msgspec.json.decode(data)
@@ -393,10 +393,6 @@ def finish(
     )
     stored = None
     if job.record:
-        from verdict.audit.chain import ChainWriter
-        from verdict.audit.signing import FileKeyStore
-        from verdict.audit.trust import local_root
-
         keys = FileKeyStore.default()
         if signer is None:
             signer, _ = keys.init()
@@ -480,7 +476,6 @@ def score_chart_png(report: ReplayReport) -> bytes | None:
     ]
     if not points:
         return None
-    from verdict.gateway.plotting import chart_session
 
     with chart_session() as plt:
         fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=110)
@@ -492,8 +487,6 @@ def score_chart_png(report: ReplayReport) -> bytes | None:
 
 def _draw_score_chart(report: ReplayReport, points: list, fig, ax) -> bytes:  # noqa: ANN001
     """Draw the score-delta chart on ``fig``/``ax`` (the caller holds the chart session)."""
-    import numpy as np
-
     lo, hi = min(p[0] for p in points), max(p[0] for p in points)
     xs = np.linspace(min(0.0, lo), max(1.0, hi), 200)
     bounds = []

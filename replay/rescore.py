@@ -26,6 +26,7 @@ stored bytes.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,6 +44,8 @@ from verdict.audit.records import (
     record_bytes,
 )
 from verdict.audit.stores import StoreError, open_store
+from verdict.gateway.manifest import ManifestError
+from verdict.replay.environment import current_fingerprint
 from verdict.replay.verdicts import DecisionResult, Tolerance, cannot_replay, effective_tolerance, judge
 
 __all__ = ["ReplayOptions", "Rescorer", "RuntimeKey", "runtime_key"]
@@ -113,7 +116,7 @@ class Rescorer:
     long as the replay; the loaded programs live in the engine's process-wide cache."""
 
     def __init__(self, store_url: str, options: ReplayOptions) -> None:
-        # Function-local: the replaying parent process proves records without loading torch.
+        # lazy: torch: the replaying parent proves records without it; workers load it in init_worker
         from verdict.gateway.engine import Engine
         from verdict.gateway.registry import Registry
 
@@ -131,7 +134,7 @@ class Rescorer:
     # -- loading (through gateway.engine, as the gateway loads) ---------------------------
 
     def manifest(self, name: str, version: str) -> Any:
-        from verdict.gateway.manifest import ManifestError
+        # lazy: torch: the replaying parent proves records without it; workers load it in init_worker
         from verdict.gateway.registry import UnknownModel
 
         key = (name, version)
@@ -150,6 +153,7 @@ class Rescorer:
         return found
 
     def _device(self, recorded: str) -> str:
+        # lazy: torch: the replaying parent proves records without it; workers load it in init_worker
         from verdict.gateway.determinism import DeterminismError
 
         policy = "cuda" if recorded.startswith("cuda") else "cpu" if recorded == "cpu" else recorded
@@ -188,6 +192,7 @@ class Rescorer:
         return self._once(("model", key.name, key.version, device), lambda: self._load(key, manifest, device))
 
     def _load(self, key: RuntimeKey, manifest: Any, device: str) -> Any:
+        # lazy: torch: the replaying parent proves records without it; workers load it in init_worker
         from verdict.gateway.registry import RegistryError, TamperedBlob, blob_key
 
         if not self.store.exists(blob_key(key.sha256)):
@@ -220,6 +225,7 @@ class Rescorer:
         return self._once(cache_key, lambda: self._explainer(key, model, explain_bucket, threads))
 
     def _explainer(self, key: RuntimeKey, model: Any, explain_bucket: int, threads: int) -> Any:
+        # lazy: torch: the replaying parent proves records without it; workers load it in init_worker
         from verdict.gateway.explanation import ExplainerConfigError
         from verdict.gateway.registry import RegistryError, TamperedBlob
 
@@ -240,8 +246,6 @@ class Rescorer:
         """This process's environment fingerprint as it scores (after the determinism switch)."""
         key = (device, threads)
         if key not in self._fingerprints:
-            from verdict.replay.environment import current_fingerprint
-
             _, sha, data = current_fingerprint(device)
             self._fingerprints[key] = (sha, data)
             self.fingerprints_seen[sha] = data
@@ -293,6 +297,7 @@ class Rescorer:
     def _group(
         self, key: RuntimeKey, members: list[tuple[int, Record, DecisionBody]]
     ) -> list[tuple[int, DecisionResult]]:
+        # lazy: torch: the replaying parent proves records without it; workers load it in init_worker
         from verdict.gateway import determinism
         from verdict.gateway.schema import InputValidationError, validate_attributes
 
@@ -379,6 +384,7 @@ class Rescorer:
         return out
 
     def _score(self, model, explainer, tolerance, score_bucket, runtime, replay_env, rows, kept):  # noqa: ANN001, ANN202
+        # lazy: torch: the replaying parent proves records without it; workers load it in init_worker
         from verdict.gateway.engine import decide_rows
 
         # A decision logged without an explanation (the gateway's explain=false benchmark mode)
@@ -444,6 +450,7 @@ def init_worker(store_url: str) -> None:
     """Worker start-up: the slow imports now (while the parent proves the records)."""
     global _store_url
     _store_url = store_url
+    # lazy: deliberate: a spawned worker pays for torch and the engine at start-up, while the parent proves records
     import verdict.gateway.engine  # noqa: F401 - loads the explainer, reasons, registry and runtime
     from verdict.gateway import determinism
 
@@ -452,8 +459,6 @@ def init_worker(store_url: str) -> None:
 
 def warm() -> int:
     """A no-op task: submitting one per worker makes the pool start them all now."""
-    import os
-
     return os.getpid()
 
 

@@ -23,6 +23,7 @@ its own (e.g. ``replay-<ordinal>``): one writer per chain.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
@@ -30,15 +31,19 @@ from typing import Any, Literal
 
 import msgspec
 
+from verdict.audit.config import store_url as configured
 from verdict.audit.layout import LayoutError, check_chain_id
 from verdict.audit.records import utc_now
+from verdict.audit.stores import open_store
 from verdict.gateway.manifest import NAME_RE, VERSION_RE
+from verdict.gateway.registry import Registry
 from verdict.gateway.service_errors import ServiceError
 from verdict.replay.batch import (
     DEFAULT_REPLAY_CHAIN,
     ReplayError,
     ReplayInterrupted,
     ReplayJob,
+    WorkerPool,
     new_replay_id,
     replays_dir,
     run_replay,
@@ -149,8 +154,6 @@ class ReplayService:
         trust: Any = None,
         root: Any = None,
     ) -> None:
-        from verdict.audit.config import store_url as configured
-
         self.store_url = configured(store_url)
         self.replay_chain = check_chain_id(replay_chain)
         self.workers, self.max_queued, self.signer, self.keyring = workers, max_queued, signer, keyring
@@ -206,7 +209,6 @@ class ReplayService:
         status = self.replay_status(replay_id)
         if status.report_object_key is None:
             return None
-        from verdict.audit.stores import open_store
 
         return open_store(self.store_url).get(status.report_object_key)
 
@@ -216,7 +218,6 @@ class ReplayService:
             return self._html[replay_id]
         if status.html_object_key is None:
             return None
-        from verdict.audit.stores import open_store
 
         return open_store(self.store_url).get(status.html_object_key).decode("utf-8")
 
@@ -253,8 +254,6 @@ class ReplayService:
         if not self.workers:
             return None
         if self._pool is None:
-            from verdict.replay.batch import WorkerPool
-
             self._pool = WorkerPool(self.store_url, self.workers)
         return self._pool
 
@@ -320,8 +319,6 @@ class ReplayService:
         (run_replay checks again against the models actually selected)."""
         if request.tighten_absolute is None and request.tighten_relative is None:
             return
-        from verdict.audit.stores import open_store
-        from verdict.gateway.registry import Registry
 
         registry = Registry(open_store(self.store_url))
         names = [name] if name else registry.names()
@@ -404,8 +401,6 @@ class ReplayService:
 
     def _from_disk(self, replay_id: str) -> ReplayStatus:
         """A replay of an earlier process (or the CLI) from its directory."""
-        import re
-
         if not re.fullmatch(r"rpl-[0-9TZ]+-[0-9a-f]{8}", replay_id):
             raise UnknownReplay(replay_id)
         directory = replays_dir() / replay_id

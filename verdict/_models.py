@@ -24,6 +24,7 @@ from verdict._types import ModelVersion, Promotion
 from verdict.audit.stores import StoreError
 from verdict.gateway.registry import Registry, RegistryError
 from verdict.gateway.registry_log import RegistryLog
+from verdict.gateway.training import train
 
 __all__ = ["ModelRegistry", "sample_applicants", "train_reference_model"]
 
@@ -38,8 +39,6 @@ def train_reference_model(out_dir: str | os.PathLike[str], *, version: str = "1.
 
     Reproducible to the byte: the same code, data and seed give the same
     artifact sha256 on the same platform, so a validator can retrain and compare."""
-    from verdict.gateway.training import train
-
     return train(REFERENCE_MODEL, Path(out_dir), version=version).directory
 
 

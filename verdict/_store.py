@@ -16,9 +16,12 @@ from verdict._errors import RecordNotVerified, StoreUnavailable, VerdictError
 from verdict._trust import PolicySource, resolve_home, signing_identity, verify_policy
 from verdict._types import Decision, Finding, LoggedDecision, Reason, Receipt, ReplayVerdict, Verification
 from verdict.audit import records
+from verdict.audit.chain import ChainError
+from verdict.audit.reader import ReadError, read_decision
 from verdict.audit.stores import StoreError, WormStore
 from verdict.audit.stores import open_store as _open_url
 from verdict.audit.stores.registry import find_backend
+from verdict.audit.verifier import verify_store
 
 __all__ = ["Store", "open_store"]
 
@@ -57,8 +60,6 @@ class Store:
         :class:`TrustPolicyRequired` unless ``unanchored=True``. ``workers``:
         processes for signature checks (None: automatic). The result is
         returned, not raised: check ``ok``."""
-        from verdict.audit.verifier import verify_store
-
         policy = verify_policy(trust, unanchored)
         try:
             report = verify_store(self._worm, trust=policy, workers=workers, ask_witnesses=policy is not None)
@@ -88,8 +89,6 @@ class Store:
         when one covers it. :class:`RecordNotVerified` (with the reason code) otherwise.
 
         What a GDPR Art. 22 / adverse-action lookup shows, as ``verdict audit show``."""
-        from verdict.audit.reader import ReadError, read_decision
-
         policy = verify_policy(trust, unanchored)
         try:
             verified = read_decision(self._worm, request_id, trust=policy)
@@ -135,7 +134,7 @@ class Store:
         (a gateway checkpoints on :meth:`Gateway.checkpoint` and on close).
         The replay's resumable progress files go to ``home``'s ``replays/``.
         """
-        from verdict.audit.chain import ChainError
+        # lazy: the replay machinery loads for Store.replay, not for open_store or verify
         from verdict.replay.batch import ReplayError, ReplayJob, run_replay
         from verdict.replay.report import default_actor
         from verdict.replay.trail import Selection, SelectionError

@@ -19,6 +19,7 @@ from verdict.audit.stores.base import (
     WriteProbe,
 )
 from verdict.audit.stores.filesystem import FilesystemStore
+from verdict.audit.stores.filesystem_probes import FilesystemProbes
 from verdict.audit.stores.probes import ProbeContext, StoreProbes
 from verdict.audit.stores.registry import StoreBackend, open_store, register_backend
 
@@ -40,24 +41,25 @@ __all__ = [
 
 
 def _filesystem_probes(store: WormStore, context: ProbeContext) -> StoreProbes | None:
-    from verdict.audit.stores.filesystem_probes import FilesystemProbes
-
     return FilesystemProbes(store, context) if isinstance(store, FilesystemStore) else None
 
 
 def _open_s3(url: str) -> WormStore:
-    from verdict.audit.stores.s3 import S3ObjectLockStore  # boto3 only when asked for
+    # lazy: boto3 only for s3:// stores
+    from verdict.audit.stores.s3 import S3ObjectLockStore
 
     return S3ObjectLockStore.from_url(url)
 
 
 def _open_s3_unchecked(url: str) -> WormStore:
+    # lazy: boto3 only for s3:// stores
     from verdict.audit.stores.s3 import S3ObjectLockStore
 
     return S3ObjectLockStore.from_url(url, check_bucket=False)
 
 
 def _s3_probes(store: WormStore, context: ProbeContext) -> StoreProbes | None:
+    # lazy: boto3 only for s3:// stores
     from verdict.audit.stores.s3 import S3ObjectLockStore
     from verdict.audit.stores.s3_probes import S3Probes
 

@@ -8,15 +8,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from verdict.gateway.apikeys import ApiKeyError, ApiKeyStore
 from verdict.gateway.commands.common import EXIT_USAGE, fail
+from verdict.gateway.settings import load_settings
 
 apikeys_app = typer.Typer(help="Create and list API keys.", no_args_is_help=True)
 
 
 def _store():  # noqa: ANN202
-    from verdict.gateway.apikeys import ApiKeyStore
-    from verdict.gateway.settings import load_settings
-
     return ApiKeyStore(load_settings().apikeys_file)
 
 
@@ -26,8 +25,6 @@ def create(
     name: Annotated[str, typer.Option(help="Who or what the key is for")] = "",
 ) -> None:
     """Create a key and print it once (only its SHA-256 is stored)."""
-    from verdict.gateway.apikeys import ApiKeyError
-
     try:
         key, token = _store().create(scope, name=name)
     except ApiKeyError as exc:

@@ -18,6 +18,7 @@ from verdict.gateway.commands.common import StoreOption, open_configured_store
 
 def demo_command(store: StoreOption = None) -> None:
     """Bootstrap the reference model (first run) and score the sample applicants."""
+    # lazy: torch stays out of `verdict --help`
     from verdict.gateway.bootstrap import ensure_reference_model
     from verdict.gateway.registry import Registry
     from verdict.gateway.runtime import load_model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypedDict
 
@@ -23,11 +24,13 @@ def _registry(store: str | None, *, recorded: bool = False) -> Registry:
     """The registry of the configured store; ``recorded``: with the event log that
     appends registrations and promotions to the registry chain (spec §3
     ``registry``), signed with this machine's key and certified by its root."""
+    # lazy: torch stays out of `verdict --help`
     from verdict.gateway.registry import Registry
 
     opened = open_configured_store(store)
     if not recorded:
         return Registry(opened)
+    # lazy: `verdict --help` imports every command module; the registry log (and the chain) loads when the command runs
     from verdict.gateway.registry_log import RegistryLog
 
     return Registry(opened, events=RegistryLog.local(opened, create_root=True, say=lambda msg: _err.print(msg)))
@@ -40,6 +43,7 @@ def train_command(
     version: Annotated[str, typer.Option(help="Version recorded in the manifest")] = "1.0.0",
 ) -> None:
     """Train a reference model reproducibly from the real data set."""
+    # lazy: torch and numpy stay out of `verdict --help`
     from verdict.gateway.datasets import DatasetError
     from verdict.gateway.training import RECIPES, train
 
@@ -60,6 +64,7 @@ def register_command(
     path: Annotated[Path, typer.Argument(help="A trained model directory")], store: StoreOption = None
 ) -> None:
     """Register a trained model directory in the store (immutable once registered)."""
+    # lazy: torch stays out of `verdict --help`
     from verdict.gateway.registry import RegistryError
 
     try:
@@ -106,6 +111,7 @@ def show_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest itself")] = False,
 ) -> None:
     """Show a model version's manifest."""
+    # lazy: torch stays out of `verdict --help`
     from verdict.gateway.registry import RegistryError, parse_ref
 
     try:
@@ -140,6 +146,7 @@ def show_command(
 @models_app.command("promote")
 def promote_command(ref: Annotated[str, typer.Argument(help="NAME:VERSION")], store: StoreOption = None) -> None:
     """Point the production alias at a version (recorded, append-only)."""
+    # lazy: torch stays out of `verdict --help`
     from verdict.gateway.registry import RegistryError, parse_ref
 
     name, version = parse_ref(ref)
@@ -166,8 +173,7 @@ def predict_command(
     bucket: Annotated[int | None, typer.Option(help="Force the execution bucket (rows per forward pass)")] = None,
 ) -> None:
     """Raw model outputs for JSON Lines input (a development tool, not a decision: nothing is audited)."""
-    import sys
-
+    # lazy: torch and numpy stay out of `verdict --help`
     from verdict.gateway.registry import RegistryError, parse_ref
     from verdict.gateway.runtime import load_model
     from verdict.gateway.schema import InputValidationError, encode_rows, validate_attributes

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from verdict.audit.stores import StoreError
 from verdict.gateway.commands.common import EXIT_USAGE, fail
+from verdict.gateway.settings import SettingsError, load_settings
 
 
 def serve_command(
@@ -24,12 +27,11 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve audited, explained decisions over HTTP."""
+    # lazy: uvicorn, litestar and torch stay out of `verdict --help`
     import uvicorn
 
-    from verdict.audit.stores import StoreError
     from verdict.gateway.app import create_app
     from verdict.gateway.service import build_services
-    from verdict.gateway.settings import SettingsError, load_settings
 
     try:
         settings = load_settings(
@@ -56,8 +58,6 @@ def serve_command(
 
 
 def _unsafe_allowed() -> bool:
-    import os
-
     return os.environ.get("VERDICT_UNSAFE_BENCHMARK") == "1"
 
 
