@@ -695,46 +695,34 @@ class S3Probes:
         self, full: str, key: str, version: str | None, lock: dict[str, Any]
     ) -> tuple[bool, dict[str, Any]]:
         until = _parse_dt(lock["retain_until"])
-        accepted, said = self._call(
-            self.client.put_object_retention,
-            Bucket=self.bucket,
-            Key=full,
-            VersionId=version or "null",
-            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until - _dt.timedelta(seconds=1)},
-        )
-        out: dict[str, Any] = {"server": said}
-        if accepted:  # never expected after the canary gate: put the date back (extending is always allowed)
-            _, restored = self._call(
-                self.client.put_object_retention,
-                Bucket=self.bucket,
-                Key=full,
-                VersionId=version or "null",
-                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
-            )
-            out["restored"] = restored
-        return accepted, out
+        return self._retention_attack(full, version, "COMPLIANCE", until - _dt.timedelta(seconds=1), until)
 
     def _record_mode(
         self, full: str, key: str, version: str | None, lock: dict[str, Any]
     ) -> tuple[bool, dict[str, Any]]:
         until = _parse_dt(lock["retain_until"])
-        accepted, said = self._call(
-            self.client.put_object_retention,
-            Bucket=self.bucket,
-            Key=full,
-            VersionId=version or "null",
-            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until},
-        )
-        out: dict[str, Any] = {"server": said}
-        if accepted:
-            _, restored = self._call(
+        return self._retention_attack(full, version, "GOVERNANCE", until, until)
+
+    def _retention_attack(
+        self, full: str, version: str | None, mode: str, until: _dt.datetime, original: _dt.datetime
+    ) -> tuple[bool, dict[str, Any]]:
+        """Try to set a record's retention to ``mode`` until ``until``; if the store accepts
+        (never expected after the canary gate), put COMPLIANCE until ``original`` back
+        (extending is always allowed) and say so in the evidence."""
+
+        def retain(mode: str, until: _dt.datetime) -> tuple[bool, Any]:
+            return self._call(
                 self.client.put_object_retention,
                 Bucket=self.bucket,
                 Key=full,
                 VersionId=version or "null",
-                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+                Retention={"Mode": mode, "RetainUntilDate": until},
             )
-            out["restored"] = restored
+
+        accepted, said = retain(mode, until)
+        out: dict[str, Any] = {"server": said}
+        if accepted:
+            out["restored"] = retain("COMPLIANCE", original)[1]
         return accepted, out
 
 
