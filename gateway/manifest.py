@@ -11,6 +11,7 @@ risk validator trace the artifact back to data, code and environment.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -22,6 +23,9 @@ from verdict.gateway.schema import AttributeSpec
 __all__ = [
     "DatasetProvenance",
     "DecisionRule",
+    "ModelCard",
+    "OutputSpace",
+    "WithheldAttribute",
     "ExplainerSettings",
     "Manifest",
     "ManifestError",
@@ -50,10 +54,15 @@ class _Strict(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fi
     pass
 
 
+OutputSpace = Literal["probability", "score"]
+"""``probability``: of the adverse outcome, in [0, 1]; ``score``: any finite real
+(a premium, a loss estimate). A model output outside its space fails the decision closed."""
+
+
 class OutputSpec(_Strict, frozen=True):
     name: str  # e.g. "probability_of_default"
     description: str
-    space: Literal["probability"] = "probability"
+    space: OutputSpace = "probability"
 
 
 class DecisionRule(_Strict, frozen=True):
@@ -73,7 +82,7 @@ class ExplainerSettings(_Strict, kw_only=True, frozen=True):
     already registered models explain and word their decisions."""
 
     algorithm: Literal["exact", "permutation"]
-    output_space: Literal["probability"]
+    output_space: OutputSpace
     background_sha256: str
     background_rows: int
     background_summary: str  # how the background rows and their counts were chosen
@@ -114,7 +123,7 @@ class DatasetProvenance(_Strict, frozen=True):
 
 class TrainingProvenance(_Strict, frozen=True):
     code_commit: str  # git commit, or "uncommitted"
-    source_sha256: str  # hash of the project sources that trained it
+    source_sha256: str  # hash of the sources that trained it (packaged models: the user's model source files)
     dataset: DatasetProvenance
     split: str
     seed: int
@@ -122,6 +131,33 @@ class TrainingProvenance(_Strict, frozen=True):
     environment_sha256: str
     environment_summary: dict[str, str]
     metrics: dict[str, float]
+    source_files: dict[str, str] | None = None  # packaged models: file name -> sha256 of the model's source
+    target: str | None = None  # packaged models: the data column the model was trained to predict
+    packaged_by: str | None = None  # packaged models: "verdict models package" and its version
+
+
+class ModelCard(_Strict, kw_only=True, frozen=True):
+    """Model inventory fields that model-risk guidance (SR 26-2) and the EU AI Act's
+    technical documentation ask for. Validation *status* changes over time, so it is
+    not here: it is a series of signed registry ``status`` events."""
+
+    purpose: str
+    owner: str
+    intended_use: str
+    limitations: str
+    risk_tier: str  # the bank's own tiering, e.g. "high", "tier 1"
+    regulations: tuple[str, ...] = ()  # e.g. ("EU AI Act Annex III 5(b)", "SR 26-2", "ECOA / Reg B")
+    contact: str = ""
+
+
+class WithheldAttribute(_Strict, frozen=True):
+    """An attribute of the training data deliberately *not* given to the model
+    (e.g. a protected characteristic), named so reviewers see it was left out."""
+
+    name: str
+    label: str
+    reason: str
+    protected: bool = True
 
 
 class Manifest(_Strict, frozen=True):
@@ -138,6 +174,8 @@ class Manifest(_Strict, frozen=True):
     runtime: RuntimeSettings
     training: TrainingProvenance
     description: str = ""
+    card: ModelCard | None = None
+    withheld: tuple[WithheldAttribute, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -169,7 +207,18 @@ def _check(manifest: Manifest) -> Manifest:
         problems.append("runtime.threads must be >= 1")
     if manifest.tolerance.absolute < 0 or manifest.tolerance.relative < 0:
         problems.append("tolerance bounds must be >= 0")
+    if manifest.explainer.output_space != manifest.output.space:
+        problems.append(
+            f"explainer.output_space {manifest.explainer.output_space!r} must equal output.space {manifest.output.space!r}"
+        )
+    threshold = manifest.decision.threshold
+    if not math.isfinite(threshold):
+        problems.append("decision.threshold must be a finite number")
+    elif manifest.output.space == "probability" and not 0 < threshold <= 1:
+        problems.append(f"decision.threshold {threshold!r} must be in (0, 1] for a probability output")
     names = [s.name for s in manifest.inputs]
+    if overlap := sorted({w.name for w in manifest.withheld} & set(names)):
+        problems.append(f"withheld: {', '.join(overlap)} cannot be both withheld and a model input")
     if len(set(names)) != len(names):
         problems.append("inputs: attribute names must be unique")
     for spec in manifest.inputs:

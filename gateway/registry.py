@@ -33,7 +33,7 @@ from verdict.audit.records import ModelVersion, RecordError, RegistryBody, decod
 from verdict.audit.stores import ObjectExists, ObjectMissing, WormStore
 from verdict.gateway.manifest import Manifest, ManifestError, decode_manifest, encode_manifest
 from verdict.gateway.registry_log import ADOPTED_BY, ADOPTED_REASON, RegistryLogError
-from verdict.gateway.training import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
+from verdict.gateway.model_files import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
 
 if TYPE_CHECKING:
     from verdict.gateway.registry_log import RegistryLog

@@ -45,6 +45,10 @@ class AttributeSpec(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unkn
     maximum: int | float | None = None
     categories: tuple[str | int, ...] | None = None
     category_labels: dict[str, str] | None = None
+    protected: bool = False
+    """A protected characteristic (sex, age, nationality, ...): counted among principal
+    reasons by validation, and a version using it is promoted only with a recorded
+    justification (docs/bring-your-own-model.md)."""
 
     def describe(self, value: Any) -> str:
         """Human wording of a value, e.g. '48 months' or 'no checking account'."""

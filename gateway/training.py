@@ -32,6 +32,7 @@ from verdict.gateway.manifest import (
     TrainingProvenance,
     encode_manifest,
 )
+from verdict.gateway.model_files import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
 from verdict.gateway.modelgraph import CreditModel
 from verdict.gateway.reasons import DEFAULT_REASON_TEMPLATES
 from verdict.gateway.schema import AttributeSpec, encode_rows
@@ -39,9 +40,6 @@ from verdict.gateway.source import code_commit, source_sha256
 
 __all__ = ["ARTIFACT_FILE", "BACKGROUND_FILE", "MANIFEST_FILE", "RECIPES", "Recipe", "TrainedModel", "train"]
 
-ARTIFACT_FILE = "model.pt2"
-MANIFEST_FILE = "manifest.json"
-BACKGROUND_FILE = "background.json"
 SPLIT_RULE = "test if sha256(row key)[0] % 5 == 0 (about 20%); row key = German: 'index:line', Taiwan: 'taiwan:ID'"
 SCORE_BUCKET = 64  # every scoring forward pass runs at exactly this many rows
 EXPLAIN_BUCKET = 4096  # every explanation forward pass runs at exactly this many rows
