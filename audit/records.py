@@ -287,13 +287,23 @@ class ModelVersion(_Struct, frozen=True):
 
 
 _ALIAS_KEY = re.compile(r"models/aliases/(?P<name>[^/]+)/(?P<alias>[^/]+)/[0-9]{8}\.json")
+_STATUS_KEY = re.compile(r"models/status/(?P<name>[^/]+)/(?P<version>[^/]+)/[0-9]{8}\.json")
+STATUS_RE = re.compile(r"[a-z][a-z_]{0,31}")
+"""A status word (spec §3 "Status vocabulary")."""
 _EVENT_FIELDS = {
     "registration": frozenset({"artifact_sha256", "background_sha256"}),
     "promotion": frozenset({"alias", "alias_key", "alias_sha256"}),
     "status": frozenset({"status"}),
 }
-"""Per event: the optional fields it must have; it may have no other of _EVENT_ONLY."""
-_EVENT_ONLY = frozenset().union(*_EVENT_FIELDS.values())
+"""Per event: the optional fields it must have; it may have no other of _EVENT_ONLY
+except those _EVENT_MAY_HAVE allows it."""
+_EVENT_MAY_HAVE = {
+    "registration": frozenset({"validation_sha256"}),
+    "promotion": frozenset(),
+    "status": frozenset({"status_key", "status_sha256"}),
+}
+"""Per event: the optional fields it may have (added by later format revisions)."""
+_EVENT_ONLY = frozenset().union(*_EVENT_FIELDS.values(), *_EVENT_MAY_HAVE.values())
 
 
 class RegistryBody(_Struct, frozen=True, tag_field="kind", tag="registry"):
@@ -321,14 +331,28 @@ class RegistryBody(_Struct, frozen=True, tag_field="kind", tag="registry"):
     alias_sha256: Hex64 | None = None
     status: str | None = None
     reason: str | None = None
+    validation_sha256: Hex64 | None = None
+    """Registration: the validation report, evidence ``evidence/sha256/<hex>``."""
+    status_key: str | None = None
+    """Status: ``models/status/<name>/<version>/<n:08d>.json``, the status object written."""
+    status_sha256: Hex64 | None = None
 
     def __post_init__(self) -> None:
         required = _EVENT_FIELDS[self.event]
         present = {name for name in _EVENT_ONLY if getattr(self, name) is not None}
         if missing := sorted(required - present):
             raise ValueError(f"a {self.event} record needs {', '.join(missing)}")
-        if extra := sorted(present - required):
+        if extra := sorted(present - required - _EVENT_MAY_HAVE[self.event]):
             raise ValueError(f"a {self.event} record cannot have {', '.join(extra)}")
+        if (self.status_key is None) != (self.status_sha256 is None):
+            raise ValueError("status_key and status_sha256 come together or not at all")
+        if self.status_key is not None:
+            found = _STATUS_KEY.fullmatch(self.status_key)
+            if not found or found["name"] != self.model.name or found["version"] != self.model.version:
+                raise ValueError(
+                    f"status_key {self.status_key!r} is not "
+                    f"models/status/{self.model.name}/{self.model.version}/<n:08d>.json"
+                )
         if self.alias_key is not None:
             match = _ALIAS_KEY.fullmatch(self.alias_key)
             if not match or match["name"] != self.model.name or match["alias"] != self.alias:

@@ -6,8 +6,9 @@ record names its document; a ``registry`` record names the manifest, blobs and
 alias object the registry wrote. Signatures cover these names and hashes, not
 the objects: this module checks that each object is there and has the bytes
 the records say, and that every alias object under ``models/aliases/`` is
-named by a promotion record (so an alias a store writer added by hand, which
-the gateway would serve, is reported).
+named by a promotion record and every status object under ``models/status/``
+by a status record (so an alias or a "validated" status a store writer added
+by hand, which the gateway or a promotion policy would act on, is reported).
 
 Speed: the verifier's workers hand over the names per record; here they are
 collected in dicts keyed by what they name, so each distinct object is looked
@@ -37,6 +38,7 @@ __all__ = [
     "ALIASES_PREFIX",
     "REFERENCE_REASONS",
     "REGISTRY_CHAIN",
+    "STATUS_PREFIX",
     "References",
     "decision_refs",
 ]
@@ -44,11 +46,13 @@ __all__ = [
 REGISTRY_CHAIN = "registry"
 """The default registry chain id (a chain of another id counts once it holds a registry record)."""
 ALIASES_PREFIX = "models/aliases/"
+STATUS_PREFIX = "models/status/"
 _REGISTRY_PREFIXES = ("models/", "environments/")
 REFERENCE_REASONS = {
     "missing_object": "an object a record names (model blob, environment manifest, model manifest, evidence document, alias object) is not in the store",
     "object_mismatch": "an object a record names does not hash to the SHA-256 the record gives for it",
     "unrecorded_alias": "an alias object under models/aliases/ is named by no promotion record of a registry chain",
+    "unrecorded_status": "a status object under models/status/ is named by no status record of a registry chain",
 }
 REFERENCE_NOTES = {
     "registry_unbound": "a store without a registry chain: objects its decisions name that are missing, alias objects without a record",
@@ -170,7 +174,7 @@ class References:
                 expect(manifest_key(name, version), manifest_sha, f"manifest of {name}:{version}", where, count, True)
         for (object_key, evidence_sha256), (where, count) in self.evidence.items():
             expect(object_key, evidence_sha256, "evidence document", where, count, False)
-        recorded_aliases: set[str] = set()
+        recorded_event_objects: set[str] = set()
         for where, body in self.registry:
             name, version = body.model.name, body.model.version
             expect(manifest_key(name, version), body.manifest_sha256, f"manifest of {name}:{version}", where, 1, False)
@@ -180,9 +184,21 @@ class References:
                 expect(
                     blob_key(body.background_sha256), body.background_sha256, "explainer background", where, 1, False
                 )
+            if body.validation_sha256 is not None:
+                expect(
+                    layout.evidence_key(body.validation_sha256),
+                    body.validation_sha256,
+                    "validation report",
+                    where,
+                    1,
+                    False,
+                )
             if body.alias_key is not None and body.alias_sha256 is not None:
                 expect(body.alias_key, body.alias_sha256, f"{body.alias} alias object", where, 1, False)
-                recorded_aliases.add(body.alias_key)
+                recorded_event_objects.add(body.alias_key)
+            if body.status_key is not None and body.status_sha256 is not None:
+                expect(body.status_key, body.status_sha256, f"{body.status} status object", where, 1, False)
+                recorded_event_objects.add(body.status_key)
         self.checked = len(expected)
 
         unbound: list[str] = []
@@ -227,7 +243,9 @@ class References:
                         key=object_key,
                     )
 
-        unrecorded = sorted(k for k in listed if k.startswith(ALIASES_PREFIX) and k not in recorded_aliases)
+        unrecorded = sorted(
+            k for k in listed if k.startswith((ALIASES_PREFIX, STATUS_PREFIX)) and k not in recorded_event_objects
+        )
         if bound and unrecorded:
             late = _recorded_since_listing(store, listed, self.registry_chains | {REGISTRY_CHAIN}, read_many)
             for object_key in unrecorded:
@@ -238,9 +256,10 @@ class References:
                         key=object_key,
                     )
                     continue
+                status = object_key.startswith(STATUS_PREFIX)
                 fail(
-                    "unrecorded_alias",
-                    f"{object_key} is named by no promotion record of a registry chain: "
+                    "unrecorded_status" if status else "unrecorded_alias",
+                    f"{object_key} is named by no {'status' if status else 'promotion'} record of a registry chain: "
                     "the registry did not record it (written by hand, or its record failed)",
                     key=object_key,
                 )
@@ -261,7 +280,7 @@ def _recorded_since_listing(
     chains: set[str],
     read_many: Callable[[list[str]], Iterable[tuple[str, bytes]]],
 ) -> set[str]:
-    """On a live store: alias keys named by registry records in segments written after
+    """On a live store: alias and status keys named by registry records in segments written after
     the listing (asked only when an alias object has no record). Only records count:
     an unsigned lease saying "a writer is busy" would let a store writer turn the
     failure into a note."""
@@ -271,8 +290,8 @@ def _recorded_since_listing(
         try:
             for line in iter_lines(data):
                 body = decode_record(split_line(line)[0]).body
-                if isinstance(body, RegistryBody) and body.alias_key is not None:
-                    aliases.add(body.alias_key)
+                if isinstance(body, RegistryBody):
+                    aliases.update(k for k in (body.alias_key, body.status_key) if k is not None)
         except RecordError:
             continue  # a bad segment is not evidence of a record
     return aliases

@@ -66,8 +66,9 @@ def test_golden_trail_verifies(tmp_path):
     shutil.copytree(GOLDEN_STORE, tmp_path / "store")
     report = verify_store(FilesystemStore(tmp_path / "store"))
     assert report.ok, report.failures
-    # golden-0 (6 records, 3 checkpoints, 2 index entries), golden-registry (5, 2, 1), golden-1 (3, 2, 2)
-    assert report.records == 14 and report.checkpoints == 7 and report.index_entries == 5
+    # golden-0 (6 records, 3 checkpoints, 2 index entries), golden-registry (5, 2, 1), golden-1 (3, 2, 2),
+    # golden-models (4, 2, 0)
+    assert report.records == 18 and report.checkpoints == 9 and report.index_entries == 5
 
 
 def test_golden_vectors_independently():

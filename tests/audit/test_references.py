@@ -279,6 +279,31 @@ def test_registry_bodies_are_checked_per_event():
         dict(ok, alias_key=f"models/aliases/{NAME}/staging/00000000.json"),
         dict(ok, alias_key="evidence/sha256/" + "e" * 64),
         dict(base, event="status"),
+        dict(base, event="status", status="revoked", status_key=f"models/status/{NAME}/{VERSION}/00000000.json"),
+        dict(base, event="status", status="revoked", status_sha256="f" * 64),
+        dict(
+            base,
+            event="status",
+            status="revoked",
+            status_key=f"models/status/other/{VERSION}/00000000.json",
+            status_sha256="f" * 64,
+        ),
+        dict(
+            base,
+            event="status",
+            status="revoked",
+            status_key=f"models/status/{NAME}/9.9.9/00000000.json",
+            status_sha256="f" * 64,
+        ),
+        dict(
+            base,
+            event="promotion",
+            alias="production",
+            alias_key=ALIAS_KEY,
+            alias_sha256="b" * 64,
+            validation_sha256="f" * 64,
+        ),
+        dict(base, event="status", status="validated", validation_sha256="f" * 64),
         dict(base, event="deletion"),
         dict(ok, unknown="x"),
     ]
@@ -297,6 +322,70 @@ def test_golden_registry_chain_has_every_event_and_a_pinned_decision():
     for key, data in make_golden.registry_objects():
         assert (make_golden.STORE_DIR / key).read_bytes() == data and objects[key]["sha256"] == sha(data)
     assert vectors["certificates"][0]["key"].startswith("trust/certificates/golden-registry/")
+
+
+def test_new_registry_fields_decode_on_their_own_events():
+    model = {"name": NAME, "version": VERSION}
+    base = {
+        "kind": "registry",
+        "model": model,
+        "manifest_sha256": "a" * 64,
+        "by": "cli",
+        "at": "2025-01-01T00:00:00.000000Z",
+    }
+    registration = dict(
+        base, event="registration", artifact_sha256="c" * 64, background_sha256="d" * 64, validation_sha256="e" * 64
+    )
+    status = dict(
+        base,
+        event="status",
+        status="revoked",
+        status_key=f"models/status/{NAME}/{VERSION}/00000003.json",
+        status_sha256="f" * 64,
+    )
+    assert decode_body(json.dumps(registration).encode()).validation_sha256 == "e" * 64
+    assert decode_body(json.dumps(status).encode()).status_key.endswith("00000003.json")
+
+
+def _golden_models_store(tmp_path: Path) -> FilesystemStore:
+    import shutil  # lazy: only the golden-store tests copy a tree
+
+    shutil.copytree(make_golden.STORE_DIR, tmp_path / "store")
+    return FilesystemStore(tmp_path / "store")
+
+
+def test_golden_models_chain_names_its_validation_report_and_status_objects():
+    vectors = json.loads(make_golden.VECTORS.read_text())["models"]
+    bodies = [json.loads(r["canonical"])["body"] for r in vectors["records"]]
+    assert [b.get("event") for b in bodies[1:]] == ["registration", "status", "status"]
+    objects = {o["key"]: o for o in vectors["objects"]}
+    assert objects[layout.evidence_key(bodies[1]["validation_sha256"])]["sha256"] == bodies[1]["validation_sha256"]
+    assert [b["status"] for b in bodies[2:]] == ["validated", "revoked"]
+    for body in bodies[2:]:
+        assert objects[body["status_key"]]["sha256"] == body["status_sha256"]
+
+
+def test_an_altered_validation_report_or_status_object_is_reported(tmp_path):
+    store = _golden_models_store(tmp_path)
+    vectors = json.loads(make_golden.VECTORS.read_text())["models"]
+    bodies = [json.loads(r["canonical"])["body"] for r in vectors["records"]]
+    root = tmp_path / "store"
+    overwrite(root / layout.evidence_key(bodies[1]["validation_sha256"]), b'{"passed":true}')
+    overwrite(root / bodies[2]["status_key"], b'{"status":"validated","by":"nobody"}')
+    report = verify_store(store)
+    failed = {(f.reason, f.key) for f in report.failures}
+    assert ("content_hash_mismatch", layout.evidence_key(bodies[1]["validation_sha256"])) in failed
+    assert ("object_mismatch", bodies[2]["status_key"]) in failed
+
+
+def test_a_status_object_no_record_names_is_reported(tmp_path):
+    """A store writer who adds a "validated" (or "revoked") status by hand: unrecorded_status."""
+    store = _golden_models_store(tmp_path)
+    forged = f"models/status/{make_golden.BYO_NAME}/{make_golden.BYO_VERSION}/00000002.json"
+    store.put_once(forged, canonical_bytes({"name": make_golden.BYO_NAME, "status": "validated", "sequence": 2}))
+    report = verify_store(store)
+    assert {(f.reason, f.key) for f in report.failures} == {("unrecorded_status", forged)}
+    assert "unrecorded_status" in REASONS
 
 
 def test_a_promotion_recorded_while_verifying_is_a_note(bound):

@@ -16,6 +16,10 @@ Decisions as written since ``runtime.explain_bucket`` became a field (spec §3,
 golden-0's and golden-registry's decisions keep the older shape byte for byte
 (what a record written before the field looks like).
 
+Registry records of packaged models (a registration naming its validation
+report, status events naming their status objects) are pinned by a fourth
+chain, ``golden-models``; the earlier chains' bytes are unchanged by it.
+
 Regenerate ONLY for an intended format change (which also needs a new
 format string):  .venv/bin/python -m tests.audit.golden.make_golden
 """
@@ -78,6 +82,11 @@ BACKGROUND_BLOB = b"background"
 PROMOTED_AT = "2025-01-02T03:05:00.500000Z"
 EXPLAIN_BUCKET_CHAIN = "golden-1"
 """Decisions carrying ``runtime.explain_bucket`` (and one not explained)."""
+MODELS_CHAIN = "golden-models"
+"""Registry records of bring-your-own models: a registration naming its validation
+report (``validation_sha256``), a validation status and a revocation naming their
+status objects (``status_key``/``status_sha256``)."""
+BYO_NAME, BYO_VERSION = "claims-triage", "1.0.0"
 
 
 def _sha(data: bytes) -> str:
@@ -95,6 +104,38 @@ ALIAS_DOC = canonical_bytes({
     "alias": "production", "name": MODEL_NAME, "promoted_at": PROMOTED_AT, "promoted_by": "golden vectors",
     "sequence": 0, "version": MODEL_VERSION,
 })
+
+
+BYO_MANIFEST_DOC = canonical_bytes({
+    "artifact_sha256": _sha(MODEL_BLOB), "background_sha256": _sha(BACKGROUND_BLOB),
+    "name": BYO_NAME, "version": BYO_VERSION,
+})
+"""An illustrative manifest of a packaged model (same blobs as golden-registry's)."""
+VALIDATION_DOC = canonical_bytes({
+    "format": "verdict.validation/v1", "model": f"{BYO_NAME}:{BYO_VERSION}", "passed": True,
+    "checks": [{"name": "batch_invariance", "passed": True, "detail": "bit-identical"}],
+})
+"""An illustrative validation report (the registry stores it as evidence before the registration record)."""
+STATUS_DOCS = [
+    (f"models/status/{BYO_NAME}/{BYO_VERSION}/00000000.json", canonical_bytes({
+        "at": "2025-01-02T03:07:10.000000Z", "by": "model risk", "name": BYO_NAME, "note": "MRM-2025-17",
+        "sequence": 0, "status": "validated", "version": BYO_VERSION,
+    })),
+    (f"models/status/{BYO_NAME}/{BYO_VERSION}/00000001.json", canonical_bytes({
+        "at": "2025-01-02T03:07:20.000000Z", "by": "incident 42", "name": BYO_NAME, "note": "scores drifted",
+        "sequence": 1, "status": "revoked", "version": BYO_VERSION,
+    })),
+]
+"""Status objects: a validation status, then a revocation (spec §3 "Status vocabulary")."""
+
+
+def models_objects() -> list[tuple[str, bytes]]:
+    """(store key, bytes) of the objects golden-models' records name, in write order."""
+    return [
+        (layout.evidence_key(_sha(VALIDATION_DOC)), VALIDATION_DOC),
+        (f"models/manifests/{BYO_NAME}/{BYO_VERSION}.json", BYO_MANIFEST_DOC),
+        *STATUS_DOCS,
+    ]
 
 
 def registry_objects() -> list[tuple[str, bytes]]:
@@ -126,11 +167,11 @@ def root_key() -> RootKey:
 
 def certificates() -> list[tuple[str, bytes]]:
     """(store key, bytes) of the golden certificates: golden-0's two (key A from seq 0, key B
-    from seq 5, rotation at 4), then golden-registry's and golden-1's (key A from seq 0)."""
+    from seq 5, rotation at 4), then golden-registry's, golden-1's and golden-models' (key A from seq 0)."""
     out = []
     chains = (
         (CHAIN, 0, signer_a()), (CHAIN, 5, signer_b()), (REGISTRY_CHAIN, 0, signer_a()),
-        (EXPLAIN_BUCKET_CHAIN, 0, signer_a()),
+        (EXPLAIN_BUCKET_CHAIN, 0, signer_a()), (MODELS_CHAIN, 0, signer_a()),
     )
     for chain, from_seq, signer in chains:
         doc = signer.public_key_document
@@ -234,6 +275,7 @@ def build(root: Path) -> FilesystemStore:
     writer.close()
     build_registry(store)
     build_explain_bucket(store)
+    build_models(store)
     # Certified after the fact with a fixed issue time (a root at the writer would stamp the real time).
     for key, data in certificates():
         store.put_once(key, data)
@@ -262,6 +304,36 @@ def build_registry(store: FilesystemStore) -> None:
         RegistryBody(event="status", model=model, manifest_sha256=_sha(MANIFEST_DOC), status="suspended",
                      reason="golden vectors: a status change", by="golden vectors", at="2025-01-02T03:05:30.000000Z"),
     ])
+    writer.close()
+
+
+def build_models(store: FilesystemStore) -> None:
+    """golden-models: a registration with its validation report, a validation status
+    and a revocation with their status objects (spec §3 ``registry``)."""
+    for key, data in models_objects():
+        store.put_once(key, data)
+    model = ModelVersion(name=BYO_NAME, version=BYO_VERSION)
+    writer = ChainWriter.open(
+        store, MODELS_CHAIN, signer_a(), created_by="verdict golden vectors", clock=FixedClock(minute=7), lease=None,
+    )
+    manifest_sha = _sha(BYO_MANIFEST_DOC)
+    append_records(writer, [
+        RegistryBody(event="registration", model=model, manifest_sha256=manifest_sha,
+                     artifact_sha256=_sha(MODEL_BLOB), background_sha256=_sha(BACKGROUND_BLOB),
+                     validation_sha256=_sha(VALIDATION_DOC), by="golden vectors", at="2025-01-02T03:07:00.000000Z"),
+    ])
+    for (key, data), status, reason, by, at in zip(
+        STATUS_DOCS,
+        ("validated", "revoked"),
+        ("MRM-2025-17", "scores drifted"),
+        ("model risk", "incident 42"),
+        ("2025-01-02T03:07:10.000000Z", "2025-01-02T03:07:20.000000Z"),
+        strict=True,
+    ):
+        append_records(writer, [
+            RegistryBody(event="status", model=model, manifest_sha256=manifest_sha, status=status,
+                         status_key=key, status_sha256=_sha(data), reason=reason, by=by, at=at),
+        ])
     writer.close()
 
 
@@ -343,8 +415,16 @@ def vectors(root: Path) -> dict:
     """Per record: canonical text, SHA-256, signature input and signature (for auditors).
 
     ``records`` and ``certificates``: golden-0; ``registry``: the registry chain with
-    the objects its records (and golden-0's decisions) name; ``explain_bucket``: golden-1."""
+    the objects its records (and golden-0's decisions) name; ``explain_bucket``: golden-1;
+    ``models``: golden-models with the objects its records name."""
     return {
+        "models": {
+            "chain_id": MODELS_CHAIN,
+            "objects": [{"key": key, "sha256": _sha(data), "bytes": data.decode("utf-8")}
+                        for key, data in models_objects()],
+            "certificates": _certificate_vectors(MODELS_CHAIN),
+            "records": _chain_vectors(root, MODELS_CHAIN),
+        },
         "explain_bucket": {
             "chain_id": EXPLAIN_BUCKET_CHAIN,
             "certificates": _certificate_vectors(EXPLAIN_BUCKET_CHAIN),
