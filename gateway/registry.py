@@ -10,6 +10,17 @@ is a no-op, different bytes are refused. The ``production`` alias is an
 append-only series of promotion events, so the history of what served when is
 itself preserved.
 
+Routing (docs/models.md "Which version serves"): a request that names no
+version is served by the ``production`` alias and nothing else, so registering
+a version never changes what serves; a model's first version serves unpinned
+requests once it is promoted. Status events (``models/status/<name>/<version>/``,
+append-only like aliases) record a version's validation status over time and
+its revocation: a revoked version never serves again and stays replayable.
+
+Registration validates first (gateway.validation: dry run, nothing written on
+failure) and stores the validation report as evidence, named by the
+registration record (``validation_sha256``).
+
 Bound into the trail (docs/audit-format.md §3 ``registry``): with an event log
 (:class:`gateway.registry_log.RegistryLog`), every registration and promotion
 is also appended as a signed ``registry`` record naming the objects written
@@ -19,9 +30,10 @@ hand then leaves an alias that no record names, which the verifier reports.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,16 +41,37 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from verdict.audit.canonical import canonical_bytes
-from verdict.audit.records import ModelVersion, RecordError, RegistryBody, decode_body, utc_now
+from verdict.audit.layout import evidence_key
+from verdict.audit.records import STATUS_RE, ModelVersion, RecordError, RegistryBody, decode_body, utc_now
 from verdict.audit.stores import ObjectExists, ObjectMissing, WormStore
 from verdict.gateway.manifest import Manifest, ManifestError, decode_manifest, encode_manifest
+from verdict.gateway.model_files import ARTIFACT_FILE, BACKGROUND_FILE, HELDOUT_FILE, MANIFEST_FILE
 from verdict.gateway.registry_log import ADOPTED_BY, ADOPTED_REASON, RegistryLogError
-from verdict.gateway.model_files import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
 
 if TYPE_CHECKING:
     from verdict.gateway.registry_log import RegistryLog
 
-__all__ = ["Promotion", "Registry", "RegistryError", "TamperedBlob", "UnknownModel", "parse_ref"]
+__all__ = [
+    "REVOKED",
+    "SERVING_STATUSES",
+    "VALIDATION_STATUSES",
+    "NoProductionVersion",
+    "Promotion",
+    "Registry",
+    "RegistryError",
+    "StatusEvent",
+    "TamperedBlob",
+    "UnknownModel",
+    "ValidationFailed",
+    "VersionRevoked",
+    "parse_ref",
+]
+
+REVOKED = "revoked"
+SERVING_STATUSES = frozenset({REVOKED})
+"""Statuses with a serving effect (spec §3 "Status vocabulary"); ``revoked`` is terminal."""
+VALIDATION_STATUSES = ("under_review", "validated", "validated_with_conditions", "rejected")
+"""A version's model-risk validation status (SR 26-2), latest event wins."""
 
 _REF = re.compile(r"(?P<name>[^:\s]+)(?::(?P<version>[^:\s]+))?")
 
@@ -53,6 +86,42 @@ class UnknownModel(RegistryError):
 
 class TamperedBlob(RegistryError):
     """A stored blob does not hash to its address: refuse to use it."""
+
+
+class NoProductionVersion(UnknownModel):
+    """The model exists but no version is promoted: name a version or promote one."""
+
+
+class ValidationFailed(RegistryError):
+    """Registration refused: the model directory failed validation (nothing was written).
+    ``report``: the validation report (gateway.validation.ValidationReport)."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One status change of a version, as stored at ``models/status/<name>/<version>/<n:08d>.json``."""
+
+    name: str
+    version: str
+    status: str
+    sequence: int
+    at: str
+    by: str
+    note: str = ""
+
+
+class VersionRevoked(RegistryError):
+    """The version was revoked: it never serves again (it stays replayable)."""
+
+    def __init__(self, event: StatusEvent) -> None:
+        self.event = event
+        super().__init__(
+            f"model {event.name}:{event.version} was revoked by {event.by} at {event.at}"
+            + (f": {event.note}" if event.note else "")
+        )
 
 
 class Promotion(msgspec.Struct, frozen=True):
@@ -84,6 +153,10 @@ def alias_prefix(name: str, alias: str) -> str:
     return f"models/aliases/{name}/{alias}/"
 
 
+def status_prefix(name: str, version: str) -> str:
+    return f"models/status/{name}/{version}/"
+
+
 ALIASES_PREFIX = "models/aliases/"
 MANIFESTS_PREFIX = "models/manifests/"
 
@@ -97,12 +170,16 @@ class Registry:
         self.events = events
 
     # -- registration -------------------------------------------------
-    def register(self, directory: Path, by: str = "cli") -> tuple[Manifest, bool]:
-        """Register a trained model directory; returns (manifest, newly_registered).
+    def register(
+        self, directory: Path, by: str = "cli", *, progress: Callable[[str], None] | None = None
+    ) -> tuple[Manifest, bool]:
+        """Register a model directory; returns (manifest, newly_registered).
 
-        A new registration is recorded in the event log (if any) after the
-        blobs and the manifest are durable; an identical one already there
-        writes and records nothing."""
+        The directory is validated first (gateway.validation); a refused one raises
+        :class:`ValidationFailed` and nothing is written. The report is stored as an
+        evidence object and named by the registration record. A new registration is
+        recorded in the event log (if any) after the blobs, the report and the manifest
+        are durable; an identical one already there writes and records nothing."""
         directory = Path(directory)
         try:
             manifest = decode_manifest((directory / MANIFEST_FILE).read_bytes())
@@ -125,13 +202,20 @@ class Registry:
         if self.store.exists(key):
             return self._already_registered(key, manifest, manifest_bytes), False
         self._check_events()
+        report = _validated(directory, progress)
         self._put_blob(artifact, manifest.artifact_sha256)
         self._put_blob(background, manifest.explainer.background_sha256)
+        validation_sha256 = hashlib.sha256(report).hexdigest()
+        with contextlib.suppress(ObjectExists):  # content-addressed: the same report bytes
+            self.store.put_once(evidence_key(validation_sha256), report)
         try:
             self.store.put_once(key, manifest_bytes)
         except ObjectExists:
             return self._already_registered(key, manifest, manifest_bytes), False
-        self._record(_registration(manifest, manifest_bytes, by=by, at=utc_now()), f"registered {manifest.ref}")
+        body = msgspec.structs.replace(
+            _registration(manifest, manifest_bytes, by=by, at=utc_now()), validation_sha256=validation_sha256
+        )
+        self._record(body, f"registered {manifest.ref}")
         return manifest, True
 
     def _already_registered(self, key: str, manifest: Manifest, manifest_bytes: bytes) -> Manifest:
@@ -190,15 +274,23 @@ class Registry:
         return hashlib.sha256(self.manifest_bytes(name, version)).hexdigest()
 
     def resolve_default_version(self, name: str) -> str:
+        """The version that serves requests naming no version: the production alias,
+        and nothing else (registering never changes routing). Raises
+        :class:`NoProductionVersion` before a first promotion and
+        :class:`VersionRevoked` when the alias points at a revoked version."""
         promoted = self.alias(name, "production")
-        if promoted is not None:
-            return promoted.version
-        known = self.versions(name)
-        if len(known) == 1:
-            return known[0]
-        if not known:
-            raise _no_such_model(name)
-        raise UnknownModel(f"model {name!r} has no production version; name one of {', '.join(known)} or promote one")
+        if promoted is None:
+            known = self.versions(name)
+            if not known:
+                raise _no_such_model(name)
+            raise NoProductionVersion(
+                f"model {name!r} has no production version: name a version ({', '.join(known)}) "
+                f"or promote one (verdict models promote {name}:VERSION)"
+            )
+        revoked = self.revocation(name, promoted.version)
+        if revoked is not None:
+            raise VersionRevoked(revoked)
+        return promoted.version
 
     def artifact(self, manifest: Manifest) -> bytes:
         return self._get_blob(manifest.artifact_sha256)
@@ -213,11 +305,44 @@ class Registry:
             return None
         return msgspec.json.decode(self.store.get(keys[-1]), type=Promotion)
 
-    def promote(self, name: str, version: str, alias: str = "production", by: str = "cli") -> Promotion:
+    def promote(
+        self,
+        name: str,
+        version: str,
+        alias: str = "production",
+        by: str = "cli",
+        *,
+        justification: str | None = None,
+        require_status: str | None = None,
+    ) -> Promotion:
         """Append a promotion event to the alias; recorded in the event log (if
-        any) once the alias object is durable."""
+        any) once the alias object is durable.
+
+        Refused for a revoked version; for a version whose inputs include a
+        ``protected`` attribute unless ``justification`` is given (it goes on the
+        promotion record as its ``reason``); and, with ``require_status`` (a
+        promotion policy, e.g. ``"validated"``), unless that is the version's
+        current validation status."""
         manifest_bytes = self.manifest_bytes(name, version)  # must exist
-        decode_manifest(manifest_bytes)
+        manifest = decode_manifest(manifest_bytes)
+        revoked = self.revocation(name, version)
+        if revoked is not None:
+            raise RegistryError(f"cannot promote: {VersionRevoked(revoked)}")
+        protected = [spec.name for spec in manifest.inputs if spec.protected]
+        if protected and not (justification and justification.strip()):
+            raise RegistryError(
+                f"cannot promote {name}:{version}: its inputs include protected attribute(s) "
+                f'{", ".join(protected)}; promote with a recorded justification (--acknowledge-protected "...") '
+                f"or package a version that withholds them"
+            )
+        if require_status is not None:
+            current = self.validation_status(name, version)
+            if current is None or current.status != require_status:
+                raise RegistryError(
+                    f"cannot promote {name}:{version}: the promotion policy requires validation status "
+                    f"{require_status!r}, the version's is {current.status if current else 'none recorded'!r} "
+                    f"(verdict models status {name}:{version} {require_status} --by NAME)"
+                )
         self._check_events()
         for _ in range(5):
             current = list(self.store.list_keys(alias_prefix(name, alias)))
@@ -236,9 +361,79 @@ class Registry:
                 self.store.put_once(key, data)
             except ObjectExists:
                 continue  # a concurrent promotion took this slot; take the next
-            self._record(_promotion(event, key, data, manifest_bytes), f"promoted {name}:{version} to {alias} ({key})")
+            body = _promotion(event, key, data, manifest_bytes)
+            if justification:
+                body = msgspec.structs.replace(body, reason=f"protected attributes acknowledged: {justification}")
+            self._record(body, f"promoted {name}:{version} to {alias} ({key})")
             return event
         raise RegistryError(f"could not promote {name}:{version}: alias {alias!r} kept changing under us")
+
+    # -- status events (spec §3 "Status vocabulary") ------------------------
+    def status_history(self, name: str, version: str) -> list[StatusEvent]:
+        """Every status event of a version, oldest first (an unreadable object is skipped:
+        the verifier reports objects that no record names)."""
+        out = []
+        for key in sorted(self.store.list_keys(status_prefix(name, version))):
+            try:
+                event = msgspec.json.decode(self.store.get(key), type=StatusEvent)
+            except (ObjectMissing, msgspec.MsgspecError):
+                continue
+            if (event.name, event.version) == (name, version):
+                out.append(event)
+        return out
+
+    def revocation(self, name: str, version: str) -> StatusEvent | None:
+        """The version's revocation event, or None while it may serve."""
+        for event in self.status_history(name, version):
+            if event.status == REVOKED:
+                return event
+        return None
+
+    def validation_status(self, name: str, version: str) -> StatusEvent | None:
+        """The version's latest validation-status event (None: none recorded)."""
+        found = [e for e in self.status_history(name, version) if e.status in VALIDATION_STATUSES]
+        return found[-1] if found else None
+
+    def set_status(self, name: str, version: str, status: str, *, by: str, note: str = "") -> StatusEvent:
+        """Append a status event (``revoked`` or a validation status) and record it."""
+        manifest_bytes = self.manifest_bytes(name, version)  # must exist
+        if status not in SERVING_STATUSES and status not in VALIDATION_STATUSES:
+            raise RegistryError(
+                f"unknown status {status!r}: use one of {', '.join((*VALIDATION_STATUSES, *sorted(SERVING_STATUSES)))}"
+            )
+        if not STATUS_RE.fullmatch(status):  # pragma: no cover - the vocabulary is all valid words
+            raise RegistryError(f"status {status!r} must match {STATUS_RE.pattern}")
+        if not by.strip():
+            raise RegistryError("a status change needs who made it (--by NAME)")
+        if status == REVOKED and self.revocation(name, version) is not None:
+            raise RegistryError(f"{name}:{version} is already revoked; revocation is final")
+        self._check_events()
+        prefix = status_prefix(name, version)
+        for _ in range(5):
+            sequence = len(list(self.store.list_keys(prefix)))
+            event = StatusEvent(
+                name=name, version=version, status=status, sequence=sequence, at=utc_now(), by=by, note=note
+            )
+            key = f"{prefix}{sequence:08d}.json"
+            data = canonical_bytes(event)
+            try:
+                self.store.put_once(key, data)
+            except ObjectExists:
+                continue  # a concurrent change took this slot; take the next
+            body = RegistryBody(
+                event="status",
+                model=ModelVersion(name=name, version=version),
+                manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+                status=status,
+                status_key=key,
+                status_sha256=hashlib.sha256(data).hexdigest(),
+                reason=note or None,
+                by=by,
+                at=event.at,
+            )
+            self._record(body, f"set {name}:{version} to {status} ({key})")
+            return event
+        raise RegistryError(f"could not record the status of {name}:{version}: it kept changing under us")
 
     # -- the registry chain (docs/audit-format.md §3 ``registry``) ----------
     def _check_events(self) -> None:
@@ -340,6 +535,38 @@ def _promotion(event: Promotion, key: str, data: bytes, manifest_bytes: bytes) -
         by=event.promoted_by,
         at=event.promoted_at,
     )
+
+
+_PASSED: dict[str, bytes] = {}
+"""Reports of directories this process has validated and passed, by the sha256 of
+their files: registering the same bytes into a second store (tests, a migration)
+does not validate them twice. Only passes are kept, and only in memory: a report
+file a user could edit is never trusted."""
+
+
+def _directory_sha256(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in (MANIFEST_FILE, ARTIFACT_FILE, BACKGROUND_FILE, HELDOUT_FILE):
+        path = directory / name
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest() if path.exists() else b"absent")
+    return digest.hexdigest()
+
+
+def _validated(directory: Path, progress: Callable[[str], None] | None) -> bytes:
+    """Validate ``directory`` (raises ValidationFailed) and return the report's canonical bytes."""
+    # lazy: validation imports torch; `verdict models list/show/promote` must start without it
+    from verdict.gateway.validation import encode_report, validate_directory
+
+    key = _directory_sha256(directory)
+    if key in _PASSED:
+        return _PASSED[key]
+    report = validate_directory(directory, progress=progress)
+    if not report.passed:
+        failed = [f"{c.name}: {c.detail}" for c in report.checks if not c.passed]
+        raise ValidationFailed(f"{directory} refused, nothing was registered: " + "; ".join(failed), report)
+    _PASSED[key] = encode_report(report)
+    return _PASSED[key]
 
 
 def _no_such_model(name: str) -> UnknownModel:

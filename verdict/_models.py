@@ -4,8 +4,7 @@ Why the registry records what it does: registrations and promotions are
 write-once objects in the store *and* signed records on the store's
 ``registry`` chain, certified by ``home``'s trust root, so the verifier can
 tell a promotion the registry made from an alias object someone wrote by
-hand. Importing this module imports torch (the registry reads manifests with
-the training code's file names).
+hand. Importing this module imports torch (for the reference model's trainer).
 """
 
 from __future__ import annotations
@@ -65,8 +64,11 @@ class ModelRegistry:
         )
 
     def register(self, directory: str | os.PathLike[str], *, by: str = "python-api") -> ModelVersion:
-        """Register a trained model directory; registering identical bytes again is a no-op,
-        different bytes under the same name and version are refused."""
+        """Validate and register a model directory (:func:`verdict.package` or
+        :func:`train_reference_model` output); a directory that fails validation is
+        refused and nothing is written. Registering identical bytes again is a no-op,
+        different bytes under the same name and version are refused. Registering
+        never changes which version serves: :meth:`promote` does."""
         try:
             manifest, new = self._registry.register(Path(directory), by=by)
         except RegistryError as exc:
@@ -77,16 +79,53 @@ class ModelRegistry:
             name=manifest.name, version=manifest.version, artifact_sha256=manifest.artifact_sha256, newly_registered=new
         )
 
-    def promote(self, name: str, version: str, *, by: str = "python-api") -> Promotion:
+    def promote(
+        self,
+        name: str,
+        version: str,
+        *,
+        by: str = "python-api",
+        acknowledge_protected: str | None = None,
+        require_status: str | None = None,
+    ) -> Promotion:
         """Make ``name:version`` the production version (an appended event; the history stays).
-        Decisions that name no version use it from then on."""
+        Decisions that name no version use it from then on; registering alone never does.
+
+        A version whose inputs include a protected attribute is promoted only with
+        ``acknowledge_protected`` (a justification, recorded); ``require_status``
+        (e.g. ``"validated"``) refuses unless that is its current validation status.
+        A revoked version is refused."""
         try:
-            event = self._registry.promote(name, version, by=by)
+            event = self._registry.promote(
+                name, version, by=by, justification=acknowledge_protected, require_status=require_status
+            )
         except RegistryError as exc:
             raise VerdictError(str(exc)) from None
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from None
         return _promotion(event)
+
+    def revoke(self, name: str, version: str, *, reason: str, by: str) -> None:
+        """Stop ``name:version`` from serving, for good (a signed, append-only event).
+        Its decisions stay replayable."""
+        self._status(name, version, "revoked", by=by, note=reason)
+
+    def set_status(self, name: str, version: str, status: str, *, by: str, note: str = "") -> None:
+        """Record a validation status (``under_review``, ``validated``,
+        ``validated_with_conditions``, ``rejected``): an append-only, signed event."""
+        self._status(name, version, status, by=by, note=note)
+
+    def status_history(self, name: str, version: str) -> list[dict[str, Any]]:
+        """The version's status events, oldest first (status, at, by, note)."""
+        return [msgspec.structs.asdict(e) for e in self._registry.status_history(name, version)]
+
+    def _status(self, name: str, version: str, status: str, *, by: str, note: str) -> None:
+        try:
+            self._registry.set_status(name, version, status, by=by, note=note)
+        except RegistryError as exc:
+            raise VerdictError(str(exc)) from None
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from None
 
     def production(self, name: str) -> str | None:
         """The version ``name``'s production alias points at, or None."""

@@ -150,9 +150,13 @@ def test_registration_and_promotion_are_recorded_and_verify(recorded):
         "manifest_sha256": manifest_sha,
         "artifact_sha256": manifest.artifact_sha256,
         "background_sha256": manifest.explainer.background_sha256,
+        "validation_sha256": registration["validation_sha256"],
         "by": "ops",
         "at": registration["at"],
     }
+    report_bytes = store.get(layout.evidence_key(registration["validation_sha256"]))
+    assert hashlib.sha256(report_bytes).hexdigest() == registration["validation_sha256"]
+    assert json.loads(report_bytes)["passed"] is True and json.loads(report_bytes)["model"] == "german-credit:1.0.0"
     alias_key = "models/aliases/german-credit/production/00000000.json"
     assert promotion["event"] == "promotion" and promotion["alias_key"] == alias_key
     assert promotion["alias_sha256"] == hashlib.sha256(store.get(alias_key)).hexdigest()
