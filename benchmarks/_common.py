@@ -21,7 +21,8 @@ def reference_model(name: str = "german-credit"):
 
     work = Path(tempfile.mkdtemp(prefix="verdict-bench-"))
     registry = Registry(FilesystemStore(work / "store"))
-    registry.register(train(name, work / "model").directory)
+    manifest, _ = registry.register(train(name, work / "model").directory)
+    registry.promote(name, manifest.version, by="benchmark")
     return registry, load_model(registry, name)
 
 

@@ -8,7 +8,7 @@ which reports every broken rule with field and value.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -19,10 +19,12 @@ __all__ = [
     "MODEL_VERSION_PATTERN",
     "DecisionRequest",
     "DecisionResponse",
+    "ModelListing",
     "ModelOut",
     "Problem",
     "ReasonOut",
     "ReceiptOut",
+    "VersionState",
 ]
 
 
@@ -89,6 +91,26 @@ class DecisionResponse(msgspec.Struct, frozen=True):
     receipt: ReceiptOut
     decided_at: str
     idempotent_replay: bool = False
+
+
+class VersionState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Whether this replica serves a version: ``loaded``; ``unready`` (it failed to load:
+    ``reason``; its requests get 503 model-unavailable until a retry loads it);
+    ``revoked`` (never serves again: ``reason`` says who, when, why); ``not_loaded``
+    (loaded on its first pinned request)."""
+
+    state: Literal["loaded", "unready", "revoked", "not_loaded"]
+    reason: str | None = None
+
+
+class ModelListing(msgspec.Struct, frozen=True):
+    """One registered model: its versions, the one the production alias serves, and
+    each version's state on this replica."""
+
+    name: str
+    versions: list[str]
+    production: str | None
+    states: dict[str, VersionState]
 
 
 class FieldProblem(msgspec.Struct, frozen=True, omit_defaults=True):

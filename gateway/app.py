@@ -29,16 +29,19 @@ from verdict.gateway.api_models import (
     MODEL_VERSION_PATTERN,
     DecisionRequest,
     DecisionResponse,
+    ModelListing,
+    VersionState,
 )
 from verdict.gateway.auth import authenticated_key, require_scope
 from verdict.gateway.batcher import MicroBatcher
 from verdict.gateway.decisions import AuditLane
+from verdict.gateway.engine import Engine
 from verdict.gateway.lookups import ExplanationView, RecordView
 from verdict.gateway.problems import exception_handlers, problem_responses
 from verdict.gateway.registry import UnknownModel
 from verdict.gateway.replay_reads import read_replay
 from verdict.gateway.request_body import check_json_body
-from verdict.gateway.service import DISABLED_FOR_BENCHMARK, Services
+from verdict.gateway.service import Services
 from verdict.gateway.service_errors import DecisionTimeout, ReplaysUnavailable, ServiceError, UnknownModelVersion
 from verdict.replay.service import ReplayRequest, ReplayService, ReplayStatus
 
@@ -65,7 +68,7 @@ def _run(request: Request, fn: Callable[[*_Ts], _T], *args: *_Ts) -> asyncio.Fut
     status_code=200,
     tags=["decisions"],
     summary="Make an audited, explained decision",
-    responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 403, 404, 409, 410, 413, 415, 422, 502, 503),
 )
 async def create_decision(request: Request, data: DecisionRequest) -> DecisionResponse:
     services = _services(request)
@@ -115,19 +118,35 @@ async def get_explanation_png(request: Request, request_id: str) -> Response[byt
 
 
 @get("/v1/models", guards=[require_scope("score")], tags=["models"], summary="Registered models")
-async def list_models(request: Request) -> list[dict]:
-    registry = _services(request).models.registry
+async def list_models(request: Request) -> list[ModelListing]:
+    """Each model's versions, its production version, and whether this replica serves
+    each version (a version that failed to load says why)."""
+    models = _services(request).models
 
-    def collect() -> list[dict]:
+    def collect() -> list[ModelListing]:
+        registry, loaded, unready = models.registry, set(models.loaded_versions()), models.unready()
         out = []
         for name in registry.names():
             promoted = registry.alias(name, "production")
+            versions = registry.versions(name)
+            states = {}
+            for version in versions:
+                revoked = models.revocation(name, version)
+                if revoked is not None:
+                    states[version] = VersionState(
+                        "revoked",
+                        f"revoked by {revoked.by} at {revoked.at}" + (f": {revoked.note}" if revoked.note else ""),
+                    )
+                elif (name, version) in loaded:
+                    states[version] = VersionState("loaded")
+                elif f"{name}:{version}" in unready:
+                    states[version] = VersionState("unready", unready[f"{name}:{version}"])
+                else:
+                    states[version] = VersionState("not_loaded")
             out.append(
-                {
-                    "name": name,
-                    "versions": registry.versions(name),
-                    "production": promoted.version if promoted else None,
-                }
+                ModelListing(
+                    name=name, versions=versions, production=promoted.version if promoted else None, states=states
+                )
             )
         return out
 
@@ -145,7 +164,7 @@ ModelVersion = Annotated[str, Parameter(pattern=MODEL_VERSION_PATTERN, descripti
     guards=[require_scope("score")],
     tags=["models"],
     summary="A model's production manifest",
-    responses=problem_responses(400, 401, 403, 404),
+    responses=problem_responses(400, 401, 403, 404, 409, 410, 503),
 )
 async def get_model(request: Request, name: ModelName) -> Response:
     return await _manifest_response(request, name, None)
@@ -156,7 +175,7 @@ async def get_model(request: Request, name: ModelName) -> Response:
     guards=[require_scope("score")],
     tags=["models"],
     summary="A model version's manifest",
-    responses=problem_responses(400, 401, 403, 404),
+    responses=problem_responses(400, 401, 403, 404, 503),
 )
 async def get_model_version(request: Request, name: ModelName, version: ModelVersion) -> Response:
     return await _manifest_response(request, name, version)
@@ -240,10 +259,16 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", tags=["operations"], summary="Readiness: models loaded, store writable, signer ready")
 async def readyz(request: Request) -> Response:
-    checks = await _run(request, _services(request).readiness)
-    ready = all(v in ("ok", DISABLED_FOR_BENCHMARK) for v in checks.values())
+    """Ready while at least one model serves; ``unready_models`` names the versions that
+    failed to load, with the reason (their requests get 503 model-unavailable)."""
+    readiness = await _run(request, _services(request).readiness)
+    ready = readiness.ready
     return Response(
-        content={"status": "ready" if ready else "not_ready", "checks": checks},
+        content={
+            "status": "ready" if ready else "not_ready",
+            "checks": readiness.checks,
+            "unready_models": readiness.unready_models,
+        },
         status_code=200 if ready else 503,
         headers={} if ready else {"Retry-After": str(_services(request).settings.retry_after_s)},
     )
@@ -285,6 +310,23 @@ async def _checkpoint_timer(lane: AuditLane, pool: concurrent.futures.Executor, 
             _log.warning("checkpoint of chain %s failed: %s", lane.writer.chain_id if lane.writer else "?", exc)
 
 
+async def _model_retry_timer(models: Engine, pool: concurrent.futures.Executor) -> None:
+    """Load again, when due, the production versions that failed to load (a store that did
+    not answer at start-up must not leave a model unready for good, and a replica whose
+    only model failed gets no request that would retry it). Ticks at a quarter of the
+    engine's retry interval (at most every 5 s); the engine decides what is due."""
+    tick = max(0.05, min(5.0, models.load_retry_s / 4))
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(tick)
+        if not models.unready():
+            continue
+        try:
+            await loop.run_in_executor(pool, models.retry_unready)
+        except Exception as exc:  # noqa: BLE001 - the engine records each version's failure; keep ticking
+            _log.warning("retrying unready models failed: %s", exc)
+
+
 def create_app(services: Services) -> Litestar:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-decide")
     commit_pool = concurrent.futures.ThreadPoolExecutor(
@@ -306,6 +348,9 @@ def create_app(services: Services) -> Litestar:
 
     async def start() -> None:
         batcher.start()
+        timer.append(
+            asyncio.get_running_loop().create_task(_model_retry_timer(services.models, io_pool), name="model-retry")
+        )
         if services.lane.writer is not None:
             timer.append(
                 asyncio.get_running_loop().create_task(

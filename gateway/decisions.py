@@ -32,12 +32,19 @@ from verdict.audit.stores import StoreError
 from verdict.audit.trust import TrustPolicy
 from verdict.gateway.api_models import DecisionRequest, DecisionResponse, ModelOut, ReasonOut, ReceiptOut
 from verdict.gateway.claims import ClaimOutcome, RequestClaims
-from verdict.gateway.engine import Engine, decide_rows, decision_body
+from verdict.gateway.engine import Engine, LoadedVersion, decide_rows, decision_body
 from verdict.gateway.explanation import seed_for
 from verdict.gateway.metrics import GatewayMetrics
 from verdict.gateway.registry import RegistryError, UnknownModel
 from verdict.gateway.schema import validate_attributes
-from verdict.gateway.service_errors import AuditUnavailable, RequestIdConflict, ServiceError, UnknownModelVersion
+from verdict.gateway.service_errors import (
+    AuditUnavailable,
+    ModelOutputInvalid,
+    ModelUnavailable,
+    RequestIdConflict,
+    ServiceError,
+    UnknownModelVersion,
+)
 
 __all__ = ["AuditLane", "DecisionService", "PendingDecision", "request_sha256", "response_from_record"]
 
@@ -192,9 +199,13 @@ class DecisionService:
     # -- event-loop side: cheap checks, no store writes ------------------
     def prepare(self, request: DecisionRequest) -> PendingDecision:
         """Validate a request against its model's schema (raises UnknownModelVersion,
-        AuditUnavailable when the registry cannot be read, InputValidationError)."""
+        ModelNotPromoted, ModelVersionRevoked, ModelUnavailable for a version known to
+        be unready, AuditUnavailable when the registry cannot be read, InputValidationError)."""
         try:
-            manifest = self.models.manifest(request.model, request.version)
+            manifest = self.models.serving_manifest(request.model, request.version)
+        except ModelUnavailable:
+            self.metrics.failures.labels("model_unavailable").inc()
+            raise
         except UnknownModel as exc:
             raise UnknownModelVersion(request.model, request.version, str(exc)) from None
         except (RegistryError, StoreError) as exc:
@@ -224,7 +235,13 @@ class DecisionService:
         try:
             self._claim_and_answer_known(computed)
             if computed.fresh:
-                computed.bodies = self._score_and_explain([batch[i] for i in computed.fresh])
+                fresh, computed.fresh = computed.fresh, []
+                for i, made in zip(fresh, self._score_and_explain([batch[i] for i in fresh]), strict=True):
+                    if isinstance(made, ServiceError):  # refused (model unavailable, output invalid): no record
+                        computed.outcomes[i] = made
+                    else:
+                        computed.fresh.append(i)
+                        computed.bodies.append(made)
         except (StoreError, ChainError) as exc:
             computed.error = exc
         except BaseException:
@@ -388,26 +405,59 @@ class DecisionService:
             else:
                 outcomes[dup] = original
 
-    def _score_and_explain(self, items: list[PendingDecision]) -> list[rec.DecisionBody]:
+    def _score_and_explain(self, items: list[PendingDecision]) -> list[rec.DecisionBody | ServiceError]:
         """Group by model version, run each group through the engine's one pipeline (score
         at the manifest's buckets, explain unless switched off, decide, word the reasons:
-        the code replay re-runs), then build the record bodies."""
-        bodies: dict[int, rec.DecisionBody] = {}
+        the code replay re-runs), then build the record bodies. A group whose version
+        cannot serve gets its error, not a body; so does each request whose score is
+        outside the model's output space, and only it (the others' bits do not depend on
+        it: rows never interact at a fixed bucket)."""
+        made: dict[int, rec.DecisionBody | ServiceError] = {}
         groups: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault((item.model, item.version), []).append(i)
         for (name, version), members in groups.items():
-            loaded = self.models.loaded(name, version)
-            group = [items[i] for i in members]
-            decided = decide_rows(
-                loaded.runtime,
-                [item.attributes for item in group],
-                [seed_for(item.request_id) for item in group],
-                explainer=loaded.explainer if self.explain else None,
-            )
+            try:
+                loaded = self.models.loaded(name, version)
+            except ServiceError as exc:  # unavailable, revoked since prepare: the whole group, nothing recorded
+                if isinstance(exc, ModelUnavailable):
+                    self.metrics.failures.labels("model_unavailable").inc(len(members))
+                made.update(dict.fromkeys(members, exc))
+                continue
+            except UnknownModel as exc:
+                made.update(dict.fromkeys(members, UnknownModelVersion(name, version, str(exc))))
+                continue
+            made.update(self._decide_group(loaded, [(i, items[i]) for i in members]))
+        return [made[i] for i in range(len(items))]
+
+    def _decide_group(
+        self, loaded: LoadedVersion, members: list[tuple[int, PendingDecision]]
+    ) -> dict[int, rec.DecisionBody | ServiceError]:
+        made: dict[int, rec.DecisionBody | ServiceError] = {}
+        manifest = loaded.runtime.manifest
+        for attempt in range(2):  # a second pass only without the rows whose scores were refused
+            try:
+                decided = decide_rows(
+                    loaded.runtime,
+                    [item.attributes for _, item in members],
+                    [seed_for(item.request_id) for _, item in members],
+                    explainer=loaded.explainer if self.explain else None,
+                )
+            except ModelOutputInvalid as exc:
+                refused = dict(exc.rows)
+                for k, (i, _) in enumerate(members):
+                    if k in refused or attempt:  # a model whose rows interact after all: refuse them all
+                        one = [(k, refused[k])] if k in refused else exc.rows
+                        made[i] = ModelOutputInvalid(manifest.name, manifest.version, exc.space, one)
+                        self.metrics.failures.labels("model_output_invalid").inc()
+                        self.metrics.model_output_invalid.labels(manifest.name, manifest.version).inc()
+                members = [member for k, member in enumerate(members) if k not in refused and not attempt]
+                if not members:
+                    return made
+                continue
             decided_at = self.clock()
-            for item, i, outcome in zip(group, members, decided.outcomes, strict=True):
-                bodies[i] = decision_body(
+            for (i, item), outcome in zip(members, decided.outcomes, strict=True):
+                made[i] = decision_body(
                     item,
                     loaded.runtime,
                     outcome,
@@ -416,4 +466,5 @@ class DecisionService:
                     environment_sha256=self.environment_sha256,
                     manifest_sha256=loaded.manifest_sha256,
                 )
-        return [bodies[i] for i in range(len(items))]
+            return made
+        return made

@@ -13,6 +13,16 @@ So both call:
   worded outcomes at a given score bucket and explain bucket;
 * :func:`decision_body` (gateway only) to put one outcome on an audit record.
 
+Why one model can never take the others down (design.md, "Isolation"): the
+serving path (:meth:`Engine.loaded`) remembers a version that fails to load,
+whatever the reason, as unready by name and answers requests for it with
+ModelUnavailable until a retry (at most every ``load_retry_s``) loads it;
+other versions are untouched. A revoked version never serves, but replay
+(which uses :meth:`Engine.runtime` and :meth:`Engine.explainer`, not
+``loaded``) still re-runs its decisions. And :func:`decide_rows` refuses a
+score outside the manifest's output space before anything is explained or
+recorded.
+
 A new kind of model is a class implementing the runtime protocol, passed as
 ``kind``; nothing here knows torch.
 """
@@ -20,6 +30,9 @@ A new kind of model is a class implementing the runtime protocol, passed as
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,31 +42,61 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from verdict.audit import records as rec
+from verdict.audit.stores import StoreError
 from verdict.gateway import determinism
 from verdict.gateway.explanation import AdditivityError, Explainer, ExplanationResult
-from verdict.gateway.manifest import Manifest
+from verdict.gateway.manifest import Manifest, ManifestError
 from verdict.gateway.model_runtime import ModelRuntime
 from verdict.gateway.reasons import Reason, reasons
-from verdict.gateway.registry import Registry, TamperedBlob
+from verdict.gateway.registry import (
+    NoProductionVersion,
+    Registry,
+    RegistryError,
+    StatusEvent,
+    TamperedBlob,
+    UnknownModel,
+    VersionRevoked,
+)
 from verdict.gateway.runtime import LoadedModel
 from verdict.gateway.schema import encode_rows
+from verdict.gateway.service_errors import (
+    ModelNotPromoted,
+    ModelOutputInvalid,
+    ModelUnavailable,
+    ModelVersionRevoked,
+    ServiceError,
+)
 
 __all__ = [
     "ALIAS_TTL_S",
+    "LOAD_RETRY_S",
     "Decided",
     "Engine",
     "ExplainKey",
+    "LoadFailure",
     "LoadKey",
     "LoadedVersion",
     "Outcome",
     "RuntimeCache",
+    "check_outputs",
     "decide_rows",
     "decision_body",
 ]
 
+_log = logging.getLogger(__name__)
+
 ALIAS_TTL_S = 5.0
-"""How long a resolved production alias is trusted: a promotion takes effect
-without a restart, and a request does not pay a store read."""
+"""How long a resolved production alias (and a version's revocation status) is
+trusted: a promotion or a revocation takes effect without a restart, and a
+request does not pay a store read."""
+
+LOAD_RETRY_S = 30.0
+"""How long a version that failed to load stays unready before the next attempt.
+Why retry at all: a store that did not answer for a moment must not make a model
+unready for the life of the process; a deterministic failure (a broken
+artifact) just fails again, at the cost of one attempt per interval."""
+
+_REASON_CHARS = 600
 
 Additivity = Literal["fail", "flag"]
 
@@ -144,13 +187,40 @@ class LoadedVersion:
     manifest_sha256: str | None = None
 
 
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a version could not be loaded on this replica, when that was last tried
+    (``time.monotonic()``), and how many attempts have failed in a row."""
+
+    reason: str
+    at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class _Route:
+    """What the production alias of a model says, as cached: a version, a revoked one,
+    or no promoted version at all (the registry's words)."""
+
+    version: str | None = None
+    revoked: StatusEvent | None = None
+    not_promoted: str | None = None
+
+
+def _revoked(event: StatusEvent) -> ModelVersionRevoked:
+    return ModelVersionRevoked(event.name, event.version, event.by, event.at, event.note)
+
+
 class Engine:
     """Models of one registry, loaded through the process-wide cache.
 
     The gateway holds one (it is the gateway's model cache: aliases, manifests,
-    loaded versions); replay makes one per replay over the store it replays.
-    ``device``: the device policy (``cpu``, ``cuda``, ``auto``; None: $VERDICT_DEVICE
-    or auto). ``kind``: the ModelRuntime class that loads this registry's artifacts.
+    loaded versions, and the versions that failed to load); replay makes one per
+    replay over the store it replays. ``device``: the device policy (``cpu``,
+    ``cuda``, ``auto``; None: $VERDICT_DEVICE or auto). ``kind``: the ModelRuntime
+    class that loads this registry's artifacts. ``load_retry_s``: how long a version
+    that failed to load is refused before it is tried again. ``on_load_failure``:
+    called with (name, version, reason) after every failed attempt (metrics).
     """
 
     def __init__(
@@ -160,33 +230,83 @@ class Engine:
         *,
         kind: type[ModelRuntime] = LoadedModel,
         cache: RuntimeCache | None = None,
+        load_retry_s: float = LOAD_RETRY_S,
+        on_load_failure: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.registry = registry
         self.kind = kind
+        self.load_retry_s = load_retry_s
         self._device = device
         self._cache = _CACHE if cache is None else cache
+        self._on_load_failure = on_load_failure
         self._manifests: dict[tuple[str, str], Manifest] = {}
-        self._aliases: dict[str, tuple[float, str]] = {}
+        self._aliases: dict[str, tuple[float, _Route]] = {}
+        self._revocations: dict[tuple[str, str], tuple[float, StatusEvent | None]] = {}
         self._loaded: dict[tuple[str, str], LoadedVersion] = {}
+        self._failures: dict[tuple[str, str], LoadFailure] = {}
         self._lock = threading.Lock()
 
     # -- versions and manifests ------------------------------------------------------------
     def resolve(self, name: str, version: str | None) -> str:
+        """``version``, or (None) the version the production alias points at. Raises
+        ModelNotPromoted (no production version: requests must pin one) and
+        ModelVersionRevoked (the alias points at a revoked version); both are cached
+        like the alias itself."""
         if version is not None:
             return version
         cached = self._aliases.get(name)
-        if cached and time.monotonic() - cached[0] < ALIAS_TTL_S:
+        if cached is None or time.monotonic() - cached[0] >= ALIAS_TTL_S:
+            try:
+                route = _Route(version=self.registry.resolve_default_version(name))
+            except VersionRevoked as exc:
+                route = _Route(revoked=exc.event)
+            except NoProductionVersion as exc:
+                route = _Route(not_promoted=str(exc))
+            cached = self._aliases[name] = (time.monotonic(), route)
+        route = cached[1]
+        if route.revoked is not None:
+            raise _revoked(route.revoked)
+        if route.not_promoted is not None:
+            raise ModelNotPromoted(name, route.not_promoted)
+        assert route.version is not None
+        return route.version
+
+    def revocation(self, name: str, version: str) -> StatusEvent | None:
+        """The version's revocation event (None: it may serve), read at most every
+        ALIAS_TTL_S; a revocation is final, so once seen it is kept."""
+        key = (name, version)
+        cached = self._revocations.get(key)
+        if cached is not None and (cached[1] is not None or time.monotonic() - cached[0] < ALIAS_TTL_S):
             return cached[1]
-        resolved = self.registry.resolve_default_version(name)
-        self._aliases[name] = (time.monotonic(), resolved)
-        return resolved
+        event = self.registry.revocation(name, version)
+        self._revocations[key] = (time.monotonic(), event)
+        return event
 
     def manifest(self, name: str, version: str | None = None) -> Manifest:
+        """A version's manifest (None: the production version's), revoked or not (a logged
+        decision's explanation needs it). A stored manifest that no longer decodes makes
+        the version unready: ModelUnavailable."""
         version = self.resolve(name, version)
         key = (name, version)
-        if key not in self._manifests:
-            self._manifests[key] = self.registry.manifest(name, version)
-        return self._manifests[key]
+        found = self._manifests.get(key)
+        if found is None:
+            try:
+                found = self.registry.manifest(name, version)
+            except ManifestError as exc:
+                raise self._failed(key, exc) from None
+            self._manifests[key] = found
+        return found
+
+    def serving_manifest(self, name: str, version: str | None = None) -> Manifest:
+        """The manifest of the version a decision request is served by, refusing up front
+        what :meth:`loaded` would refuse: a revoked version (ModelVersionRevoked), one that
+        failed to load and is not due for a retry (ModelUnavailable)."""
+        version = self.resolve(name, version)
+        event = self.revocation(name, version)
+        if event is not None:
+            raise _revoked(event)
+        self._refuse_unready((name, version))
+        return self.manifest(name, version)
 
     # -- loading -------------------------------------------------------------------------------
     def resolve_device(self, policy: str | None = None) -> str:
@@ -232,17 +352,100 @@ class Engine:
         return self._cache.explainer(key, runtime, load)
 
     def loaded(self, name: str, version: str) -> LoadedVersion:
-        """A version as the gateway serves it, loaded on first use."""
+        """A version as the gateway serves it, loaded on first use (the serving path only:
+        replay loads through :meth:`runtime` and :meth:`explainer`, revoked or not).
+
+        Raises ModelVersionRevoked for a revoked version; ModelUnavailable when the
+        version cannot be loaded (remembered: :meth:`unready`; tried again at most every
+        ``load_retry_s``); UnknownModel when no such version is registered."""
         key = (name, version)
+        event = self.revocation(name, version)
+        if event is not None:
+            self._failures.pop(key, None)  # it will not serve again: not "unready"
+            raise _revoked(event)
+        found = self._loaded.get(key)
+        if found is not None:  # no lock: a version loading for another request never holds this one up
+            return found
         with self._lock:
-            if key not in self._loaded:
+            found = self._loaded.get(key)
+            if found is not None:
+                return found
+            self._refuse_unready(key)
+            try:
                 manifest = self.manifest(name, version)
                 runtime = self.runtime(manifest)
                 explainer = self.explainer(runtime)
                 # Hashed once per loaded version; the object is write-once, so it is the
                 # manifest the model was just loaded from.
-                self._loaded[key] = LoadedVersion(runtime, explainer, self.registry.manifest_sha256(name, version))
-            return self._loaded[key]
+                manifest_sha256 = self.registry.manifest_sha256(name, version)
+            except (UnknownModel, ServiceError):
+                raise  # nothing registered under that name (not a load failure), or already recorded
+            except Exception as exc:  # whatever stops this version stops only this version
+                raise self._failed(key, exc) from exc
+            self._failures.pop(key, None)
+            found = self._loaded[key] = LoadedVersion(runtime, explainer, manifest_sha256)
+            return found
+
+    def _refuse_unready(self, key: tuple[str, str]) -> None:
+        """ModelUnavailable if ``key`` failed to load less than ``load_retry_s`` ago."""
+        failure = self._failures.get(key)
+        if failure is not None:
+            wait = failure.at + self.load_retry_s - time.monotonic()
+            if wait > 0:
+                raise ModelUnavailable(key[0], key[1], failure.reason, max(1, math.ceil(wait)))
+
+    def _failed(self, key: tuple[str, str], exc: BaseException) -> ModelUnavailable:
+        """Remember that ``key`` failed to load, say so (an ERROR line when the reason is
+        new), and return the error its requests get until a retry loads it."""
+        name, version = key
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        # The store's URL (a path, a bucket) is for operators, not for every API client.
+        reason = re.sub(rf"(?:the store )?{re.escape(self.registry.store.url)}", "the model store", text)[
+            :_REASON_CHARS
+        ]
+        previous = self._failures.get(key)
+        self._failures[key] = LoadFailure(reason, time.monotonic(), 1 + (previous.attempts if previous else 0))
+        if previous is None or previous.reason != reason:
+            _log.error(
+                "model %s version %s cannot be served, other models are unaffected: %s (tried again at most every %gs)",
+                name,
+                version,
+                reason,
+                self.load_retry_s,
+            )
+        if self._on_load_failure is not None:
+            self._on_load_failure(name, version, reason)
+        return ModelUnavailable(name, version, reason, max(1, math.ceil(self.load_retry_s)))
+
+    def unready(self) -> dict[str, str]:
+        """``{"name:version": reason}`` of every version this engine failed to load and has
+        not loaded since (a revoked one is dropped: it will not serve again)."""
+        return {f"{name}:{version}": failure.reason for (name, version), failure in sorted(self._failures.items())}
+
+    def failures(self) -> dict[tuple[str, str], LoadFailure]:
+        return dict(self._failures)
+
+    def retry_unready(self) -> list[tuple[str, str]]:
+        """Try again to load each unready version that is due and that the production
+        alias still points at (a revoked one is forgotten); returns those now loaded. Why not wait for a request: a
+        replica whose only model failed at start-up is not ready, so no request would
+        ever come to retry it. A version only pinned requests use is retried by them."""
+        recovered = []
+        for (name, version), failure in sorted(self._failures.items()):
+            if time.monotonic() - failure.at < self.load_retry_s:
+                continue
+            try:
+                if self.revocation(name, version) is not None:
+                    self._failures.pop((name, version), None)  # it will not serve again: not "unready"
+                    continue
+                if self.resolve(name, None) != version:
+                    continue
+                self.loaded(name, version)
+            except (ServiceError, RegistryError, StoreError) as exc:
+                _log.debug("model %s version %s still not loaded: %s", name, version, exc)  # _failed said why
+                continue
+            recovered.append((name, version))
+        return recovered
 
     def loaded_versions(self) -> list[tuple[str, str]]:
         return sorted(self._loaded)
@@ -296,10 +499,14 @@ def decide_rows(
 
     ``additivity``: "fail" raises AdditivityError if any explanation does not add up to
     its score (the gateway fails closed); "flag" explains the others anyway and gives
-    the failing row its raw contributions and a ``problem`` (replay judges it)."""
+    the failing row its raw contributions and a ``problem`` (replay judges it).
+
+    Raises ModelOutputInvalid, before anything is explained, if a score is outside the
+    manifest's output space (:func:`check_outputs`)."""
     manifest = runtime.manifest
     x = encode_rows(manifest.inputs, rows)
     scores, used = runtime.score_matrix(x, manifest.runtime.score_bucket if score_bucket is None else score_bucket)
+    check_outputs(manifest, scores)
     explanations: list[ExplanationResult | None] = [None] * len(rows)
     problems: list[str | None] = [None] * len(rows)
     wanted = [] if explainer is None else [k for k in range(len(rows)) if explain is None or explain[k]]
@@ -316,6 +523,22 @@ def decide_rows(
         worded = [] if result is None else reasons(manifest, row, result, top=manifest.explainer.top_reasons)
         outcomes.append(Outcome(score, runtime.decide(score), result, worded, problems[k]))
     return Decided(outcomes, used, explain_bucket)
+
+
+def check_outputs(manifest: Manifest, scores: np.ndarray) -> None:
+    """Fail closed on a score outside the manifest's output space: a ``probability``
+    outside [0, 1], NaN or infinity in any space. Why here, in the one pipeline: a
+    logits model registered as a probability model would otherwise be decided,
+    explained, signed and served ("score": 6.1); raising before the record exists
+    means nothing is written. Raises ModelOutputInvalid naming every such row."""
+    space = manifest.output.space
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(scores)
+        if space == "probability":
+            valid &= (scores >= 0.0) & (scores <= 1.0)
+    if not valid.all():
+        rows = [(int(k), float(scores[k])) for k in np.flatnonzero(~valid)]
+        raise ModelOutputInvalid(manifest.name, manifest.version, space, rows)
 
 
 def _explain(

@@ -50,3 +50,21 @@ class GatewayMetrics:
         self.failures = Counter(
             "verdict_failures", "Requests that failed closed, by reason", ["reason"], registry=self.registry
         )
+        # Model isolation (design.md "Isolation"): one broken model is unready by name, the others serve.
+        self.model_load_failures = Counter(
+            "verdict_model_load_failures",
+            "Failed attempts to load a model version (it is unready until one succeeds)",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.models_unready = Gauge(
+            "verdict_models_unready",
+            "Model versions this replica failed to load and has not loaded since",
+            registry=self.registry,
+        )
+        self.model_output_invalid = Counter(
+            "verdict_model_output_invalid",
+            "Requests refused because the model's score was outside its declared output space (no record written)",
+            ["model", "version"],
+            registry=self.registry,
+        )

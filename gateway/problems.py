@@ -31,6 +31,10 @@ from verdict.gateway.service_errors import (
     AuditUnavailable,
     DecisionTimeout,
     InputsSealed,
+    ModelNotPromoted,
+    ModelOutputInvalid,
+    ModelUnavailable,
+    ModelVersionRevoked,
     NotExplained,
     RecordInvalid,
     ReplayNotFinished,
@@ -257,12 +261,20 @@ PROBLEMS: dict[type[ServiceError | HTTPException], ProblemKind] = {
     UnknownModelVersion: ProblemKind(404, "unknown-model", "Unknown model or version"),
     UnknownDecision: ProblemKind(404, "unknown-request-id", "No decision with this request id"),
     UnknownReplay: ProblemKind(404, "unknown-replay", "No replay with this id readable by this API key"),
+    ModelVersionRevoked: ProblemKind(
+        410, "model-version-revoked", "The model version was revoked and no longer serves"
+    ),
     # the request contradicts what is on record, or asks what the record cannot give
     RequestIdConflict: ProblemKind(409, "request-id-conflict", "Request id already used with a different body"),
+    ModelNotPromoted: ProblemKind(
+        409, "no-production-version", "The model has no production version: pin a version or promote one"
+    ),
     NotExplained: ProblemKind(409, "not-explained", "This decision has no contributions to chart"),
     InputsSealed: ProblemKind(409, "inputs-sealed", "The applicant's inputs are encrypted"),
     ReplayNotFinished: ProblemKind(409, "replay-not-finished", "The replay has no report yet"),
     ReplayRequestError: ProblemKind(422, "invalid-replay", "The replay request breaks a rule", errors=_broken_field),
+    # the model answered outside its declared output space: nothing was decided or recorded
+    ModelOutputInvalid: ProblemKind(502, "model-output-invalid", "The model's output is outside its declared space"),
     # the trail itself is wrong: for operators
     RecordInvalid: ProblemKind(500, "record-invalid", "The logged decision failed verification"),
     # not now: the same request may succeed later
@@ -270,6 +282,9 @@ PROBLEMS: dict[type[ServiceError | HTTPException], ProblemKind] = {
         503, "audit-unavailable", "Decision not made: the audit trail is unavailable", _retry_after
     ),
     DecisionTimeout: ProblemKind(503, "decision-timeout", "Decision not confirmed in time", _retry_after),
+    ModelUnavailable: ProblemKind(
+        503, "model-unavailable", "This model version cannot be served by this replica", _retry_after
+    ),
     ReplayBusy: ProblemKind(503, "replay-busy", "Too many replays queued", _retry_after),
     ReplaysUnavailable: ProblemKind(503, "replay-unavailable", "Replays are not available on this gateway"),
     # the guards (gateway.auth)

@@ -345,8 +345,7 @@ class Registry:
                 )
         self._check_events()
         for _ in range(5):
-            current = list(self.store.list_keys(alias_prefix(name, alias)))
-            sequence = len(current)
+            sequence = len(list(self.store.list_keys(alias_prefix(name, alias))))
             event = Promotion(
                 name=name,
                 alias=alias,

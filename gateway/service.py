@@ -32,17 +32,35 @@ from verdict.gateway.decisions import AuditLane, DecisionService
 from verdict.gateway.engine import Engine
 from verdict.gateway.lookups import LookupService
 from verdict.gateway.metrics import GatewayMetrics
-from verdict.gateway.registry import Registry
+from verdict.gateway.registry import Registry, RegistryError
 from verdict.gateway.registry_log import RegistryLog
+from verdict.gateway.service_errors import ModelNotPromoted, ModelVersionRevoked, ServiceError
 from verdict.gateway.settings import ServiceSettings, SettingsError
 from verdict.replay.service import ReplayService
 
-__all__ = ["DISABLED_FOR_BENCHMARK", "Services", "build_services", "publish_environment"]
+__all__ = ["DISABLED_FOR_BENCHMARK", "Readiness", "Services", "build_services", "publish_environment"]
 
 _log = logging.getLogger(__name__)
 
 DISABLED_FOR_BENCHMARK = "disabled: unsafe benchmark mode (VERDICT_UNSAFE_BENCHMARK=1)"
 """The readiness value of a check switched off on purpose (benchmarks only): still ready."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What /readyz reports: each check's value (``"ok"`` or why not), and the model
+    versions this replica cannot serve, by ``name:version``, with the reason.
+
+    Why the unready models are not a check: the replica stays ready while at least
+    one model serves (the ``models`` check), so that one broken model never takes
+    the others out of the load balancer; its requests get 503 model-unavailable."""
+
+    checks: dict[str, str]
+    unready_models: dict[str, str]
+
+    @property
+    def ready(self) -> bool:
+        return all(v in ("ok", DISABLED_FOR_BENCHMARK) for v in self.checks.values())
 
 
 @dataclass
@@ -57,7 +75,7 @@ class Services:
     lookups: LookupService
     metrics: GatewayMetrics
     apikeys: ApiKeyStore
-    readiness: Callable[[], dict[str, str]]  # see _readiness
+    readiness: Callable[[], Readiness]  # see _readiness
     replays: ReplayService | None = None  # the examiner API
     witnessing: CheckpointWitnessing | None = None  # checkpoints kept and cosigned
 
@@ -83,17 +101,14 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         # key, certified by its root (spec §3 "registry").
         events = RegistryLog(store, signer, keyring=keyring, root=root, policy=policy) if signer else None
         ensure_reference_model(registry, say=say, events=events)
-    models = Engine(registry)
-    for name in registry.names():  # load production models now: a cold first request would time out
-        try:
-            version = models.resolve(name, None)
-        except Exception as exc:  # noqa: BLE001 - a model without a production version is simply not preloaded
-            _log.debug("model %s not preloaded: %s", name, exc)
-            continue
-        models.loaded(name, version)
+    metrics = GatewayMetrics()
+    models = Engine(
+        registry, on_load_failure=lambda name, version, _: metrics.model_load_failures.labels(name, version).inc()
+    )
+    metrics.models_unready.set_function(lambda: len(models.unready()))
+    _preload(models, say)
     fingerprint = environment.capture(device=models.device(), seed=0)
     env_sha = publish_environment(store, fingerprint)
-    metrics = GatewayMetrics()
     writer = witnessing = None
     if signer is not None:
         held_dir = data_dir() / "trust" / "held"
@@ -165,6 +180,40 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
     )
 
 
+def _preload(models: Engine, say: Callable[[str], None]) -> None:
+    """Load every model's production version now (a cold first request would time out).
+
+    Why nothing here stops the start: one broken version (a corrupt or altered
+    artifact, a graph that breaks the model contract, a manifest that no longer
+    decodes) must not take every other model down with it. The engine logs an
+    ERROR line naming the version and the reason and remembers it as unready
+    (/readyz and /v1/models name it; its requests get 503 model-unavailable);
+    a model without a production version is not preloaded (requests must pin
+    one), and a revoked production version is not loaded at all."""
+    for name in models.registry.names():
+        try:
+            version = models.resolve(name, None)
+        except ModelNotPromoted as exc:
+            _log.debug("model %s not preloaded: %s", name, exc)
+            continue
+        except ModelVersionRevoked as exc:
+            _log.warning("model %s not preloaded: %s", name, exc)
+            continue
+        except (RegistryError, StoreError) as exc:  # this model's routing cannot be read now; a request retries it
+            _log.error("model %s not preloaded: its production alias cannot be read: %s", name, exc)
+            continue
+        try:
+            models.loaded(name, version)
+        except (ServiceError, RegistryError, StoreError):
+            continue  # unready by name (the engine logged why); the others load and serve
+    loaded, unready = models.loaded_versions(), models.unready()
+    if unready:
+        say(
+            f"warning: serving {len(loaded)} model version(s); not serving "
+            + "; ".join(f"{ref} ({reason})" for ref, reason in unready.items())
+        )
+
+
 def _trust(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[RootKey | None, TrustPolicy]:
     """The root this gateway certifies its chains with (if it holds one) and the policy it verifies with.
 
@@ -228,9 +277,10 @@ def _signer(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[Sign
 
 def _readiness(
     store: WormStore, lane: AuditLane, models: Engine, unready_after: int, retry_after_s: float
-) -> Callable[[], dict[str, str]]:
+) -> Callable[[], Readiness]:
     """Ready = a model is loaded, the store answers and can take appends, and
-    the chain writer has not been stopped by a permanent error.
+    the chain writer has not been stopped by a permanent error. Model versions
+    that failed to load are named beside the checks (:class:`Readiness`).
 
     "Can take appends": after ``unready_after`` consecutive failed appends (a
     full disk, a store refusing writes) the store check fails, so a load
@@ -244,8 +294,11 @@ def _readiness(
     not make the process unready: it may be one lost request.
     """
 
-    def check() -> dict[str, str]:
+    def check() -> Readiness:
+        unready = models.unready()
         checks = {"models": "ok" if models.loaded_versions() else "no model loaded"}
+        if unready and not models.loaded_versions():
+            checks["models"] = f"no model loaded ({len(unready)} failed to load: see unready_models)"
         try:
             store.exists("keys/readiness-probe")
             checks["store"] = _append_health(store, lane, unready_after, retry_after_s)
@@ -257,7 +310,7 @@ def _readiness(
             checks["signer"] = f"chain writer stopped: {lane.last_error}"
         else:
             checks["signer"] = "ok"
-        return checks
+        return Readiness(checks, unready)
 
     return check
 

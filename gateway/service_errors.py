@@ -18,6 +18,10 @@ __all__ = [
     "AuditUnavailable",
     "DecisionTimeout",
     "InputsSealed",
+    "ModelNotPromoted",
+    "ModelOutputInvalid",
+    "ModelUnavailable",
+    "ModelVersionRevoked",
     "NotExplained",
     "RecordInvalid",
     "ReplayNotFinished",
@@ -47,6 +51,29 @@ class UnknownModelVersion(ServiceError):
     def __init__(self, model: str, version: str | None, detail: str) -> None:
         super().__init__(detail)
         self.model, self.version = model, version
+
+
+class ModelNotPromoted(ServiceError):
+    """The request names no version and the model has no production version: routing is
+    the production alias only (registering never changes it), so the client must pin a
+    version or an operator must promote one."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(detail)
+        self.model = model
+
+
+class ModelVersionRevoked(ServiceError):
+    """The version (named, or the one the production alias points at) was revoked by a
+    signed status event: it never serves again, though its decisions stay replayable."""
+
+    def __init__(self, model: str, version: str, by: str, at: str, note: str) -> None:
+        super().__init__(
+            f"model {model} version {version} was revoked by {by} at {at}"
+            + (f": {note}" if note else "")
+            + "; it no longer serves (its logged decisions stay replayable)"
+        )
+        self.model, self.version, self.by, self.at, self.note = model, version, by, at, note
 
 
 class UnknownDecision(ServiceError):
@@ -94,6 +121,25 @@ class ReplayNotFinished(ServiceError):
         self.replay_id = replay_id
 
 
+# -- the model broke its contract ------------------------------------------------------------------
+
+
+class ModelOutputInvalid(ServiceError):
+    """The model answered a value outside the output space its manifest declares (a
+    probability outside [0, 1]; NaN or infinity in any space): the decision fails closed,
+    nothing is recorded. ``rows``: (row in the scored batch, value) of every such answer."""
+
+    def __init__(self, model: str, version: str, space: str, rows: list[tuple[int, float]]) -> None:
+        rule = "a probability in [0, 1]" if space == "probability" else "a finite number"
+        shown = ", ".join(f"row {row}: {value!r}" for row, value in rows[:5])
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        super().__init__(
+            f"model {model} version {version} returned a value outside its declared output space "
+            f"{space!r} (must be {rule}) for {shown}{more}; no decision was made"
+        )
+        self.model, self.version, self.space, self.rows = model, version, space, rows
+
+
 # -- the trail says something is wrong ----------------------------------------------------------
 
 
@@ -131,6 +177,20 @@ class DecisionTimeout(ServiceError):
             f"if it was recorded"
         )
         self.timeout_s, self.retry_after_s = timeout_s, retry_after_s
+
+
+class ModelUnavailable(ServiceError):
+    """The model version cannot be loaded on this replica (a broken or altered artifact, a
+    graph that breaks the model contract, a manifest that no longer decodes, a store that
+    did not answer); other models still serve. Loading is retried at most every few
+    seconds, ``retry_after_s`` from now at the latest."""
+
+    def __init__(self, model: str, version: str, reason: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"model {model} version {version} cannot be served by this replica: {reason}; "
+            f"no decision was made (loading is retried, next in {retry_after_s}s)"
+        )
+        self.model, self.version, self.reason, self.retry_after_s = model, version, reason, retry_after_s
 
 
 class ReplaysUnavailable(ServiceError):

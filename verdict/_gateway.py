@@ -182,6 +182,10 @@ _CODES = {
     "RequestIdConflict": "request-id-conflict",
     "AuditUnavailable": "audit-unavailable",
     "DecisionTimeout": "audit-unavailable",
+    "ModelNotPromoted": "no-production-version",
+    "ModelVersionRevoked": "model-version-revoked",
+    "ModelUnavailable": "model-unavailable",
+    "ModelOutputInvalid": "model-output-invalid",
 }
 """Domain error class -> the stable public code (the HTTP problem slugs, which they replace)."""
 

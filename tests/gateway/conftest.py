@@ -28,7 +28,8 @@ def require_taiwan() -> None:
 def registry(tmp_path_factory, trained_dirs) -> Registry:
     reg = Registry(FilesystemStore(tmp_path_factory.mktemp("registry-store")))
     for directory in trained_dirs.values():
-        reg.register(directory)
+        manifest, _ = reg.register(directory)
+        reg.promote(manifest.name, manifest.version, by="test-setup")  # unpinned requests serve production only
     return reg
 
 

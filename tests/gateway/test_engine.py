@@ -22,10 +22,10 @@ from verdict.gateway.datasets import load_dataset
 from verdict.gateway.engine import Engine, RuntimeCache, decide_rows, decision_body
 from verdict.gateway.explanation import seed_for
 from verdict.gateway.manifest import Manifest, decode_manifest, encode_manifest
+from verdict.gateway.model_files import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
 from verdict.gateway.model_runtime import ModelRuntime, decide_by_rule
-from verdict.gateway.registry import Registry, TamperedBlob
+from verdict.gateway.registry import Registry, TamperedBlob, blob_key, manifest_key
 from verdict.gateway.schema import encode_rows, validate_attributes
-from verdict.gateway.training import ARTIFACT_FILE, MANIFEST_FILE
 
 LOGISTIC = "logistic-credit"
 
@@ -90,7 +90,13 @@ def logistic(tmp_path_factory, trained_dirs) -> Registry:
     )
     (directory / MANIFEST_FILE).write_bytes(encode_manifest(manifest))
     registry = Registry(FilesystemStore(tmp_path_factory.mktemp("logistic-store")))
-    registry.register(directory)
+    # Stored as the registry lays it out: registration validates torch.export programs (gateway.validation),
+    # and this runtime kind's artifact is plain weights, which that validator rightly refuses.
+    background = (directory / BACKGROUND_FILE).read_bytes()
+    for data in (artifact, background):
+        registry.store.put_once(blob_key(hashlib.sha256(data).hexdigest()), data)
+    registry.store.put_once(manifest_key(manifest.name, manifest.version), encode_manifest(manifest))
+    registry.promote(manifest.name, manifest.version, by="test-setup")
     return registry
 
 

@@ -123,7 +123,7 @@ def small(tmp_path_factory, german_model):
 
     registry = Registry(FilesystemStore(directory / "store"))
     registry.register(directory)
-    model = load_model(registry, "oracle-small")
+    model = load_model(registry, "oracle-small", manifest.version)
     weights = np.array(SMALL_COUNTS, dtype=np.float64) / sum(SMALL_COUNTS)
     return model, registry, background_rows, encode_rows(specs, background_rows), weights
 
