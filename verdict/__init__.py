@@ -41,6 +41,7 @@ __all__ = [
     "__version__",
     "load_trust_policy",
     "open_store",
+    "package",
     "sample_applicants",
     "train_reference_model",
     "trust_policy",
@@ -68,6 +69,7 @@ _WHERE = {
     "trust_policy": "verdict._trust",
     "Gateway": "verdict._gateway",  # torch
     "ModelRegistry": "verdict._models",  # torch
+    "package": "verdict._package",  # torch
     "sample_applicants": "verdict._models",
     "train_reference_model": "verdict._models",
 }
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
     from verdict._errors import DecisionRefused, RecordNotVerified, StoreUnavailable, TrustPolicyRequired, VerdictError
     from verdict._gateway import Gateway
     from verdict._models import ModelRegistry, sample_applicants, train_reference_model
+    from verdict._package import package
     from verdict._store import Store, open_store
     from verdict._trust import load_trust_policy, trust_policy
     from verdict._types import (

@@ -1,39 +1,28 @@
-"""``verdict models``: train, register, list, show, promote, predict."""
+"""``verdict models``: train, register, list, show, predict (and, from their own
+modules, package, validate, promote, revoke, status)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypedDict
+from typing import Annotated, TypedDict
 
 import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from verdict.gateway.commands.common import EXIT_USAGE, StoreOption, fail, open_configured_store, print_json
+from verdict.gateway.commands.common import EXIT_USAGE, StoreOption, fail, print_json
+from verdict.gateway.commands.lifecycle import promote_command, revoke_command, status_command
+from verdict.gateway.commands.registry_access import open_registry
 
-if TYPE_CHECKING:
-    from verdict.gateway.registry import Registry  # imported by the commands that use it: a fast CLI start
-
-models_app = typer.Typer(help="Train, register, inspect and run models.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Package, validate, register, promote, revoke, inspect and run models.", no_args_is_help=True
+)
+models_app.command("promote")(promote_command)
+models_app.command("revoke")(revoke_command)
+models_app.command("status")(status_command)
 _err = Console(stderr=True)
-
-
-def _registry(store: str | None, *, recorded: bool = False) -> Registry:
-    """The registry of the configured store; ``recorded``: with the event log that
-    appends registrations and promotions to the registry chain (spec §3
-    ``registry``), signed with this machine's key and certified by its root."""
-    # lazy: torch stays out of `verdict --help`
-    from verdict.gateway.registry import Registry
-
-    opened = open_configured_store(store)
-    if not recorded:
-        return Registry(opened)
-    # lazy: `verdict --help` imports every command module; the registry log (and the chain) loads when the command runs
-    from verdict.gateway.registry_log import RegistryLog
-
-    return Registry(opened, events=RegistryLog.local(opened, create_root=True, say=lambda msg: _err.print(msg)))
 
 
 @models_app.command("train")
@@ -63,34 +52,56 @@ def train_command(
 def register_command(
     path: Annotated[Path, typer.Argument(help="A trained model directory")], store: StoreOption = None
 ) -> None:
-    """Register a trained model directory in the store (immutable once registered)."""
-    # lazy: torch stays out of `verdict --help`
-    from verdict.gateway.registry import RegistryError
+    """Validate a model directory and register it in the store (immutable once registered).
+
+    Nothing is written unless validation passes; the validation report is stored
+    in the trail and named by the registration record. Registering never changes
+    which version serves: promote it (`verdict models promote NAME:VERSION`)."""
+    # lazy: the registry loads when the command runs
+    from verdict.gateway.registry import RegistryError, ValidationFailed
 
     try:
-        manifest, new = _registry(store, recorded=True).register(path)
+        with _err.status(f"validating {path}...") as status:
+            manifest, new = open_registry(store, recorded=True).register(
+                path, progress=lambda msg: status.update(f"validating {path}: {msg}")
+            )
+    except ValidationFailed as exc:
+        # lazy: the report renderer (and torch) only on this path
+        from verdict.gateway.validation import render_text
+
+        typer.echo(render_text(exc.report), err=True)  # type: ignore[arg-type]
+        fail(str(exc))
     except RegistryError as exc:
         fail(str(exc))
     typer.echo(
         f"{'registered' if new else 'already registered (identical)'} {manifest.ref} sha256 {manifest.artifact_sha256}"
     )
+    if new:
+        typer.echo(f"it serves nothing until promoted: verdict models promote {manifest.ref}")
 
 
 class _ModelRow(TypedDict):
     name: str
     versions: list[str]
     production: str | None
+    revoked: list[str]
 
 
 @models_app.command("list")
 def list_command(store: StoreOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List registered models, their versions and production alias."""
-    registry = _registry(store)
+    registry = open_registry(store)
     rows: list[_ModelRow] = []
     for name in registry.names():
         promoted = registry.alias(name, "production")
+        versions = registry.versions(name)
         rows.append(
-            {"name": name, "versions": registry.versions(name), "production": promoted.version if promoted else None}
+            {
+                "name": name,
+                "versions": versions,
+                "production": promoted.version if promoted else None,
+                "revoked": [v for v in versions if registry.revocation(name, v) is not None],
+            }
         )
     if as_json:
         print_json(rows)
@@ -98,9 +109,11 @@ def list_command(store: StoreOption = None, as_json: Annotated[bool, typer.Optio
     if not rows:
         typer.echo("no models registered")
         return
-    table = Table("model", "versions", "production")
+    table = Table("model", "versions", "production", "revoked")
     for row in rows:
-        table.add_row(row["name"], ", ".join(row["versions"]), row["production"] or "-")
+        table.add_row(
+            row["name"], ", ".join(row["versions"]), row["production"] or "-", ", ".join(row["revoked"]) or "-"
+        )
     Console().print(table)
 
 
@@ -110,12 +123,15 @@ def show_command(
     store: StoreOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest itself")] = False,
 ) -> None:
-    """Show a model version's manifest."""
-    # lazy: torch stays out of `verdict --help`
+    """Show a model version: manifest in words, model card, production alias, status history."""
+    # lazy: the registry loads when the command runs
     from verdict.gateway.registry import RegistryError, parse_ref
 
+    registry = open_registry(store)
     try:
-        manifest = _registry(store).manifest(*parse_ref(ref))
+        manifest = registry.manifest(*parse_ref(ref))
+        history = registry.status_history(manifest.name, manifest.version)
+        promoted = registry.alias(manifest.name, "production")
     except RegistryError as exc:
         fail(str(exc))
     if as_json:
@@ -132,31 +148,32 @@ def show_command(
         f"training: {manifest.training.dataset.title}, seed {manifest.training.seed}, "
         f"commit {manifest.training.code_commit}, metrics {manifest.training.metrics}"
     )
-    table = Table("attribute", "kind", "label", "allowed")
+    serving = "the production version" if promoted and promoted.version == manifest.version else "not in production"
+    console.print(f"output space: {manifest.output.space}; {serving}")
+    if manifest.card is not None:
+        card = manifest.card
+        console.print(f"purpose: {card.purpose}\nowner: {card.owner}   risk tier: {card.risk_tier}")
+        console.print(f"intended use: {card.intended_use}\nlimitations: {card.limitations}")
+        if card.regulations:
+            console.print(f"regulations: {'; '.join(card.regulations)}")
+    table = Table("attribute", "kind", "label", "allowed", "protected")
     for spec in manifest.inputs:
         allowed = (
             ", ".join(map(str, spec.categories or ()))
             if spec.kind == "category"
             else f"{spec.minimum}..{spec.maximum} {spec.unit or ''}"
         )
-        table.add_row(spec.name, spec.kind, spec.label, allowed)
+        table.add_row(spec.name, spec.kind, spec.label, allowed, "yes" if spec.protected else "")
     console.print(table)
-
-
-@models_app.command("promote")
-def promote_command(ref: Annotated[str, typer.Argument(help="NAME:VERSION")], store: StoreOption = None) -> None:
-    """Point the production alias at a version (recorded, append-only)."""
-    # lazy: torch stays out of `verdict --help`
-    from verdict.gateway.registry import RegistryError, parse_ref
-
-    name, version = parse_ref(ref)
-    if version is None:
-        fail("promote needs NAME:VERSION", EXIT_USAGE)
-    try:
-        event = _registry(store, recorded=True).promote(name, version)
-    except RegistryError as exc:
-        fail(str(exc))
-    typer.echo(f"production alias of {name} -> {version} (promotion #{event.sequence} at {event.promoted_at})")
+    for withheld in manifest.withheld:
+        console.print(f"withheld from the model: {withheld.label} ({withheld.name}): {withheld.reason}")
+    if not history:
+        console.print("status: none recorded")
+    for event in history:
+        console.print(
+            f"status #{event.sequence} {event.at}: {event.status} by {event.by}"
+            + (f" ({event.note})" if event.note else "")
+        )
 
 
 class _Prediction(msgspec.Struct):
@@ -183,7 +200,7 @@ def predict_command(
     if not lines:
         fail(f"{input}: no input lines")
     try:
-        model = load_model(_registry(store), *parse_ref(ref))
+        model = load_model(open_registry(store), *parse_ref(ref))
     except RegistryError as exc:
         fail(str(exc))
     rows, problems = [], []
@@ -212,3 +229,13 @@ def _read(path: Path) -> str:
         fail(f"input file {path} does not exist")
     except UnicodeDecodeError:
         fail(f"input file {path} is not UTF-8 text")
+
+
+from verdict.gateway.commands.package import package_command  # noqa: E402
+
+models_app.command("package")(package_command)
+
+
+from verdict.gateway.commands.validate import validate_command  # noqa: E402
+
+models_app.command("validate")(validate_command)
