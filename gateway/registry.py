@@ -45,7 +45,7 @@ from verdict.audit.layout import evidence_key
 from verdict.audit.records import STATUS_RE, ModelVersion, RecordError, RegistryBody, decode_body, utc_now
 from verdict.audit.stores import ObjectExists, ObjectMissing, WormStore
 from verdict.gateway.manifest import Manifest, ManifestError, decode_manifest, encode_manifest
-from verdict.gateway.model_files import ARTIFACT_FILE, BACKGROUND_FILE, HELDOUT_FILE, MANIFEST_FILE
+from verdict.gateway.model_files import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
 from verdict.gateway.registry_log import ADOPTED_BY, ADOPTED_REASON, RegistryLogError
 
 if TYPE_CHECKING:
@@ -536,36 +536,16 @@ def _promotion(event: Promotion, key: str, data: bytes, manifest_bytes: bytes) -
     )
 
 
-_PASSED: dict[str, bytes] = {}
-"""Reports of directories this process has validated and passed, by the sha256 of
-their files: registering the same bytes into a second store (tests, a migration)
-does not validate them twice. Only passes are kept, and only in memory: a report
-file a user could edit is never trusted."""
-
-
-def _directory_sha256(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for name in (MANIFEST_FILE, ARTIFACT_FILE, BACKGROUND_FILE, HELDOUT_FILE):
-        path = directory / name
-        digest.update(name.encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest() if path.exists() else b"absent")
-    return digest.hexdigest()
-
-
 def _validated(directory: Path, progress: Callable[[str], None] | None) -> bytes:
     """Validate ``directory`` (raises ValidationFailed) and return the report's canonical bytes."""
     # lazy: validation imports torch; `verdict models list/show/promote` must start without it
     from verdict.gateway.validation import encode_report, validate_directory
 
-    key = _directory_sha256(directory)
-    if key in _PASSED:
-        return _PASSED[key]
     report = validate_directory(directory, progress=progress)
     if not report.passed:
         failed = [f"{c.name}: {c.detail}" for c in report.checks if not c.passed]
         raise ValidationFailed(f"{directory} refused, nothing was registered: " + "; ".join(failed), report)
-    _PASSED[key] = encode_report(report)
-    return _PASSED[key]
+    return encode_report(report)
 
 
 def _no_such_model(name: str) -> UnknownModel:

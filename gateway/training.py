@@ -38,7 +38,16 @@ from verdict.gateway.reasons import DEFAULT_REASON_TEMPLATES
 from verdict.gateway.schema import AttributeSpec, encode_rows
 from verdict.gateway.source import code_commit, source_sha256
 
-__all__ = ["ARTIFACT_FILE", "BACKGROUND_FILE", "MANIFEST_FILE", "RECIPES", "Recipe", "TrainedModel", "train"]
+__all__ = [
+    "ARTIFACT_FILE",
+    "BACKGROUND_FILE",
+    "MANIFEST_FILE",
+    "RECIPES",
+    "Recipe",
+    "TrainedModel",
+    "fit_credit_model",
+    "train",
+]
 
 SPLIT_RULE = "test if sha256(row key)[0] % 5 == 0 (about 20%); row key = German: 'index:line', Taiwan: 'taiwan:ID'"
 SCORE_BUCKET = 64  # every scoring forward pass runs at exactly this many rows
@@ -129,6 +138,18 @@ def _fit(model: CreditModel, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -
     model.eval()
 
 
+def fit_credit_model(
+    recipe: Recipe, specs: Sequence[AttributeSpec], x_train: torch.Tensor, y_train: torch.Tensor
+) -> CreditModel:
+    """A reference-architecture model (gateway.modelgraph) trained by ``recipe`` on the
+    encoded rows: standardisation fitted, minibatches in seeded order, in eval mode.
+    Run in deterministic mode (``determinism.enable``) for reproducible bytes."""
+    mean, std = _standardisation(specs, x_train)
+    model = CreditModel(specs, mean, std, hidden=recipe.hidden)
+    _fit(model, x_train, y_train, recipe)
+    return model
+
+
 def _standardisation(specs: Sequence[AttributeSpec], x_train: torch.Tensor) -> tuple[list[float], list[float]]:
     probe = CreditModel(specs, [0.0] * _n_numeric(specs), [1.0] * _n_numeric(specs))
     with torch.no_grad():
@@ -194,11 +215,9 @@ def train(
     x_all = torch.from_numpy(encode_rows(specs, data.rows))
     y_all = torch.from_numpy(data.labels.astype(np.float32))
     x_train, y_train = x_all[~test_mask], y_all[~test_mask]
-    mean, std = _standardisation(specs, x_train)
-    model = CreditModel(specs, mean, std, hidden=recipe.hidden)
     if progress:
         progress(f"training {recipe.model_name} on {len(x_train)} rows ({recipe.epochs} epochs)")
-    _fit(model, x_train, y_train, recipe)
+    model = fit_credit_model(recipe, specs, x_train, y_train)
     with torch.no_grad():
         p_test = model(x_all[test_mask]).numpy()
     metrics = _metrics(p_test, data.labels[test_mask], recipe)

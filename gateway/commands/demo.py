@@ -28,7 +28,12 @@ def demo_command(store: StoreOption = None) -> None:
     manifest = ensure_reference_model(registry, say=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     model = load_model(registry, manifest.name, manifest.version)
     text = (resources.files("verdict.gateway") / "data" / "sample-applicants.jsonl").read_text()
-    applicants = [msgspec.json.decode(line) for line in text.splitlines() if line.strip()]
+    inputs = {spec.name for spec in manifest.inputs}  # 2.0.0 withholds the protected characteristics
+    applicants = [
+        {k: v for k, v in msgspec.json.decode(line).items() if k in inputs}
+        for line in text.splitlines()
+        if line.strip()
+    ]
     scores, bucket = model.score_rows(applicants)
     table = Table(title=f"{manifest.ref} — {manifest.output.description} (bucket {bucket}, device {model.device})")
     for column in ("#", "duration", "amount", "purpose", "score", "decision"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from importlib import resources
@@ -12,6 +13,7 @@ import typer
 
 from verdict.audit.stores import StoreError
 from verdict.gateway.commands.common import EXIT_USAGE, fail
+from verdict.gateway.registry import RegistryError
 from verdict.gateway.settings import SettingsError, load_settings
 
 
@@ -74,6 +76,11 @@ def _print_welcome(services, settings) -> None:  # noqa: ANN001
     sample = json.loads(
         (resources.files("verdict.gateway") / "data" / "sample-applicants.jsonl").read_text().splitlines()[0]
     )
+    # The sample as the production version takes it (2.0.0 withholds the protected characteristics); without
+    # one, the full sample still shows the request's shape.
+    with contextlib.suppress(RegistryError, StoreError):
+        inputs = {spec.name for spec in services.models.manifest("german-credit").inputs}
+        sample = {name: value for name, value in sample.items() if name in inputs}
     body = json.dumps({"model": "german-credit", "request_id": "demo-0001", "attributes": sample})
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(

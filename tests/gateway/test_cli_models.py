@@ -16,7 +16,7 @@ def test_register_list_show_promote(trained_dirs, tmp_path):
     again = run_verdict("models", "register", directory, env=env)
     assert again.returncode == 0 and "already registered" in again.stdout
     listed = json.loads(run_verdict("models", "list", "--json", env=env).stdout)
-    assert listed == [{"name": "german-credit", "versions": ["1.0.0"], "production": None}]
+    assert listed == [{"name": "german-credit", "versions": ["1.0.0"], "production": None, "revoked": []}]
     promoted = run_verdict("models", "promote", "german-credit:1.0.0", env=env)
     assert promoted.returncode == 0
     shown = run_verdict("models", "show", "german-credit", "--json", env=env)
@@ -80,7 +80,8 @@ def test_predict_reads_stdin_and_forced_bucket(registry):
 def test_demo_bootstraps_on_an_empty_home(tmp_path):
     result = run_verdict("demo", env={"VERDICT_HOME": str(tmp_path / "home")})
     assert result.returncode == 0, result.stderr
-    assert "First run: training the german-credit reference model" in result.stdout
+    assert "First run: training the german-credit reference model 2.0.0" in result.stdout
+    assert "german-credit:2.0.0" in result.stdout
     assert "decline" in result.stdout or "approve" in result.stdout
     second = run_verdict("demo", env={"VERDICT_HOME": str(tmp_path / "home")})
     assert "First run" not in second.stdout

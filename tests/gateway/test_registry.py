@@ -226,22 +226,34 @@ def test_a_failed_record_fails_the_promotion_loudly(recorded):
     assert _reasons(report) == {"unrecorded_alias"}
 
 
-def test_bootstrap_records_what_it_writes(verdict_home, trained_dirs):
-    from verdict.gateway.bootstrap import ensure_reference_model
+def test_bootstrap_keeps_the_production_version_and_registers_2_0_0_beside_it(verdict_home, trained_dirs):
+    """A store whose reference model 1.0.0 is in production keeps serving it: bootstrap registers
+    2.0.0 (protected characteristics withheld) and records it, but promotes nothing."""
+    from verdict.gateway.bootstrap import REFERENCE_VERSION, ensure_reference_model
 
     store = FilesystemStore(verdict_home / "store")
-    Registry(store).register(trained_dirs["german-credit"])  # registered before; bootstrap only promotes
+    old = Registry(store)
+    old.register(trained_dirs["german-credit"])
+    old.promote("german-credit", "1.0.0", by="before")
     said: list[str] = []
     manifest = ensure_reference_model(Registry(store), say=said.append)
-    assert manifest.name == "german-credit"
-    assert [b["event"] for b in _registry_records(store)] == ["registration", "promotion"]
-    assert _registry_records(store)[1]["by"] == "bootstrap"
+    assert (manifest.name, manifest.version, REFERENCE_VERSION) == ("german-credit", "1.0.0", "2.0.0")
+    records = _registry_records(store)
+    assert [(b["event"], b["model"]["version"], b["by"]) for b in records] == [
+        ("registration", "1.0.0", ADOPTED_BY),
+        ("promotion", "1.0.0", "before"),
+        ("registration", "2.0.0", "bootstrap"),
+    ]
+    assert any("verdict models promote german-credit:2.0.0" in line for line in said)
     assert any("Generated the trust root" in line for line in said)
+    withheld = Registry(store).manifest("german-credit", "2.0.0")
+    assert {w.name for w in withheld.withheld} == {"personal_status", "age_years", "foreign_worker"}
+    assert not {"personal_status", "age_years", "foreign_worker"} & {s.name for s in withheld.inputs}
     policy = RootKey.load(verdict_home / "trust" / "root.pem").policy()
     report = verify_store(store, trust=policy)
     assert report.ok, report.failures
     ensure_reference_model(Registry(store), say=said.append)  # a restart writes and records nothing
-    assert len(_registry_records(store)) == 2
+    assert len(_registry_records(store)) == 3
 
 
 def test_cli_register_and_promote_are_recorded(trained_dirs, tmp_path):
