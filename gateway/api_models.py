@@ -103,14 +103,26 @@ class VersionState(msgspec.Struct, frozen=True, omit_defaults=True):
     reason: str | None = None
 
 
+class ValidationStatus(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A version's current model-risk validation status: the latest signed status event
+    (``verdict models status``); ``note``: conditions, findings or a ticket."""
+
+    status: str
+    at: str
+    by: str
+    note: str | None = None
+
+
 class ModelListing(msgspec.Struct, frozen=True):
-    """One registered model: its versions, the one the production alias serves, and
-    each version's state on this replica."""
+    """One registered model: its versions, the one the production alias serves, each
+    version's state on this replica, and each version's validation status (versions
+    without one recorded are absent)."""
 
     name: str
     versions: list[str]
     production: str | None
     states: dict[str, VersionState]
+    validation: dict[str, ValidationStatus] = {}
 
 
 class FieldProblem(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -30,6 +30,7 @@ from verdict.gateway.api_models import (
     DecisionRequest,
     DecisionResponse,
     ModelListing,
+    ValidationStatus,
     VersionState,
 )
 from verdict.gateway.auth import authenticated_key, require_scope
@@ -143,9 +144,18 @@ async def list_models(request: Request) -> list[ModelListing]:
                     states[version] = VersionState("unready", unready[f"{name}:{version}"])
                 else:
                     states[version] = VersionState("not_loaded")
+            validation = {}
+            for version in versions:
+                event = registry.validation_status(name, version)
+                if event is not None:
+                    validation[version] = ValidationStatus(event.status, event.at, event.by, event.note or None)
             out.append(
                 ModelListing(
-                    name=name, versions=versions, production=promoted.version if promoted else None, states=states
+                    name=name,
+                    versions=versions,
+                    production=promoted.version if promoted else None,
+                    states=states,
+                    validation=validation,
                 )
             )
         return out

@@ -158,6 +158,7 @@ def gateway(tmp_path_factory, trained_dirs, german):
     registry = Registry(store)
     registry.set_status("german-credit", "1.1.0", "revoked", by="model-risk", note="biased on age")
     registry.set_status("retired", "1.0.0", "revoked", by="model-risk", note="superseded")
+    registry.set_status("german-credit", "1.0.0", "validated", by="model-risk", note="MRM-7")
     keys = ApiKeyStore(home / "apikeys.json")
     tokens = {
         role: keys.create(scopes, name=role)[1] for role, scopes in (("client", ["score"]), ("staff", ["explain"]))
@@ -222,6 +223,9 @@ def test_the_model_list_says_which_versions_serve_and_why_not(gateway, client):
         assert state["state"] == "unready" and words in state["reason"], state
     assert listing["logits"]["states"]["1.0.0"] == {"state": "loaded"}
     assert listing["unpromoted"]["production"] is None
+    validated = german["validation"]["1.0.0"]
+    assert (validated["status"], validated["by"], validated["note"]) == ("validated", "model-risk", "MRM-7")
+    assert "1.1.0" not in german["validation"] and listing["logits"]["validation"] == {}
 
 
 def test_the_good_model_decides_beside_the_broken_ones(gateway, client):
