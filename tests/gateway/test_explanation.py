@@ -123,7 +123,8 @@ def small(tmp_path_factory, german_model):
 
     registry = Registry(FilesystemStore(directory / "store"))
     registry.register(directory)
-    model = load_model(registry, "oracle-small", manifest.version)
+    registry.promote("oracle-small", manifest.version, by="test-setup")  # unpinned loads serve production only
+    model = load_model(registry, "oracle-small")
     weights = np.array(SMALL_COUNTS, dtype=np.float64) / sum(SMALL_COUNTS)
     return model, registry, background_rows, encode_rows(specs, background_rows), weights
 
