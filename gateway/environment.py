@@ -34,7 +34,7 @@ from verdict.audit.canonical import canonical_bytes
 from verdict.gateway.determinism import DeterminismFlags, current_flags, mkl_dispatch_branch
 from verdict.gateway.source import project_version, source_sha256
 
-__all__ = ["EnvironmentFingerprint", "avx2_only_overrides", "capture", "diff", "fingerprint_sha256"]
+__all__ = ["EnvironmentFingerprint", "avx2_only_overrides", "capture", "diff", "fingerprint_sha256", "summary"]
 
 KEY_PACKAGES = ("torch", "numpy", "shap", "msgspec", "litestar", "cryptography", "boto3", "uvicorn", "scipy")
 
@@ -213,6 +213,18 @@ def capture(device: str = "cpu", seed: int = 0) -> EnvironmentFingerprint:
 
 def encode(fingerprint: EnvironmentFingerprint) -> bytes:
     return canonical_bytes(fingerprint)
+
+
+def summary(fingerprint: EnvironmentFingerprint) -> dict[str, str]:
+    """The few fields a manifest's provenance quotes in words (the full fingerprint is
+    pinned by its sha256): Python, torch, platform, machine, CPU model."""
+    return {
+        "python": fingerprint.python,
+        "torch": fingerprint.torch.version,
+        "platform": fingerprint.platform,
+        "machine": fingerprint.machine,
+        "cpu": fingerprint.cpu.model,
+    }
 
 
 def fingerprint_sha256(fingerprint: EnvironmentFingerprint) -> str:

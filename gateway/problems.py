@@ -188,7 +188,7 @@ def _input_validation(request: Request, exc: InputValidationError) -> Response:
         ApiProblem(
             422,
             "invalid-attributes",
-            "The applicant attributes break the model's input schema",
+            "The attributes break the model's input schema",
             detail=str(exc),
             errors=errors,
         ),

@@ -118,15 +118,7 @@ def package_reference(
         "explainer": {"background_rows": recipe.background_rows},
         "training": {
             "seed": recipe.seed,
-            "hyperparameters": {
-                "hidden": list(recipe.hidden),
-                "epochs": recipe.epochs,
-                "batch_size": recipe.batch_size,
-                "learning_rate": recipe.learning_rate,
-                "weight_decay": recipe.weight_decay,
-                "optimiser": "Adam",
-                "loss": "binary cross-entropy",
-            },
+            "hyperparameters": recipe.hyperparameters(),
         },
         "card": {
             "purpose": "Reference credit-risk model: shows how Verdict serves, explains, audits and replays a decision",

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
@@ -122,6 +122,9 @@ class VersionRevoked(RegistryError):
             f"model {event.name}:{event.version} was revoked by {event.by} at {event.at}"
             + (f": {event.note}" if event.note else "")
         )
+
+
+_Event = TypeVar("_Event", bound=msgspec.Struct)
 
 
 class Promotion(msgspec.Struct, frozen=True):
@@ -344,28 +347,42 @@ class Registry:
                     f"(verdict models status {name}:{version} {require_status} --by NAME)"
                 )
         self._check_events()
-        for _ in range(5):
-            sequence = len(list(self.store.list_keys(alias_prefix(name, alias))))
-            event = Promotion(
+        prefix = alias_prefix(name, alias)
+        written = self._put_next(
+            prefix,
+            lambda sequence: Promotion(
                 name=name,
                 alias=alias,
                 version=version,
                 sequence=sequence,
                 promoted_at=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
                 promoted_by=by,
-            )
-            key = f"{alias_prefix(name, alias)}{sequence:08d}.json"
+            ),
+        )
+        if written is None:
+            raise RegistryError(f"could not promote {name}:{version}: alias {alias!r} kept changing under us")
+        key, data, event = written
+        body = _promotion(event, key, data, manifest_bytes)
+        if justification:
+            body = msgspec.structs.replace(body, reason=f"protected attributes acknowledged: {justification}")
+        self._record(body, f"promoted {name}:{version} to {alias} ({key})")
+        return event
+
+    def _put_next(self, prefix: str, make: Callable[[int], _Event]) -> tuple[str, bytes, _Event] | None:
+        """Write ``make(n)`` as the next numbered object ``<prefix><n:08d>.json`` of an
+        append-only series (aliases, status events); a concurrent writer taking the slot
+        means the next one. None if the series kept changing under us."""
+        for _ in range(5):
+            sequence = len(list(self.store.list_keys(prefix)))
+            event = make(sequence)
+            key = f"{prefix}{sequence:08d}.json"
             data = canonical_bytes(event)
             try:
                 self.store.put_once(key, data)
             except ObjectExists:
-                continue  # a concurrent promotion took this slot; take the next
-            body = _promotion(event, key, data, manifest_bytes)
-            if justification:
-                body = msgspec.structs.replace(body, reason=f"protected attributes acknowledged: {justification}")
-            self._record(body, f"promoted {name}:{version} to {alias} ({key})")
-            return event
-        raise RegistryError(f"could not promote {name}:{version}: alias {alias!r} kept changing under us")
+                continue
+            return key, data, event
+        return None
 
     # -- status events (spec §3 "Status vocabulary") ------------------------
     def status_history(self, name: str, version: str) -> list[StatusEvent]:
@@ -407,32 +424,28 @@ class Registry:
         if status == REVOKED and self.revocation(name, version) is not None:
             raise RegistryError(f"{name}:{version} is already revoked; revocation is final")
         self._check_events()
-        prefix = status_prefix(name, version)
-        for _ in range(5):
-            sequence = len(list(self.store.list_keys(prefix)))
-            event = StatusEvent(
+        written = self._put_next(
+            status_prefix(name, version),
+            lambda sequence: StatusEvent(
                 name=name, version=version, status=status, sequence=sequence, at=utc_now(), by=by, note=note
-            )
-            key = f"{prefix}{sequence:08d}.json"
-            data = canonical_bytes(event)
-            try:
-                self.store.put_once(key, data)
-            except ObjectExists:
-                continue  # a concurrent change took this slot; take the next
-            body = RegistryBody(
-                event="status",
-                model=ModelVersion(name=name, version=version),
-                manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
-                status=status,
-                status_key=key,
-                status_sha256=hashlib.sha256(data).hexdigest(),
-                reason=note or None,
-                by=by,
-                at=event.at,
-            )
-            self._record(body, f"set {name}:{version} to {status} ({key})")
-            return event
-        raise RegistryError(f"could not record the status of {name}:{version}: it kept changing under us")
+            ),
+        )
+        if written is None:
+            raise RegistryError(f"could not record the status of {name}:{version}: it kept changing under us")
+        key, data, event = written
+        body = RegistryBody(
+            event="status",
+            model=ModelVersion(name=name, version=version),
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            status=status,
+            status_key=key,
+            status_sha256=hashlib.sha256(data).hexdigest(),
+            reason=note or None,
+            by=by,
+            at=event.at,
+        )
+        self._record(body, f"set {name}:{version} to {status} ({key})")
+        return event
 
     # -- the registry chain (docs/audit-format.md §3 ``registry``) ----------
     def _check_events(self) -> None:

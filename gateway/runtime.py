@@ -31,7 +31,7 @@ from __future__ import annotations
 import io
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +46,7 @@ from verdict.gateway.schema import encode_rows, validate_batch
 if TYPE_CHECKING:  # load_model only calls a registry it is given: the runtime does not import the registry
     from verdict.gateway.registry import Registry
 
-__all__ = ["LoadedModel", "ModelExecutionError", "load_model"]
+__all__ = ["LoadedModel", "ModelExecutionError", "load_model", "run_at_bucket"]
 
 
 class ModelExecutionError(RuntimeError):
@@ -214,16 +214,8 @@ class LoadedModel:
             raise ModelExecutionError(f"bucket must be 1..65536 rows, got {bucket}")
         if bucket not in self._checked:
             self._check_bucket(bucket)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.empty(len(x), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(x), bucket):
-                chunk = torch.from_numpy(x[start : start + bucket])
-                rows = len(chunk)
-                if rows < bucket:  # pad to the bucket shape; padding rows are discarded
-                    chunk = torch.cat([chunk, torch.zeros((bucket - rows, self.n_inputs), dtype=torch.float32)])
-                out[start : start + rows] = self._forward(chunk.to(self.device))[:rows].cpu().numpy()
-        return out, bucket
+        device, forward = self.device, self._forward
+        return run_at_bucket(lambda chunk: forward(chunk.to(device)), x, bucket), bucket
 
     def evaluate_for_explanation(self, x: np.ndarray, explain_bucket: int | None = None) -> np.ndarray:
         """Masked-input evaluations for the explainer, at ``explain_bucket`` rows
@@ -247,6 +239,23 @@ class LoadedModel:
             "dtype": self.manifest.runtime.dtype,
             "threads": torch.get_num_threads(),
         }
+
+
+def run_at_bucket(forward: Callable[[torch.Tensor], Any], x: np.ndarray, bucket: int) -> np.ndarray:
+    """float32 outputs of ``forward`` for the encoded rows ``x``, every call at exactly
+    ``bucket`` rows: the last chunk is padded with zero rows, whose outputs are
+    discarded. The one place that decides execution shapes, shared by the runtime and
+    by the packager's eager outputs, so both come from the shapes the runtime runs."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(len(x), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(x), bucket):
+            chunk = torch.from_numpy(x[start : start + bucket])
+            rows = len(chunk)
+            if rows < bucket:
+                chunk = torch.cat([chunk, torch.zeros((bucket - rows, x.shape[1]), dtype=torch.float32)])
+            out[start : start + rows] = forward(chunk)[:rows].cpu().numpy()
+    return out
 
 
 def load_model(registry: Registry, name: str, version: str | None = None, device: str | None = None) -> LoadedModel:

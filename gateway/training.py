@@ -70,6 +70,18 @@ class Recipe:
     background_rows: int = 24  # explainer background summary size (docs/explanations.md)
     seed: int = 20261122
 
+    def hyperparameters(self) -> dict[str, float | int | str | list[int]]:
+        """What the manifest's provenance records of this recipe's training."""
+        return {
+            "hidden": list(self.hidden),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "weight_decay": self.weight_decay,
+            "optimiser": "Adam",
+            "loss": "binary cross-entropy",
+        }
+
 
 RECIPES: dict[str, Recipe] = {
     "german-credit": Recipe(
@@ -264,23 +276,9 @@ def train(
             ),
             split=SPLIT_RULE,
             seed=recipe.seed,
-            hyperparameters={
-                "hidden": list(recipe.hidden),
-                "epochs": recipe.epochs,
-                "batch_size": recipe.batch_size,
-                "learning_rate": recipe.learning_rate,
-                "weight_decay": recipe.weight_decay,
-                "optimiser": "Adam",
-                "loss": "binary cross-entropy",
-            },
+            hyperparameters=recipe.hyperparameters(),
             environment_sha256=environment.fingerprint_sha256(env),
-            environment_summary={
-                "python": env.python,
-                "torch": env.torch.version,
-                "platform": env.platform,
-                "machine": env.machine,
-                "cpu": env.cpu.model,
-            },
+            environment_summary=environment.summary(env),
             metrics=metrics,
         ),
         description=f"Reference MLP trained on {dataset.title}",

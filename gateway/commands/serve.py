@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from importlib import resources
@@ -20,7 +19,7 @@ from verdict.gateway.settings import SettingsError, load_settings
 def serve_command(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with a [gateway] table")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with a \\[gateway] table")] = None,
     no_bootstrap: Annotated[
         bool, typer.Option("--no-bootstrap", help="Do not train/register the reference model on an empty store")
     ] = False,
@@ -73,24 +72,51 @@ def _print_welcome(services, settings) -> None:  # noqa: ANN001
         )
     else:
         token = "<your API key>"
-    sample = json.loads(
-        (resources.files("verdict.gateway") / "data" / "sample-applicants.jsonl").read_text().splitlines()[0]
-    )
-    # The sample as the production version takes it (2.0.0 withholds the protected characteristics); without
-    # one, the full sample still shows the request's shape.
-    with contextlib.suppress(RegistryError, StoreError):
-        inputs = {spec.name for spec in services.models.manifest("german-credit").inputs}
-        sample = {name: value for name, value in sample.items() if name in inputs}
-    body = json.dumps({"model": "german-credit", "request_id": "demo-0001", "attributes": sample})
     base = f"http://{settings.host}:{settings.port}"
+    example = _example(services)
+    if example is None:
+        tryout = (
+            "No model is in production yet: `verdict models register DIR`, then "
+            "`verdict models promote NAME:VERSION` (docs/bring-your-own-model.md).\n"
+        )
+    else:
+        body = json.dumps({"model": example[0], "request_id": "demo-0001", "attributes": example[1]})
+        tryout = (
+            f"Try:\n  curl -s {base}/v1/decisions -H 'Authorization: Bearer {token}' "
+            f"-H 'Content-Type: application/json' -d '{body}'\n"
+            f"  curl -s {base}/v1/decisions/demo-0001/explanation -H 'Authorization: Bearer {token}'\n"
+        )
     typer.echo(
         f"Verdict is serving on {base} (store {settings.store}, chain {settings.chain_id}).\n"
-        f"Try:\n  curl -s {base}/v1/decisions -H 'Authorization: Bearer {token}' "
-        f"-H 'Content-Type: application/json' -d '{body}'\n"
-        f"  curl -s {base}/v1/decisions/demo-0001/explanation -H 'Authorization: Bearer {token}'\n"
-        f"API schema: {base}/schema   Health: {base}/readyz   Metrics: {base}/metrics",
+        f"{tryout}API schema: {base}/schema   Health: {base}/readyz   Metrics: {base}/metrics",
         err=True,
     )
+
+
+def _example(services) -> tuple[str, dict] | None:  # noqa: ANN001
+    """A model in production and a request body it accepts, for the welcome message: the
+    reference model with the shipped sample applicant (as its production version takes it:
+    2.0.0 withholds the protected characteristics), else any production model with the
+    first row of its pinned background (a real training row). None: nothing serves yet."""
+    # lazy: the background decoder (numpy) only when the gateway starts
+    from verdict.gateway.explanation import decode_background
+
+    registry = services.models.registry
+    names = sorted(registry.names(), key=lambda name: name != "german-credit")
+    for name in names:
+        try:
+            manifest = services.models.manifest(name)
+            if name == "german-credit":
+                sample = json.loads(
+                    (resources.files("verdict.gateway") / "data" / "sample-applicants.jsonl").read_text().splitlines()[0]
+                )
+            else:
+                sample = decode_background(manifest, registry.background(manifest)).rows[0]
+        except (RegistryError, StoreError, ValueError):  # ValueError: a background that does not decode
+            continue
+        inputs = {spec.name for spec in manifest.inputs}
+        return name, {key: value for key, value in sample.items() if key in inputs}
+    return None
 
 
 def register(app: typer.Typer) -> None:
