@@ -29,23 +29,42 @@ _err = Console(stderr=True)
 def train_command(
     recipe: Annotated[str, typer.Argument(help="german-credit or taiwan-default")],
     out: Annotated[Path, typer.Option("--out", help="Directory for model.pt2, background.json, manifest.json")],
-    version: Annotated[str, typer.Option(help="Version recorded in the manifest")] = "1.0.0",
+    version: Annotated[
+        str | None, typer.Option(help="Version recorded in the manifest (default 1.0.0; 2.0.0 withholding)")
+    ] = None,
+    withhold_protected: Annotated[
+        bool,
+        typer.Option(
+            "--withhold-protected",
+            help="Leave the protected characteristics out of the model's inputs (sex, age, national origin or "
+            "marital status) and package it through the bring-your-own-model path, validated",
+        ),
+    ] = False,
 ) -> None:
     """Train a reference model reproducibly from the real data set."""
     # lazy: torch and numpy stay out of `verdict --help`
     from verdict.gateway.datasets import DatasetError
+    from verdict.gateway.packaging.errors import PackagingError
+    from verdict.gateway.reference_packaging import PROTECTED, WITHHELD_VERSION, package_reference
     from verdict.gateway.training import RECIPES, train
 
     if recipe not in RECIPES:
         fail(f"unknown model recipe {recipe!r}; choose one of: {', '.join(RECIPES)}", EXIT_USAGE)
     try:
         with _err.status(f"training {recipe}...") as status:
-            trained = train(recipe, out, version=version, progress=lambda msg: status.update(msg))
-    except DatasetError as exc:
+            if withhold_protected:
+                packaged = package_reference(
+                    recipe, out, version=version or WITHHELD_VERSION, progress=lambda msg: status.update(msg)
+                )
+                m = packaged.manifest
+            else:
+                m = train(recipe, out, version=version or "1.0.0", progress=lambda msg: status.update(msg)).manifest
+    except (DatasetError, PackagingError) as exc:
         fail(str(exc))
-    m = trained.manifest
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in m.training.metrics.items())
     typer.echo(f"trained {m.ref} -> {out}\n  artifact sha256 {m.artifact_sha256}\n  {metrics}")
+    if withhold_protected:
+        typer.echo(f"  withheld from the inputs: {', '.join(PROTECTED[recipe])}")
 
 
 @models_app.command("register")
