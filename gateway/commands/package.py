@@ -67,17 +67,26 @@ def package_command(
 
 
 def _print_failed_checks(report: ValidationReport) -> None:
-    table = Table("check", "result", "detail", title="validation", title_justify="left")
-    for check in report.checks:
-        table.add_row(Text(check.name), Text(check.status), Text(check.detail))
-    _err.print(table)
+    """The validator's own text report (as `verdict models register` prints a refusal):
+    the same PASS / FAIL / SKIPPED / NOT RUN words and [rule] marks as everywhere else."""
+    # lazy: the validator's renderer (matplotlib for its HTML half) only when a package was refused
+    from verdict.gateway.validation import render_text
+
+    typer.echo(render_text(report), err=True)
+
+
+def _plain(value: float | int | None) -> str:
+    """A bound as `verdict models show` prints it from the manifest: 250000, not 250000.0."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
 
 
 def _allowed(spec: AttributeSpec) -> str:
     if spec.kind == "category":
         categories = [str(c) for c in spec.categories or ()]
         return ", ".join(categories[:6]) + (f", ... ({len(categories)} in all)" if len(categories) > 6 else "")
-    return f"{spec.minimum}..{spec.maximum}" + (f" {spec.unit}" if spec.unit else "")
+    return f"{_plain(spec.minimum)}..{_plain(spec.maximum)}" + (f" {spec.unit}" if spec.unit else "")
 
 
 def _summary(packaged: Packaged) -> None:

@@ -14,6 +14,15 @@ the checkout is) with the spec's folder first on ``sys.path`` for its
 helpers; every module imported from that folder is hashed for provenance
 and dropped from ``sys.modules`` afterwards, so packaging a second spec in
 the same process never sees the first one's helpers.
+
+A pre-exported ``.pt2`` is the user's file too, and ``torch.export.load``
+unpickles in places: it is opened only by the validator's reader
+(gateway.validation.artifact), which refuses anything pickled unopened, and
+its graph must pass the validator's graph checks before it runs on a single
+row, so a static batch is named as such, with the fix, rather than as the
+guard torch trips over. Torch's own stderr output while exporting or loading
+(warnings, a logged traceback, the partial graph) is held back
+(gateway.validation.quiet): the refusal says it in one line.
 """
 
 from __future__ import annotations
@@ -23,8 +32,7 @@ import importlib.util
 import inspect
 import io
 import sys
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +42,11 @@ import torch
 from torch import nn
 
 from verdict.gateway.packaging.errors import ModelError
+from verdict.gateway.runtime import run_at_bucket
 from verdict.gateway.schema import AttributeSpec
+from verdict.gateway.validation.artifact import inspect_artifact
+from verdict.gateway.validation.graph import contract_checks
+from verdict.gateway.validation.quiet import quiet_torch
 
 __all__ = [
     "LoadedModule",
@@ -49,6 +61,7 @@ __all__ = [
 ]
 
 MAX_BATCH = 1 << 20  # as gateway/training.py: the export allows any batch up to this
+_SHOWN = 5  # keys named in a message
 
 
 @dataclass(frozen=True)
@@ -68,26 +81,35 @@ def _module_file(name: str, base_dir: Path) -> Path | None:
 
 
 def _call_factory(reference: str, factory: Callable[..., Any], inputs: tuple[AttributeSpec, ...]) -> Any:
+    """Call the factory with ``inputs`` when it takes that parameter, else with nothing;
+    any other parameter it requires is refused before the call, by name."""
     try:
-        parameters = inspect.signature(factory).parameters
+        parameters = dict(inspect.signature(factory).parameters)
     except (TypeError, ValueError):
-        parameters = {}  # type: ignore[assignment]  # a builtin or C callable: called without arguments
+        parameters = {}  # a builtin or C callable: called without arguments
     required = [
         p
         for p in parameters.values()
         if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
-    if "inputs" in parameters:
-        arguments: dict[str, Any] = {"inputs": inputs}
-    elif not required:
-        arguments = {}
-    else:
+    others = [p.name for p in required if p.name != "inputs"]
+    if others:
+        fix = ""
+        if "inputs" in parameters:  # inputs is right, the rest cannot be given: Verdict knows no values for them
+            fix = f": give {', '.join(others)} a default, or set {'it' if len(others) == 1 else 'them'} inside the factory"
         raise ModelError(
             f"factory {reference} must take no arguments or one named 'inputs' (the attribute specs), "
-            f"it takes {', '.join(p.name for p in required)}"
+            f"it takes {', '.join(p.name for p in required)}{fix}"
         )
+    positional: tuple[Any, ...] = ()
+    keywords: dict[str, Any] = {}
+    if "inputs" in parameters:
+        if parameters["inputs"].kind == inspect.Parameter.POSITIONAL_ONLY:
+            positional = (inputs,)
+        else:
+            keywords = {"inputs": inputs}
     try:
-        return factory(**arguments)
+        return factory(*positional, **keywords)
     except Exception as exc:
         raise ModelError(f"factory {reference} raised {type(exc).__name__}: {exc}") from exc
 
@@ -186,8 +208,10 @@ def module_sources(module: nn.Module, fallback: Any = None) -> dict[str, Path]:
     return found
 
 
-def load_weights(module: nn.Module, path: Path) -> None:
-    """Load a ``state_dict`` file into the factory's module, strictly (every key, every shape)."""
+def load_weights(module: nn.Module, path: Path, *, factory: str | None = None, inputs: int | None = None) -> None:
+    """Load a ``state_dict`` file into the factory's module, strictly (every key, every shape).
+    ``factory`` and ``inputs`` (the reference and the schema's attribute count) name the
+    module in the refusal of weights that do not fit it."""
     if not path.is_file():
         raise ModelError(f"model.weights: {path} does not exist")
     try:
@@ -202,7 +226,50 @@ def load_weights(module: nn.Module, path: Path) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelError(f"model.weights {path.name} does not fit the factory's module: {exc}") from None
+        summary = _misfit(path.name, module, state, factory, inputs)
+        raise ModelError(f"{summary}\n{str(exc).strip()}") from None
+
+
+def _names(keys: Sequence[str]) -> str:
+    return ", ".join(keys[:_SHOWN]) + (f" (and {len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
+
+
+def _misfit(
+    name: str, built: nn.Module, given: Mapping[str, torch.Tensor], factory: str | None, inputs: int | None
+) -> str:
+    """One line before torch's own list: the first difference between the file and the
+    module (a learnt weight before a buffer: the layer whose width changed says most),
+    and the likely cause (other inputs than in training, or another module)."""
+    expected = built.state_dict()
+    learnt = {key for key, _ in built.named_parameters()}
+    module = f"the module built by {factory}" if factory else "the module"
+    if inputs is not None:
+        module += f" for {inputs} input{'' if inputs == 1 else 's'}"
+    shapes = sorted(
+        (
+            (key, list(tensor.shape), list(expected[key].shape))
+            for key, tensor in given.items()
+            if key in expected and tuple(tensor.shape) != tuple(expected[key].shape)
+        ),
+        key=lambda found: found[0] not in learnt,  # stable: file order within each kind
+    )
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    found = []
+    if shapes:
+        key, in_file, in_module = shapes[0]
+        more = f" (and {len(shapes) - 1} more shape(s) differ)" if len(shapes) > 1 else ""
+        found.append(f"{key} is {in_file} in the file, {in_module} in the module{more}")
+    if missing:
+        found.append(f"the file lacks {_names(missing)}")
+    if unexpected:
+        found.append(f"the file has {_names(unexpected)}, which the module does not")
+    if shapes:
+        cause = "were the weights trained on other inputs?"
+    else:
+        cause = "were the weights saved from another module (other layer names, or a wrapper's 'module.' prefix)?"
+    detail = f": {'; '.join(found)}; {cause}" if found else ""
+    return f"model.weights {name} does not fit {module}{detail}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -276,7 +343,8 @@ def export_program(module: nn.Module, example: np.ndarray) -> bytes:
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
     try:
-        program = torch.export.export(module, (x,), dynamic_shapes=({0: batch},))
+        with quiet_torch(stderr=True):  # torch prints its partial graph and warnings before raising
+            program = torch.export.export(module, (x,), dynamic_shapes=({0: batch},))
     except Exception as exc:
         raise _export_failure(exc) from exc
     for node in program.graph_module.graph.nodes:
@@ -286,61 +354,36 @@ def export_program(module: nn.Module, example: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _looks_like_torchscript(data: bytes) -> bool:
-    try:
-        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    except zipfile.BadZipFile:
-        return False
-    return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in names)
+def load_artifact(path: Path, *, attributes: int, buckets: Sequence[int]) -> tuple[bytes, torch.export.ExportedProgram]:
+    """An already exported program: its bytes and the loaded program.
 
-
-def load_artifact(path: Path) -> tuple[bytes, torch.export.ExportedProgram]:
-    """An already exported program: its bytes and the loaded program, or a ModelError
-    saying what the file is instead (a pickled state_dict, TorchScript, anything else)."""
+    The file is screened first by the validator's own reader
+    (gateway.validation.artifact: read as a zip and JSON, so nothing pickled is ever
+    loaded) and refused with its message; then the loaded graph must pass the
+    validator's graph checks for ``attributes`` columns at ``buckets`` rows (a
+    static batch, a ``[B, 1]`` output, float64, random ops...) before it is run."""
     if not path.is_file():
         raise ModelError(f"model.artifact: {path} does not exist")
     data = path.read_bytes()
-    try:
-        program = torch.export.load(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - torch.export.load raises zip, pickle and runtime errors alike
-        if _looks_like_torchscript(data):
-            what = (
-                "TorchScript (torch.jit.save), not a torch.export program: export the module with torch.export.export"
-            )
-        elif _is_state_dict(data):
-            what = (
-                "a pickled state_dict, not an exported program: export with torch.export.export, or package from "
-                "a factory (model.factory + model.weights)"
-            )
-        else:
-            what = f"not a torch.export program (torch.export.load: {type(exc).__name__}: {_first_line(exc)})"
-        raise ModelError(f"model.artifact {path.name} is {what}") from None
-    if not isinstance(program, torch.export.ExportedProgram):
-        raise ModelError(f"model.artifact {path.name}: torch.export.load gave {type(program).__name__}")
+    program, screened = inspect_artifact(data)
+    if program is None:
+        raise ModelError(f"model.artifact {path.name}: {screened.detail} [{screened.rule}]")
+    failed = [c for c in contract_checks(program, attributes=attributes, buckets=buckets) if not c.passed]
+    if failed:
+        broken = "; ".join(f"{c.name}: {c.detail} [{c.rule}]" for c in failed)
+        raise ModelError(f"model.artifact {path.name} breaks the model contract: {broken}")
     return data, program
-
-
-def _is_state_dict(data: bytes) -> bool:
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - anything torch.load refuses is simply not a state_dict
-        return False
-    return isinstance(state, dict)
 
 
 def outputs_at_bucket(forward: Callable[[torch.Tensor], Any], x: np.ndarray, bucket: int) -> np.ndarray:
     """float32 outputs for an encoded matrix, every call at exactly ``bucket`` rows
-    (zero padding, as the runtime's ``score_matrix``), so that the eager outputs
-    recorded for validation come from the same shapes the runtime runs."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty(len(x), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(x), bucket):
-            chunk = torch.from_numpy(x[start : start + bucket])
-            rows = len(chunk)
-            if rows < bucket:
-                chunk = torch.cat([chunk, torch.zeros((bucket - rows, x.shape[1]), dtype=torch.float32)])
-            result = forward(chunk)
-            check_output(result, bucket)
-            out[start : start + rows] = result[:rows].numpy()
-    return out
+    (the runtime's own execution, gateway.runtime.run_at_bucket), so that the eager
+    outputs recorded for validation come from the shapes the runtime runs; each
+    call's output is checked against the model contract first."""
+
+    def checked(chunk: torch.Tensor) -> Any:
+        result = forward(chunk)
+        check_output(result, bucket)
+        return result
+
+    return run_at_bucket(checked, x, bucket)

@@ -4,8 +4,8 @@ The steps, in order, each refusing what the next could not use: read the
 spec and the data; pick the input columns and infer the schema; split
 training and held-out rows by a hash of each row (the rule is recorded);
 load the model (factory + weights, a module given in Python, or an already
-exported program), check its output contract and export it with a dynamic
-batch dimension; score the held-out rows and measure (AUC and log loss for a
+exported program, screened and graph-checked by the validator's own code before
+it runs), check its output contract and export it with a dynamic batch dimension; score the held-out rows and measure (AUC and log loss for a
 probability, MAE and RMSE for a score); pin the explainer's background
 (herded training rows) and budget; write ``manifest.json``, ``model.pt2``,
 ``background.json`` and ``heldout.json``; run the validator on the result.
@@ -163,12 +163,13 @@ def _load_model(spec: PackageSpec, base_dir: Path, specs: tuple[AttributeSpec, .
     if given is not None:
         return _Model(given.eval(), None, None, export.module_sources(given))
     if spec.model.artifact is not None:
-        data, program = export.load_artifact(base_dir / spec.model.artifact)
+        buckets = (spec.runtime.score_bucket, spec.runtime.explain_bucket)
+        data, program = export.load_artifact(base_dir / spec.model.artifact, attributes=len(specs), buckets=buckets)
         return _Model(None, data, program, {})
     assert spec.model.factory is not None  # load_spec / the Python API checked one of the two is there
     loaded = export.load_factory(spec.model.factory, base_dir, specs)
     if spec.model.weights is not None:
-        export.load_weights(loaded.module, base_dir / spec.model.weights)
+        export.load_weights(loaded.module, base_dir / spec.model.weights, factory=spec.model.factory, inputs=len(specs))
     return _Model(loaded.module.eval(), None, None, loaded.sources)
 
 
@@ -347,13 +348,7 @@ def _provenance(
         seed=spec.training.seed,
         hyperparameters=dict(spec.training.hyperparameters),
         environment_sha256=environment.fingerprint_sha256(env),
-        environment_summary={
-            "python": env.python,
-            "torch": env.torch.version,
-            "platform": env.platform,
-            "machine": env.machine,
-            "cpu": env.cpu.model,
-        },
+        environment_summary=environment.summary(env),
         metrics=metrics,
         source_files=source_files,
         target=spec.data.target,

@@ -10,9 +10,10 @@ category lists, so a model trained on ``encode_frame(frame, infer_schema(...))``
 sees at serving time what it saw in training.
 
 Inference is deterministic and needs no configuration: an integer column is an
-``integer`` attribute, a float column a ``number``, a text (or boolean) column a
-``category`` with its values sorted; numeric ranges are the data's minimum and
-maximum (widen them with ``minimum``/``maximum`` overrides: the runtime refuses
+``integer`` attribute, a float column a ``number``, a boolean column an
+``integer`` (false = 0, true = 1: 0..1 when both occur; declare ``kind =
+"category"`` for "false"/"true" categories instead), a text column a ``category`` with its
+values sorted; numeric ranges are the data's minimum and maximum (widen them with ``minimum``/``maximum`` overrides: the runtime refuses
 values outside the declared range). Every data problem is reported with the
 column, the rule and how many rows break it, all at once.
 """

@@ -16,7 +16,8 @@ unpickling), ``graph`` (the graph contract), ``manifest_rules``, ``rows``
 (background, held-out, training and probe rows), ``behaviour`` (outputs,
 export vs eager, batch invariance), ``fresh`` and ``probe`` (fresh
 processes), ``explaining`` (additivity, exact comparison, reasons),
-``validator`` (the order and dependencies), ``render`` (text and HTML).
+``validator`` (the order and dependencies), ``render`` (text and HTML),
+``quiet`` (torch's own stderr chatter held back while a model loads).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import msgspec
 import torch
 from torch.export import ExportedProgram
 
+from verdict.gateway.validation.quiet import quiet_torch
 from verdict.gateway.validation.report import Check
 
 __all__ = ["EXPORT_HINT", "inspect_artifact"]
@@ -128,9 +129,13 @@ def _load_program(data: bytes, entries: dict[str, str]) -> ExportedProgram:
                 f"({type(exc).__name__}); torch.export.load would fall back to it: refused unopened",
             ) from None
     try:
-        program = torch.export.load(io.BytesIO(data))
+        # torch logs the real cause (with a traceback) and then raises a vaguer error: hold the log back
+        # and quote its cause in the refusal
+        with quiet_torch() as held:
+            program = torch.export.load(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - torch raises assorted types for a damaged program; each is a refusal
-        raise _Refused("artifact.load", f"torch.export.load refused the archive: {type(exc).__name__}: {exc}") from None
+        cause = held.last_error() or f"{type(exc).__name__}: {str(exc).strip()}"
+        raise _Refused("artifact.load", f"torch.export.load refused the archive: {cause[:400]}") from None
     if not isinstance(program, ExportedProgram):
         raise _Refused("artifact.load", f"torch.export.load gave a {type(program).__name__}, not an ExportedProgram")
     return program

@@ -67,7 +67,7 @@ def outputs_check(
     distribution = _distribution(scores, probes, manifest)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        first = ", ".join(f"{probes.labels[i]} -> {scores[i]!r}" for i in bad[:3])
+        first = ", ".join(f"{probes.labels[i]} -> {_plain(scores[i])}" for i in bad[:3])
         return (
             scores,
             Check(
@@ -206,8 +206,8 @@ def eager_check(
         return Check(
             name,
             False,
-            f"{len(beyond)} of {len(x)} rows differ beyond {bound} (worst {labels[i]}: exported {exported[i]!r}, "
-            f"eager {expected[i]!r}): the export does not compute what {source} does (a train-mode layer, a "
+            f"{len(beyond)} of {len(x)} rows differ beyond {bound} (worst {labels[i]}: exported {_plain(exported[i])}, "
+            f"eager {_plain(expected[i])}): the export does not compute what {source} does (a train-mode layer, a "
             f"branch traced one way, preprocessing left outside forward?)",
             rule="eager.tolerance",
             measured=measured,
@@ -288,6 +288,12 @@ def _invariance_at(runtime: LoadedModel, probes: ProbeRows, bucket: int, alone_r
                 at = int(differing[0])
                 first = f"{probes.labels[i]} alone {_hex(alone[i])}, at position {at} of a full batch {_hex(out[at])}"
     return compared, mismatches, first
+
+
+def _plain(value: Any) -> str:
+    """A float32 output as a person reads it: ``0.5676211``, ``nan``, ``inf`` (the shortest
+    digits that give back the same float32), never numpy's ``np.float32(0.5676211)``."""
+    return str(np.float32(value))
 
 
 def _hex(value: Any) -> str:

@@ -28,7 +28,14 @@ from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 from verdict.gateway.manifest import Manifest
 from verdict.gateway.validation.report import Check, measure
 
-__all__ = ["CONTROL_FLOW_OPS", "DATA_DEPENDENT_OPS", "NONDETERMINISTIC_OPS", "RANDOM_OPS", "graph_checks"]
+__all__ = [
+    "CONTROL_FLOW_OPS",
+    "DATA_DEPENDENT_OPS",
+    "NONDETERMINISTIC_OPS",
+    "RANDOM_OPS",
+    "contract_checks",
+    "graph_checks",
+]
 
 DYNAMIC_HINT = "export with a dynamic batch dimension (torch.export.Dim('batch', min=1, max=65536) on dimension 0)"
 RANDOM_OPS = frozenset(
@@ -111,21 +118,30 @@ _SHOWN = 5
 def graph_checks(program: ExportedProgram, manifest: Manifest | None) -> list[Check]:
     """The graph_* checks; those needing the manifest (shapes, buckets) are
     failed-dependency when it could not be read."""
-    nodes = list(_all_nodes(program))
-    checks = []
     if manifest is None:
         reason = "not run: needs the manifest (attribute count, buckets), which did not decode (see files)"
-        checks += [Check(name, False, reason, status="failed-dependency") for name in ("graph_input", "graph_output")]
-    else:
-        checks += [_input_check(program, manifest), _output_check(program)]
-    checks += [
+        shapes = [Check(name, False, reason, status="failed-dependency") for name in ("graph_input", "graph_output")]
+        return [*shapes, *_body_checks(program)]
+    buckets = (manifest.runtime.score_bucket, manifest.runtime.explain_bucket)
+    return contract_checks(program, attributes=len(manifest.inputs), buckets=buckets)
+
+
+def contract_checks(program: ExportedProgram, *, attributes: int, buckets: Sequence[int]) -> list[Check]:
+    """The graph_* checks against the contract itself, before any manifest exists:
+    ``attributes`` columns per row, run at ``buckets`` rows. The packager runs them on
+    a pre-exported program before executing it; :func:`graph_checks` for a manifest."""
+    return [_input_check(program, attributes, sorted(set(buckets))), _output_check(program), *_body_checks(program)]
+
+
+def _body_checks(program: ExportedProgram) -> list[Check]:
+    nodes = list(_all_nodes(program))
+    return [
         _state_check(program, nodes),
         _dtype_check(program, nodes),
         _random_check(nodes),
         _control_flow_check(nodes),
+        _nondeterministic_check(nodes),
     ]
-    checks.append(_nondeterministic_check(nodes))
-    return checks
 
 
 def _all_nodes(program: ExportedProgram) -> Iterator[tuple[str, torch.fx.Node]]:
@@ -144,9 +160,7 @@ def _shape(value: Any) -> str:
     return "[" + ", ".join("batch" if not isinstance(dim, int) else str(dim) for dim in value.shape) + "]"
 
 
-def _input_check(program: ExportedProgram, manifest: Manifest) -> Check:
-    d = len(manifest.inputs)
-    buckets = sorted({manifest.runtime.score_bucket, manifest.runtime.explain_bucket})
+def _input_check(program: ExportedProgram, d: int, buckets: list[int]) -> Check:
     user = [spec for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
     fail = lambda rule, detail, **m: Check("graph_input", False, detail, rule=rule, measured=m)  # noqa: E731
     if len(user) != 1 or not isinstance(user[0].arg, TensorArgument):
@@ -189,8 +203,8 @@ def _input_check(program: ExportedProgram, manifest: Manifest) -> Check:
     if isinstance(batch, int):
         return fail(
             "graph.input.dynamic_batch",
-            f"the batch dimension is static ({batch} rows): the runtime runs every call at {buckets} rows; "
-            + DYNAMIC_HINT,
+            f"the batch dimension is static ({batch} row{'' if batch == 1 else 's'}): the runtime runs every "
+            f"call at {buckets} rows; " + DYNAMIC_HINT,
             batch=batch,
         )
     lower, upper = _batch_range(program, batch)

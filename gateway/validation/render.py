@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["STATUS_WORDS", "render_html", "render_text", "write_reports"]
 
 STATUS_WORDS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIPPED", "failed-dependency": "NOT RUN"}
+_COUNTED = {"failed-dependency": "not run"}
+"""A status as counted in the summary line, where it differs from its name."""
 _STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "svg.hashsalt": "verdict-validation",
@@ -41,10 +43,11 @@ _STYLE: dict[RcKeyType, Any] = {
 
 
 def _counts(report: ValidationReport) -> str:
+    """``15 passed, 1 failed, 1 skipped, 7 not run``: the words of the rows below it."""
     tally: dict[str, int] = {}
     for check in report.checks:
         tally[check.status] = tally.get(check.status, 0) + 1
-    return ", ".join(f"{tally[s]} {s}" for s in STATUS_WORDS if s in tally)
+    return ", ".join(f"{tally[s]} {_COUNTED.get(s, s)}" for s in STATUS_WORDS if s in tally)
 
 
 def _verdict(report: ValidationReport) -> str:

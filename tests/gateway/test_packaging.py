@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import msgspec
@@ -40,6 +43,7 @@ from verdict.gateway.model_files import (
     HeldOut,
 )
 from verdict.gateway.packaging.errors import DataError, ModelError, PackagingError, SpecError
+from verdict.gateway.packaging.export import load_factory
 from verdict.gateway.packaging.package import package_spec_file
 from verdict.gateway.registry import Registry
 from verdict.gateway.runtime import LoadedModel
@@ -341,11 +345,87 @@ def test_out_is_replaced_only_with_force(tiny_dir):
 def test_a_file_that_is_not_an_export_is_refused(tmp_path):
     (tmp_path / "model.pt2").write_bytes(b"\x00not a program" * 100)
     spec = tiny_package(tmp_path, factory=None, spec={"model": {"artifact": "model.pt2"}})
-    _refused(spec, ModelError, "model.artifact model.pt2 is not a torch.export program")
+    _refused(
+        spec, ModelError, "model.artifact model.pt2: not a zip archive", "not a torch.export program", "[artifact.zip]"
+    )
     buffer = io.BytesIO()
     torch.save(torch.nn.Linear(3, 1).state_dict(), buffer)
     (tmp_path / "model.pt2").write_bytes(buffer.getvalue())
-    _refused(spec, ModelError, "a pickled state_dict, not an exported program")
+    _refused(spec, ModelError, "a pickled state_dict, not an exported program", "[artifact.state_dict]")
+
+
+class _Linear(torch.nn.Module):
+    """Five encoded inputs (the tiny data's) -> a probability per row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(5, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.linear(x).squeeze(-1))
+
+
+def _saved(program: torch.export.ExportedProgram) -> bytes:
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
+
+
+def test_a_static_batch_artifact_is_refused_by_the_graph_checks_before_it_runs(tmp_path):
+    """Exported from one row without dynamic_shapes: named by the validator's graph_input rule and fix,
+    not by the guard torch trips over when the program is run at 64 rows."""
+    static = torch.export.export(_Linear().eval(), (torch.ones(1, 5),))
+    (tmp_path / "model.pt2").write_bytes(_saved(static))
+    spec = tiny_package(tmp_path, factory=None, spec={"model": {"artifact": "model.pt2"}})
+    message = _refused(
+        spec,
+        ModelError,
+        "model.artifact model.pt2 breaks the model contract: graph_input: the batch dimension is static (1 row)",
+        "export with a dynamic batch dimension (torch.export.Dim",
+        "[graph.input.dynamic_batch]",
+    )
+    assert "Guard failed" not in message and "encoded rows" not in message
+
+
+def _planted_archive(program_bytes: bytes, marker: Path) -> bytes:
+    """A real .pt2 whose constants config says one constant is a pickle; the pickle, when
+    loaded, creates ``marker`` (torch.export.load would ``pickle.loads`` it)."""
+    source = zipfile.ZipFile(io.BytesIO(program_bytes))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("model_constants_config.json"):
+                meta = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}
+                data = json.dumps({"config": {"planted": meta}}).encode()
+                root = info.filename.split("/", 1)[0]
+            target.writestr(info, data)
+        target.writestr(f"{root}/data/constants/opaque_obj_0", pickle.dumps(_Planted(marker)))
+    return out.getvalue()
+
+
+class _Planted:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_an_artifact_is_screened_by_the_validator_before_torch_loads_it(tmp_path):
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.export.export(_Linear().eval(), (torch.ones(4, 5),), dynamic_shapes=({0: batch},))
+    marker = tmp_path / "unpickled"
+    (tmp_path / "model.pt2").write_bytes(_planted_archive(_saved(program), marker))
+    spec = tiny_package(tmp_path, factory=None, spec={"model": {"artifact": "model.pt2"}})
+    _refused(spec, ModelError, "model.artifact model.pt2: constant 'planted'", "refused unopened")
+    assert not marker.exists(), "the packager unpickled the user's file"
+    buffer = io.BytesIO()
+    torch.save(_Planted(marker), buffer)  # a whole pickle named .pt2
+    (tmp_path / "model.pt2").write_bytes(buffer.getvalue())
+    _refused(spec, ModelError, "refused unopened, a pickle can run code", "[artifact.pickle]")
+    assert not marker.exists()
 
 
 def test_a_factory_that_raises_is_named(tmp_path):
@@ -355,12 +435,40 @@ def test_a_factory_that_raises_is_named(tmp_path):
     )
 
 
+def test_a_factory_that_needs_more_than_its_inputs_is_named(tmp_path):
+    factory = TINY_FACTORY.replace("def build(inputs):", "def build(inputs, hidden):")
+    message = _refused(
+        tiny_package(tmp_path, factory=factory),
+        ModelError,
+        "factory model:build must take no arguments or one named 'inputs' (the attribute specs), it takes inputs, hidden",
+        "give hidden a default, or set it inside the factory",
+    )
+    assert "TypeError" not in message
+
+
 def test_a_missing_factory_function_and_mismatched_weights_are_named(tmp_path):
     spec = tiny_package(tmp_path, spec={"model": {"factory": "model:make"}})
     _refused(spec, ModelError, "factory model:make: module model has no function 'make'")
     torch.save({"linear.weight": torch.zeros(1, 2)}, tmp_path / "weights.pt")
     spec = tiny_package(tmp_path, spec={"model": {"factory": "model:build", "weights": "weights.pt"}})
-    _refused(spec, ModelError, "model.weights weights.pt does not fit the factory's module")
+    message = _refused(spec, ModelError, "model.weights weights.pt does not fit the module built by model:build")
+    assert "linear.weight is [1, 2] in the file, [1, 8] in the module" in message
+    assert "; the file lacks encoder.asinh.selected, " in message.splitlines()[0]
+
+
+def test_weights_trained_on_other_inputs_are_summed_up_in_one_line_first(tmp_path):
+    spec = tiny_package(tmp_path, spec={"model": {"factory": "model:build", "weights": "weights.pt"}})
+    inputs = infer_schema(tiny_frame(), target="bad", exclude=["cost"])
+    state = load_factory("model:build", tmp_path, inputs).module.state_dict()
+    state["linear.weight"] = torch.zeros(1, 9)  # one encoded column more than the module builds
+    torch.save(state, tmp_path / "weights.pt")
+    message = _refused(spec, ModelError)
+    first, *details = message.splitlines()
+    assert first == (
+        "model.weights weights.pt does not fit the module built by model:build for 5 inputs: linear.weight is "
+        "[1, 9] in the file, [1, 8] in the module; were the weights trained on other inputs?"
+    )
+    assert details and "size mismatch for linear.weight" in "\n".join(details)  # torch's own list, after
 
 
 @pytest.mark.parametrize(
@@ -386,6 +494,32 @@ def test_data_dependent_control_flow_is_refused_naming_the_rule(tmp_path):
         tiny_package(tmp_path, factory=factory), ModelError, "rule: no Python control flow on tensor values"
     )
     assert "cannot export the model with torch.export" in message
+
+
+def test_torch_says_nothing_before_the_one_error_line(tmp_path):
+    """torch prints a symbolic-shapes warning and the partial graph (twice) when export fails, and
+    logs a traceback when torch.export.load does: none of it reaches the user's terminal."""
+    factory = TINY_FACTORY.replace(
+        "        return torch.sigmoid(",
+        "        if x[:, 0].max() > 100000:\n            return torch.zeros(x.shape[0])\n        return torch.sigmoid(",
+    )
+    control_flow = tiny_package(tmp_path / "control-flow", factory=factory)
+    buffer = io.BytesIO()
+    torch.save(torch.nn.Linear(5, 1).state_dict(), buffer)
+    state_dict = tiny_package(tmp_path / "state-dict", factory=None, spec={"model": {"artifact": "model.pt2"}})
+    (state_dict.parent / "model.pt2").write_bytes(buffer.getvalue())
+    expected = {
+        control_flow: "error: cannot export the model with torch.export (rule: no Python control flow",
+        state_dict: "error: model.artifact model.pt2: a pickled state_dict, not an exported program",
+    }
+    for spec, error in expected.items():
+        done = run_verdict("models", "package", str(spec), "--out", str(spec.parent / "out"), "--no-validate")
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.splitlines()
+        assert lines[0].startswith(error), done.stderr
+        assert lines[1:] == [f"nothing was written to {spec.parent / 'out'}"], done.stderr
+        for noise in ("Traceback", "symbolic_shapes", "def forward", "torch/export"):
+            assert noise not in done.stderr, done.stderr
 
 
 def test_a_fixed_batch_size_is_refused_naming_the_rule(tmp_path):
@@ -490,12 +624,15 @@ def test_the_tabular_encoder_standardises_scales_and_one_hot_encodes():
 
 
 def test_the_cli_packages_and_refuses(tmp_path):
-    spec = tiny_package(tmp_path / "pkg")
+    income = {"minimum": 0, "maximum": 1000000, "unit": "EUR"}
+    spec = tiny_package(tmp_path / "pkg", spec={"attributes": {"income": income}})
     out = tmp_path / "packaged"
-    done = run_verdict("models", "package", str(spec), "--out", str(out), "--no-validate")
+    done = run_verdict("models", "package", str(spec), "--out", str(out), "--no-validate", env={"COLUMNS": "200"})
     assert done.returncode == 0, done.stderr
     assert "packaged tiny:1.0.0" in done.stdout and f"next: verdict models register {out}" in done.stdout
     assert "housing" in done.stdout and "validation: skipped" in done.stdout
+    # a number attribute's whole-number bounds print as `verdict models show` prints them
+    assert "0..1000000 EUR" in done.stdout and "0.0..1000000.0" not in done.stdout
     assert json.loads((out / MANIFEST_FILE).read_bytes())["name"] == "tiny"
     again = run_verdict("models", "package", str(spec), "--out", str(out), "--no-validate")
     assert again.returncode == 1 and "exists and is not empty" in again.stderr
@@ -503,3 +640,22 @@ def test_the_cli_packages_and_refuses(tmp_path):
     bad = run_verdict("models", "package", str(spec), "--out", str(tmp_path / "other"), "--no-validate")
     assert bad.returncode == 1 and 'error: spec.toml: unknown key "model.wieghts"' in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "other").exists()
+
+
+def test_a_refused_validation_is_printed_as_the_validator_prints_it(tmp_path):
+    """NaN at a schema edge (income 0, below every data row): outputs FAIL, the checks that need it NOT RUN,
+    in the words `verdict models validate` and `register` use, never the raw status failed-dependency."""
+    line = "return torch.sigmoid(self.linear(self.encoder(x)).squeeze(-1))"
+    factory = TINY_FACTORY.replace(line, line + " * (x[:, 0] / x[:, 0])")
+    income = {"minimum": 0, "maximum": 1000000}
+    spec = tiny_package(tmp_path / "pkg", factory=factory, spec={"attributes": {"income": income}})
+    done = run_verdict("models", "package", str(spec), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Validation of tiny:1.0.0: REFUSED: 1 check(s) failed" in done.stderr
+    assert "1 failed, 3 not run" in done.stderr
+    assert re.search(
+        r"^FAIL +outputs +\d+ of \d+ outputs are not finite .* -> nan.*\[outputs\.finite\]$", done.stderr, re.M
+    )
+    assert re.search(r"^NOT RUN +additivity +not run: depends on outputs", done.stderr, re.M)
+    assert "failed-dependency" not in done.stderr and "np.float32" not in done.stderr
+    assert "error: validation refused the package: outputs: " in done.stderr and not (tmp_path / "out").exists()

@@ -282,6 +282,24 @@ def test_a_pickled_constant_inside_a_pt2_archive_is_refused_unopened(good, tmp_p
     refused(report, "artifact_format", "artifact.pickled_payload", "'planted'", "refused unopened")
 
 
+def test_a_damaged_archive_is_refused_with_the_cause_torch_only_logged(good, tmp_path):
+    """torch.export.load logs the real cause with a traceback, then raises "check the warnings
+    above": the refusal quotes the cause, and nothing of torch's reaches the terminal."""
+    source = zipfile.ZipFile(io.BytesIO(good.artifact))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            if not info.filename.endswith("data/weights/weight_0"):
+                target.writestr(info, source.read(info))
+    directory = variant(tmp_path, good, artifact=out.getvalue())
+    refused(validate(directory), "artifact_format", "artifact.load", "failed locating file data/weights/weight_0")
+    done = _cli(str(directory), "--no-fresh-processes")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "data/weights/weight_0" in done.stdout
+    for noise in ("Traceback", "torch/export", "warnings above"):
+        assert noise not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
 # -- the graph ------------------------------------------------------------------------
 
 
@@ -291,7 +309,7 @@ def test_a_static_batch_export_is_refused(tmp_path):
         report,
         "graph_input",
         "graph.input.dynamic_batch",
-        "static (1 rows)",
+        "the batch dimension is static (1 row): ",
         "dynamic batch dimension (torch.export.Dim",
     )
     not_run(report, "outputs", "batch_invariance", "fresh_processes", "additivity")
@@ -360,7 +378,8 @@ def test_logits_under_a_probability_manifest_are_refused(tmp_path):
 
 def test_nan_outputs_are_refused_naming_the_row(tmp_path):
     report = validate(write_model_dir(tmp_path / "model", NanAtZeroAmount()).directory)
-    check = refused(report, "outputs", "outputs.finite", "not finite", "boundary: amount at minimum 0.0")
+    check = refused(report, "outputs", "outputs.finite", "not finite", "boundary: amount at minimum 0.0 -> nan")
+    assert "np.float32" not in check.detail
     assert check.measured["non_finite"] >= 1
     assert report.check("graph_dtypes").passed  # the graph is fine; its arithmetic is not
 
@@ -372,7 +391,9 @@ def test_a_row_that_depends_on_its_batch_is_refused(tmp_path):
 
 def test_an_export_that_differs_from_its_eager_module_is_refused(good):
     report = validate(good.directory, eager=TinyCredit(seed=99))
-    refused(report, "export_vs_eager", "eager.tolerance", "differ beyond", "the eager module")
+    check = refused(report, "export_vs_eager", "eager.tolerance", "differ beyond", "the eager module")
+    number = r"-?\d+(\.\d+)?(e[+-]\d+)?"  # as a person writes it: 0.5676211, not np.float32(0.5676211)
+    assert re.search(rf"\(worst \S+: exported {number}, eager {number}\)", check.detail), check.detail
 
 
 def test_stored_eager_outputs_that_differ_are_refused(good, tmp_path):
@@ -498,6 +519,8 @@ def test_a_refused_report_reads_without_colour(good, tmp_path):
     report = validate(variant(tmp_path, good, artifact=b"not a model"))
     text, page = render_text(report), render_html(report)
     assert "FAIL     artifact_format" in text and "NOT RUN  graph_input" in text
+    counted = sum(1 for check in report.checks if check.status == "failed-dependency")
+    assert f", {counted} not run\n" in text and "failed-dependency" not in text  # one word for one status
     assert "REFUSED" in page and ">FAIL<" in page and ">NOT RUN<" in page
 
 
