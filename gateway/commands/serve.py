@@ -108,7 +108,9 @@ def _example(services) -> tuple[str, dict] | None:  # noqa: ANN001
             manifest = services.models.manifest(name)
             if name == "german-credit":
                 sample = json.loads(
-                    (resources.files("verdict.gateway") / "data" / "sample-applicants.jsonl").read_text().splitlines()[0]
+                    (resources.files("verdict.gateway") / "data" / "sample-applicants.jsonl")
+                    .read_text()
+                    .splitlines()[0]
                 )
             else:
                 sample = decode_background(manifest, registry.background(manifest)).rows[0]

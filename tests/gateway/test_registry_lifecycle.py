@@ -89,7 +89,9 @@ def test_unknown_status_and_missing_author_are_refused(registry, trained_dirs):
 
 
 def test_protected_inputs_need_a_recorded_justification(registry, trained_dirs, tmp_path):
-    registry.register(_variant(trained_dirs["german-credit"], tmp_path, "3.0.0", protect=("age_years", "foreign_worker")))
+    registry.register(
+        _variant(trained_dirs["german-credit"], tmp_path, "3.0.0", protect=("age_years", "foreign_worker"))
+    )
     with pytest.raises(RegistryError, match="protected attribute\\(s\\) age_years, foreign_worker"):
         registry.promote("german-credit", "3.0.0")
     assert registry.alias("german-credit", "production") is None
