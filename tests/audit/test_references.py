@@ -53,6 +53,16 @@ ALIAS = canonical_bytes(
 )
 
 
+REGISTRY_BASE = {
+    "kind": "registry",
+    "model": {"name": NAME, "version": VERSION},
+    "manifest_sha256": "a" * 64,
+    "by": "cli",
+    "at": "2025-01-01T00:00:00.000000Z",
+}
+"""The fields every registry record body has (a registry record minus its event's own)."""
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -262,14 +272,7 @@ def test_a_registry_chain_makes_missing_objects_failures(tmp_path):
 
 
 def test_registry_bodies_are_checked_per_event():
-    model = {"name": NAME, "version": VERSION}
-    base = {
-        "kind": "registry",
-        "model": model,
-        "manifest_sha256": "a" * 64,
-        "by": "cli",
-        "at": "2025-01-01T00:00:00.000000Z",
-    }
+    base = dict(REGISTRY_BASE)
     ok = dict(base, event="promotion", alias="production", alias_key=ALIAS_KEY, alias_sha256="b" * 64)
     assert isinstance(decode_body(json.dumps(ok).encode()), RegistryBody)
     bad = [
@@ -325,14 +328,7 @@ def test_golden_registry_chain_has_every_event_and_a_pinned_decision():
 
 
 def test_new_registry_fields_decode_on_their_own_events():
-    model = {"name": NAME, "version": VERSION}
-    base = {
-        "kind": "registry",
-        "model": model,
-        "manifest_sha256": "a" * 64,
-        "by": "cli",
-        "at": "2025-01-01T00:00:00.000000Z",
-    }
+    base = dict(REGISTRY_BASE)
     registration = dict(
         base, event="registration", artifact_sha256="c" * 64, background_sha256="d" * 64, validation_sha256="e" * 64
     )
