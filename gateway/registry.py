@@ -41,12 +41,22 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 
 from verdict.audit.canonical import canonical_bytes
-from verdict.audit.layout import evidence_key
-from verdict.audit.records import STATUS_RE, ModelVersion, RecordError, RegistryBody, decode_body, utc_now
+from verdict.audit.layout import evidence_key, segments_prefix
+from verdict.audit.records import (
+    STATUS_RE,
+    ModelVersion,
+    RecordError,
+    RegistryBody,
+    decode_body,
+    decode_record,
+    iter_lines,
+    split_line,
+    utc_now,
+)
 from verdict.audit.stores import ObjectExists, ObjectMissing, WormStore
 from verdict.gateway.manifest import Manifest, ManifestError, decode_manifest, encode_manifest
 from verdict.gateway.model_files import ARTIFACT_FILE, BACKGROUND_FILE, MANIFEST_FILE
-from verdict.gateway.registry_log import ADOPTED_BY, ADOPTED_REASON, RegistryLogError
+from verdict.gateway.registry_log import ADOPTED_BY, ADOPTED_REASON, REGISTRY_CHAIN, RegistryLogError
 
 if TYPE_CHECKING:
     from verdict.gateway.registry_log import RegistryLog
@@ -382,6 +392,29 @@ class Registry:
             except ObjectExists:
                 continue
             return key, data, event
+        return None
+
+    def validation_report(self, name: str, version: str) -> bytes | None:
+        """The validation report the registry stored when it registered the version (the
+        evidence its registration record names, re-hashed), or None: registered before
+        validation existed, or without a registry chain. Signed by reference: the
+        registration record that names its sha256 is."""
+        for key in sorted(self.store.list_keys(segments_prefix(REGISTRY_CHAIN))):
+            for line in iter_lines(self.store.get(key)):
+                try:
+                    body = decode_record(split_line(line)[0]).body
+                except RecordError:
+                    continue  # the verifier reports a bad segment; here it names no report
+                if (
+                    isinstance(body, RegistryBody)
+                    and body.event == "registration"
+                    and (body.model.name, body.model.version) == (name, version)
+                    and body.validation_sha256 is not None
+                ):
+                    data = self.store.get(evidence_key(body.validation_sha256))
+                    if hashlib.sha256(data).hexdigest() != body.validation_sha256:
+                        raise TamperedBlob(f"the validation report of {name}:{version} has been altered in the store")
+                    return data
         return None
 
     # -- status events (spec §3 "Status vocabulary") ------------------------

@@ -151,6 +151,7 @@ def show_command(
         manifest = registry.manifest(*parse_ref(ref))
         history = registry.status_history(manifest.name, manifest.version)
         promoted = registry.alias(manifest.name, "production")
+        report = registry.validation_report(manifest.name, manifest.version)
     except RegistryError as exc:
         fail(str(exc))
     if as_json:
@@ -186,6 +187,7 @@ def show_command(
     console.print(table)
     for withheld in manifest.withheld:
         console.print(f"withheld from the model: {withheld.label} ({withheld.name}): {withheld.reason}")
+    console.print(_validation_summary(report))
     if not history:
         console.print("status: none recorded")
     for event in history:
@@ -193,6 +195,24 @@ def show_command(
             f"status #{event.sequence} {event.at}: {event.status} by {event.by}"
             + (f" ({event.note})" if event.note else "")
         )
+
+
+def _validation_summary(report: bytes | None) -> str:
+    """One line about the validation report stored at registration (read as plain JSON:
+    the report types live beside the validator, which imports torch)."""
+    if report is None:
+        return "validation report: none stored (registered before registration validated, or not recorded)"
+    doc = msgspec.json.decode(report)
+    checks = doc.get("checks", [])
+    passed = sum(1 for check in checks if check.get("passed"))
+    line = f"validation report: {passed} of {len(checks)} checks passed at {doc.get('validated_at', '?')}"
+    protected = doc.get("protected_among_reasons") or {}
+    if protected.get("adverse_rows"):
+        line += (
+            f"; protected attributes among the principal reasons of "
+            f"{protected['adverse_rows_with_protected_reason']} of {protected['adverse_rows']} adverse held-out decisions"
+        )
+    return line
 
 
 class _Prediction(msgspec.Struct):

@@ -157,6 +157,7 @@ def test_registration_and_promotion_are_recorded_and_verify(recorded):
     report_bytes = store.get(layout.evidence_key(registration["validation_sha256"]))
     assert hashlib.sha256(report_bytes).hexdigest() == registration["validation_sha256"]
     assert json.loads(report_bytes)["passed"] is True and json.loads(report_bytes)["model"] == "german-credit:1.0.0"
+    assert registry.validation_report("german-credit", "1.0.0") == report_bytes
     alias_key = "models/aliases/german-credit/production/00000000.json"
     assert promotion["event"] == "promotion" and promotion["alias_key"] == alias_key
     assert promotion["alias_sha256"] == hashlib.sha256(store.get(alias_key)).hexdigest()

@@ -138,6 +138,7 @@ def test_lifecycle_commands_through_the_cli(verdict_home, trained_dirs):
     assert "is the production version" in revoked.stderr
     shown = run_verdict("models", "show", "german-credit:1.0.0", env=env)
     assert "validated by mrm (ok)" in shown.stdout and "revoked by ops (drift)" in shown.stdout
+    assert "validation report: 24 of 24 checks passed at" in " ".join(shown.stdout.split())
     listed = run_verdict("models", "list", "--json", env=env)
     assert json.loads(listed.stdout) == [
         {"name": "german-credit", "versions": ["1.0.0"], "production": "1.0.0", "revoked": ["1.0.0"]}
