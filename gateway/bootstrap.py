@@ -22,6 +22,7 @@ Nothing is recorded when nothing is written (a restart).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,7 +59,11 @@ def ensure_reference_model(
             f"First run: training the {REFERENCE_MODEL} reference model {REFERENCE_VERSION} from the vendored data "
             f"(protected characteristics withheld), packaging and validating it into {out}"
         )
-        packaged = package_reference(REFERENCE_MODEL, out, version=REFERENCE_VERSION, force=True, progress=say)
+        packaged = package_reference(
+            REFERENCE_MODEL, out, version=REFERENCE_VERSION, force=True, progress=lambda msg: _phase(msg, say)
+        )
+        checks = packaged.report.checks if packaged.report else []
+        say(f"Validated: {sum(c.passed for c in checks)} of {len(checks)} checks passed")
         registry.register(packaged.directory, by="bootstrap")
         say(f"Registered {packaged.manifest.ref} (sha256 {packaged.manifest.artifact_sha256[:16]}...)")
     if promoted is None:
@@ -70,3 +75,13 @@ def ensure_reference_model(
             f"withheld) is registered beside it: `verdict models promote {REFERENCE_MODEL}:{REFERENCE_VERSION}`"
         )
     return registry.manifest(REFERENCE_MODEL)
+
+
+_CHECK_PASSED = re.compile(r"[a-z_]+: (passed|skipped)")
+
+
+def _phase(message: str, say: Callable[[str], None]) -> None:
+    """A first start says what it is doing, not each of the validator's passing checks
+    (one summary line follows; a check that fails is still said)."""
+    if not _CHECK_PASSED.fullmatch(message):
+        say(message)
