@@ -43,7 +43,6 @@ import numpy as np
 
 from verdict.audit.canonical import canonical_bytes
 from verdict.gateway.manifest import Manifest
-from verdict.gateway.model_runtime import ModelRuntime
 from verdict.gateway.schema import InputValidationError, encode_rows, validate_batch
 
 __all__ = [
@@ -51,6 +50,7 @@ __all__ = [
     "AdditivityError",
     "Background",
     "Budget",
+    "Evaluates",
     "Explainer",
     "ExplainerConfigError",
     "ExplanationResult",
@@ -122,6 +122,18 @@ def seed_for(request_id: str) -> int:
 
 
 # -- pinned background --------------------------------------------------------
+
+
+class Evaluates(Protocol):
+    """What the explainer needs of a model: the manifest it explains under (settings,
+    schema) and masked-row evaluations at a fixed bucket. Every model runtime
+    (gateway.model_runtime.ModelRuntime) is one; so is a view of a runtime under
+    another manifest (validation compares against an exact-algorithm copy)."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    def evaluate_for_explanation(self, x: np.ndarray, explain_bucket: int) -> np.ndarray: ...
 
 
 class Background(NamedTuple):
@@ -410,7 +422,7 @@ class Explainer:
 
     def __init__(
         self,
-        model: ModelRuntime,
+        model: Evaluates,
         background: bytes,
         *,
         explain_bucket: int | None = None,

@@ -52,26 +52,13 @@ class Explained(NamedTuple):
 
 class _WithManifest:
     """A loaded runtime seen under another manifest (an exact-algorithm copy): the explainer
-    reads its settings from ``runtime.manifest``; the model and its bits are the same."""
+    reads its settings from ``manifest``; the model and its bits are the same."""
 
     def __init__(self, runtime: ModelRuntime, manifest: Manifest) -> None:
-        self._runtime, self.manifest, self.device = runtime, manifest, runtime.device
-
-    @classmethod
-    def load(cls, manifest: Manifest, artifact: bytes, device: str) -> _WithManifest:
-        raise NotImplementedError("a view of a loaded runtime is never loaded itself")
-
-    def score_matrix(self, x: np.ndarray, bucket: int) -> tuple[np.ndarray, int]:
-        return self._runtime.score_matrix(x, bucket)
+        self._runtime, self.manifest = runtime, manifest
 
     def evaluate_for_explanation(self, x: np.ndarray, explain_bucket: int) -> np.ndarray:
         return self._runtime.evaluate_for_explanation(x, explain_bucket)
-
-    def decide(self, score: float) -> str:
-        return self._runtime.decide(score)
-
-    def describe(self) -> dict[str, Any]:
-        return self._runtime.describe()
 
 
 def _error(exc: BaseException) -> str:
