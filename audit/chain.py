@@ -73,11 +73,14 @@ from verdict.audit.records import (
     AccessBody,
     Body,
     DecisionBody,
+    ErasureBody,
     EvidenceBody,
     GenesisBody,
     KeyDocument,
     KeyRotationBody,
+    LegalHoldBody,
     Record,
+    new_record,
     RecordError,
     RegistryBody,
     body_kind,
@@ -504,9 +507,10 @@ class ChainWriter:
         are retried by the next call.
         """
         for body in bodies:
-            if not isinstance(body, (DecisionBody, AccessBody, EvidenceBody, RegistryBody)):
+            if not isinstance(body, (DecisionBody, AccessBody, EvidenceBody, RegistryBody, ErasureBody, LegalHoldBody)):
                 raise TypeError(
-                    f"append_batch takes decision, access, evidence or registry bodies, not {type(body).__name__}"
+                    "append_batch takes decision, access, evidence, registry, erasure or legal hold bodies, "
+                    f"not {type(body).__name__}"
                 )
         if not bodies:
             return []
@@ -622,7 +626,7 @@ class ChainWriter:
         signatures: list[bytes] = []
         sign = self._signer.sign
         for offset, body in enumerate(bodies):
-            record = Record(
+            record = new_record(
                 chain_id=self.chain_id, seq=first + offset, prev_hash=prev, time=now, key_id=key_id, body=body
             )
             data = record_bytes(record)

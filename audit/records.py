@@ -38,34 +38,42 @@ from verdict.audit.canonical import canonical_bytes
 
 __all__ = [
     "FORMAT",
+    "FORMAT_V2",
     "GENESIS_PREV_HASH",
     "NOT_EXPLAINED",
     "AccessBody",
     "Body",
     "DecisionBody",
     "EncryptedInputs",
+    "ErasureBody",
     "EvidenceBody",
     "Explanation",
     "GenesisBody",
     "Inputs",
     "KeyDocument",
     "KeyRotationBody",
+    "LegalHoldBody",
     "ModelRef",
     "ModelVersion",
     "PlainInputs",
     "Reason",
     "Record",
+    "RecordV2",
     "RecordError",
     "RecordHeader",
     "RegistryBody",
     "Runtime",
+    "SealedInputs",
     "body_kind",
     "decode_body",
     "decode_header",
     "decode_record",
     "encode_line",
     "explain_bucket",
+    "format_for",
     "format_time",
+    "is_sealed",
+    "new_record",
     "iter_lines",
     "parse_time",
     "record_bytes",
@@ -75,6 +83,8 @@ __all__ = [
 ]
 
 FORMAT = "verdict.audit/v1"
+FORMAT_V2 = "verdict.audit/v2"
+"""Records holding sealed personal data, erasures and legal holds (spec §3a)."""
 GENESIS_PREV_HASH = "0" * 64
 """``prev_hash`` of the genesis record (there is no previous record)."""
 NOT_EXPLAINED = "none"
@@ -83,6 +93,8 @@ written by the gateway, read by lookups and replay, so it is defined once, here.
 
 Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 KeyId = Annotated[str, msgspec.Meta(pattern=r"^ed25519:[0-9a-f]{16}$")]
+DataKeyRef = Annotated[str, msgspec.Meta(pattern=r"^dk_[0-9a-f]{32}$")]
+"""A data key's reference (spec §3a): random, never derived from the subject."""
 Timestamp = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")]
 ChainId = Annotated[str, msgspec.Meta(pattern=r"^(?!\.{1,2}$)[A-Za-z0-9_.\-]{1,64}$")]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
@@ -166,7 +178,37 @@ class EncryptedInputs(_Struct, frozen=True, tag_field="kind", tag="encrypted"):
     algorithm: Literal["AES-256-GCM"]
 
 
-Inputs = PlainInputs | EncryptedInputs
+class SealedInputs(_Struct, frozen=True, tag_field="kind", tag="sealed"):
+    """The decision's personal data sealed under its subject's data key (spec §3a).
+
+    ``ciphertext`` is AES-256-GCM (ciphertext || 16-byte tag) of the sealed
+    plaintext (attributes, reason values and texts, subject id), bound to the
+    request id by the associated data; :mod:`audit.sealing` seals and opens it.
+    Only in ``verdict.audit/v2`` records."""
+
+    key_ref: DataKeyRef
+    nonce: str
+    ciphertext: str
+    algorithm: Literal["AES-256-GCM"]
+
+    def __post_init__(self) -> None:
+        if len(_b64(self.nonce, "nonce")) != 12:
+            raise ValueError("a sealed nonce is 12 bytes")
+        if len(_b64(self.ciphertext, "ciphertext")) < 16:
+            raise ValueError("a sealed ciphertext holds at least its 16-byte tag")
+
+
+def _b64(text: str, name: str) -> bytes:
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{name} is not standard base64") from None
+    if base64.b64encode(data).decode() != text:
+        raise ValueError(f"{name} is not canonical base64")
+    return data
+
+
+Inputs = PlainInputs | EncryptedInputs | SealedInputs
 
 
 class Explanation(_Struct, frozen=True):
@@ -189,12 +231,12 @@ class Reason(_Struct, frozen=True):
     attribute: str
     label: str
     """Human label of the attribute, e.g. "Duration of credit"."""
-    value: Scalar
-    """The applicant's value of the attribute."""
     direction: str
     """e.g. "raises_risk" or "lowers_risk"."""
-    text: str
-    """The sentence shown to the applicant."""
+    value: Scalar | None = None
+    """The applicant's value of the attribute (required in v1; sealed, so absent, in v2)."""
+    text: str | None = None
+    """The sentence shown to the applicant (required in v1; sealed, so absent, in v2)."""
 
 
 # --- bodies --------------------------------------------------------------------------
@@ -361,7 +403,73 @@ class RegistryBody(_Struct, frozen=True, tag_field="kind", tag="registry"):
                 )
 
 
-Body = GenesisBody | DecisionBody | KeyRotationBody | AccessBody | EvidenceBody | RegistryBody
+def _sorted_unique(values: list[str], name: str, *, non_empty: bool) -> None:
+    if non_empty and not values:
+        raise ValueError(f"{name} cannot be empty")
+    if values != sorted(set(values)):
+        raise ValueError(f"{name} must be sorted, without repeats")
+
+
+class ErasureBody(_Struct, frozen=True, tag_field="kind", tag="erasure"):
+    """Data keys destroyed, so the personal data they sealed is gone (spec §3a ``erasure``).
+    Appended before the keys are destroyed: no key is destroyed without this record."""
+
+    key_refs: list[DataKeyRef]
+    request_ids: list[str]
+    """The decisions the keys sealed, as the subject index knew them."""
+    cause: Literal["request", "retention"]
+    basis: str
+    """The legal basis, as the operator gave it."""
+    by: str
+    at: Timestamp
+
+    def __post_init__(self) -> None:
+        _sorted_unique(self.key_refs, "key_refs", non_empty=True)
+        _sorted_unique(self.request_ids, "request_ids", non_empty=False)
+
+
+class LegalHoldBody(_Struct, frozen=True, tag_field="kind", tag="legal_hold"):
+    """A legal hold set on, or released from, a subject's decisions (spec §3a ``legal_hold``)."""
+
+    action: Literal["hold", "release"]
+    key_refs: list[DataKeyRef]
+    request_ids: list[str]
+    basis: str
+    by: str
+    at: Timestamp
+
+    def __post_init__(self) -> None:
+        _sorted_unique(self.key_refs, "key_refs", non_empty=True)
+        _sorted_unique(self.request_ids, "request_ids", non_empty=False)
+
+
+Body = (
+    GenesisBody | DecisionBody | KeyRotationBody | AccessBody | EvidenceBody | RegistryBody | ErasureBody | LegalHoldBody
+)
+
+
+def is_sealed(body: object) -> bool:
+    """Whether ``body`` is a decision whose personal data is sealed (spec §3a)."""
+    return isinstance(body, DecisionBody) and isinstance(body.inputs, SealedInputs)
+
+
+def format_for(body: object) -> str:
+    """The format a record with ``body`` has (spec §3a "Which format a record has")."""
+    return FORMAT_V2 if is_sealed(body) or isinstance(body, ErasureBody | LegalHoldBody) else FORMAT
+
+
+def _check_format(fmt: str, body: object) -> None:
+    if format_for(body) != fmt:
+        raise ValueError(f"a {type(body).__struct_config__.tag} body of this kind is not {fmt} (spec §3a)")
+    if not isinstance(body, DecisionBody):
+        return
+    if fmt == FORMAT_V2:
+        if body.subject_id is not None:
+            raise ValueError("a sealed decision has no clear subject_id (spec §3a)")
+        if any(r.value is not None or r.text is not None for r in body.reasons):
+            raise ValueError("a sealed decision's reasons have no clear value or text (spec §3a)")
+    elif any(r.value is None or r.text is None for r in body.reasons):
+        raise ValueError("a reason of a verdict.audit/v1 decision needs value and text")
 
 
 class Record(_Struct, frozen=True, tag_field="format", tag=FORMAT):
@@ -378,8 +486,28 @@ class Record(_Struct, frozen=True, tag_field="format", tag=FORMAT):
     key_id: KeyId
     body: Body
 
+    def __post_init__(self) -> None:
+        _check_format(self.format, self.body)
 
-_record_decoder = msgspec.json.Decoder(Record)
+    @property
+    def format(self) -> str:
+        """The record's format string (its tag)."""
+        return str(type(self).__struct_config__.tag)
+
+
+class RecordV2(Record, frozen=True, tag=FORMAT_V2):
+    """A ``verdict.audit/v2`` record: the header and rules of v1, with a body v1 cannot
+    express (a sealed decision, an erasure, a legal hold; spec §3a). A subclass, so every
+    reader that takes a :class:`Record` takes it."""
+
+
+def new_record(*, chain_id: str, seq: int, prev_hash: str, time: str, key_id: str, body: Body) -> Record:
+    """A record of the format its body calls for (spec §3a)."""
+    cls = RecordV2 if format_for(body) == FORMAT_V2 else Record
+    return cls(chain_id=chain_id, seq=seq, prev_hash=prev_hash, time=time, key_id=key_id, body=body)
+
+
+_record_decoder = msgspec.json.Decoder(Record | RecordV2)
 
 
 def record_bytes(record: Record) -> bytes:

@@ -67,8 +67,8 @@ def test_golden_trail_verifies(tmp_path):
     report = verify_store(FilesystemStore(tmp_path / "store"))
     assert report.ok, report.failures
     # golden-0 (6 records, 3 checkpoints, 2 index entries), golden-registry (5, 2, 1), golden-1 (3, 2, 2),
-    # golden-models (4, 2, 0)
-    assert report.records == 18 and report.checkpoints == 9 and report.index_entries == 5
+    # golden-models (4, 2, 0), golden-sealed (6, 2, 2)
+    assert report.records == 24 and report.checkpoints == 11 and report.index_entries == 7
 
 
 def test_golden_vectors_independently():
@@ -148,8 +148,11 @@ def test_every_body_kind_is_in_the_golden_trail():
     registry = json.loads((GOLDEN / "records.json").read_text())["registry"]["records"]
     registry_kinds = [type(decode_record(v["canonical"].encode()).body).__struct_config__.tag for v in registry]
     assert registry_kinds == ["genesis", "registry", "registry", "decision", "registry"]
+    sealed = json.loads((GOLDEN / "records.json").read_text())["sealed"]["records"]
+    sealed_kinds = [type(decode_record(v["canonical"].encode()).body).__struct_config__.tag for v in sealed]
+    assert sealed_kinds == ["genesis", "decision", "decision", "legal_hold", "legal_hold", "erasure"]
     every = {t.__struct_config__.tag for t in typing.get_args(Body)}
-    assert every == set(kinds) | set(registry_kinds)
+    assert every == set(kinds) | set(registry_kinds) | set(sealed_kinds)
     assert isinstance(_golden_records()[1].body.inputs, PlainInputs)
     assert isinstance(_golden_records()[5].body.inputs, EncryptedInputs)
 
@@ -173,7 +176,7 @@ def test_format_and_tags_are_always_encoded():
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(format="verdict.audit/v2"), "format"),
+        (lambda d: d.update(format="verdict.audit/v3"), "format"),
         (lambda d: d.update(extra=1), "extra"),
         (lambda d: d.update(seq=-1), "seq"),
         (lambda d: d.update(prev_hash="ABC"), "prev_hash"),

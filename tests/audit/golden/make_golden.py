@@ -20,6 +20,10 @@ Registry records of packaged models (a registration naming its validation
 report, status events naming their status objects) are pinned by a fourth
 chain, ``golden-models``; the earlier chains' bytes are unchanged by it.
 
+Sealed personal data (``verdict.audit/v2``, spec §3a) is pinned by a fifth chain,
+``golden-sealed``: a sealed decision with a subject, one without, a legal hold and its
+release, and an erasure, under fixed data keys and nonces (``sealed.data_keys``).
+
 Regenerate ONLY for an intended format change (which also needs a new
 format string):  .venv/bin/python -m tests.audit.golden.make_golden
 """
@@ -43,9 +47,11 @@ from verdict.audit.records import (
     AccessBody,
     DecisionBody,
     EncryptedInputs,
+    ErasureBody,
     EvidenceBody,
     Explanation,
     ModelRef,
+    LegalHoldBody,
     ModelVersion,
     PlainInputs,
     Reason,
@@ -54,6 +60,7 @@ from verdict.audit.records import (
     iter_lines,
     split_line,
 )
+from verdict.audit.sealing import seal
 from verdict.audit.signing import RECORD_SIGNATURE_DOMAIN, Ed25519Signer
 from verdict.audit.stores import FilesystemStore
 from verdict.audit.trust import CERTIFICATE_DOMAIN, RootKey, certificate_hash, decode_certificate, issue_certificate
@@ -87,6 +94,13 @@ MODELS_CHAIN = "golden-models"
 report (``validation_sha256``), a validation status and a revocation naming their
 status objects (``status_key``/``status_sha256``)."""
 BYO_NAME, BYO_VERSION = "claims-triage", "1.0.0"
+SEALED_CHAIN = "golden-sealed"
+"""Sealed decisions, a legal hold, its release and an erasure (``verdict.audit/v2``)."""
+DATA_KEYS = {
+    "dk_" + "5" * 32: bytes(range(96, 128)),  # the subject's key (req-0006)
+    "dk_" + "7" * 32: bytes(range(128, 160)),  # req-0007's own key (no subject)
+}
+"""Fixed data keys of golden-sealed (an implementation checks its envelopes open with them)."""
 
 
 def _sha(data: bytes) -> str:
@@ -167,11 +181,11 @@ def root_key() -> RootKey:
 
 def certificates() -> list[tuple[str, bytes]]:
     """(store key, bytes) of the golden certificates: golden-0's two (key A from seq 0, key B
-    from seq 5, rotation at 4), then golden-registry's, golden-1's and golden-models' (key A from seq 0)."""
+    from seq 5, rotation at 4), then golden-registry's, golden-1's, golden-models' and golden-sealed's (key A from seq 0)."""
     out = []
     chains = (
         (CHAIN, 0, signer_a()), (CHAIN, 5, signer_b()), (REGISTRY_CHAIN, 0, signer_a()),
-        (EXPLAIN_BUCKET_CHAIN, 0, signer_a()), (MODELS_CHAIN, 0, signer_a()),
+        (EXPLAIN_BUCKET_CHAIN, 0, signer_a()), (MODELS_CHAIN, 0, signer_a()), (SEALED_CHAIN, 0, signer_a()),
     )
     for chain, from_seq, signer in chains:
         doc = signer.public_key_document
@@ -276,6 +290,7 @@ def build(root: Path) -> FilesystemStore:
     build_registry(store)
     build_explain_bucket(store)
     build_models(store)
+    build_sealed(store)
     # Certified after the fact with a fixed issue time (a root at the writer would stamp the real time).
     for key, data in certificates():
         store.put_once(key, data)
@@ -334,6 +349,42 @@ def build_models(store: FilesystemStore) -> None:
             RegistryBody(event="status", model=model, manifest_sha256=manifest_sha, status=status,
                          status_key=key, status_sha256=_sha(data), reason=reason, by=by, at=at),
         ])
+    writer.close()
+
+
+def build_sealed(store: FilesystemStore) -> None:
+    """golden-sealed: two sealed decisions (spec §3a), then a legal hold on the subject's
+    decision, its release, and the erasure of the subject's key."""
+    writer = ChainWriter.open(
+        store, SEALED_CHAIN, signer_a(), created_by="verdict golden vectors", clock=FixedClock(minute=8), lease=None,
+    )
+    subject_key, own_key = DATA_KEYS
+    plain = PlainInputs(attributes={"duration": 36, "credit_amount": 7200.0, "purpose": "A41", "age": 29.0})
+    with_subject = msgspec.structs.replace(
+        decision("req-0006", plain, subject_id="applicant-\u00f6-77"), manifest_sha256=_sha(MANIFEST_DOC)
+    )
+    not_explained = msgspec.structs.replace(
+        decision("req-0007", plain),
+        explanation=Explanation(
+            method=NOT_EXPLAINED, output_space="probability", base_value=0.0, contributions={}, seed=0
+        ),
+        reasons=[],
+        manifest_sha256=_sha(MANIFEST_DOC),
+    )
+    writer.append_batch([
+        seal(with_subject, DATA_KEYS[subject_key], subject_key, nonce=bytes(range(12))),
+        seal(not_explained, DATA_KEYS[own_key], own_key, nonce=bytes(range(12, 24))),
+    ])
+    writer.append_batch([
+        LegalHoldBody(action="hold", key_refs=[subject_key], request_ids=["req-0006"],
+                      basis="litigation hold, case 2025-CV-0193", by="legal", at="2025-01-02T03:08:10.000000Z"),
+    ])
+    writer.append_batch([
+        LegalHoldBody(action="release", key_refs=[subject_key], request_ids=["req-0006"],
+                      basis="case 2025-CV-0193 closed", by="legal", at="2025-01-02T03:08:20.000000Z"),
+        ErasureBody(key_refs=[subject_key], request_ids=["req-0006"], cause="request",
+                    basis="GDPR Art. 17(1)(a), ticket DPO-2025-114", by="dpo", at="2025-01-02T03:08:30.000000Z"),
+    ])
     writer.close()
 
 
@@ -418,6 +469,12 @@ def vectors(root: Path) -> dict:
     the objects its records (and golden-0's decisions) name; ``explain_bucket``: golden-1;
     ``models``: golden-models with the objects its records name."""
     return {
+        "sealed": {
+            "chain_id": SEALED_CHAIN,
+            "data_keys": {key_ref: key.hex() for key_ref, key in DATA_KEYS.items()},
+            "certificates": _certificate_vectors(SEALED_CHAIN),
+            "records": _chain_vectors(root, SEALED_CHAIN),
+        },
         "models": {
             "chain_id": MODELS_CHAIN,
             "objects": [{"key": key, "sha256": _sha(data), "bytes": data.decode("utf-8")}
