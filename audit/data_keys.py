@@ -139,6 +139,13 @@ class DataKeyring:
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
         self._cache: OrderedDict[str, bytes] = OrderedDict()
+        try:
+            self._open_schema()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open_schema(self) -> None:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -230,9 +237,7 @@ class DataKeyring:
         """The subject's live key and the decisions it sealed (empty once erased)."""
         subject = self.subject_ref(subject_id)
         with self._lock:
-            keys = tuple(
-                r[0] for r in self._db.execute("SELECT key_ref FROM data_keys WHERE subject = ?", (subject,))
-            )
+            keys = tuple(r[0] for r in self._db.execute("SELECT key_ref FROM data_keys WHERE subject = ?", (subject,)))
             return SubjectFile(subject, keys, self._decisions_of(keys), self._held(keys))
 
     def key_file(self, key_ref: str) -> SubjectFile:
@@ -301,8 +306,19 @@ class DataKeyring:
                     (key_ref, erasure.chain_id, erasure.seq, erasure.record_hash, erasure.erased_at, erasure.cause),
                 )
                 self._cache.pop(key_ref, None)
-        with self._lock:  # no copy of the wrapped keys left in the write-ahead log
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Copy the log into the database file and empty it, so that no earlier page holding
+        a destroyed key stays in the write-ahead log. A reader mid-transaction in another
+        process can hold the log for a moment: then wait at most 2 s and leave it to the
+        next erasure (the key is wrapped either way; docs/compliance.md)."""
+        with self._lock:
+            self._db.execute("PRAGMA busy_timeout = 2000")
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._db.execute("PRAGMA busy_timeout = 30000")
 
     def live(self, key_ref: str) -> bool:
         """Whether the keyring holds ``key_ref`` (restored from a backup after its erasure, say)."""

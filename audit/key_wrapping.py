@@ -72,11 +72,13 @@ class LocalKek:
     def load_or_create(cls, path: Path) -> tuple[LocalKek, bool]:
         """The KEK in ``path``, created (0600, fsynced) if there is none; (kek, created)."""
         try:
-            return cls(path.read_bytes()), False
+            return cls._load(path), False
         except FileNotFoundError:
             pass
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # unique per call: two threads of one process (same pid), or a tmp file left by a
+        # killed process whose pid was reused, must not collide on O_EXCL
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(8).hex()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, os.urandom(_KEY_BYTES))
@@ -86,7 +88,7 @@ class LocalKek:
         try:
             os.link(tmp, path)  # never replaces a KEK another process created meanwhile
         except FileExistsError:
-            return cls(path.read_bytes()), False
+            return cls._load(path), False
         finally:
             tmp.unlink()
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -94,7 +96,22 @@ class LocalKek:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return cls(path.read_bytes()), True
+        return cls._load(path), True
+
+    @classmethod
+    def _load(cls, path: Path) -> LocalKek:
+        """The KEK in ``path``; FileNotFoundError if there is none, KekError (naming the
+        file) if it cannot be read or is not a 32-byte key."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise KekError(f"cannot read the key-encryption key {path}: {exc}") from None
+        try:
+            return cls(data)
+        except KekError as exc:
+            raise KekError(f"{path}: {exc}") from None
 
     @property
     def kek_id(self) -> str:
@@ -151,7 +168,10 @@ class KmsKek:
                 CiphertextBlob=wrapped, KeyId=self._key_id, EncryptionContext={"verdict:key_ref": key_ref}
             ),
         )
-        return answer["Plaintext"]
+        key = answer["Plaintext"]
+        if len(key) != _KEY_BYTES:
+            raise KekError(f"KMS unwrapped a {len(key)}-byte data key for {key_ref}")
+        return key
 
     def _call(self, operation: str, call: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError  # lazy: botocore only with KMS
@@ -160,7 +180,15 @@ class KmsKek:
             return call()
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in {"InvalidCiphertextException", "IncorrectKeyException", "AccessDeniedException"}:
+            if code in {
+                "InvalidCiphertextException",
+                "IncorrectKeyException",
+                "AccessDeniedException",
+                "NotFoundException",
+                "DisabledException",
+                "KMSInvalidStateException",
+                "ValidationException",
+            }:
                 raise KekError(f"KMS {operation} on {self._key_id}: {code}: {exc}") from None
             raise KekUnavailable(f"KMS {operation} on {self._key_id} failed: {exc}") from None
         except BotoCoreError as exc:

@@ -19,16 +19,21 @@ from pathlib import Path
 from verdict.audit.config import data_dir
 from verdict.audit.data_keys import Assignment, DataKeyErased, DataKeyMissing, DataKeyring
 from verdict.audit.key_wrapping import KeyWrapper, KmsKek, LocalKek
-from verdict.audit.records import DecisionBody, SealedInputs, parse_time, format_time
+from verdict.audit.records import DecisionBody, SealedInputs, format_time, parse_time
 from verdict.audit.sealing import SealError, open_sealed, seal
 
 __all__ = [
     "DEFAULT_RETENTION_DAYS",
     "MIN_RETENTION_DAYS",
+    "DataKeyErased",
+    "DataKeyMissing",
     "PersonalData",
     "RetentionPolicy",
+    "SealError",
     "configured_keyring",
+    "existing_personal_data",
     "keyring_directory",
+    "sealed_key_ref",
 ]
 
 MIN_RETENTION_DAYS = 183
@@ -92,6 +97,14 @@ def configured_keyring(location: str | None = None, kek: str | None = None) -> D
     return DataKeyring(directory / "keyring.sqlite", wrapper)
 
 
+def existing_personal_data(location: str | None = None, kek: str | None = None) -> PersonalData | None:
+    """The data keyring if there is one here (readers — replay, exports — never create one:
+    on a machine without it, sealed decisions are reported as sealed)."""
+    if not (keyring_directory(location) / "keyring.sqlite").exists():
+        return None
+    return PersonalData(configured_keyring(location, kek))
+
+
 class PersonalData:
     """Seals decisions under their subjects' keys and opens them again."""
 
@@ -123,6 +136,3 @@ class PersonalData:
 def sealed_key_ref(body: DecisionBody) -> str | None:
     """The data key a decision is sealed under (None: not sealed)."""
     return body.inputs.key_ref if isinstance(body.inputs, SealedInputs) else None
-
-
-__all__ += ["DataKeyErased", "DataKeyMissing", "SealError", "sealed_key_ref"]

@@ -58,9 +58,9 @@ __all__ = [
     "PlainInputs",
     "Reason",
     "Record",
-    "RecordV2",
     "RecordError",
     "RecordHeader",
+    "RecordV2",
     "RegistryBody",
     "Runtime",
     "SealedInputs",
@@ -73,8 +73,8 @@ __all__ = [
     "format_for",
     "format_time",
     "is_sealed",
-    "new_record",
     "iter_lines",
+    "new_record",
     "parse_time",
     "record_bytes",
     "record_hash",
@@ -444,7 +444,14 @@ class LegalHoldBody(_Struct, frozen=True, tag_field="kind", tag="legal_hold"):
 
 
 Body = (
-    GenesisBody | DecisionBody | KeyRotationBody | AccessBody | EvidenceBody | RegistryBody | ErasureBody | LegalHoldBody
+    GenesisBody
+    | DecisionBody
+    | KeyRotationBody
+    | AccessBody
+    | EvidenceBody
+    | RegistryBody
+    | ErasureBody
+    | LegalHoldBody
 )
 
 

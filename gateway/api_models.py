@@ -132,6 +132,36 @@ class FieldProblem(msgspec.Struct, frozen=True, omit_defaults=True):
     value: Any = None
 
 
+class ErasureRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``DELETE /v1/subjects/{subject_id}``: the legal basis the erasure is made under."""
+
+    basis: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    """e.g. "GDPR Art. 17(1)(a), ticket DPO-2026-114"."""
+
+
+class ErasureDone(msgspec.Struct, frozen=True):
+    """What an erasure destroyed and where its signed record is."""
+
+    erased_decisions: list[str]
+    """The request ids whose personal data is now unreadable."""
+    key_refs: list[str]
+    basis: str
+    by: str
+    erased_at: str
+    record: ReceiptOut
+    """The signed ``erasure`` record on the ``subjects`` chain."""
+
+
+class ErasureOut(msgspec.Struct, frozen=True):
+    """Where the erasure record of an erased decision is (``verdict audit show CHAIN SEQ``)."""
+
+    chain_id: str
+    seq: int
+    record_hash: str
+    erased_at: str
+    cause: str
+
+
 class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     """RFC 9457 problem details."""
 
@@ -141,3 +171,5 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldProblem] | None = None
+    erasure: ErasureOut | None = None
+    """On 410 decision-erased: the signed erasure record that destroyed the data."""

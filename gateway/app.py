@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar, TypeVarTuple
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar import Litestar, MediaType, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 from litestar.params import Parameter
@@ -29,7 +29,10 @@ from verdict.gateway.api_models import (
     MODEL_VERSION_PATTERN,
     DecisionRequest,
     DecisionResponse,
+    ErasureDone,
+    ErasureRequest,
     ModelListing,
+    ReceiptOut,
     ValidationStatus,
     VersionState,
 )
@@ -37,13 +40,19 @@ from verdict.gateway.auth import authenticated_key, require_scope
 from verdict.gateway.batcher import MicroBatcher
 from verdict.gateway.decisions import AuditLane
 from verdict.gateway.engine import Engine
-from verdict.gateway.lookups import ExplanationView, RecordView
+from verdict.gateway.lookups import ExplanationView, RecordView, SubjectDecisionsView
 from verdict.gateway.problems import exception_handlers, problem_responses
 from verdict.gateway.registry import UnknownModel
 from verdict.gateway.replay_reads import read_replay
 from verdict.gateway.request_body import check_json_body
 from verdict.gateway.service import Services
-from verdict.gateway.service_errors import DecisionTimeout, ReplaysUnavailable, ServiceError, UnknownModelVersion
+from verdict.gateway.service_errors import (
+    DecisionTimeout,
+    ReplaysUnavailable,
+    ServiceError,
+    SubjectAccessUnavailable,
+    UnknownModelVersion,
+)
 from verdict.replay.service import ReplayRequest, ReplayService, ReplayStatus
 
 __all__ = ["create_app"]
@@ -161,6 +170,47 @@ async def list_models(request: Request) -> list[ModelListing]:
         return out
 
     return await _run(request, collect)
+
+
+SubjectIdParam = Annotated[str, Parameter(min_length=1, max_length=128, description="The data subject's id")]
+
+
+@get(
+    "/v1/subjects/{subject_id:str}/decisions",
+    guards=[require_scope("explain")],
+    tags=["subjects"],
+    summary="Every decision about a data subject, explained and verified (GDPR Art. 15)",
+    responses=problem_responses(400, 401, 403, 410, 500, 503),
+)
+async def get_subject_decisions(request: Request, subject_id: SubjectIdParam) -> SubjectDecisionsView:
+    return await _run(
+        request, _services(request).lookups.subject_decisions, subject_id, authenticated_key(request).key_id
+    )
+
+
+@delete(
+    "/v1/subjects/{subject_id:str}",
+    guards=[require_scope("admin")],
+    status_code=200,
+    tags=["subjects"],
+    summary="Erase a data subject's personal data by destroying their key (GDPR Art. 17)",
+    responses=problem_responses(400, 401, 403, 404, 409, 422, 503),
+)
+async def erase_subject(request: Request, subject_id: SubjectIdParam, data: ErasureRequest) -> ErasureDone:
+    subjects = _services(request).subjects
+    if subjects is None:
+        raise SubjectAccessUnavailable()
+    actor = authenticated_key(request).key_id
+    done = await _run(request, subjects.erase, subject_id, data.basis, actor)
+    receipt = done.receipt
+    return ErasureDone(
+        erased_decisions=list(done.body.request_ids),
+        key_refs=list(done.body.key_refs),
+        basis=done.body.basis,
+        by=done.body.by,
+        erased_at=done.body.at,
+        record=ReceiptOut(receipt.chain_id, receipt.seq, receipt.record_hash, receipt.signature, receipt.key_id),
+    )
 
 
 # Checked at the edge: a name outside the registry's alphabet can never be
@@ -394,6 +444,8 @@ def create_app(services: Services) -> Litestar:
             get_decision,
             get_explanation,
             get_explanation_png,
+            get_subject_decisions,
+            erase_subject,
             list_models,
             get_model,
             get_model_version,

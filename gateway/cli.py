@@ -16,6 +16,7 @@ from verdict.audit.witness_cli import witness_app
 from verdict.gateway.commands import demo, serve
 from verdict.gateway.commands.apikeys import apikeys_app
 from verdict.gateway.commands.models import models_app
+from verdict.gateway.commands.subjects import retention_app, subjects_app
 from verdict.replay.cli import replay_app
 
 app = typer.Typer(
@@ -31,6 +32,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 app.add_typer(witness_app, name="witness")
 app.add_typer(replay_app, name="replay")
+app.add_typer(subjects_app, name="subjects")
+app.add_typer(retention_app, name="retention")
 demo.register(app)
 serve.register(app)
 

@@ -13,6 +13,7 @@ the HTTP layer alone turns them into problems.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,8 +27,12 @@ import msgspec
 from verdict.audit import records as rec
 from verdict.audit.canonical import canonical_bytes
 from verdict.audit.chain import ChainError, ChainWriter, Receipt
+from verdict.audit.data_keys import KeyringError
 from verdict.audit.index import IndexConflict, IndexEntry, RequestIndex
+from verdict.audit.key_wrapping import KekError
+from verdict.audit.personal_data import PersonalData
 from verdict.audit.reader import ReadError, read_decision
+from verdict.audit.sealing import SealError
 from verdict.audit.stores import StoreError
 from verdict.audit.trust import TrustPolicy
 from verdict.gateway.api_models import DecisionRequest, DecisionResponse, ModelOut, ReasonOut, ReceiptOut
@@ -37,6 +42,7 @@ from verdict.gateway.explanation import seed_for
 from verdict.gateway.metrics import GatewayMetrics
 from verdict.gateway.registry import RegistryError, UnknownModel
 from verdict.gateway.schema import validate_attributes
+from verdict.gateway.sealed_reads import open_decision
 from verdict.gateway.service_errors import (
     AuditUnavailable,
     ModelOutputInvalid,
@@ -169,7 +175,8 @@ class ComputedBatch:
     duplicates: list[tuple[int, int]] = field(default_factory=list)
     owned: list[int] = field(default_factory=list)  # items whose request id this batch claimed
     waiting: list[tuple[int, Future[ClaimOutcome]]] = field(default_factory=list)  # ids an earlier batch owns
-    bodies: list[rec.DecisionBody] = field(default_factory=list)
+    bodies: list[rec.DecisionBody] = field(default_factory=list)  # as recorded (sealed, when sealing is on)
+    clear: list[rec.DecisionBody] = field(default_factory=list)  # the same decisions in clear, for the answers
     error: StoreError | ChainError | None = None
 
 
@@ -187,8 +194,10 @@ class DecisionService:
         clock: Callable[[], str] = rec.utc_now,
         claim_wait_s: float = 30.0,
         trust: TrustPolicy | None = None,
+        personal: PersonalData | None = None,
     ) -> None:
         self.models, self.lane, self.index = models, lane, index
+        self.personal = personal  # seals each decision's personal data (spec §3a); None: recorded in clear
         self.trust = trust  # a repeated request is answered from its record only if its key is certified
         self.store = models.registry.store  # one store holds models, chains and index
         self.environment_sha256 = environment_sha256
@@ -241,7 +250,8 @@ class DecisionService:
                         computed.outcomes[i] = made
                     else:
                         computed.fresh.append(i)
-                        computed.bodies.append(made)
+                        computed.clear.append(made)
+                computed.bodies = self._sealed(computed.clear)
         except (StoreError, ChainError) as exc:
             computed.error = exc
         except BaseException:
@@ -257,7 +267,7 @@ class DecisionService:
             if computed.error is not None:
                 raise computed.error
             if computed.fresh:
-                self._record_fresh(computed.batch, computed.fresh, computed.bodies, outcomes)
+                self._record_fresh(computed.batch, computed.fresh, computed.bodies, computed.clear, outcomes)
             self._answer_duplicates(computed.batch, computed.duplicates, outcomes)
         except (StoreError, ChainError) as exc:
             self.metrics.failures.labels("audit_unavailable").inc()
@@ -374,17 +384,39 @@ class DecisionService:
             signature=verified.signature,
             key_id=verified.key_id,
         )
-        return response_from_record(verified.body, receipt, replay=True)
+        try:
+            body = open_decision(self.personal, verified.body, self.retry_after_s)
+        except ServiceError as exc:  # erased since (410), or its keyring unreachable (503)
+            return exc
+        return response_from_record(body, receipt, replay=True)
+
+    def _sealed(self, clear: list[rec.DecisionBody]) -> list[rec.DecisionBody]:
+        """The bodies to record: sealed under their subjects' keys (the keys and index rows
+        durable first), or as they are when sealing is off. A keyring that cannot answer
+        fails the batch closed, like a store that cannot (StoreError)."""
+        if self.personal is None or not clear:
+            return list(clear)
+        try:
+            return self.personal.seal_all(clear, now=self.clock())
+        except StoreError:
+            raise
+        except (KeyringError, KekError, SealError, sqlite3.Error) as exc:
+            raise StoreError(f"the data keyring could not seal the decisions: {exc}") from exc
 
     def _record_fresh(
-        self, batch: Sequence[PendingDecision], fresh: list[int], bodies: list[rec.DecisionBody], outcomes: list
+        self,
+        batch: Sequence[PendingDecision],
+        fresh: list[int],
+        bodies: list[rec.DecisionBody],
+        clear: list[rec.DecisionBody],
+        outcomes: list,
     ) -> None:
         if self.lane.writer is None:  # unsafe benchmark mode: no audit
-            for i, body in zip(fresh, bodies, strict=True):
+            for i, body in zip(fresh, clear, strict=True):
                 outcomes[i] = response_from_record(body, ReceiptOut("unaudited", -1, "", "", ""))
             return
         results = self.lane.append(bodies)
-        for i, body, result in zip(fresh, bodies, results, strict=True):  # one result per body
+        for i, body, result in zip(fresh, clear, results, strict=True):  # one result per body
             if isinstance(result, IndexConflict):  # another replica (or an earlier batch) claimed the id meanwhile
                 outcomes[i] = self._from_index(batch[i], result.existing)
             else:

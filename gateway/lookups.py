@@ -11,23 +11,37 @@ answer leaves (fail closed, like decisions).
 from __future__ import annotations
 
 import logging
-from typing import Any
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import msgspec
 
 from verdict.audit import records as rec
 from verdict.audit.chain import ChainError
+from verdict.audit.data_keys import KeyringError
+from verdict.audit.key_wrapping import KekError
+from verdict.audit.personal_data import PersonalData
 from verdict.audit.reader import ReadError, VerifiedDecision, read_decision
 from verdict.audit.stores import StoreError, StoreUnavailable, WormStore
 from verdict.audit.trust import TrustPolicy
-from verdict.gateway.decisions import AuditLane
 from verdict.gateway.engine import Engine
 from verdict.gateway.explanation import ExplanationResult
 from verdict.gateway.reasons import principal_reasons_for_denial
-from verdict.gateway.service_errors import AuditUnavailable, InputsSealed, NotExplained, RecordInvalid, UnknownDecision
+from verdict.gateway.registry_log import RegistryLog, RegistryLogError
+from verdict.gateway.sealed_reads import open_decision
+from verdict.gateway.service_errors import (
+    AuditUnavailable,
+    InputsSealed,
+    NotExplained,
+    RecordInvalid,
+    SubjectAccessUnavailable,
+    UnknownDecision,
+)
+from verdict.gateway.subjects import SubjectRights
 from verdict.gateway.waterfall import render_waterfall
 
-__all__ = ["ExplanationView", "LookupService", "Verification"]
+__all__ = ["AccessLog", "EventAccessLog", "ExplanationView", "LookupService", "SubjectDecisionsView", "Verification"]
 
 _log = logging.getLogger(__name__)
 
@@ -76,9 +90,23 @@ class ExplanationView(msgspec.Struct, frozen=True):
     verification: Verification
 
 
-class RecordView(msgspec.Struct, frozen=True):
+class SubjectDecisionsView(msgspec.Struct, frozen=True):
+    """Everything on file about one data subject (GDPR Art. 15): each decision with its
+    plain-language explanation, verification and receipt."""
+
+    subject_id: str
+    decisions: list[ExplanationView]
+    legal_hold: bool
+    generated_at: str
+
+
+class RecordView(msgspec.Struct, frozen=True, omit_defaults=True):
     record: rec.Record
+    """The record exactly as stored (a sealed decision's personal fields stay sealed)."""
     verification: Verification
+    opened: rec.DecisionBody | None = None
+    """A sealed decision opened with its subject's data key (spec §3a): the same decision
+    with its personal fields in clear. Absent for a record stored in clear."""
 
 
 def _verification(verified: VerifiedDecision) -> Verification:
@@ -105,17 +133,45 @@ def _verification(verified: VerifiedDecision) -> Verification:
     )
 
 
+class AccessLog(Protocol):
+    """Where access records go: the gateway's own chain (:class:`AuditLane`), or, for the
+    command line, the ``subjects`` chain (:class:`EventAccessLog`)."""
+
+    def append(self, bodies: Sequence[Any]) -> Any: ...
+
+
+class EventAccessLog:
+    """Access records appended through a short-lease event log (gateway.registry_log)."""
+
+    def __init__(self, log: RegistryLog) -> None:
+        self._log = log
+
+    def append(self, bodies: Sequence[Any]) -> Any:
+        try:
+            return self._log.record(bodies)
+        except RegistryLogError as exc:
+            raise StoreError(str(exc)) from exc
+
+
 class LookupService:
     def __init__(
         self,
         store: WormStore,
-        lane: AuditLane,
+        lane: AccessLog,
         models: Engine,
         retry_after_s: int = 5,
         trust: TrustPolicy | None = None,
+        personal: PersonalData | None = None,
+        subjects: SubjectRights | None = None,
     ) -> None:
         self.store, self.lane, self.models, self.retry_after_s = store, lane, models, retry_after_s
         self.trust = trust  # lookups verify against the same trust root as `verdict audit verify`
+        self.personal = personal  # opens sealed decisions (spec §3a); None: sealed ones answer 409
+        self.subjects = subjects  # the subject index (access by subject id); None when sealing is off
+
+    def _opened(self, verified: VerifiedDecision) -> rec.DecisionBody:
+        """The decision in clear: DecisionErased (410) once its subject was erased."""
+        return open_decision(self.personal, verified.body, self.retry_after_s)
 
     def _verified(self, request_id: str) -> VerifiedDecision:
         try:
@@ -129,27 +185,53 @@ class LookupService:
             _log.error("audit trail unreadable for lookup of %r: %s", request_id, exc)
             raise AuditUnavailable("the audit trail cannot be read right now", self.retry_after_s) from None
 
-    def log_access(self, action: str, actor_key_id: str, target: str) -> None:
+    def log_access(self, action: str, actor_key_id: str, *targets: str) -> None:
         """Make an access record durable, or refuse the answer (AuditUnavailable).
 
         Called once the answer is ready and just before it is returned, so the
         trail records only what was delivered: an answer that fails to build
         (a chart that cannot render, a sealed record) leaves no access record.
-        ``target`` is the request id looked at (for replay reads: the replay id).
+        ``targets``: the request ids looked at (for replay reads: the replay id), one
+        access record each, in one append.
         """
-        body = rec.AccessBody(
-            action=action, actor_key_id=actor_key_id, target_request_id=target, accessed_at=rec.utc_now()
-        )
+        at = rec.utc_now()
+        bodies = [
+            rec.AccessBody(action=action, actor_key_id=actor_key_id, target_request_id=target, accessed_at=at)
+            for target in targets
+        ]
+        if not bodies:
+            return
         try:
-            self.lane.append([body])
+            self.lane.append(bodies)
         except (StoreError, ChainError) as exc:
             raise AuditUnavailable(
                 f"the lookup could not be recorded, so it was not answered: {exc}", self.retry_after_s
             ) from None
 
+    def subject_decisions(self, subject_id: str, actor_key_id: str) -> SubjectDecisionsView:
+        """Every decision the subject index holds about ``subject_id``, verified and opened,
+        found without scanning the trail; one ``subject_access`` access record per decision
+        disclosed (the subject id itself is never written to the trail)."""
+        if self.subjects is None:
+            raise SubjectAccessUnavailable()
+        try:
+            found = self.subjects.file(subject_id)
+        except (KeyringError, KekError, sqlite3.Error, StoreError) as exc:
+            raise AuditUnavailable(f"the subject index cannot be read right now: {exc}", self.retry_after_s) from None
+        views = [self._view(self._verified(request_id)) for request_id in found.request_ids]
+        views.sort(key=lambda v: (v.decided_at, v.request_id))
+        self.log_access("subject_access", actor_key_id, *found.request_ids)
+        return SubjectDecisionsView(subject_id, views, found.held, rec.utc_now())
+
     def record(self, request_id: str, actor_key_id: str) -> RecordView:
+        """The record as stored (sealed fields stay sealed); 410 once its subject was erased."""
         verified = self._verified(request_id)
-        view = RecordView(record=verified.record, verification=_verification(verified))
+        opened = self._opened(verified)
+        view = RecordView(
+            record=verified.record,
+            verification=_verification(verified),
+            opened=opened if opened is not verified.body else None,
+        )
         self.log_access("lookup", actor_key_id, request_id)
         return view
 
@@ -160,7 +242,7 @@ class LookupService:
 
     def explanation_chart(self, request_id: str, actor_key_id: str, fmt: str = "png") -> bytes:
         verified = self._verified(request_id)
-        body = verified.body
+        body = self._opened(verified)
         if not body.explanation.contributions:
             raise NotExplained(request_id, body.explanation.method)
         manifest = self.models.manifest(body.model.name, body.model.version)
@@ -169,7 +251,7 @@ class LookupService:
         return chart
 
     def _view(self, verified: VerifiedDecision) -> ExplanationView:
-        body = verified.body
+        body = self._opened(verified)
         manifest = self.models.manifest(body.model.name, body.model.version)
         denial = []
         if body.decision == manifest.decision.at_or_above and body.explanation.contributions:

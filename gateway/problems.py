@@ -21,26 +21,32 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
 from litestar.openapi import ResponseSpec
 
-from verdict.gateway.api_models import FieldProblem, Problem
+from verdict.gateway.api_models import ErasureOut, FieldProblem, Problem
 from verdict.gateway.schema import InputValidationError
 from verdict.gateway.service_errors import (
     AuditUnavailable,
+    DecisionErased,
     DecisionTimeout,
     InputsSealed,
     ModelNotPromoted,
     ModelOutputInvalid,
     ModelUnavailable,
     ModelVersionRevoked,
+    NoSubjectRecords,
     NotExplained,
     RecordInvalid,
     ReplayNotFinished,
     ReplaysUnavailable,
     RequestIdConflict,
     ServiceError,
+    SubjectAccessUnavailable,
+    SubjectRequestInvalid,
+    SubjectUnderHold,
     UnknownDecision,
     UnknownModelVersion,
 )
@@ -74,10 +80,11 @@ class ApiProblem(Exception):
         detail: str | None = None,
         errors: list[FieldProblem] | None = None,
         headers: dict[str, str] | None = None,
+        erasure: ErasureOut | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.status, self.slug, self.title, self.detail = status, slug, title, detail
-        self.errors, self.headers = errors, headers or {}
+        self.errors, self.headers, self.erasure = errors, headers or {}, erasure
 
 
 def problem_response(request: Request, problem: ApiProblem) -> Response:
@@ -88,6 +95,7 @@ def problem_response(request: Request, problem: ApiProblem) -> Response:
         detail=problem.detail,
         instance=request.url.path,
         errors=problem.errors,
+        erasure=problem.erasure,
     )
     return Response(content=body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers)
 
@@ -243,6 +251,10 @@ def _broken_field(exc: ReplayRequestError) -> list[FieldProblem]:
     return [FieldProblem(field=exc.field, rule=exc.rule, message=str(exc))]
 
 
+def _subject_field(exc: SubjectRequestInvalid) -> list[FieldProblem]:
+    return [FieldProblem(field=exc.field, rule="required", message=exc.detail)]
+
+
 @dataclass(frozen=True)
 class ProblemKind:
     """How one error class reaches the client: status, problem type (``slug``), title, and
@@ -263,6 +275,12 @@ PROBLEMS: dict[type[ServiceError | HTTPException], ProblemKind] = {
     UnknownReplay: ProblemKind(404, "unknown-replay", "No replay with this id readable by this API key"),
     ModelVersionRevoked: ProblemKind(
         410, "model-version-revoked", "The model version was revoked and no longer serves"
+    ),
+    DecisionErased: ProblemKind(410, "decision-erased", "The decision's personal data was erased"),
+    NoSubjectRecords: ProblemKind(404, "unknown-subject", "Nothing is on file about this subject"),
+    SubjectUnderHold: ProblemKind(409, "legal-hold", "A legal hold is set: erasure refused"),
+    SubjectRequestInvalid: ProblemKind(
+        422, "invalid-subject-request", "The subject request breaks a rule", errors=_subject_field
     ),
     # the request contradicts what is on record, or asks what the record cannot give
     RequestIdConflict: ProblemKind(409, "request-id-conflict", "Request id already used with a different body"),
@@ -287,6 +305,7 @@ PROBLEMS: dict[type[ServiceError | HTTPException], ProblemKind] = {
     ),
     ReplayBusy: ProblemKind(503, "replay-busy", "Too many replays queued", _retry_after),
     ReplaysUnavailable: ProblemKind(503, "replay-unavailable", "Replays are not available on this gateway"),
+    SubjectAccessUnavailable: ProblemKind(503, "subjects-unavailable", "No subject index on this gateway"),
     # the guards (gateway.auth)
     NotAuthorizedException: ProblemKind(401, "unauthenticated", "Authentication required", _challenge),
     PermissionDeniedException: ProblemKind(403, "forbidden", "Not allowed", _its_headers),
@@ -303,6 +322,7 @@ def _mapped(request: Request, exc: ServiceError | HTTPException) -> Response:
         detail=exc.detail,
         errors=kind.errors(exc) if kind.errors else None,
         headers=kind.headers(exc),
+        erasure=msgspec.convert(exc.erasure, ErasureOut) if isinstance(exc, DecisionErased) else None,
     )
     return problem_response(request, problem)
 

@@ -30,7 +30,7 @@ from verdict.audit import layout
 from verdict.audit.chain import ChainError, ChainWriter, KeyRing, LeaseHeld, Receipt, scan_timeline
 from verdict.audit.config import data_dir
 from verdict.audit.lease import LeaseOptions
-from verdict.audit.records import RegistryBody
+from verdict.audit.records import AccessBody, ErasureBody, LegalHoldBody, RegistryBody
 from verdict.audit.signing import FileKeyStore, Signer
 from verdict.audit.stores import StoreError, WormStore
 from verdict.audit.trust import RootKey, TrustError, TrustPolicy, configured_root, local_root_path
@@ -55,12 +55,20 @@ class RegistryLogError(RuntimeError):
     """A registry record could not be appended; the message says why."""
 
 
-def append_records(writer: ChainWriter, bodies: Sequence[RegistryBody]) -> list[Receipt]:
+EventBody = RegistryBody | ErasureBody | LegalHoldBody | AccessBody
+"""What these short-lease chains record: registry events, and (on the ``subjects``
+chain, gateway.subjects) erasures, legal holds and the subject-access exports made
+from the command line."""
+
+
+def append_records(writer: ChainWriter, bodies: Sequence[EventBody]) -> list[Receipt]:
     """Append ``bodies`` to an open ``writer`` as one batch; their receipts."""
     bodies = list(bodies)
     for body in bodies:
-        if not isinstance(body, RegistryBody):
-            raise TypeError(f"append_records takes registry bodies, not {type(body).__name__}")
+        if not isinstance(body, RegistryBody | ErasureBody | LegalHoldBody | AccessBody):
+            raise TypeError(
+                f"append_records takes registry, erasure, legal hold or access bodies, not {type(body).__name__}"
+            )
     return [r for r in writer.append_batch(bodies) if isinstance(r, Receipt)] if bodies else []
 
 
@@ -99,7 +107,12 @@ class RegistryLog:
 
     @classmethod
     def local(
-        cls, store: WormStore, *, create_root: bool = False, say: Callable[[str], None] | None = None
+        cls,
+        store: WormStore,
+        *,
+        create_root: bool = False,
+        say: Callable[[str], None] | None = None,
+        chain_id: str = REGISTRY_CHAIN,
     ) -> RegistryLog:
         """The embedded default: this machine's signing key (``FileKeyStore``,
         created if there is none) and its trust root (``local_root()``).
@@ -116,7 +129,7 @@ class RegistryLog:
         root = configured_root(create=create_root)  # $VERDICT_TRUST_ROOT, else the data directory's file
         if root is not None and not existed and path.exists() and say is not None:
             say(f"Generated the trust root {root.key_id} in {path} (mode 0600, outside the store)")
-        return cls(store, signer, keyring=keys, root=root)
+        return cls(store, signer, keyring=keys, root=root, chain_id=chain_id, created_by=f"verdict {chain_id}")
 
     def check(self) -> None:
         """Before the registry writes anything: can this log append? A chain that
@@ -150,7 +163,7 @@ class RegistryLog:
 
     def record(
         self,
-        bodies: Sequence[RegistryBody],
+        bodies: Sequence[EventBody],
         adopt: Callable[[], Sequence[RegistryBody]] | None = None,
     ) -> list[Receipt]:
         """Durably append ``bodies`` (one batch); the receipts of all records appended.
@@ -168,7 +181,7 @@ class RegistryLog:
                 bodies = list(adopt()) + bodies
             receipts = append_records(writer, bodies)
         except (ChainError, StoreError) as exc:
-            raise RegistryLogError(f"could not append to the registry chain {self.chain_id!r}: {exc}") from exc
+            raise RegistryLogError(f"could not append to the chain {self.chain_id!r}: {exc}") from exc
         finally:
             # The records are durable; a missing final checkpoint is written by the next writer.
             with contextlib.suppress(ChainError, StoreError):
@@ -192,8 +205,8 @@ class RegistryLog:
                 )
             except LeaseHeld as exc:
                 if time.monotonic() + delay > deadline:
-                    raise RegistryLogError(f"the registry chain {self.chain_id!r} is busy: {exc}") from exc
+                    raise RegistryLogError(f"the chain {self.chain_id!r} is busy: {exc}") from exc
                 time.sleep(delay)  # another process is recording; its lease is released when it is done
                 delay = min(delay * 2, 1.0)
             except (ChainError, StoreError, TrustError) as exc:
-                raise RegistryLogError(f"cannot open the registry chain {self.chain_id!r}: {exc}") from exc
+                raise RegistryLogError(f"cannot open the chain {self.chain_id!r}: {exc}") from exc

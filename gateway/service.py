@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from verdict.audit.chain import ChainWriter, KeyRing, default_origin
 from verdict.audit.config import data_dir
 from verdict.audit.index import RequestIndex
+from verdict.audit.key_wrapping import KekError
 from verdict.audit.kms import KmsEd25519Signer, KmsKeyRing
 from verdict.audit.lease import LeaseOptions
+from verdict.audit.personal_data import PersonalData, RetentionPolicy, configured_keyring
 from verdict.audit.signing import FileKeyStore, Signer
 from verdict.audit.stores import ObjectExists, StoreError, WormStore, WriteProbe, open_store
 from verdict.audit.trust import RootKey, TrustError, TrustPolicy, configured_root, load_policy, local_root_path
@@ -36,6 +39,7 @@ from verdict.gateway.registry import Registry, RegistryError
 from verdict.gateway.registry_log import RegistryLog
 from verdict.gateway.service_errors import ModelNotPromoted, ModelVersionRevoked, ServiceError
 from verdict.gateway.settings import ServiceSettings, SettingsError
+from verdict.gateway.subjects import SUBJECTS_CHAIN, SubjectRights
 from verdict.replay.service import ReplayService
 
 __all__ = ["DISABLED_FOR_BENCHMARK", "Readiness", "Services", "build_services", "publish_environment"]
@@ -77,6 +81,7 @@ class Services:
     apikeys: ApiKeyStore
     readiness: Callable[[], Readiness]  # see _readiness
     replays: ReplayService | None = None  # the examiner API
+    subjects: SubjectRights | None = None  # subject access, erasure, holds (None: sealing off)
     witnessing: CheckpointWitnessing | None = None  # checkpoints kept and cosigned
 
 
@@ -142,6 +147,9 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
             witnessing.close()
             raise
     lane = AuditLane(writer, metrics)
+    personal = subjects = None
+    if settings.seal:
+        personal, subjects = _personal_data(store, settings, signer, keyring, root, policy, say)
     decisions = DecisionService(
         models,
         lane,
@@ -152,8 +160,11 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         explain=settings.explain,
         claim_wait_s=settings.request_timeout_s,
         trust=policy,
+        personal=personal,
     )
-    lookups = LookupService(store, lane, models, settings.retry_after_s, trust=policy)
+    lookups = LookupService(
+        store, lane, models, settings.retry_after_s, trust=policy, personal=personal, subjects=subjects
+    )
     replays = None
     if writer is not None:
         # Each replica writes replay evidence to its own chain: one writer per chain.
@@ -165,6 +176,7 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
             keyring=keyring,
             trust=policy,
             root=root,
+            personal=personal,
         )
     return Services(
         settings=settings,
@@ -177,7 +189,34 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         readiness=_readiness(store, lane, models, settings.unready_after_failures, settings.retry_after_s),
         replays=replays,
         witnessing=witnessing,
+        subjects=subjects,
     )
+
+
+def _personal_data(
+    store: WormStore,
+    settings: ServiceSettings,
+    signer: Signer | None,
+    keyring: KeyRing | None,
+    root: RootKey | None,
+    policy: TrustPolicy,
+    say: Callable[[str], None],
+) -> tuple[PersonalData, SubjectRights | None]:
+    """The data keyring that seals decisions (spec §3a) and the subject rights over it.
+    Erasures a stopped process left half done are finished here, before any decision."""
+    try:
+        data_keys = configured_keyring(settings.keyring or None, settings.keyring_kek or None)
+    except (ValueError, KekError, OSError, sqlite3.Error) as exc:
+        raise SettingsError(f"data keyring: {exc}") from None
+    personal = PersonalData(data_keys, RetentionPolicy.parse(settings.retention))
+    if signer is None:  # unsafe benchmark mode: nothing recorded, so no erasure can be
+        return personal, None
+    log = RegistryLog(store, signer, keyring=keyring, root=root, policy=policy, chain_id=SUBJECTS_CHAIN)
+    subjects = SubjectRights(store, personal, log)
+    finished = subjects.recover()
+    if finished:
+        say(f"Finished {len(finished)} erasure(s) an earlier process left half done")
+    return personal, subjects
 
 
 def _preload(models: Engine, say: Callable[[str], None]) -> None:

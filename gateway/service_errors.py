@@ -16,18 +16,23 @@ from __future__ import annotations
 
 __all__ = [
     "AuditUnavailable",
+    "DecisionErased",
     "DecisionTimeout",
     "InputsSealed",
     "ModelNotPromoted",
     "ModelOutputInvalid",
     "ModelUnavailable",
     "ModelVersionRevoked",
+    "NoSubjectRecords",
     "NotExplained",
     "RecordInvalid",
     "ReplayNotFinished",
     "ReplaysUnavailable",
     "RequestIdConflict",
     "ServiceError",
+    "SubjectAccessUnavailable",
+    "SubjectRequestInvalid",
+    "SubjectUnderHold",
     "UnknownDecision",
     "UnknownModelVersion",
 ]
@@ -106,11 +111,58 @@ class NotExplained(ServiceError):
 
 
 class InputsSealed(ServiceError):
-    """The logged inputs are encrypted, so reasons and charts that name them cannot be rebuilt here."""
+    """The logged inputs are encrypted and this process cannot open them (no keyring, or a
+    keyring without the record's key), so reasons and charts that name them cannot be rebuilt here."""
 
-    def __init__(self, request_id: str) -> None:
-        super().__init__("this record's inputs are sealed")
+    def __init__(self, request_id: str, why: str = "") -> None:
+        super().__init__(f"this record's inputs are sealed{': ' + why if why else ''}")
         self.request_id = request_id
+
+
+class DecisionErased(ServiceError):
+    """The decision's personal data was erased (its subject's data key destroyed, GDPR
+    Art. 17 or the end of retention): the record still verifies, but nothing personal in
+    it can be read again. ``erasure``: where the signed erasure record is (chain_id, seq,
+    record_hash, erased_at, cause)."""
+
+    def __init__(self, request_id: str, erasure: dict[str, object]) -> None:
+        super().__init__(
+            f"the personal data of decision {request_id!r} was erased ({erasure['cause']}) on "
+            f"{erasure['erased_at']}, recorded by erasure record {erasure['chain_id']}/{erasure['seq']} "
+            f"(record hash {erasure['record_hash']}); the record itself still verifies"
+        )
+        self.request_id, self.erasure = request_id, erasure
+
+
+class SubjectAccessUnavailable(ServiceError):
+    """This gateway keeps no subject index (sealing is switched off), so it cannot find a
+    subject's decisions without scanning the whole trail."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this gateway records personal data unsealed (seal = false), so it keeps no subject index; "
+            "subject access needs sealing on"
+        )
+
+
+class SubjectUnderHold(ServiceError):
+    """Erasure refused: a legal hold is set on the subject's decisions."""
+
+
+class NoSubjectRecords(ServiceError):
+    """Nothing is on file about this subject (never decided about, or already erased)."""
+
+    def __init__(self) -> None:
+        super().__init__("the subject index holds no decision about this subject (never decided about, or erased)")
+
+
+class SubjectRequestInvalid(ServiceError):
+    """An erasure or hold request is incomplete or contradicts the subject's state (no legal
+    basis given, a release without a hold); ``field``: the input at fault."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
 
 
 class ReplayNotFinished(ServiceError):

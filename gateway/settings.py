@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from verdict.audit.config import data_dir, store_url
+from verdict.audit.personal_data import RetentionPolicy
 
 __all__ = ["ServiceSettings", "SettingsError", "load_settings"]
 
@@ -52,6 +53,10 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # "kms:<key id>"; "none" = no root here (certificates issued beforehand)
     trust_policy: str = ""  # trust policy file (roots, witnesses, quorum); default: the root's own
     witness_timeout_s: float = 10.0  # per witness request (in the background, never on a decision's path)
+    seal: bool = True  # seal personal data in records (spec §3a); false only for the clear baseline of benchmarks
+    keyring: str = ""  # data keyring directory; default $VERDICT_KEYRING, else <data dir>/keyring (outside the store)
+    keyring_kek: str = ""  # what wraps the data keys: "" or "local" (a key file in the keyring), "kms:<key id>"
+    retention: str = ""  # days kept per model, "*=1827,my-model=365" (default five years; at least 183 days)
 
 
 _ENV_PREFIX = "VERDICT_"
@@ -89,6 +94,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise SettingsError("max_batch must be 1..4096")
     if not 1 <= settings.commit_threads <= 8:
         raise SettingsError("commit_threads must be 1..8")
+    try:
+        RetentionPolicy.parse(settings.retention)
+    except ValueError as exc:
+        raise SettingsError(f"retention: {exc}") from None
     if settings.unready_after_failures < 1:
         raise SettingsError("unready_after_failures must be >= 1")
     if not (settings.lease_skew_s >= 0 and 0 < settings.lease_renew_s < settings.lease_ttl_s - settings.lease_skew_s):

@@ -36,8 +36,12 @@ from typing import Any
 import msgspec
 
 from verdict.audit import layout
+from verdict.audit.canonical import canonical_bytes
 from verdict.audit.config import data_dir
-from verdict.audit.records import DecisionBody, decode_record, utc_now
+from verdict.audit.data_keys import DataKeyErased, DataKeyMissing
+from verdict.audit.personal_data import PersonalData
+from verdict.audit.records import DecisionBody, decode_record, is_sealed, utc_now
+from verdict.audit.sealing import SealError
 from verdict.audit.stores import ObjectMissing, StoreError, WormStore, open_store
 from verdict.audit.trust import TrustPolicy
 from verdict.gateway.manifest import ManifestError, decode_manifest
@@ -47,7 +51,14 @@ from verdict.replay.rebuild import replay_in_rebuilt_environments
 from verdict.replay.report import ReplayOutcome
 from verdict.replay.rescore import ReplayOptions, Rescorer, RuntimeKey, init_worker, runtime_key, warm, work
 from verdict.replay.trail import Selection, Target, resolve
-from verdict.replay.verdicts import DecisionResult, Tolerance, ToleranceError, cannot_replay, effective_tolerance
+from verdict.replay.verdicts import (
+    DecisionResult,
+    Tolerance,
+    ToleranceError,
+    cannot_replay,
+    effective_tolerance,
+    erased,
+)
 
 __all__ = [
     "DEFAULT_REPLAY_CHAIN",
@@ -251,11 +262,14 @@ def run_replay(
     pool: WorkerPool | None = None,
     root: Any = None,
     work_dir: Path | None = None,
+    personal: PersonalData | None = None,
 ) -> ReplayOutcome:
     """Run (or resume) a replay to its report. Raises ReplayError for usage errors
     before any work, ReplayInterrupted if ``stop`` is set or the process is interrupted.
     ``work_dir`` holds the resumable progress files (default ``<data dir>/replays``: the
-    CLI's; an in-process caller passes its own home's)."""
+    CLI's; an in-process caller passes its own home's). ``personal``: the data keyring that
+    opens sealed decisions (spec §3a); without it they are ``cannot_replay``/``inputs_sealed``,
+    and erased ones are ``erased`` only with it (it holds the erasure tombstones)."""
     started = time.perf_counter()
     if resume is not None:
         directory = find_resumable(resume, work_dir)
@@ -291,6 +305,7 @@ def run_replay(
             default_outputs,
             closable=own is not None,
             root=root,
+            personal=personal,
         )
     finally:
         if own is not None:
@@ -330,6 +345,7 @@ def _run(
     default_outputs: bool,
     closable: bool = True,
     root: Any = None,
+    personal: PersonalData | None = None,
 ) -> ReplayOutcome:
     targets, notes = _select(store, job, progress)
     if saved is not None:
@@ -372,7 +388,7 @@ def _run(
                 decided_at=t.decided_at,
                 model=t.model,
             )
-    todo = [t for t in targets if t.request_id not in results]
+    todo = _opened(store, [t for t in targets if t.request_id not in results], personal, results)
     rebuilt = None
     if job.rebuild_env and todo:
         rebuilt = replay_in_rebuilt_environments(
@@ -431,6 +447,61 @@ def _run(
         }
     )
     return outcome
+
+
+def _opened(
+    store: WormStore, todo: list[Target], personal: PersonalData | None, results: dict[str, DecisionResult]
+) -> list[Target]:
+    """Open the sealed decisions among ``todo`` with the data keyring (spec §3a); the ones
+    that cannot be opened get their verdict here: ``erased`` when their subject's key was
+    destroyed by an erasure, ``cannot_replay`` otherwise. The rest, to re-score."""
+    kept = []
+    for t in todo:
+        body = t.body or decode_record(t.record).body
+        if not isinstance(body, DecisionBody) or not is_sealed(body):
+            kept.append(t)
+            continue
+        known: dict[str, Any] = {
+            "chain_id": t.chain_id,
+            "seq": t.seq,
+            "record_hash": t.record_hash,
+            "decided_at": t.decided_at,
+            "model": t.model,
+        }
+        if personal is None:
+            results[t.request_id] = cannot_replay(
+                t.request_id, "inputs_sealed", "the decision is sealed and this replay has no data keyring", **known
+            )
+            continue
+        try:
+            t.opened = canonical_bytes(personal.open(body))
+        except DataKeyErased as exc:
+            e = exc.erasure
+            results[t.request_id] = erased(
+                t.request_id,
+                {
+                    "chain_id": e.chain_id,
+                    "seq": e.seq,
+                    "record_hash": e.record_hash,
+                    "erased_at": e.erased_at,
+                    "cause": e.cause,
+                },
+                **known,
+            )
+            continue
+        except DataKeyMissing as exc:
+            results[t.request_id] = cannot_replay(t.request_id, "inputs_sealed", str(exc), **known)
+            continue
+        except SealError as exc:
+            results[t.request_id] = cannot_replay(t.request_id, "sealed_tampered", str(exc), **known)
+            continue
+        except Exception as exc:  # noqa: BLE001 - the keyring or its KMS failed: a verdict, never a crash
+            results[t.request_id] = cannot_replay(
+                t.request_id, "store_error", f"the data keyring could not be read: {exc}", **known
+            )
+            continue
+        kept.append(t)
+    return kept
 
 
 def _with_proof(result: DecisionResult, target: Target) -> DecisionResult:
@@ -584,7 +655,9 @@ def _rescore_all(
             for chunk in chunks:
                 if stop is not None and stop.is_set():
                     raise ReplayInterrupted(replay_id, done, total)
-                record(rescorer.rescore([t.record for t in chunk]), rescorer.fingerprints_seen)
+                record(
+                    rescorer.rescore([t.record for t in chunk], [t.opened for t in chunk]), rescorer.fingerprints_seen
+                )
         else:
             results_iter = (
                 pool.run(chunks, stop, job.options, replay_id)
@@ -633,7 +706,11 @@ class WorkerPool:
             while queue or pending:
                 while queue and len(pending) < self.workers * 2:
                     chunk_id, chunk = queue.pop()
-                    pending.add(self._pool.submit(work, chunk_id, [t.record for t in chunk], encoded, replay_id))
+                    pending.add(
+                        self._pool.submit(
+                            work, chunk_id, [t.record for t in chunk], encoded, replay_id, [t.opened for t in chunk]
+                        )
+                    )
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     _, data, prints = future.result()

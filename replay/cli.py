@@ -153,6 +153,7 @@ def replay_command(
 
     # lazy: `verdict --help` imports every command module; the replay machinery loads when the command runs
     from verdict.audit.chain import ChainError
+    from verdict.audit.personal_data import existing_personal_data
     from verdict.replay.batch import ReplayError, ReplayInterrupted, ReplayJob, run_replay
     from verdict.replay.report import default_actor
     from verdict.replay.rescore import ReplayOptions
@@ -211,7 +212,13 @@ def replay_command(
     progress, close = _progress(no_progress)
     try:
         outcome = run_replay(
-            job, resume=resume, progress=progress, html_path=html, json_path=json_out, default_outputs=True
+            job,
+            resume=resume,
+            progress=progress,
+            html_path=html,
+            json_path=json_out,
+            default_outputs=True,
+            personal=existing_personal_data(),
         )
     except ReplayError as exc:
         close()

@@ -46,7 +46,7 @@ from verdict.audit.stores import ObjectExists, ObjectMissing, WormStore, open_st
 from verdict.audit.trust import local_root
 from verdict.gateway.plotting import chart_session
 from verdict.replay import environment as envs
-from verdict.replay.verdicts import CANNOT_REPLAY_REASONS, VERDICTS, DecisionResult
+from verdict.replay.verdicts import CANNOT_REPLAY_REASONS, VALUE_VERDICTS, VERDICTS, DecisionResult
 
 __all__ = [
     "REPORT_FORMAT",
@@ -98,8 +98,10 @@ class Summary(msgspec.Struct):
     within_tolerance: int = 0
     out_of_tolerance: int = 0
     cannot_replay: int = 0
+    erased: int = 0
+    """Decisions whose personal data was erased before the replay (spec §3a)."""
     passed: bool = False
-    """True when every decision is identical or within tolerance."""
+    """True when every decision is identical, within tolerance or erased (nothing left to judge)."""
     by_reason: dict[str, int] = {}
     """cannot_replay reason codes"""
     score: dict[str, int] = {}
@@ -616,20 +618,21 @@ def render_html(report: ReplayReport) -> str:
     meanings = {
         "identical": "same bits as logged (score, base value, every contribution)",
         "within_tolerance": "not bit-identical, inside the tolerance registered with the model",
+        "erased": "personal data erased (GDPR Art. 17 or retention): the record verified, nothing left to re-score",
         "out_of_tolerance": "outside the registered tolerance, or decision/reasons changed: flagged",
         "cannot_replay": "the record, model or environment could not be proven or run",
     }
     for v in VERDICTS:
-        out.append(f"<tr class='{v}'><td>{v}</td><td class='num'>{getattr(s, v)}</td><td>{_e(meanings[v])}</td></tr>")
+        out.append(
+            f"<tr class='{v}'><td>{v}</td><td class='num'>{getattr(s, v, 0)}</td><td>{_e(meanings[v])}</td></tr>"
+        )
     out.append("</table>")
     detail = [("score", s.score), ("base value", s.base_value), ("contributions (all values)", s.contributions)]
-    out.append(
-        "<table><tr><th>value</th>" + "".join(f"<th>{v}</th>" for v in (*VERDICTS[:3], "not_replayed")) + "</tr>"
-    )
+    out.append("<table><tr><th>value</th>" + "".join(f"<th>{v}</th>" for v in VALUE_VERDICTS) + "</tr>")
     for name, counts in detail:
         out.append(
             f"<tr><td>{_e(name)}</td>"
-            + "".join(f"<td class='num'>{counts.get(v, 0)}</td>" for v in (*VERDICTS[:3], "not_replayed"))
+            + "".join(f"<td class='num'>{counts.get(v, 0)}</td>" for v in VALUE_VERDICTS)
             + "</tr>"
         )
     out.append("</table>")

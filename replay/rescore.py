@@ -50,6 +50,8 @@ from verdict.replay.verdicts import DecisionResult, Tolerance, cannot_replay, ef
 
 __all__ = ["ReplayOptions", "Rescorer", "RuntimeKey", "runtime_key"]
 
+_opened_decoder = msgspec.json.Decoder(DecisionBody)
+
 Scope = Literal["full", "score_only"]
 
 
@@ -253,14 +255,18 @@ class Rescorer:
 
     # -- replaying ------------------------------------------------------------------------------
 
-    def rescore(self, records: Sequence[bytes]) -> list[DecisionResult]:
-        """Verdicts for verified record bytes (already proven by replay.trail), in order."""
+    def rescore(self, records: Sequence[bytes], opened: Sequence[bytes] = ()) -> list[DecisionResult]:
+        """Verdicts for verified record bytes (already proven by replay.trail), in order.
+        ``opened``: per record, the clear decision body of a sealed record (the parent opened
+        it with the data keyring), or b"" for a plain one."""
         results: list[DecisionResult | None] = [None] * len(records)
         groups: dict[RuntimeKey, list[tuple[int, Record, DecisionBody]]] = {}
         self._digests: dict[int, str] = {}
         for i, raw in enumerate(records):
             record = decode_record(raw)
             body = record.body
+            if i < len(opened) and opened[i]:
+                body = _opened_decoder.decode(opened[i])
             assert isinstance(body, DecisionBody)
             self._digests[id(record)] = hashlib.sha256(raw).hexdigest()
             # The canonical-form check of audit.reader.read_decision, done here so that it
@@ -345,7 +351,7 @@ class Rescorer:
                         cannot_replay(
                             body.request_id,
                             "inputs_sealed",
-                            "the applicant's inputs are encrypted in the record; replay needs the key",
+                            "the applicant's inputs are sealed in the record and were not opened for this replay",
                             **known,
                         ),
                     )
@@ -462,7 +468,9 @@ def warm() -> int:
     return os.getpid()
 
 
-def work(chunk_id: int, records: list[bytes], options: bytes, replay_id: str) -> tuple[int, bytes, dict[str, bytes]]:
+def work(
+    chunk_id: int, records: list[bytes], options: bytes, replay_id: str, opened: list[bytes] | None = None
+) -> tuple[int, bytes, dict[str, bytes]]:
     """Worker entry: (chunk id, msgpack of the results, fingerprints seen so far).
     A worker may serve many replays (the replay service keeps its pool): one Rescorer
     per replay, sharing the loaded programs after re-verifying their bytes."""
@@ -473,5 +481,5 @@ def work(chunk_id: int, records: list[bytes], options: bytes, replay_id: str) ->
         if len(_rescorers) >= _KEEP_RESCORERS:
             _rescorers.pop(next(iter(_rescorers)))
         rescorer = _rescorers[key] = Rescorer(_store_url, msgspec.msgpack.decode(options, type=ReplayOptions))
-    results = rescorer.rescore(records)
+    results = rescorer.rescore(records, opened or ())
     return chunk_id, msgspec.msgpack.encode(results), dict(rescorer.fingerprints_seen)

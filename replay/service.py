@@ -153,8 +153,10 @@ class ReplayService:
         keyring: Any = None,
         trust: Any = None,
         root: Any = None,
+        personal: Any = None,
     ) -> None:
         self.store_url = configured(store_url)
+        self.personal = personal  # audit.personal_data.PersonalData: opens sealed decisions (spec §3a)
         self.replay_chain = check_chain_id(replay_chain)
         self.workers, self.max_queued, self.signer, self.keyring = workers, max_queued, signer, keyring
         self.trust, self.root = trust, root  # audit.trust.TrustPolicy / RootKey: verify against, certify with
@@ -367,6 +369,7 @@ class ReplayService:
                 keyring=self.keyring,
                 root=self.root,
                 pool=self._worker_pool(),
+                personal=self.personal,
             )
         except ReplayInterrupted as exc:
             self._update(replay_id, state="interrupted", finished_at=utc_now(), error=str(exc))

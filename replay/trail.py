@@ -152,6 +152,9 @@ class Target(msgspec.Struct, omit_defaults=True):
     model: str | None = None
     body: DecisionBody | None = None
     """The decoded decision (kept to avoid decoding it again; workers get ``record``)."""
+    opened: bytes = b""
+    """A sealed decision opened with the data keyring (spec §3a): the clear decision body's
+    canonical JSON, re-scored instead of the record's sealed body; empty for a plain one."""
 
 
 def resolve(

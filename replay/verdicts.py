@@ -26,6 +26,7 @@ import msgspec
 
 __all__ = [
     "CANNOT_REPLAY_REASONS",
+    "VALUE_VERDICTS",
     "VERDICTS",
     "ContributionSummary",
     "DecisionCheck",
@@ -38,11 +39,15 @@ __all__ = [
     "cannot_replay",
     "check_value",
     "effective_tolerance",
+    "erased",
     "worst",
 ]
 
-Verdict = Literal["identical", "within_tolerance", "out_of_tolerance", "cannot_replay"]
-VERDICTS: tuple[str, ...] = ("identical", "within_tolerance", "out_of_tolerance", "cannot_replay")
+Verdict = Literal["identical", "within_tolerance", "erased", "out_of_tolerance", "cannot_replay"]
+VERDICTS: tuple[str, ...] = ("identical", "within_tolerance", "erased", "out_of_tolerance", "cannot_replay")
+"""In rising severity. ``erased``: the decision's personal data was erased (its subject's data
+key destroyed, spec §3a), so there is nothing left to re-score; the record itself verified."""
+VALUE_VERDICTS: tuple[str, ...] = ("identical", "within_tolerance", "out_of_tolerance", "not_replayed")
 _RANK = {v: i for i, v in enumerate(VERDICTS)}
 ValueVerdict = Literal["identical", "within_tolerance", "out_of_tolerance", "not_replayed"]
 
@@ -66,7 +71,8 @@ CANNOT_REPLAY_REASONS = {
     "chain_truncated": "the chain holds fewer records than its checkpoint covers",
     "store_error": "the store could not be read",
     # what the decision needs
-    "inputs_sealed": "the applicant's inputs are encrypted and no key was given",
+    "inputs_sealed": "the applicant's inputs are sealed and this keyring does not hold their key",
+    "sealed_tampered": "the sealed personal data does not authenticate under its key (altered after sealing)",
     "inputs_invalid": "the logged inputs do not validate against the model's schema",
     "manifest_missing": "the model version is not registered in the store",
     "manifest_invalid": "the model manifest cannot be decoded",
@@ -257,8 +263,22 @@ def cannot_replay(request_id: str, reason: str, message: str, **known: Unpack[Kn
     return DecisionResult(request_id=request_id, verdict="cannot_replay", reason=reason, why=[message], **known)
 
 
+def erased(request_id: str, erasure: Mapping[str, object], **known: Unpack[KnownFields]) -> DecisionResult:
+    """The verdict on a decision whose personal data was erased: named, never skipped."""
+    return DecisionResult(
+        request_id=request_id,
+        verdict="erased",
+        why=[
+            f"personal data erased ({erasure['cause']}) on {erasure['erased_at']} by erasure record "
+            f"{erasure['chain_id']}/{erasure['seq']} (record hash {erasure['record_hash']}); "
+            "the record verified, nothing is left to re-score"
+        ],
+        **known,
+    )
+
+
 def worst(verdicts: Iterable[str]) -> Verdict:
-    """The most severe verdict (identical < within < out < cannot_replay);
+    """The most severe verdict (identical < within < erased < out < cannot_replay);
     ``not_replayed`` values do not count towards it."""
     best = "identical"
     for v in verdicts:

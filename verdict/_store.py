@@ -135,6 +135,7 @@ class Store:
         The replay's resumable progress files go to ``home``'s ``replays/``.
         """
         # lazy: the replay machinery loads for Store.replay, not for open_store or verify
+        from verdict.audit.personal_data import existing_personal_data
         from verdict.replay.batch import ReplayError, ReplayJob, run_replay
         from verdict.replay.report import default_actor
         from verdict.replay.trail import Selection, SelectionError
@@ -153,7 +154,14 @@ class Store:
                 workers=0,  # one decision: in this process
                 trust=policy,
             )
-            outcome = run_replay(job, signer=signer, keyring=keys, root=root, work_dir=Path(resolved_home) / "replays")
+            outcome = run_replay(
+                job,
+                signer=signer,
+                keyring=keys,
+                root=root,
+                work_dir=Path(resolved_home) / "replays",
+                personal=existing_personal_data(str(Path(resolved_home) / "keyring") if home else None),
+            )
         except (ReplayError, SelectionError) as exc:
             raise VerdictError(str(exc)) from None
         except (StoreError, ChainError) as exc:

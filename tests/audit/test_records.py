@@ -115,7 +115,7 @@ def test_documented_python_verifier_works(tmp_path):
     import sys
 
     doc = (Path(__file__).parents[2] / "docs" / "audit-format.md").read_text()
-    script = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    script = next(b.split("```", 1)[0] for b in doc.split("```python\n")[1:] if "sys.argv" in b)
     (tmp_path / "verify.py").write_text(script)
     result = subprocess.run(
         [sys.executable, str(tmp_path / "verify.py"), str(GOLDEN_STORE), "golden-0", str(make_golden.POLICY)],

@@ -59,7 +59,10 @@ def test_golden_envelopes_open_to_the_clear_decisions():
         "attributes": {"age": 29, "credit_amount": 7200, "duration": 36, "purpose": "A41"},
         "reasons": [
             {"text": "Duration of credit: 48 months raised the risk", "value": 48},
-            {"text": "Kreditzweck \u201eFernseher\u201c erh\u00f6hte das Risiko", "value": "A43 (Fernseher \U0001f4fa)"},
+            {
+                "text": "Kreditzweck \u201eFernseher\u201c erh\u00f6hte das Risiko",
+                "value": "A43 (Fernseher \U0001f4fa)",
+            },
         ],
         "subject_id": "applicant-\u00f6-77",
     }
@@ -108,7 +111,7 @@ def test_an_altered_or_moved_envelope_does_not_open():
         open_sealed(body, KEYS["dk_" + "7" * 32])
 
 
-def _mutated(index: int, mutate) -> bytes:  # noqa: ANN001
+def _mutated(index: int, mutate) -> bytes:
     data = json.loads(SEALED["records"][index]["canonical"])
     mutate(data)
     return json.dumps(data).encode()
@@ -117,12 +120,12 @@ def _mutated(index: int, mutate) -> bytes:  # noqa: ANN001
 @pytest.mark.parametrize(
     ("index", "mutate", "message"),
     [
-        (1, lambda d: d.update(format="verdict.audit/v1"), "not verdict.audit/v1"),
+        (1, lambda d: d.update(format="verdict.audit/v1"), r"not verdict\.audit/v1"),
         (1, lambda d: d["body"].update(subject_id="x"), "subject_id"),
         (1, lambda d: d["body"]["reasons"][0].update(value=48), "value or text"),
         (1, lambda d: d["body"]["inputs"].update(nonce="AAAA"), "nonce"),
         (1, lambda d: d["body"]["inputs"].update(key_ref="dk_1"), "key_ref"),
-        (3, lambda d: d.update(format="verdict.audit/v1"), "not verdict.audit/v1"),
+        (3, lambda d: d.update(format="verdict.audit/v1"), r"not verdict\.audit/v1"),
         (5, lambda d: d["body"].update(key_refs=[]), "key_refs"),
         (5, lambda d: d["body"].update(request_ids=["b", "a"]), "sorted"),
         (5, lambda d: d["body"].update(cause="whim"), "cause"),
@@ -137,7 +140,7 @@ def test_a_plain_decision_cannot_claim_v2():
     golden0 = json.loads((GOLDEN / "records.json").read_text())["records"][1]["canonical"]
     data = json.loads(golden0)
     data["format"] = "verdict.audit/v2"
-    with pytest.raises(RecordError, match="not verdict.audit/v2"):
+    with pytest.raises(RecordError, match=r"not verdict\.audit/v2"):
         decode_record(json.dumps(data).encode())
 
 
@@ -159,3 +162,13 @@ def test_the_trail_verifies_without_keys_and_catches_an_altered_ciphertext(tmp_p
     report = verify_store(FilesystemStore(store_dir))
     assert not report.ok
     assert {f.reason for f in report.failures} & {"hash_mismatch", "bad_signature"}
+
+
+def test_the_documented_opening_sketch_opens_the_golden_envelopes():
+    """The Python lines of docs/audit-format.md §3a, run as written."""
+    doc = (GOLDEN.parents[2] / "docs" / "audit-format.md").read_text()
+    sketch = next(b.split("```", 1)[0] for b in doc.split("```python\n")[1:] if "def open_envelope" in b)
+    namespace: dict = {}
+    exec(compile(sketch, "audit-format.md", "exec"), namespace)  # the spec's own code
+    body = json.loads(SEALED["records"][1]["canonical"])["body"]
+    assert namespace["open_envelope"](body, KEYS[body["inputs"]["key_ref"]])["subject_id"] == "applicant-\u00f6-77"

@@ -190,7 +190,7 @@ def test_generated_bad_input_never_5xx_and_always_problem_json(client, live_gate
 def test_rejected_requests_left_no_record(client, live_gateway):
     lookup = client.get("/v1/decisions/fuzz", headers=auth(live_gateway.tokens["staff"]))
     if lookup.status_code == 200:  # only a fully valid generated body may have been decided
-        attributes = lookup.json()["record"]["body"]["inputs"]["attributes"]
+        attributes = lookup.json()["opened"]["inputs"]["attributes"]  # sealed in the record (spec §3a)
         assert set(attributes) == set(VALID)
     else:
         assert lookup.status_code == 404

@@ -18,6 +18,7 @@ from tests.replay.conftest import cli, report_of
 
 def _expected_deltas(trail, request_ids):
     """Independently: the logged score vs the model at bucket 8, per request."""
+    from verdict.audit.personal_data import existing_personal_data
     from verdict.audit.reader import read_decision
     from verdict.audit.stores import open_store
     from verdict.gateway.registry import Registry
@@ -27,7 +28,8 @@ def _expected_deltas(trail, request_ids):
     store = open_store(trail.store_url)
     registry = Registry(store)
     out = {}
-    bodies = [read_decision(store, r).body for r in request_ids]
+    personal = existing_personal_data()  # the gateway sealed the records (spec §3a)
+    bodies = [personal.open(read_decision(store, r).body) for r in request_ids]
     model = load_model(registry, bodies[0].model.name, bodies[0].model.version)
     x = encode_rows(model.manifest.inputs, [b.inputs.attributes for b in bodies])
     at8, _ = model.score_matrix(x, 8)
@@ -115,6 +117,7 @@ def test_nothing_selected_is_a_usage_error(at_trail):
 
 
 def test_time_window_selects_by_decision_time(at_trail):
+    from verdict.audit.personal_data import existing_personal_data
     from verdict.audit.reader import read_decision
     from verdict.audit.stores import open_store
 
