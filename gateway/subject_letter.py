@@ -460,8 +460,10 @@ def _unicode_font() -> Path | None:
 
 def _latin1(text: str) -> str:
     """Text the core PDF fonts can show: typographic marks spelled plainly, anything else outside Latin-1 as '?'."""
-    plain = text.translate(str.maketrans({"—": "-", "–": "-", "−": "-", "‘": "'", "’": "'", "“": '"', "”": '"'}))
-    return plain.replace("…", "...").encode("latin-1", "replace").decode("latin-1")
+    return text.translate(_PLAIN_MARKS).encode("latin-1", "replace").decode("latin-1")
+
+
+_PLAIN_MARKS = str.maketrans({"—": "-", "–": "-", "−": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "…": "..."})
 
 
 def _pdf_lines(letter: _Letter) -> list[tuple[str, str]]:

@@ -24,7 +24,8 @@ from verdict.replay.trail import Selection, Target
 def main(argv: list[str]) -> int:
     job = msgspec.msgpack.decode(Path(argv[1]).read_bytes(), type=InnerJob)
     options = msgspec.msgpack.decode(job.options, type=ReplayOptions)
-    targets = [Target(request_id=str(i), record=r) for i, r in enumerate(job.records)]
+    opened = job.opened or [b""] * len(job.records)
+    targets = [Target(request_id=str(i), record=r, opened=o) for i, (r, o) in enumerate(zip(job.records, opened))]
     chunks = plan_chunks(targets)
     results = []
     prints: dict[str, bytes] = {}
@@ -32,7 +33,7 @@ def main(argv: list[str]) -> int:
     if not job.workers:
         rescorer = Rescorer(job.store_url, options)
         for chunk in chunks:
-            results += rescorer.rescore([t.record for t in chunk])
+            results += rescorer.rescore([t.record for t in chunk], [t.opened for t in chunk])
             done += len(chunk)
             print(f"progress {done} {len(targets)}", flush=True)
         prints = rescorer.fingerprints_seen

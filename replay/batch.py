@@ -39,7 +39,7 @@ from verdict.audit import layout
 from verdict.audit.canonical import canonical_bytes
 from verdict.audit.config import data_dir
 from verdict.audit.data_keys import DataKeyErased, DataKeyMissing
-from verdict.audit.personal_data import PersonalData
+from verdict.audit.personal_data import PersonalData, existing_personal_data
 from verdict.audit.records import DecisionBody, decode_record, is_sealed, utc_now
 from verdict.audit.sealing import SealError
 from verdict.audit.stores import ObjectMissing, StoreError, WormStore, open_store
@@ -268,9 +268,11 @@ def run_replay(
     before any work, ReplayInterrupted if ``stop`` is set or the process is interrupted.
     ``work_dir`` holds the resumable progress files (default ``<data dir>/replays``: the
     CLI's; an in-process caller passes its own home's). ``personal``: the data keyring that
-    opens sealed decisions (spec §3a); without it they are ``cannot_replay``/``inputs_sealed``,
-    and erased ones are ``erased`` only with it (it holds the erasure tombstones)."""
+    opens sealed decisions (spec §3a), default the one configured here (``VERDICT_KEYRING`` or
+    the data directory's), if any; without one, sealed decisions are ``cannot_replay``
+    (``inputs_sealed``), and erased ones are ``erased`` only with it (it holds the tombstones)."""
     started = time.perf_counter()
+    personal = personal if personal is not None else existing_personal_data()
     if resume is not None:
         directory = find_resumable(resume, work_dir)
         store_progress = _Progress(directory)

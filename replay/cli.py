@@ -153,7 +153,6 @@ def replay_command(
 
     # lazy: `verdict --help` imports every command module; the replay machinery loads when the command runs
     from verdict.audit.chain import ChainError
-    from verdict.audit.personal_data import existing_personal_data
     from verdict.replay.batch import ReplayError, ReplayInterrupted, ReplayJob, run_replay
     from verdict.replay.report import default_actor
     from verdict.replay.rescore import ReplayOptions
@@ -218,7 +217,6 @@ def replay_command(
             html_path=html,
             json_path=json_out,
             default_outputs=True,
-            personal=existing_personal_data(),
         )
     except ReplayError as exc:
         close()

@@ -332,6 +332,8 @@ class InnerJob(msgspec.Struct):
     """msgpack of replay.rescore.ReplayOptions"""
     records: list[bytes]
     workers: int | None = None
+    opened: list[bytes] = []
+    """Per record, the clear body of a sealed decision the outer replay opened (spec §3a), or b""."""
 
 
 class InnerResult(msgspec.Struct):
@@ -346,12 +348,21 @@ def _inner_module(src: Path) -> str:
 
 
 def run_inside(
-    info: RebuiltEnvironment, job: Any, records: list[bytes], progress: Any, done_before: int, total: int, workers: int
+    info: RebuiltEnvironment,
+    job: Any,
+    records: list[bytes],
+    progress: Any,
+    done_before: int,
+    total: int,
+    workers: int,
+    opened: list[bytes] | None = None,
 ) -> InnerResult:
     with tempfile.TemporaryDirectory(prefix="verdict-inner-") as tmp:
         inp, out = Path(tmp) / "in.msgpack", Path(tmp) / "out.msgpack"
         inp.write_bytes(
-            msgspec.msgpack.encode(InnerJob(job.store_url, msgspec.msgpack.encode(job.options), records, workers))
+            msgspec.msgpack.encode(
+                InnerJob(job.store_url, msgspec.msgpack.encode(job.options), records, workers, opened or [])
+            )
         )
         process = subprocess.Popen(
             [str(Path(info.venv) / "bin" / "python"), "-m", "verdict.replay._inner", str(inp), str(out)],
@@ -402,7 +413,16 @@ def replay_in_rebuilt_environments(
     for sha, members in sorted(groups.items()):
         try:
             info = ensure_environment(sha, envs.fetch(store, sha), progress)
-            inner = run_inside(info, job, [t.record for t in members], progress, done, total, workers_for(len(members)))
+            inner = run_inside(
+                info,
+                job,
+                [t.record for t in members],
+                progress,
+                done,
+                total,
+                workers_for(len(members)),
+                [t.opened for t in members],
+            )
         except (RebuildError, envs.EnvironmentProblem, OSError, subprocess.SubprocessError) as exc:
             for t in members:
                 results[t.request_id] = cannot_replay(

@@ -353,7 +353,9 @@ def check_lookups(world: World, client: httpx.Client, answer: dict[str, Any]) ->
     assert body["explanation"]["contributions"] == answer["contributions"]
     assert body["explanation"]["base_value"] == answer["base_value"]
     said = [{k: r[k] for k in ("attribute", "label", "value", "direction", "text")} for r in answer["reasons"]]
-    assert body["reasons"] == said
+    # the record holds the applicant's values sealed (spec §3a); the lookup opens them
+    assert body["reasons"] == [{k: r[k] for k in ("attribute", "label", "direction")} for r in said]
+    assert view["opened"]["reasons"] == said and body["inputs"]["kind"] == "sealed"
 
     explained = client.get(f"/v1/decisions/{request_id}/explanation", headers=auth(world.tokens["staff"]))
     assert explained.status_code == 200, explained.text

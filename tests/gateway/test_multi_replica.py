@@ -69,10 +69,20 @@ def replicas(tmp_path_factory, trained_dirs, moto_server):
         # and every lookup across replicas verify under the same policy.
         root_file = tmp_path_factory.mktemp("trust-root") / "root.pem"
         RootKey.load_or_create(root_file)
+        # One data keyring for the deployment too: a decision sealed by one replica opens on the other.
+        keyring = tmp_path_factory.mktemp("keyring")
         for n, env in enumerate(({"VERDICT_CHAIN_ID": "gateway-0"}, {"POD_NAME": "gateway-1"})):
             home = tmp_path_factory.mktemp(f"replica-{n}")
             tokens = prepare_home(home, trained_dirs["german-credit"], store_url=url)
-            server = GatewayServer(home, env={"VERDICT_STORE": url, "VERDICT_TRUST_ROOT": str(root_file), **env})
+            server = GatewayServer(
+                home,
+                env={
+                    "VERDICT_STORE": url,
+                    "VERDICT_TRUST_ROOT": str(root_file),
+                    "VERDICT_KEYRING": str(keyring),
+                    **env,
+                },
+            )
             server.tokens = tokens
             servers.append(server)
         try:

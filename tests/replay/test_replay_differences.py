@@ -117,7 +117,6 @@ def test_nothing_selected_is_a_usage_error(at_trail):
 
 
 def test_time_window_selects_by_decision_time(at_trail):
-    from verdict.audit.personal_data import existing_personal_data
     from verdict.audit.reader import read_decision
     from verdict.audit.stores import open_store
 
