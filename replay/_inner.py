@@ -25,7 +25,9 @@ def main(argv: list[str]) -> int:
     job = msgspec.msgpack.decode(Path(argv[1]).read_bytes(), type=InnerJob)
     options = msgspec.msgpack.decode(job.options, type=ReplayOptions)
     opened = job.opened or [b""] * len(job.records)
-    targets = [Target(request_id=str(i), record=r, opened=o) for i, (r, o) in enumerate(zip(job.records, opened))]
+    targets = [
+        Target(request_id=str(i), record=r, opened=o) for i, (r, o) in enumerate(zip(job.records, opened, strict=True))
+    ]
     chunks = plan_chunks(targets)
     results = []
     prints: dict[str, bytes] = {}
