@@ -10,6 +10,7 @@ the audit package alone.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -28,6 +29,7 @@ from verdict.audit.cli_store import StoreOption
 from verdict.audit.cli_store import open_for_cli as _open
 from verdict.audit.config import store_url
 from verdict.audit.kms import KmsEd25519Signer, KmsKeyError
+from verdict.audit.personal_data import RetentionPolicy
 from verdict.audit.signing import FileKeyStore, KeyStoreError, load_published_keys, publish_key
 from verdict.audit.stores import StoreError
 from verdict.audit.stores.keys import InvalidKey
@@ -333,6 +335,7 @@ def immutability_test(
                 progress=None if progress is None else _phase_tasks(progress),
                 root=root,
                 trust=policy,
+                retention=RetentionPolicy.parse(os.environ.get("VERDICT_RETENTION", "")),
             )
     except ValueError as exc:
         _err.print(f"[red]error:[/] {escape(str(exc))}")

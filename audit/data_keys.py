@@ -273,6 +273,14 @@ class DataKeyring:
                 else:
                     db.execute("DELETE FROM holds WHERE key_ref = ?", (key_ref,))
 
+    def held_request_ids(self) -> list[str]:
+        """Every decision under a legal hold now (to keep their objects' holds on)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.request_id FROM decisions d JOIN holds h ON h.key_ref = d.key_ref ORDER BY d.request_id"
+            ).fetchall()
+        return [r[0] for r in rows]
+
     # -- erasure --------------------------------------------------------------------
     def prepare_erasure(self, body: ErasureBody) -> None:
         """Note ``body`` as pending for each of its keys; LegalHoldActive if one is held,

@@ -100,6 +100,8 @@ from verdict.audit.immutability_trail import (
     previous_evidence,
     verify_trail,
 )
+from verdict.audit.object_retention import check_retention
+from verdict.audit.personal_data import RetentionPolicy
 from verdict.audit.records import EvidenceBody, RecordError, utc_now
 from verdict.audit.signing import KeyDocumentError, Signer
 from verdict.audit.stores.base import ObjectExists, StoreError, StoreUnavailable, WormStore
@@ -178,6 +180,7 @@ def run_immutability_test(
     progress: ProgressFn | None = None,
     root: RootKey | None = None,
     trust: TrustPolicy | None = None,
+    retention: RetentionPolicy | None = None,
 ) -> Outcome:
     """Probe ``store``, verify the trail, file the evidence; see the module docs.
 
@@ -188,6 +191,8 @@ def run_immutability_test(
     ``signer`` signs the evidence record on ``chain_id`` (created on first use;
     ``keyring`` lets the chain writer rotate from an older key, as the gateway
     does). ``say`` is called with each probe result as it completes.
+    ``retention``: the deployment's retention policy; on a store with Object Lock, the
+    decision segments' retain-until dates are checked against it (``retention_matches_policy``).
     """
     if not _EVIDENCE_CHAIN.fullmatch(chain_id):
         raise ValueError(
@@ -234,6 +239,9 @@ def run_immutability_test(
             backend.cleanup()
         trail, verify_result = verify_trail(store, progress, trust or (root.policy() if root else None))
         record(verify_result)
+        retained = check_retention(store, retention) if retention is not None else None
+        if retained is not None:
+            record(retained)
         previous_key, previous = previous_evidence(store, chain_id)
         record(consistency(store, previous_key, previous, trail))
     except BaseException:

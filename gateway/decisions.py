@@ -13,6 +13,7 @@ the HTTP layer alone turns them into problems.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import time
 import uuid
@@ -30,7 +31,8 @@ from verdict.audit.chain import ChainError, ChainWriter, Receipt
 from verdict.audit.data_keys import KeyringError
 from verdict.audit.index import IndexConflict, IndexEntry, RequestIndex
 from verdict.audit.key_wrapping import KekError
-from verdict.audit.personal_data import PersonalData
+from verdict.audit.object_retention import extend_for_decisions
+from verdict.audit.personal_data import PersonalData, RetentionPolicy
 from verdict.audit.reader import ReadError, read_decision
 from verdict.audit.sealing import SealError
 from verdict.audit.stores import StoreError
@@ -51,6 +53,8 @@ from verdict.gateway.service_errors import (
     ServiceError,
     UnknownModelVersion,
 )
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["AuditLane", "DecisionService", "PendingDecision", "request_sha256", "response_from_record"]
 
@@ -195,8 +199,10 @@ class DecisionService:
         claim_wait_s: float = 30.0,
         trust: TrustPolicy | None = None,
         personal: PersonalData | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.models, self.lane, self.index = models, lane, index
+        self.retention = retention  # lengthens each segment's Object Lock retention to its models' (S3)
         self.personal = personal  # seals each decision's personal data (spec §3a); None: recorded in clear
         self.trust = trust  # a repeated request is answered from its record only if its key is certified
         self.store = models.registry.store  # one store holds models, chains and index
@@ -390,6 +396,18 @@ class DecisionService:
             return exc
         return response_from_record(body, receipt, replay=True)
 
+    def _retain(self, written: list[tuple[str, str | None, rec.DecisionBody]]) -> None:
+        """Lock the batch's segment as long as its models' retention requires (S3 Object Lock;
+        nothing on the filesystem store). The records are already durable: a failure here is
+        logged and counted, and the immutability test reports the short lock."""
+        if self.retention is None or not written:
+            return
+        try:
+            extend_for_decisions(self.store, self.retention, written)
+        except StoreError as exc:
+            self.metrics.failures.labels("retention_extend").inc()
+            _log.error("could not lengthen the retention of %s: %s", written[0][0], exc)
+
     def _sealed(self, clear: list[rec.DecisionBody]) -> list[rec.DecisionBody]:
         """The bodies to record: sealed under their subjects' keys (the keys and index rows
         durable first), or as they are when sealing is off. A keyring that cannot answer
@@ -416,6 +434,13 @@ class DecisionService:
                 outcomes[i] = response_from_record(body, ReceiptOut("unaudited", -1, "", "", ""))
             return
         results = self.lane.append(bodies)
+        self._retain(
+            [
+                (r.segment_key, r.segment_version, b)
+                for r, b in zip(results, clear, strict=True)
+                if isinstance(r, Receipt)
+            ]
+        )
         for i, body, result in zip(fresh, clear, results, strict=True):  # one result per body
             if isinstance(result, IndexConflict):  # another replica (or an earlier batch) claimed the id meanwhile
                 outcomes[i] = self._from_index(batch[i], result.existing)

@@ -161,6 +161,7 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         claim_wait_s=settings.request_timeout_s,
         trust=policy,
         personal=personal,
+        retention=RetentionPolicy.parse(settings.retention),
     )
     lookups = LookupService(
         store, lane, models, settings.retry_after_s, trust=policy, personal=personal, subjects=subjects

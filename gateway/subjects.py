@@ -24,6 +24,7 @@ from verdict.audit.canonical import canonical_bytes
 from verdict.audit.chain import Receipt
 from verdict.audit.data_keys import ErasureRef, LegalHoldActive, SubjectFile
 from verdict.audit.index import RequestIndex
+from verdict.audit.object_retention import set_legal_holds
 from verdict.audit.personal_data import PersonalData
 from verdict.audit.records import (
     ErasureBody,
@@ -33,7 +34,7 @@ from verdict.audit.records import (
     split_line,
     utc_now,
 )
-from verdict.audit.stores import ObjectMissing, WormStore
+from verdict.audit.stores import ObjectMissing, StoreError, WormStore
 from verdict.gateway.registry_log import RegistryLog, RegistryLogError
 from verdict.gateway.service_errors import AuditUnavailable, NoSubjectRecords, SubjectRequestInvalid, SubjectUnderHold
 
@@ -144,6 +145,15 @@ class SubjectRights:
         )
         self._append(body)
         self.keyring.set_hold(body)
+        # S3: an Object Lock legal hold on the segments too (a release keeps those another hold needs)
+        try:
+            set_legal_holds(self.store, body.request_ids, not release, keep=self.keyring.held_request_ids())
+        except StoreError as exc:
+            raise AuditUnavailable(
+                f"the {body.action} is recorded and in force for erasure, but the stored objects' legal hold "
+                f"could not be changed; run the command again: {exc}",
+                5,
+            ) from exc
         return body
 
     # -- retention ------------------------------------------------------------------

@@ -32,6 +32,7 @@ FRONT = {
     "verdict.gateway.request_body": "request body gate",
     "verdict.gateway.service": "assembling the services of one process",
     "verdict.gateway.settings": "the gateway's settings",
+    "verdict.gateway.subject_letter": "the subject-access letter (HTML, PDF) a person reads",
 }
 
 

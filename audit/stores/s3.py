@@ -589,6 +589,35 @@ class S3ObjectLockStore:
             legal_hold=head.get("ObjectLockLegalHoldStatus"),
         )
 
+    def extend_retention(self, key: str, until: dt.datetime, version: str | None = None) -> bool:
+        """Lengthen one version's COMPLIANCE retention to ``until`` (PutObjectRetention); never
+        shortens it (True if it was lengthened). Why: a segment is written with the store's
+        retention, and a model whose records must be kept longer extends it (docs/compliance.md)."""
+        current = self.retention(key, version)
+        if current.retain_until is not None and current.retain_until >= until:
+            return False
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(check_key(key))}
+        if version is not None:
+            kwargs["VersionId"] = version
+        try:
+            self._client.put_object_retention(
+                **kwargs, Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until.astimezone(dt.UTC)}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "PutObjectRetention", key) from exc
+        return True
+
+    def set_legal_hold(self, key: str, on: bool, version: str | None = None) -> None:
+        """Set or clear one version's Object Lock legal hold (PutObjectLegalHold): while it is
+        on, the version cannot be deleted even after its retention ends."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(check_key(key))}
+        if version is not None:
+            kwargs["VersionId"] = version
+        try:
+            self._client.put_object_legal_hold(**kwargs, LegalHold={"Status": "ON" if on else "OFF"})
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "PutObjectLegalHold", key) from exc
+
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """Keys under ``prefix`` (a plain string prefix, as in S3) in ascending byte order."""
         full_prefix = self._list_prefix(prefix)

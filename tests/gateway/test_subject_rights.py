@@ -10,6 +10,7 @@ expired subjects; a process stopped in the middle of an erasure is finished on r
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -22,7 +23,10 @@ import pytest
 from tests.gateway.conftest import auth
 from tests.support.gateway_server import PROJECT, GatewayServer, prepare_home
 from tests.support.s3_fixtures import REGION
-from verdict.audit.records import ErasureBody, SealedInputs, decode_record, iter_lines, split_line
+from verdict.audit.index import RequestIndex
+from verdict.audit.personal_data import DEFAULT_RETENTION_DAYS
+from verdict.audit.reader import read_decision
+from verdict.audit.records import ErasureBody, SealedInputs, decode_record, iter_lines, parse_time, split_line
 from verdict.audit.stores import open_store
 from verdict.audit.verifier import verify_store
 from verdict.gateway.datasets import load_dataset
@@ -55,6 +59,10 @@ class Site:
 
     def store(self):
         return open_store(self.store_url)
+
+    @property
+    def on_s3(self) -> bool:
+        return self.store_url.startswith("s3://")
 
     def client(self, role: str) -> httpx.Client:
         return httpx.Client(base_url=self.server.url, headers=auth(self.tokens[role]), timeout=60)
@@ -171,15 +179,27 @@ def test_export_writes_json_and_a_letter(site, tmp_path):
     assert {a.target_request_id for a in access if a.action == "subject_access"} >= set(site.decisions["bob-2"])
 
 
+def _object_holds(site: Site, request_ids: list[str]) -> set[str | None]:
+    """The Object Lock legal-hold status of the segments holding these decisions (S3)."""
+    store = site.store()
+    index = RequestIndex(store)
+    entries = [index.get(r) for r in request_ids]
+    return {store.retention(e.segment_key, e.segment_version).legal_hold for e in entries}
+
+
 def test_legal_hold_refuses_erasure_until_released(site):
     held = site.cli("subjects", "hold", "carol-3", "--basis", "litigation hold, case 7")
     assert held.returncode == 0, held.stderr
+    if site.on_s3:
+        assert _object_holds(site, site.decisions["carol-3"]) == {"ON"}
     with site.client("admin") as admin:
         refused = admin.request("DELETE", "/v1/subjects/carol-3", json={"basis": "GDPR Art. 17"})
         assert refused.status_code == 409 and refused.json()["type"].endswith("/legal-hold"), refused.text
     assert site.cli("subjects", "erase", "carol-3", "--basis", "GDPR Art. 17").returncode != 0
     released = site.cli("subjects", "release", "carol-3", "--basis", "case 7 closed")
     assert released.returncode == 0, released.stderr
+    if site.on_s3:
+        assert _object_holds(site, site.decisions["carol-3"]) == {"OFF"}
     with site.client("staff") as staff:  # nothing was erased by the refusals
         assert staff.get(f"/v1/decisions/{site.decisions['carol-3'][0]}/explanation").status_code == 200
 
@@ -249,3 +269,24 @@ def test_retention_sweep_erases_exactly_the_expired(site):
     causes = [r.body.cause for r in _segments(site.store(), "subjects") if isinstance(r.body, ErasureBody)]
     assert causes.count("retention") == 2
     assert verify_store(site.store()).ok
+
+
+def test_segments_are_locked_as_long_as_the_retention_policy_requires(site, tmp_path):
+    """S3: written with the store's 1-day retention, each decision segment is lengthened to
+    decided_at + the model's retention (default five years); the immutability test checks it."""
+    if not site.on_s3:
+        pytest.skip("the filesystem store has no retention dates (the sweep alone enforces retention there)")
+    store = site.store()
+    index = RequestIndex(store)
+    for request_ids in site.decisions.values():
+        for request_id in request_ids:
+            entry = index.get(request_id)
+            lock = store.retention(entry.segment_key, entry.segment_version)
+            decided = parse_time(read_decision(store, request_id, prove=False).body.decided_at)
+            assert lock.mode == "COMPLIANCE" and lock.retain_until >= decided + dt.timedelta(
+                days=DEFAULT_RETENTION_DAYS
+            )
+    result = site.cli("audit", "immutability-test", "--json", str(tmp_path / "evidence.json"))
+    report = json.loads((tmp_path / "evidence.json").read_text())
+    probe = next(p for p in report["probes"] if p["name"] == "retention_matches_policy")
+    assert probe["status"] == "enforced" and probe["evidence"]["checked"] >= 1, (probe, result.stderr)
