@@ -271,11 +271,10 @@ def test_retention_sweep_erases_exactly_the_expired(site):
     assert verify_store(site.store()).ok
 
 
+@pytest.mark.parametrize("site", ["s3"], indirect=True)  # the filesystem store has no retention dates
 def test_segments_are_locked_as_long_as_the_retention_policy_requires(site, tmp_path):
     """S3: written with the store's 1-day retention, each decision segment is lengthened to
     decided_at + the model's retention (default five years); the immutability test checks it."""
-    if not site.on_s3:
-        pytest.skip("the filesystem store has no retention dates (the sweep alone enforces retention there)")
     store = site.store()
     index = RequestIndex(store)
     for request_ids in site.decisions.values():
