@@ -491,7 +491,7 @@ class ChainWriter:
         return self.append_batch([body])[0]
 
     def append_batch(
-        self, bodies: Sequence[DecisionBody | AccessBody | EvidenceBody | RegistryBody]
+        self, bodies: Sequence[DecisionBody | AccessBody | EvidenceBody | RegistryBody | ErasureBody | LegalHoldBody]
     ) -> list[Receipt | IndexConflict]:
         """Durably append ``bodies`` as consecutive records; one result per body.
 

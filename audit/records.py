@@ -465,7 +465,7 @@ def format_for(body: object) -> str:
     return FORMAT_V2 if is_sealed(body) or isinstance(body, ErasureBody | LegalHoldBody) else FORMAT
 
 
-def _check_format(fmt: str, body: object) -> None:
+def _check_format(fmt: str, body: Body) -> None:
     if format_for(body) != fmt:
         raise ValueError(f"a {type(body).__struct_config__.tag} body of this kind is not {fmt} (spec §3a)")
     if not isinstance(body, DecisionBody):

@@ -203,6 +203,7 @@ async def erase_subject(request: Request, subject_id: SubjectIdParam, data: Eras
     actor = authenticated_key(request).key_id
     done = await _run(request, subjects.erase, subject_id, data.basis, actor)
     receipt = done.receipt
+    assert receipt is not None  # an erasure made here was recorded here
     return ErasureDone(
         erased_decisions=list(done.body.request_ids),
         key_refs=list(done.body.key_refs),

@@ -146,7 +146,7 @@ def response_from_record(body: rec.DecisionBody, receipt: ReceiptOut, *, replay:
                 value=str(r.value),
                 direction=r.direction,
                 contribution=contributions.get(r.attribute, 0.0),
-                text=r.text,
+                text=r.text or "",
             )
             for r in body.reasons
         ],

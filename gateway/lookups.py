@@ -256,7 +256,7 @@ class LookupService:
         denial = []
         if body.decision == manifest.decision.at_or_above and body.explanation.contributions:
             denial = [
-                ReasonView(r.attribute, r.label, r.value, r.direction, r.text)
+                ReasonView(r.attribute, r.label, r.value, r.direction, r.text or "")
                 for r in principal_reasons_for_denial(manifest, _attributes(body), _result(body))
             ]
         return ExplanationView(
@@ -269,7 +269,7 @@ class LookupService:
             output_space=body.explanation.output_space,
             base_value=body.explanation.base_value,
             contributions=dict(body.explanation.contributions),
-            reasons=[ReasonView(r.attribute, r.label, r.value, r.direction, r.text) for r in body.reasons],
+            reasons=[ReasonView(r.attribute, r.label, r.value, r.direction, r.text or "") for r in body.reasons],
             principal_reasons_for_denial=denial,
             method=body.explanation.method,
             verification=_verification(verified),

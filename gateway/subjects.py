@@ -46,12 +46,16 @@ SUBJECTS_CHAIN = "subjects"
 
 @dataclass(frozen=True)
 class ErasureOutcome:
+    """An erasure carried out: its body, where its record is, and the record's receipt
+    (None when recovery found the record already on the chain)."""
+
     body: ErasureBody
-    receipt: Receipt | ErasureRef
+    record: ErasureRef
+    receipt: Receipt | None = None
 
     @property
     def where(self) -> str:
-        return f"{self.receipt.chain_id}/{self.receipt.seq}"
+        return f"{self.record.chain_id}/{self.record.seq}"
 
 
 class SubjectRights:
@@ -115,8 +119,9 @@ class SubjectRights:
         )
         self.keyring.prepare_erasure(body)  # LegalHoldActive: nothing noted, nothing written
         receipt = self._append(body)
-        self.keyring.complete_erasure(body, _ref(receipt, body))
-        return ErasureOutcome(body, receipt)
+        ref = _ref(receipt, body)
+        self.keyring.complete_erasure(body, ref)
+        return ErasureOutcome(body, ref, receipt)
 
     def _append(self, body: ErasureBody | LegalHoldBody) -> Receipt:
         try:
@@ -186,11 +191,12 @@ class SubjectRights:
         finished = []
         for body in self.keyring.pending_erasures():
             ref = recorded.get(canonical_bytes(body))
+            receipt = None
             if ref is None:  # noted, never recorded: record it now, then destroy
                 receipt = self._append(body)
                 ref = _ref(receipt, body)
             self.keyring.complete_erasure(body, ref)
-            finished.append(ErasureOutcome(body, ref))
+            finished.append(ErasureOutcome(body, ref, receipt))
         for ref, body in records:
             if any(self.keyring.live(k) for k in body.key_refs):
                 self.keyring.complete_erasure(body, ref)

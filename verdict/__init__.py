@@ -21,6 +21,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "Decision",
+    "DecisionErased",
     "DecisionRefused",
     "Finding",
     "Gateway",
@@ -57,6 +58,7 @@ _WHERE = {
     "Receipt": "verdict._types",
     "ReplayVerdict": "verdict._types",
     "Verification": "verdict._types",
+    "DecisionErased": "verdict._errors",
     "DecisionRefused": "verdict._errors",
     "RecordNotVerified": "verdict._errors",
     "StoreUnavailable": "verdict._errors",
@@ -75,7 +77,14 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from verdict._errors import DecisionRefused, RecordNotVerified, StoreUnavailable, TrustPolicyRequired, VerdictError
+    from verdict._errors import (
+        DecisionErased,
+        DecisionRefused,
+        RecordNotVerified,
+        StoreUnavailable,
+        TrustPolicyRequired,
+        VerdictError,
+    )
     from verdict._gateway import Gateway
     from verdict._models import ModelRegistry, sample_applicants, train_reference_model
     from verdict._package import package

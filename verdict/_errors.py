@@ -9,7 +9,14 @@ not verify, a store that cannot be reached.
 
 from __future__ import annotations
 
-__all__ = ["DecisionRefused", "RecordNotVerified", "StoreUnavailable", "TrustPolicyRequired", "VerdictError"]
+__all__ = [
+    "DecisionErased",
+    "DecisionRefused",
+    "RecordNotVerified",
+    "StoreUnavailable",
+    "TrustPolicyRequired",
+    "VerdictError",
+]
 
 
 class VerdictError(Exception):
@@ -49,6 +56,16 @@ class RecordNotVerified(VerdictError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class DecisionErased(VerdictError):
+    """The logged decision's personal data was erased (GDPR Art. 17 or the end of retention:
+    its subject's data key was destroyed). The record still verifies; ``erasure`` names the
+    signed erasure record (chain_id, seq, record_hash, erased_at, cause)."""
+
+    def __init__(self, message: str, erasure: dict[str, object]) -> None:
+        super().__init__(message)
+        self.erasure = dict(erasure)
 
 
 class StoreUnavailable(VerdictError):

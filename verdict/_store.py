@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from verdict._errors import RecordNotVerified, StoreUnavailable, VerdictError
+from verdict._errors import DecisionErased, RecordNotVerified, StoreUnavailable, VerdictError
 from verdict._trust import PolicySource, resolve_home, signing_identity, verify_policy
 from verdict._types import Decision, Finding, LoggedDecision, Reason, Receipt, ReplayVerdict, Verification
 from verdict.audit import records
@@ -96,7 +96,7 @@ class Store:
             raise RecordNotVerified(exc.reason, str(exc)) from None
         except StoreError as exc:
             raise StoreUnavailable(f"store unreachable: {exc}") from None
-        body = verified.body
+        body = _opened(verified.body)
         receipt = Receipt(
             chain_id=verified.chain_id,
             seq=verified.seq,
@@ -181,6 +181,39 @@ class Store:
         )
 
 
+def _opened(body: records.DecisionBody) -> records.DecisionBody:
+    """A sealed decision opened with the data keyring configured here (spec §3a); as stored
+    (sealed: no attributes, no reason values) where there is none or it lacks the key;
+    :class:`DecisionErased` once its subject was erased."""
+    # lazy: the keyring (SQLite, the KEK) is opened only for a sealed record
+    from verdict.audit.personal_data import DataKeyErased, DataKeyMissing, SealError, existing_personal_data
+
+    if not records.is_sealed(body):
+        return body
+    personal = existing_personal_data()
+    if personal is None:
+        return body
+    try:
+        return personal.open(body)
+    except DataKeyErased as exc:
+        e = exc.erasure
+        raise DecisionErased(
+            f"the personal data of {body.request_id!r} was erased ({e.cause}) on {e.erased_at}: "
+            f"erasure record {e.chain_id}/{e.seq}",
+            {
+                "chain_id": e.chain_id,
+                "seq": e.seq,
+                "record_hash": e.record_hash,
+                "erased_at": e.erased_at,
+                "cause": e.cause,
+            },
+        ) from None
+    except (DataKeyMissing, SealError):
+        return body
+    finally:
+        personal.keyring.close()
+
+
 def decision_from_record(body: records.DecisionBody, receipt: Receipt, *, idempotent: bool = False) -> Decision:
     """The public decision, from the logged record only (as gateway.decisions.response_from_record)."""
     contributions = dict(body.explanation.contributions)
@@ -195,10 +228,10 @@ def decision_from_record(body: records.DecisionBody, receipt: Receipt, *, idempo
             Reason(
                 attribute=r.attribute,
                 label=r.label,
-                value=str(r.value),
+                value="" if r.value is None else str(r.value),
                 direction=r.direction,
                 contribution=contributions.get(r.attribute, 0.0),
-                text=r.text,
+                text=r.text or "",
             )
             for r in body.reasons
         ),

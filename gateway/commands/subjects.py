@@ -143,7 +143,7 @@ def erase_command(
         {
             "erased_decisions": done.body.request_ids,
             "key_refs": done.body.key_refs,
-            "record": {"chain_id": done.receipt.chain_id, "seq": done.receipt.seq, "hash": done.receipt.record_hash},
+            "record": {"chain_id": done.record.chain_id, "seq": done.record.seq, "hash": done.record.record_hash},
         }
     )
 
