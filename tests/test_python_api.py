@@ -148,11 +148,14 @@ def test_the_decision_is_appended_signed_before_it_is_returned(decided):
     # The record is really in the chain's segment objects, under the hash the receipt names.
     segments = (decided["work"] / "store" / "chains" / "gateway-0").rglob("*")
     assert any(decision.request_id.encode() in p.read_bytes() for p in segments if p.is_file())
-    logged = store.read_decision(decision.request_id, trust=policy)
+    logged = store.read_decision(decision.request_id, trust=policy, home=decided["home"])
     assert logged.decision == decision
     assert logged.decision.receipt.record_hash == decision.receipt.record_hash
     assert logged.anchored and logged.checkpoint_key is not None
     assert logged.attributes == decided["applicant"]
+    # Sealed in the record (docs/audit-format.md §3a): without home's keyring, no personal data.
+    sealed = store.read_decision(decision.request_id, trust=policy)
+    assert sealed.attributes is None and all(r.value == "" and r.text == "" for r in sealed.decision.reasons)
     result = store.verify(trust=policy)
     assert result.ok and result.anchored, result.failures
     assert "gateway-0" in result.chains

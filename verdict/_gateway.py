@@ -20,10 +20,11 @@ import msgspec
 
 from verdict._errors import DecisionRefused, StoreUnavailable, VerdictError
 from verdict._store import Store, open_store
-from verdict._trust import PolicySource, resolve_home, signing_identity, verify_policy
+from verdict._trust import PolicySource, keyring_home, resolve_home, signing_identity, verify_policy
 from verdict._types import Decision, Reason, Receipt
 from verdict.audit.chain import ChainError, ChainWriter
 from verdict.audit.index import RequestIndex
+from verdict.audit.personal_data import PersonalData, configured_keyring
 from verdict.audit.stores import StoreError
 from verdict.audit.trust import TrustError, TrustPolicy
 from verdict.audit.witnessing import CheckpointWitnessing, held_notes
@@ -106,8 +107,21 @@ class Gateway:
             if isinstance(exc, (ChainError, TrustError)):  # another live writer, a chain not anchored under trust
                 raise VerdictError(f"cannot open chain {chain_id!r}: {exc}") from None
             raise
+        try:  # personal data is sealed under keys in home's keyring (docs/audit-format.md §3a)
+            personal = PersonalData(configured_keyring(str(keyring_home(home_dir))))
+        except (OSError, ValueError) as exc:
+            self._writer.close()
+            self._witnessing.close()
+            raise VerdictError(f"cannot open the data keyring of {home_dir}: {exc}") from None
         self._decisions = DecisionService(
-            models, AuditLane(self._writer, metrics), RequestIndex(worm), env_sha, metrics, trust=policy
+            models,
+            AuditLane(self._writer, metrics),
+            RequestIndex(worm),
+            env_sha,
+            metrics,
+            trust=policy,
+            personal=personal,
+            retention=personal.retention,
         )
 
     @property

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from verdict._errors import DecisionErased, RecordNotVerified, StoreUnavailable, VerdictError
-from verdict._trust import PolicySource, resolve_home, signing_identity, verify_policy
+from verdict._trust import PolicySource, keyring_home, resolve_home, signing_identity, verify_policy
 from verdict._types import Decision, Finding, LoggedDecision, Reason, Receipt, ReplayVerdict, Verification
 from verdict.audit import records
 from verdict.audit.chain import ChainError
@@ -82,11 +82,19 @@ class Store:
         )
 
     def read_decision(
-        self, request_id: str, *, trust: PolicySource | None = None, unanchored: bool = False
+        self,
+        request_id: str,
+        *,
+        trust: PolicySource | None = None,
+        unanchored: bool = False,
+        home: str | os.PathLike[str] | None = None,
     ) -> LoggedDecision:
         """The logged decision of ``request_id``, verified: record hash, signature, the
         key's certificate (with ``trust``), and inclusion in the latest signed checkpoint
         when one covers it. :class:`RecordNotVerified` (with the reason code) otherwise.
+        Its personal data is opened with ``home``'s data keyring (docs/audit-format.md §3a);
+        without the key, ``attributes`` is None and the reasons carry no values;
+        :class:`DecisionErased` once the subject was erased.
 
         What a GDPR Art. 22 / adverse-action lookup shows, as ``verdict audit show``."""
         policy = verify_policy(trust, unanchored)
@@ -96,7 +104,7 @@ class Store:
             raise RecordNotVerified(exc.reason, str(exc)) from None
         except StoreError as exc:
             raise StoreUnavailable(f"store unreachable: {exc}") from None
-        body = _opened(verified.body)
+        body = _opened(verified.body, keyring_home(resolve_home(home)))
         receipt = Receipt(
             chain_id=verified.chain_id,
             seq=verified.seq,
@@ -160,7 +168,7 @@ class Store:
                 keyring=keys,
                 root=root,
                 work_dir=Path(resolved_home) / "replays",
-                personal=existing_personal_data(str(Path(resolved_home) / "keyring") if home else None),
+                personal=existing_personal_data(str(keyring_home(Path(resolved_home)))),
             )
         except (ReplayError, SelectionError) as exc:
             raise VerdictError(str(exc)) from None
@@ -181,7 +189,7 @@ class Store:
         )
 
 
-def _opened(body: records.DecisionBody) -> records.DecisionBody:
+def _opened(body: records.DecisionBody, keyring: Path) -> records.DecisionBody:
     """A sealed decision opened with the data keyring configured here (spec §3a); as stored
     (sealed: no attributes, no reason values) where there is none or it lacks the key;
     :class:`DecisionErased` once its subject was erased."""
@@ -190,7 +198,7 @@ def _opened(body: records.DecisionBody) -> records.DecisionBody:
 
     if not records.is_sealed(body):
         return body
-    personal = existing_personal_data()
+    personal = existing_personal_data(str(keyring))
     if personal is None:
         return body
     try:

@@ -30,6 +30,11 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     return Path(home).absolute() if home is not None else data_dir()
 
 
+def keyring_home(home: Path) -> Path:
+    """The data keyring of ``home`` (``$VERDICT_KEYRING`` overrides it, as for the CLI)."""
+    return Path(os.environ.get("VERDICT_KEYRING") or home / "keyring")
+
+
 def trust_policy(home: str | os.PathLike[str] | None = None) -> TrustPolicy:
     """The trust policy of ``home``'s root: what ``verdict trust export`` writes.
 
