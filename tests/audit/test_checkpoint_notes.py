@@ -104,7 +104,7 @@ def run_documented_sketch(root):
 
     doc = (Path(__file__).parents[2] / "docs" / "audit-format.md").read_text()
     script = root.parent / "verify.py"
-    script.write_text(doc.split("```python\n", 1)[1].split("```", 1)[0])
+    script.write_text(next(b.split("```", 1)[0] for b in doc.split("```python\n")[1:] if "sys.argv" in b))
     return subprocess.run(
         [sys.executable, str(script), str(root), CHAIN, str(POLICY)], capture_output=True, text=True, timeout=60
     )

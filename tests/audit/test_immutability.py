@@ -58,6 +58,7 @@ MOTO_EXPECTED = {
     "record_shorten_retention": "skipped",  # its canary twin FAILED: never tried on a real record
     "record_change_lock_mode": "skipped",
     "trail_verification": "enforced",
+    "retention_matches_policy": "FAILED",  # records written here, not by a gateway: the store's 1-day lock only
     "trail_consistency": "enforced",
 }
 
@@ -113,7 +114,10 @@ def test_moto_object_lock_bucket_reports_the_honest_failures(
         "canary_change_lock_mode",
         "canary_remove_retention",
         "canary_shorten_retention",
+        "retention_matches_policy",
     ]
+    short = next(p for p in report["probes"] if p["name"] == "retention_matches_policy")["evidence"]
+    assert short["checked"] >= 1 and len(short["short"]) == short["checked"]  # every decision segment named
     assert "FAILED" in result.output and "canary_shorten_retention" in result.output
 
     # the honest failure carries its evidence: the lock got shorter, and the version could then be deleted
@@ -145,7 +149,10 @@ def test_moto_object_lock_bucket_reports_the_honest_failures(
     assert evidence.evidence_kind == EVIDENCE_KIND and evidence.object_key == report["filed"]["object_key"]
     stored = json.loads(s3_store.get(evidence.object_key))
     assert stored["run_id"] == report["run_id"] and stored["probes"] == report["probes"]
-    assert "3 FAILED (canary_shorten_retention, canary_change_lock_mode, canary_remove_retention)" in evidence.summary
+    assert (
+        "4 FAILED (canary_shorten_retention, canary_change_lock_mode, canary_remove_retention, retention_matches_policy)"
+        in evidence.summary
+    )
     verified = verify_store(TrailView(s3_store))
     assert verified.ok, verified.first_failure
     assert {c.chain_id for c in verified.chains} == {"gateway-0", "immutability-0"}
