@@ -30,6 +30,7 @@ from verdict.audit.cli_store import open_for_cli as _open
 from verdict.audit.config import store_url
 from verdict.audit.kms import KmsEd25519Signer, KmsKeyError
 from verdict.audit.personal_data import RetentionPolicy
+from verdict.audit.records import is_sealed
 from verdict.audit.signing import FileKeyStore, KeyStoreError, load_published_keys, publish_key
 from verdict.audit.stores import StoreError
 from verdict.audit.stores.keys import InvalidKey
@@ -255,7 +256,14 @@ def show(
     _out.print(table)
     _out.print("reasons:")
     for reason in body.reasons:
-        _out.print(f"  - {reason.text}")
+        _out.print(
+            f"  - {reason.text}" if reason.text is not None else f"  - {reason.label}: {reason.direction} (sealed)"
+        )
+    if is_sealed(body):
+        _out.print(
+            "personal data: sealed (docs/audit-format.md §3a); `verdict subjects export` or the "
+            "explanation lookup opens it with the data keyring"
+        )
     _out.print("record:")
     _out.print_json(msgspec.json.encode(verified.record).decode())
     if inc is not None:

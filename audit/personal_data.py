@@ -18,7 +18,7 @@ from pathlib import Path
 
 from verdict.audit.config import data_dir
 from verdict.audit.data_keys import Assignment, DataKeyErased, DataKeyMissing, DataKeyring
-from verdict.audit.key_wrapping import KeyWrapper, KmsKek, LocalKek
+from verdict.audit.key_wrapping import KekError, KeyWrapper, KmsKek, LocalKek
 from verdict.audit.records import DecisionBody, SealedInputs, format_time, parse_time
 from verdict.audit.sealing import SealError, open_sealed, seal
 
@@ -33,6 +33,7 @@ __all__ = [
     "configured_keyring",
     "existing_personal_data",
     "keyring_directory",
+    "keyring_exists",
     "sealed_key_ref",
 ]
 
@@ -84,23 +85,37 @@ def keyring_directory(location: str | None = None) -> Path:
 def configured_keyring(location: str | None = None, kek: str | None = None) -> DataKeyring:
     """The data keyring: ``keyring.sqlite`` in :func:`keyring_directory`, its keys wrapped
     by ``kek`` (else ``$VERDICT_KEYRING_KEK``): ``""``/``"local"`` = the key file
-    ``kek.key`` beside it (created on first use), ``"kms:<key id>"`` = that AWS KMS key."""
+    ``kek.key`` beside it (created with a new keyring), ``"kms:<key id>"`` = that AWS KMS key.
+
+    A keyring database whose local KEK file is missing is refused (KekError), never given a
+    new KEK: that would make every key in it unreadable (docs/compliance.md, "Backups")."""
     directory = keyring_directory(location)
     choice = kek if kek is not None else os.environ.get("VERDICT_KEYRING_KEK", "")
     wrapper: KeyWrapper
     if choice.startswith("kms:"):
         wrapper = KmsKek.connect(choice.removeprefix("kms:"))
     elif choice in {"", "local"}:
-        wrapper, _ = LocalKek.load_or_create(directory / "kek.key")
+        kek_path = directory / "kek.key"
+        if (directory / "keyring.sqlite").exists() and not kek_path.exists():
+            raise KekError(
+                f"the data keyring {directory / 'keyring.sqlite'} exists but its key-encryption key {kek_path} "
+                f"is missing: restore kek.key from its backup (a new one would unwrap none of the keys)"
+            )
+        wrapper, _ = LocalKek.load_or_create(kek_path)
     else:
         raise ValueError(f"keyring KEK {choice!r} is neither 'local' nor 'kms:<key id>'")
     return DataKeyring(directory / "keyring.sqlite", wrapper)
 
 
+def keyring_exists(location: str | None = None) -> bool:
+    """Whether a data keyring database is at :func:`keyring_directory`."""
+    return (keyring_directory(location) / "keyring.sqlite").exists()
+
+
 def existing_personal_data(location: str | None = None, kek: str | None = None) -> PersonalData | None:
     """The data keyring if there is one here (readers — replay, exports — never create one:
     on a machine without it, sealed decisions are reported as sealed)."""
-    if not (keyring_directory(location) / "keyring.sqlite").exists():
+    if not keyring_exists(location):
         return None
     return PersonalData(configured_keyring(location, kek))
 

@@ -153,7 +153,8 @@ class ErasureDone(msgspec.Struct, frozen=True):
 
 
 class ErasureOut(msgspec.Struct, frozen=True):
-    """Where the erasure record of an erased decision is (``verdict audit show CHAIN SEQ``)."""
+    """Where the signed erasure record of an erased decision is: record ``seq`` of chain
+    ``chain_id`` (``subjects``), with its record hash."""
 
     chain_id: str
     seq: int

@@ -45,8 +45,10 @@ def open_decision(personal: PersonalData | None, body: DecisionBody, retry_after
                 "cause": e.cause,
             },
         ) from None
-    except DataKeyMissing as exc:
-        raise InputsSealed(body.request_id, str(exc)) from None
+    except DataKeyMissing:
+        raise InputsSealed(
+            body.request_id, f"this gateway's data keyring does not hold its key {body.inputs.key_ref}"
+        ) from None
     except SealError:
         raise RecordInvalid(body.request_id, "sealed_tampered") from None
     except (StoreError, KekError, KeyringError, sqlite3.Error) as exc:

@@ -16,13 +16,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from verdict.audit import layout
 from verdict.audit.chain import ChainWriter, KeyRing, default_origin
 from verdict.audit.config import data_dir
 from verdict.audit.index import RequestIndex
 from verdict.audit.key_wrapping import KekError
 from verdict.audit.kms import KmsEd25519Signer, KmsKeyRing
 from verdict.audit.lease import LeaseOptions
-from verdict.audit.personal_data import PersonalData, RetentionPolicy, configured_keyring
+from verdict.audit.personal_data import (
+    PersonalData,
+    RetentionPolicy,
+    configured_keyring,
+    keyring_directory,
+    keyring_exists,
+)
 from verdict.audit.signing import FileKeyStore, Signer
 from verdict.audit.stores import ObjectExists, StoreError, WormStore, WriteProbe, open_store
 from verdict.audit.trust import RootKey, TrustError, TrustPolicy, configured_root, load_policy, local_root_path
@@ -205,8 +212,16 @@ def _personal_data(
 ) -> tuple[PersonalData, SubjectRights | None]:
     """The data keyring that seals decisions (spec §3a) and the subject rights over it.
     Erasures a stopped process left half done are finished here, before any decision."""
+    location = settings.keyring or None
+    if not keyring_exists(location) and not settings.keyring_create and _holds_decisions(store):
+        raise SettingsError(
+            f"data keyring: the store already holds decisions but there is no data keyring at "
+            f"{keyring_directory(location)}; restore the keyring (and its KEK) from backup or point VERDICT_KEYRING "
+            f"at it. Only if none ever existed (a store written before sealing), start a new one with "
+            f"VERDICT_KEYRING_CREATE=1 (keyring_create = true)"
+        )
     try:
-        data_keys = configured_keyring(settings.keyring or None, settings.keyring_kek or None)
+        data_keys = configured_keyring(location, settings.keyring_kek or None)
     except (ValueError, KekError, OSError, sqlite3.Error) as exc:
         raise SettingsError(f"data keyring: {exc}") from None
     personal = PersonalData(data_keys, RetentionPolicy.parse(settings.retention))
@@ -218,6 +233,11 @@ def _personal_data(
     if finished:
         say(f"Finished {len(finished)} erasure(s) an earlier process left half done")
     return personal, subjects
+
+
+def _holds_decisions(store: WormStore) -> bool:
+    """Whether any decision was recorded in ``store`` (one listing call, stops at the first)."""
+    return next(iter(store.list_keys(layout.INDEX_PREFIX)), None) is not None
 
 
 def _preload(models: Engine, say: Callable[[str], None]) -> None:

@@ -56,6 +56,7 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seal: bool = True  # seal personal data in records (spec §3a); false only for the clear baseline of benchmarks
     keyring: str = ""  # data keyring directory; default $VERDICT_KEYRING, else <data dir>/keyring (outside the store)
     keyring_kek: str = ""  # what wraps the data keys: "" or "local" (a key file in the keyring), "kms:<key id>"
+    keyring_create: bool = False  # start a new keyring although the store already holds decisions (after upgrading)
     retention: str = ""  # days kept per model, "*=1827,my-model=365" (default five years; at least 183 days)
 
 

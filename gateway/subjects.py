@@ -184,10 +184,14 @@ class SubjectRights:
 
     # -- recovery -------------------------------------------------------------------
     def recover(self) -> list[ErasureOutcome]:
-        """Finish erasures a stopped process left half done, and destroy keys that erasure
-        records name but the keyring still holds (restored from an older backup)."""
-        records = list(self._erasure_records())
-        recorded = {canonical_bytes(body): ref for ref, body in records}
+        """Bring the keyring in line with the ``subjects`` chain, which is authoritative:
+        finish erasures a stopped process left half done, destroy keys that erasure records
+        name but the keyring still holds (restored from an older backup), and apply the
+        recorded legal holds and releases (one recorded but not applied, or lost with a
+        restored backup)."""
+        records = list(self._subject_records())
+        erasures = [(ref, body) for ref, body in records if isinstance(body, ErasureBody)]
+        recorded = {canonical_bytes(body): ref for ref, body in erasures}
         finished = []
         for body in self.keyring.pending_erasures():
             ref = recorded.get(canonical_bytes(body))
@@ -197,13 +201,18 @@ class SubjectRights:
                 ref = _ref(receipt, body)
             self.keyring.complete_erasure(body, ref)
             finished.append(ErasureOutcome(body, ref, receipt))
-        for ref, body in records:
+        for ref, body in erasures:
             if any(self.keyring.live(k) for k in body.key_refs):
                 self.keyring.complete_erasure(body, ref)
                 finished.append(ErasureOutcome(body, ref))
+        for _, hold in records:
+            if isinstance(hold, LegalHoldBody):
+                self.keyring.set_hold(hold)  # in chain order: the latest event of each key wins
         return finished
 
-    def _erasure_records(self) -> Iterator[tuple[ErasureRef, ErasureBody]]:
+    def _subject_records(self) -> Iterator[tuple[ErasureRef, ErasureBody | LegalHoldBody]]:
+        """Erasure and legal-hold records of the ``subjects`` chain, in order (a short chain:
+        one record per erasure, hold and command-line export)."""
         for key in sorted(self.store.list_keys(layout.segments_prefix(SUBJECTS_CHAIN))):
             try:
                 segment = self.store.get(key)
@@ -212,12 +221,11 @@ class SubjectRights:
             for line in iter_lines(segment):
                 raw, _ = split_line(line)
                 record = decode_record(raw)
-                if isinstance(record.body, ErasureBody):
+                body = record.body
+                if isinstance(body, ErasureBody | LegalHoldBody):
+                    cause = body.cause if isinstance(body, ErasureBody) else body.action
                     digest = hashlib.sha256(raw).hexdigest()
-                    yield (
-                        ErasureRef(record.chain_id, record.seq, digest, record.body.at, record.body.cause),
-                        record.body,
-                    )
+                    yield ErasureRef(record.chain_id, record.seq, digest, body.at, cause), body
 
 
 def _ref(receipt: Receipt, body: ErasureBody) -> ErasureRef:

@@ -294,6 +294,7 @@ def _print_outcome(outcome) -> None:  # noqa: ANN001
     styles = {
         "identical": "",
         "within_tolerance": "cyan",
+        "erased": "magenta",
         "out_of_tolerance": "bold red",
         "cannot_replay": "bold yellow",
     }

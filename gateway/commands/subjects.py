@@ -11,6 +11,7 @@ finishes any erasure an earlier process left half done.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,13 +47,17 @@ ByOption = Annotated[str, typer.Option("--by", help="Who does it (recorded): a n
 
 def _rights(store_url: str | None) -> tuple[WormStore, SubjectRights]:
     # lazy: `verdict --help` imports every command module; the keyring and chains load when a command runs
+    from verdict.audit.key_wrapping import KekError
     from verdict.audit.personal_data import existing_personal_data, keyring_directory
     from verdict.gateway.registry_log import RegistryLog
     from verdict.gateway.service_errors import ServiceError
     from verdict.gateway.subjects import SUBJECTS_CHAIN, SubjectRights
 
     store = open_configured_store(store_url)
-    personal = existing_personal_data()
+    try:
+        personal = existing_personal_data()
+    except (ValueError, KekError, OSError) as exc:
+        fail(f"cannot open the data keyring: {exc}")
     if personal is None:
         fail(
             f"no data keyring at {keyring_directory()} (set VERDICT_KEYRING to the gateway's keyring directory)",
@@ -120,15 +125,26 @@ def export_command(
         subjects=rights,
     )
     view = _service_call(lookups.subject_decisions, subject, "cli")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decisions.json").write_bytes(msgspec.json.format(msgspec.json.encode(view), indent=2) + b"\n")
-    (out / "letter.html").write_text(render_letter_html(view, controller=controller), encoding="utf-8")
-    written = ["decisions.json", "letter.html"]
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)  # personal data: readable by this user only
+    files = {
+        "decisions.json": msgspec.json.format(msgspec.json.encode(view), indent=2) + b"\n",
+        "letter.html": render_letter_html(view, controller=controller).encode("utf-8"),
+    }
     pdf = render_letter_pdf(view, controller=controller)
     if pdf is not None:
-        (out / "letter.pdf").write_bytes(pdf)
-        written.append("letter.pdf")
+        files["letter.pdf"] = pdf
+    for name, data in files.items():
+        _write_private(out / name, data)
+    written = list(files)
     _err.print(f"{len(view.decisions)} decision(s) exported to {out}: {', '.join(written)}")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 (an export holds personal data)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
 
 
 @subjects_app.command("erase")
@@ -143,7 +159,11 @@ def erase_command(
         {
             "erased_decisions": done.body.request_ids,
             "key_refs": done.body.key_refs,
-            "record": {"chain_id": done.record.chain_id, "seq": done.record.seq, "hash": done.record.record_hash},
+            "record": {
+                "chain_id": done.record.chain_id,
+                "seq": done.record.seq,
+                "record_hash": done.record.record_hash,
+            },
         }
     )
 

@@ -7,9 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from verdict.audit.stores import FilesystemStore
+from tests.audit.golden.make_golden import decision
+from verdict.audit.chain import ChainWriter
+from verdict.audit.personal_data import PersonalData, configured_keyring
+from verdict.audit.records import PlainInputs, utc_now
+from verdict.audit.signing import FileKeyStore
+from verdict.audit.stores import FilesystemStore, open_store
+from verdict.audit.trust import configured_root
 from verdict.gateway.datasets import DATASETS
 from verdict.gateway.registry import Registry
 
@@ -79,3 +86,26 @@ def live_gateway(tmp_path_factory, trained_dirs):
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+SEALED_SUBJECTS = [f"person-{n:02d}" for n in range(8)]
+"""The subjects of ``sealed_trail``: two decisions each, request ids ``kill-000``..."""
+
+
+@pytest.fixture
+def sealed_trail(verdict_home):
+    """A store with two sealed decisions per subject, written through the real sealing path."""
+    store = open_store((verdict_home / "store").as_uri())
+    personal = PersonalData(configured_keyring())
+    signer, _ = FileKeyStore.default().init()
+    root = configured_root(create=True)
+    bodies = []
+    for n, subject in enumerate(SEALED_SUBJECTS * 2):
+        inputs = PlainInputs(attributes={"duration": 6 + n, "purpose": "A43"})
+        bodies.append(
+            msgspec.structs.replace(decision(f"kill-{n:03d}", inputs, subject_id=subject), decided_at=utc_now())
+        )
+    with ChainWriter.open(store, "gateway-0", signer, root=root, lease=None) as writer:
+        writer.append_batch(personal.seal_all(bodies, now=utc_now()))
+    personal.keyring.close()
+    return store

@@ -18,44 +18,21 @@ import subprocess
 import sys
 import time
 
-import msgspec
 import pytest
 
-from tests.audit.golden.make_golden import decision
+from tests.gateway.conftest import SEALED_SUBJECTS as SUBJECTS
 from tests.support.gateway_server import PROJECT
 from verdict.audit.chain import ChainWriter
 from verdict.audit.data_keys import DataKeyErased
 from verdict.audit.lease import LeaseOptions
-from verdict.audit.personal_data import PersonalData, configured_keyring, existing_personal_data
+from verdict.audit.personal_data import existing_personal_data
 from verdict.audit.reader import read_decision
-from verdict.audit.records import ErasureBody, PlainInputs, decode_record, iter_lines, split_line, utc_now
+from verdict.audit.records import ErasureBody, decode_record, iter_lines, split_line, utc_now
 from verdict.audit.signing import FileKeyStore
-from verdict.audit.stores import open_store
 from verdict.audit.trust import configured_root
 from verdict.audit.verifier import verify_store
 from verdict.gateway.registry_log import RegistryLog
 from verdict.gateway.subjects import SUBJECTS_CHAIN, SubjectRights
-
-SUBJECTS = [f"person-{n:02d}" for n in range(8)]
-
-
-@pytest.fixture
-def trail(verdict_home):
-    """A store with two sealed decisions per subject, written through the real sealing path."""
-    store = open_store((verdict_home / "store").as_uri())
-    personal = PersonalData(configured_keyring())
-    signer, _ = FileKeyStore.default().init()
-    root = configured_root(create=True)
-    bodies = []
-    for n, subject in enumerate(SUBJECTS * 2):
-        inputs = PlainInputs(attributes={"duration": 6 + n, "purpose": "A43"})
-        bodies.append(
-            msgspec.structs.replace(decision(f"kill-{n:03d}", inputs, subject_id=subject), decided_at=utc_now())
-        )
-    with ChainWriter.open(store, "gateway-0", signer, root=root, lease=None) as writer:
-        writer.append_batch(personal.seal_all(bodies, now=utc_now()))
-    personal.keyring.close()
-    return store
 
 
 def _rights(store) -> SubjectRights:
@@ -115,8 +92,9 @@ def _check_consistent(store, *, finished: bool) -> None:
     keyring.close()
 
 
-def test_killed_after_the_record_the_keys_are_destroyed_on_the_next_start(trail):
-    rights = _rights(trail)
+def test_killed_after_the_record_the_keys_are_destroyed_on_the_next_start(sealed_trail):
+    trail = sealed_trail
+    rights = _rights(sealed_trail)
     body = _body(rights, "person-00")
     rights.keyring.prepare_erasure(body)
     rights._append(body)  # the state a SIGKILL right after the record leaves: record durable, keys alive
@@ -128,43 +106,46 @@ def test_killed_after_the_record_the_keys_are_destroyed_on_the_next_start(trail)
     _, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
     assert "Finished an earlier erasure" in err
-    assert _erasure_records(trail) == [body]  # not recorded twice
-    after = _rights(trail)
+    assert _erasure_records(sealed_trail) == [body]  # not recorded twice
+    after = _rights(sealed_trail)
     with pytest.raises(DataKeyErased) as erased:
         after.keyring.key(body.key_refs[0])
     assert erased.value.erasure.chain_id == SUBJECTS_CHAIN
     _check_consistent(trail, finished=True)
 
 
-def test_killed_before_the_record_the_erasure_is_recorded_then_done(trail):
-    rights = _rights(trail)
+def test_killed_before_the_record_the_erasure_is_recorded_then_done(sealed_trail):
+    trail = sealed_trail
+    rights = _rights(sealed_trail)
     body = _body(rights, "person-02")
     rights.keyring.prepare_erasure(body)  # noted, then killed: no record, keys alive
     rights.keyring.close()
-    assert _erasure_records(trail) == []
+    assert _erasure_records(sealed_trail) == []
     _check_consistent(trail, finished=False)
-    finished = _rights(trail).recover()
-    assert [f.body for f in finished] == [body] and _erasure_records(trail) == [body]
+    finished = _rights(sealed_trail).recover()
+    assert [f.body for f in finished] == [body] and _erasure_records(sealed_trail) == [body]
     _check_consistent(trail, finished=True)
 
 
-def test_a_restored_keyring_backup_loses_the_erased_keys_again(trail, verdict_home):
+def test_a_restored_keyring_backup_loses_the_erased_keys_again(sealed_trail, verdict_home):
+    trail = sealed_trail
     database = verdict_home / "keyring" / "keyring.sqlite"
     backup = verdict_home / "backup.sqlite"
     with contextlib.closing(sqlite3.connect(database)) as db:  # a backup taken before the erasure
         db.execute(f"VACUUM INTO '{backup}'")
-    rights = _rights(trail)
+    rights = _rights(sealed_trail)
     done = rights.erase("person-03", "GDPR Art. 17", "test")
     rights.keyring.close()
     for suffix in ("", "-wal", "-shm"):
         database.with_name(database.name + suffix).unlink(missing_ok=True)
     backup.rename(database)  # restored: the erased key is back
-    assert _rights(trail).keyring.live(done.body.key_refs[0])
-    _rights(trail).recover()
+    assert _rights(sealed_trail).keyring.live(done.body.key_refs[0])
+    _rights(sealed_trail).recover()
     _check_consistent(trail, finished=True)
 
 
-def test_sigkill_of_an_erasure_waiting_to_record(trail):
+def test_sigkill_of_an_erasure_waiting_to_record(sealed_trail):
+    trail = sealed_trail
     """A real ``verdict subjects erase`` killed with SIGKILL after it noted the erasure and
     while it waits for the ``subjects`` chain (this test holds the chain's lease): nothing
     destroyed, nothing recorded; the next command records the erasure and destroys the key."""
@@ -172,7 +153,7 @@ def test_sigkill_of_an_erasure_waiting_to_record(trail):
     holder = ChainWriter.open(trail, SUBJECTS_CHAIN, signer, root=configured_root(), lease=LeaseOptions())
     try:
         process = _cli("subjects", "erase", "person-05", "--basis", "GDPR Art. 17")
-        watcher = _rights(trail)
+        watcher = _rights(sealed_trail)
         deadline = time.monotonic() + 120
         while not watcher.keyring.pending_erasures():  # the state to kill in: noted, not yet recorded
             assert process.poll() is None, process.communicate()
@@ -182,7 +163,7 @@ def test_sigkill_of_an_erasure_waiting_to_record(trail):
         process.communicate(timeout=60)
         assert process.returncode == -signal.SIGKILL
         (pending,) = watcher.keyring.pending_erasures()
-        assert all(watcher.keyring.live(k) for k in pending.key_refs) and _erasure_records(trail) == []
+        assert all(watcher.keyring.live(k) for k in pending.key_refs) and _erasure_records(sealed_trail) == []
         watcher.keyring.close()
         _check_consistent(trail, finished=False)
     finally:
@@ -190,6 +171,6 @@ def test_sigkill_of_an_erasure_waiting_to_record(trail):
     finisher = _cli("subjects", "show", "person-06")
     _, err = finisher.communicate(timeout=120)
     assert finisher.returncode == 0, err
-    assert [b.request_ids for b in _erasure_records(trail)] == [pending.request_ids]
+    assert [b.request_ids for b in _erasure_records(sealed_trail)] == [pending.request_ids]
     _check_consistent(trail, finished=True)
-    assert verify_store(trail).ok
+    assert verify_store(sealed_trail).ok
