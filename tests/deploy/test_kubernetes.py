@@ -137,7 +137,9 @@ def test_renders_and_hangs_together(path):
             if "secret" in volume:
                 assert volume["secret"]["secretName"] in EXTERNAL_SECRETS, where
             if "persistentVolumeClaim" in volume:
-                assert volume["persistentVolumeClaim"]["claimName"] in pvcs, where
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                # a standalone Job uses the base's shared keyring volume, deployed with the base
+                assert claim in pvcs or (standalone and claim == "verdict-keyring"), where
         for container in spec["containers"]:
             for ref in container.get("envFrom", []):
                 if "configMapRef" in ref:
@@ -213,7 +215,7 @@ def test_immutability_cronjob_runs_the_real_command_nightly():
     from verdict.audit.cli import audit_app
 
     docs = render("base")
-    (cron,) = _by_kind(docs, "CronJob")
+    (cron,) = [c for c in _by_kind(docs, "CronJob") if c["metadata"]["name"] == "verdict-immutability-test"]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid" and len(cron["spec"]["schedule"].split()) == 5
     template = cron["spec"]["jobTemplate"]["spec"]["template"]
     argv = _command_line(template, "immutability-test")
@@ -230,6 +232,49 @@ def test_immutability_cronjob_runs_the_real_command_nightly():
     # a FAILED probe (exit 1) fails the Job at once; it is a finding, not a flake
     rules = cron["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
     assert any(r["action"] == "FailJob" and r.get("onExitCodes", {}).get("values") == [1] for r in rules)
+
+
+def _keyring_mounts(template: dict) -> bool:
+    """The pod mounts the data keyring PVC at VERDICT_KEYRING and is scheduled on its node."""
+    spec = template["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for container in spec["containers"]:
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        path = env.get("VERDICT_KEYRING")
+        if path is None or path not in mounts:
+            return False
+        if volumes[mounts[path]].get("persistentVolumeClaim", {}).get("claimName") != "verdict-keyring":
+            return False
+    terms = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    together = any(
+        t["topologyKey"] == "kubernetes.io/hostname"
+        and t["labelSelector"]["matchLabels"] == {"verdict.example.com/keyring": "true"}
+        for t in terms
+    )
+    return together and template["metadata"]["labels"].get("verdict.example.com/keyring") == "true"
+
+
+def test_every_pod_that_seals_or_opens_mounts_the_one_keyring_on_one_node():
+    """Gateways seal, the sweep erases, replays open: all with the one keyring (SQLite, one node)."""
+    import typer.main
+
+    import verdict.gateway.cli
+
+    docs = render("base")
+    (gateway,) = _by_kind(docs, "StatefulSet")
+    assert _keyring_mounts(gateway["spec"]["template"])
+    (sweep,) = [c for c in _by_kind(docs, "CronJob") if c["metadata"]["name"] == "verdict-retention-sweep"]
+    template = sweep["spec"]["jobTemplate"]["spec"]["template"]
+    assert _keyring_mounts(template) and sweep["spec"]["concurrencyPolicy"] == "Forbid"
+    args = next(c for c in template["spec"]["containers"] if c["name"] == "retention-sweep")["args"]
+    assert args[:2] == ["retention", "sweep"]
+    retention = typer.main.get_command(verdict.gateway.cli.app).commands["retention"]
+    assert {a for a in args[2:] if a.startswith("--")} <= _options(retention.commands["sweep"])
+    (claim,) = [c for c in _by_kind(docs, "PersistentVolumeClaim") if c["metadata"]["name"] == "verdict-keyring"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    (job,) = _by_kind(render("overlays/production/batch-replay"), "Job")
+    assert _keyring_mounts(job["spec"]["template"])
 
 
 def test_batch_replay_job_runs_verdict_replay_all():
