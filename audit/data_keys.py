@@ -97,6 +97,16 @@ class ErasureRef:
     erased_at: str
     cause: str
 
+    def as_dict(self) -> dict[str, object]:
+        """The reference as the API's problem body and replay's verdict name it."""
+        return {
+            "chain_id": self.chain_id,
+            "seq": self.seq,
+            "record_hash": self.record_hash,
+            "erased_at": self.erased_at,
+            "cause": self.cause,
+        }
+
 
 class DataKeyErased(KeyringError):
     """The key was destroyed by an erasure; ``erasure`` names its record."""

@@ -410,16 +410,15 @@ def _sorted_unique(values: list[str], name: str, *, non_empty: bool) -> None:
         raise ValueError(f"{name} must be sorted, without repeats")
 
 
-class ErasureBody(_Struct, frozen=True, tag_field="kind", tag="erasure"):
-    """Data keys destroyed, so the personal data they sealed is gone (spec §3a ``erasure``).
-    Appended before the keys are destroyed: no key is destroyed without this record."""
+class _SubjectEvent(_Struct, frozen=True):
+    """What erasure and legal-hold records share (spec §3a): which data keys and decisions,
+    on what basis, by whom, when; never the subject id or any personal field."""
 
     key_refs: list[DataKeyRef]
     request_ids: list[str]
     """The decisions the keys sealed, as the subject index knew them."""
-    cause: Literal["request", "retention"]
     basis: str
-    """The legal basis, as the operator gave it."""
+    """The legal basis or case reference, as the operator gave it."""
     by: str
     at: Timestamp
 
@@ -428,19 +427,17 @@ class ErasureBody(_Struct, frozen=True, tag_field="kind", tag="erasure"):
         _sorted_unique(self.request_ids, "request_ids", non_empty=False)
 
 
-class LegalHoldBody(_Struct, frozen=True, tag_field="kind", tag="legal_hold"):
+class ErasureBody(_SubjectEvent, frozen=True, tag_field="kind", tag="erasure"):
+    """Data keys destroyed, so the personal data they sealed is gone (spec §3a ``erasure``).
+    Appended before the keys are destroyed: no key is destroyed without this record."""
+
+    cause: Literal["request", "retention"]
+
+
+class LegalHoldBody(_SubjectEvent, frozen=True, tag_field="kind", tag="legal_hold"):
     """A legal hold set on, or released from, a subject's decisions (spec §3a ``legal_hold``)."""
 
     action: Literal["hold", "release"]
-    key_refs: list[DataKeyRef]
-    request_ids: list[str]
-    basis: str
-    by: str
-    at: Timestamp
-
-    def __post_init__(self) -> None:
-        _sorted_unique(self.key_refs, "key_refs", non_empty=True)
-        _sorted_unique(self.request_ids, "request_ids", non_empty=False)
 
 
 Body = (

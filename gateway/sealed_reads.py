@@ -37,13 +37,7 @@ def open_decision(personal: PersonalData | None, body: DecisionBody, retry_after
         e = exc.erasure
         raise DecisionErased(
             body.request_id,
-            {
-                "chain_id": e.chain_id,
-                "seq": e.seq,
-                "record_hash": e.record_hash,
-                "erased_at": e.erased_at,
-                "cause": e.cause,
-            },
+            e.as_dict(),
         ) from None
     except DataKeyMissing:
         raise InputsSealed(

@@ -481,13 +481,7 @@ def _opened(
             e = exc.erasure
             results[t.request_id] = erased(
                 t.request_id,
-                {
-                    "chain_id": e.chain_id,
-                    "seq": e.seq,
-                    "record_hash": e.record_hash,
-                    "erased_at": e.erased_at,
-                    "cause": e.cause,
-                },
+                e.as_dict(),
                 **known,
             )
             continue

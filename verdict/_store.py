@@ -208,13 +208,7 @@ def _opened(body: records.DecisionBody, keyring: Path) -> records.DecisionBody:
         raise DecisionErased(
             f"the personal data of {body.request_id!r} was erased ({e.cause}) on {e.erased_at}: "
             f"erasure record {e.chain_id}/{e.seq}",
-            {
-                "chain_id": e.chain_id,
-                "seq": e.seq,
-                "record_hash": e.record_hash,
-                "erased_at": e.erased_at,
-                "cause": e.cause,
-            },
+            e.as_dict(),
         ) from None
     except (DataKeyMissing, SealError):
         return body

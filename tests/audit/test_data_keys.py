@@ -610,23 +610,13 @@ def _kms_key(endpoint_url: str) -> str:
     return _kms_client(endpoint_url).create_key()["KeyMetadata"]["KeyId"]
 
 
-@pytest.fixture(scope="module")
-def kms_server(tmp_path_factory):
-    server = MotoServer(log_dir=tmp_path_factory.mktemp("moto-kms"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def kms_key_id(kms_server) -> str:
-    return _kms_key(kms_server.endpoint_url)
+def kms_key_id(moto_server) -> str:
+    return _kms_key(moto_server.endpoint_url)
 
 
-def test_kms_keyring_round_trips_across_clients(kms_server, kms_key_id, db_path):
-    kek = KmsKek(kms_key_id, _kms_client(kms_server.endpoint_url))
+def test_kms_keyring_round_trips_across_clients(moto_server, kms_key_id, db_path):
+    kek = KmsKek(kms_key_id, _kms_client(moto_server.endpoint_url))
     assert kek.kek_id == f"kms:{kms_key_id}"
     ring = DataKeyring(db_path, kek)
     try:
@@ -641,7 +631,7 @@ def test_kms_keyring_round_trips_across_clients(kms_server, kms_key_id, db_path)
     assert alice == alice_again != own and len(alice_key) == 32 and alice_key != own_key
     assert _holding(db_path, alice_key) == []
 
-    reopened = DataKeyring(db_path, KmsKek(kms_key_id, _kms_client(kms_server.endpoint_url)))
+    reopened = DataKeyring(db_path, KmsKek(kms_key_id, _kms_client(moto_server.endpoint_url)))
     try:
         assert reopened.key(alice) == alice_key and reopened.key(own) == own_key
         assert reopened.subject_ref("alice") == subject_ref  # the index key came back through KMS
@@ -650,15 +640,15 @@ def test_kms_keyring_round_trips_across_clients(kms_server, kms_key_id, db_path)
         reopened.close()
 
 
-def test_kms_wrapped_keys_are_bound_to_key_ref_and_kms_key(kms_server, kms_key_id, db_path):
-    client = _kms_client(kms_server.endpoint_url)
+def test_kms_wrapped_keys_are_bound_to_key_ref_and_kms_key(moto_server, kms_key_id, db_path):
+    client = _kms_client(moto_server.endpoint_url)
     kek = KmsKek(kms_key_id, client)
     key, wrapped = kek.new_key(_ref(1))
     assert len(key) == 32 and kek.unwrap(_ref(1), wrapped) == key
     with pytest.raises(KekError, match="Decrypt"):
         kek.unwrap(_ref(2), wrapped)  # another key ref's encryption context
     with pytest.raises(KekError):
-        KmsKek(_kms_key(kms_server.endpoint_url), client).unwrap(_ref(1), wrapped)  # another KMS key
+        KmsKek(_kms_key(moto_server.endpoint_url), client).unwrap(_ref(1), wrapped)  # another KMS key
 
     ring = DataKeyring(db_path, kek)
     try:
@@ -668,7 +658,7 @@ def test_kms_wrapped_keys_are_bound_to_key_ref_and_kms_key(kms_server, kms_key_i
     with contextlib.closing(sqlite3.connect(db_path)) as db:
         db.execute("UPDATE data_keys SET wrapped = ? WHERE key_ref = ?", (_wrapped(db_path, alice), bob))
         db.commit()
-    fresh = DataKeyring(db_path, KmsKek(kms_key_id, _kms_client(kms_server.endpoint_url)))
+    fresh = DataKeyring(db_path, KmsKek(kms_key_id, _kms_client(moto_server.endpoint_url)))
     try:
         with pytest.raises(KekError, match=kms_key_id):
             fresh.key(bob)
