@@ -177,33 +177,50 @@ class DataKeyring:
     def assign(self, items: Sequence[Assignment], *, now: str) -> list[tuple[str, bytes]]:
         """(key ref, data key) to seal each item under, creating subject keys (and a key of
         its own for an item without a subject) and indexing the decisions, in one durable
-        transaction: the keys exist before anything is sealed under them."""
+        transaction: the keys exist before anything is sealed under them. One lookup for
+        the batch's subjects and one bulk insert of its index rows (the gateway's hot path)."""
+        subjects = [self.subject_ref(i.subject_id) if i.subject_id is not None else None for i in items]
         out: list[tuple[str, bytes]] = []
         with self._transaction() as db:
-            for item in items:
-                key_ref = self._key_for(db, item, now)
-                db.execute(
-                    "INSERT INTO decisions (request_id, key_ref, retain_until) VALUES (?, ?, ?) "
-                    "ON CONFLICT (request_id) DO UPDATE SET key_ref = excluded.key_ref, "
-                    "retain_until = max(retain_until, excluded.retain_until)",
-                    (item.request_id, key_ref, item.retain_until),
-                )
-                out.append((key_ref, b""))
-        return [(key_ref, self.key(key_ref)) for key_ref, _ in out]
+            known = self._subject_keys(db, {s for s in subjects if s is not None})
+            for item, subject in zip(items, subjects, strict=True):
+                found = known.get(subject) if subject is not None else self._own_key(db, item.request_id)
+                if found is None:
+                    found = self._new_key(db, subject, now)
+                    if subject is not None:
+                        known[subject] = found
+                out.append(found)
+            db.executemany(
+                "INSERT INTO decisions (request_id, key_ref, retain_until) VALUES (?, ?, ?) "
+                "ON CONFLICT (request_id) DO UPDATE SET key_ref = excluded.key_ref, "
+                "retain_until = max(retain_until, excluded.retain_until)",
+                [(i.request_id, key_ref, i.retain_until) for i, (key_ref, _) in zip(items, out, strict=True)],
+            )
+        return out
 
-    def _key_for(self, db: sqlite3.Connection, item: Assignment, now: str) -> str:
-        if item.subject_id is not None:
-            subject = self.subject_ref(item.subject_id)
-            row = db.execute("SELECT key_ref FROM data_keys WHERE subject = ?", (subject,)).fetchone()
-        else:  # a retried request without a subject keeps the key it was given
-            subject = None
-            row = db.execute(
-                "SELECT d.key_ref FROM decisions d JOIN data_keys k ON k.key_ref = d.key_ref "
-                "WHERE d.request_id = ? AND k.subject IS NULL",
-                (item.request_id,),
-            ).fetchone()
-        if row is not None:
-            return str(row[0])
+    def _subject_keys(self, db: sqlite3.Connection, subjects: set[str]) -> dict[str | None, tuple[str, bytes]]:
+        found: dict[str | None, tuple[str, bytes]] = {}
+        ordered = sorted(subjects)
+        for start in range(0, len(ordered), 500):  # SQLite's bound-parameter limit
+            chunk = ordered[start : start + 500]
+            rows = db.execute(
+                f"SELECT subject, key_ref, wrapped FROM data_keys WHERE subject IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            for subject, key_ref, wrapped in rows:
+                found[subject] = (key_ref, self._unwrapped(key_ref, bytes(wrapped)))
+        return found
+
+    def _own_key(self, db: sqlite3.Connection, request_id: str) -> tuple[str, bytes] | None:
+        """A retried request without a subject keeps the key it was given."""
+        row = db.execute(
+            "SELECT d.key_ref, k.wrapped FROM decisions d JOIN data_keys k ON k.key_ref = d.key_ref "
+            "WHERE d.request_id = ? AND k.subject IS NULL",
+            (request_id,),
+        ).fetchone()
+        return None if row is None else (str(row[0]), self._unwrapped(str(row[0]), bytes(row[1])))
+
+    def _new_key(self, db: sqlite3.Connection, subject: str | None, now: str) -> tuple[str, bytes]:
         key_ref = "dk_" + os.urandom(16).hex()
         key, wrapped = self.wrapper.new_key(key_ref)
         db.execute(
@@ -211,7 +228,14 @@ class DataKeyring:
             (key_ref, subject, self.wrapper.kek_id, wrapped, now),
         )
         self._remember(key_ref, key)
-        return key_ref
+        return key_ref, key
+
+    def _unwrapped(self, key_ref: str, wrapped: bytes) -> bytes:
+        cached = self._cache.get(key_ref)
+        if cached is None:
+            cached = self.wrapper.unwrap(key_ref, wrapped)
+            self._remember(key_ref, cached)
+        return cached
 
     def key(self, key_ref: str) -> bytes:
         """The data key ``key_ref``; DataKeyErased if an erasure destroyed it, DataKeyMissing

@@ -130,12 +130,12 @@ class PersonalData:
     def seal_all(self, bodies: Sequence[DecisionBody], *, now: str) -> list[DecisionBody]:
         """The sealed form of each clear decision; their keys and index rows are durable
         first (one keyring transaction for the batch)."""
+        until: dict[tuple[str, str], str] = {}  # a batch shares its models and its decided_at
+        for b in bodies:
+            if (b.model.name, b.decided_at) not in until:
+                until[b.model.name, b.decided_at] = self.retention.retain_until(b.model.name, b.decided_at)
         keys = self.keyring.assign(
-            [
-                Assignment(b.request_id, b.subject_id, self.retention.retain_until(b.model.name, b.decided_at))
-                for b in bodies
-            ],
-            now=now,
+            [Assignment(b.request_id, b.subject_id, until[b.model.name, b.decided_at]) for b in bodies], now=now
         )
         return [seal(body, key, key_ref) for body, (key_ref, key) in zip(bodies, keys, strict=True)]
 

@@ -22,7 +22,17 @@ Verify with trust policy: the verifier over a chain certified by a trust root
 (ChainWriter.open(root=...)), unanchored vs verify_store(trust=policy),
 interleaved; target: anchored >= 90% of unanchored.
 
-Run: .venv/bin/python benchmarks/audit_append.py [--records 6400] [--rounds 7] [--only appends,witnessing,trust]
+Sealing (spec §3a): filesystem group commit (batch 64) of the same kind of
+decision bodies, each with a subject_id, clear (appended as they are, v1) vs
+sealed (``PersonalData.seal_all`` on each batch before it is appended, as the
+gateway does: one keyring transaction for the batch's data keys, then
+AES-256-GCM per record; the keyring in the benchmark's temp dir, keys wrapped
+by a local KEK file), in interleaved rounds, with one producer and with two.
+Sealed twice over: subjects drawn from a pool of 10,000 (one keyring shared by
+every round, so later rounds mostly reuse keys), and a new subject per record
+(worst case: a new data key per record).
+
+Run: .venv/bin/python benchmarks/audit_append.py [--records 6400] [--rounds 7] [--only appends,witnessing,trust,sealing]
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,6 +55,7 @@ from benchmarks import _witnesses  # noqa: E402
 from verdict.audit import layout  # noqa: E402
 from verdict.audit import records as rec  # noqa: E402
 from verdict.audit.chain import ChainWriter, default_origin  # noqa: E402
+from verdict.audit.personal_data import PersonalData, configured_keyring  # noqa: E402
 from verdict.audit.signing import Ed25519Signer  # noqa: E402
 from verdict.audit.stores import FilesystemStore  # noqa: E402
 from verdict.audit.trust import RootKey  # noqa: E402
@@ -61,7 +72,7 @@ def _hex() -> str:
 MODEL_SHA, ENV_SHA = _hex(), _hex()
 
 
-def decision(i: int, prefix: str) -> rec.DecisionBody:
+def decision(i: int, prefix: str, subject_id: str | None = None) -> rec.DecisionBody:
     now = rec.utc_now()
     names = [f"attribute_{j:02d}" for j in range(20)]
     return rec.DecisionBody(
@@ -97,6 +108,7 @@ def decision(i: int, prefix: str) -> rec.DecisionBody:
             )
             for j, n in enumerate(names[:4])
         ],
+        subject_id=subject_id,
     )
 
 
@@ -113,6 +125,8 @@ def append_rate(
     *,
     cpu: dict[str, float] | None = None,
     other_pids: Sequence[int] = (),
+    subject_of: Callable[[int], str] | None = None,
+    personal: PersonalData | None = None,
     **open_options,
 ) -> float:
     """Durable records/s. With several producers, batches are appended from that
@@ -120,15 +134,23 @@ def append_rate(
     overlaps one batch's index round with the next batch's segment round.
     ``open_options`` go to ChainWriter.open (checkpoint_every, on_checkpoint, root).
     ``cpu``, if given, gets the CPU seconds used while appending by this process
-    ("self", all its threads) and by ``other_pids`` ("others")."""
+    ("self", all its threads) and by ``other_pids`` ("others").
+    ``subject_of(i)``: record i's subject_id (None: no subject ids). ``personal``: each
+    batch is sealed with it (``seal_all``) just before it is appended, inside the timing."""
     signer = bench_signer()
-    bodies = [decision(i, chain_id) for i in range(n)]
+    bodies = [decision(i, chain_id, subject_of(i) if subject_of else None) for i in range(n)]
     writer = ChainWriter.open(store, chain_id, signer, **open_options)
     batches = [bodies[i : i + batch] for i in range(0, n, batch)]
+
+    def sealed_append(bodies: list[rec.DecisionBody]) -> object:
+        assert personal is not None
+        return writer.append_batch(personal.seal_all(bodies, now=rec.utc_now()))
+
+    append = writer.append_batch if personal is None else sealed_append
     cpu_self, cpu_others = time.process_time(), _witnesses.process_cpu_seconds(other_pids)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=producers) as pool:
-        for _ in pool.map(writer.append_batch, batches):
+        for _ in pool.map(append, batches):
             pass
     elapsed = time.perf_counter() - started
     if cpu is not None:
@@ -357,14 +379,70 @@ def trust_section(workdir: Path, n: int, rounds: int) -> None:
         )
 
 
-SECTIONS = ("appends", "witnessing", "trust")
+SEAL_POOL = 10_000
+SEAL_BATCH = 64
+
+
+def sealing_section(workdir: Path, n: int, rounds: int) -> None:
+    """Filesystem group commit, clear vs sealed (seal_all per batch), interleaved rounds."""
+    store = FilesystemStore(workdir / "sealing-store")
+    personal = PersonalData(configured_keyring(str(workdir / "sealing-keyring"), "local"))
+    pool = random.Random(3)
+    variants: dict[str, tuple[Callable[[str], Callable[[int], str]], PersonalData | None]] = {
+        "clear": (lambda chain: lambda i: f"subject-{pool.randrange(SEAL_POOL)}", None),
+        "sealed pool": (lambda chain: lambda i: f"subject-{pool.randrange(SEAL_POOL)}", personal),
+        "sealed distinct": (lambda chain: lambda i: f"{chain}-subject-{i}", personal),
+    }
+    names = list(variants)
+
+    def run(variant: str, producers: int, round_no: int) -> float:
+        chain_id = f"seal-{variant.replace(' ', '-')}-{producers}-{round_no}"
+        subjects, sealer = variants[variant]
+        return append_rate(store, chain_id, n, SEAL_BATCH, producers, subject_of=subjects(chain_id), personal=sealer)
+
+    for producers in (1, 2):
+        for variant in names:
+            run(variant, producers, 0)  # warm-up, discarded (also creates the pool's first keys)
+    rates: dict[tuple[str, int], list[float]] = {(v, p): [] for v in names for p in (1, 2)}
+    for round_no in range(1, rounds + 1):
+        shift = (round_no - 1) % len(names)  # rotate the order: no variant always runs first
+        for producers in (1, 2):
+            for variant in names[shift:] + names[:shift]:
+                rates[(variant, producers)].append(run(variant, producers, round_no))
+
+    def line_bytes(variant: str) -> float:
+        prefix = layout.segments_prefix(f"seal-{variant.replace(' ', '-')}-1-1")
+        keys = list(store.list_keys(prefix))
+        return sum(len(store.get(k)) for k in keys) / sum(len(rec.iter_lines(store.get(k))) for k in keys)
+
+    print(
+        f"\nsealing: filesystem group commit (batch {SEAL_BATCH}), {n:,} records per run, {rounds} interleaved "
+        f"rounds; subjects: 'pool' = drawn from {SEAL_POOL:,} (one keyring for every round: keys made on first "
+        f"use, reused after), 'distinct' = a new subject (and data key) per record"
+    )
+    print(
+        f"{'variant':>16} {'producers':>9} {'records/s':>10} {'sealed/clear: median [range] of rounds':>40} "
+        f"{'bytes/record':>12}"
+    )
+    for producers in (1, 2):
+        for variant in names:
+            values = rates[(variant, producers)]
+            paired = "" if variant == "clear" else _paired(values, rates[("clear", producers)])
+            print(f"{variant:>16} {producers:>9} {_median(values):>10,.0f} {paired:>40} {line_bytes(variant):>12,.0f}")
+    personal.keyring.close()
+
+
+SECTIONS = ("appends", "witnessing", "trust", "sealing")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=6400, help="records per append run (default 6400)")
     parser.add_argument(
-        "--rounds", type=int, default=7, help="interleaved rounds of the witnessing and trust sections (default 7)"
+        "--rounds",
+        type=int,
+        default=7,
+        help="interleaved rounds of the witnessing, trust and sealing sections (default 7)",
     )
     parser.add_argument(
         "--producers",
@@ -389,6 +467,8 @@ def main() -> None:
         witnessing_section(workdir, n, args.rounds, args.producers)
     if "trust" in only:
         trust_section(workdir, n, args.rounds)
+    if "sealing" in only:
+        sealing_section(workdir, n, args.rounds)
 
 
 if __name__ == "__main__":

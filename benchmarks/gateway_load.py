@@ -28,19 +28,37 @@ concurrency 16 and 64 by default; target: witnessing costs < 2% of decisions/s
 (it runs in a background thread, never on a decision's path). Then how many
 checkpoints each witness cosigned (the store's cosigned/ objects, verified).
 
+Sealing (spec §3a), with ``--sealing``: instead of the above, two gateways,
+each with its own data directory (and so its own data keyring): ``clear``
+(VERDICT_SEAL=false: v1 records with the inputs in clear) and ``sealed`` (the
+default: each batch's data keys assigned in one keyring transaction, each
+record's personal data sealed with AES-256-GCM). Measured side by side like
+the above, at concurrency 16 and 64 by default, once per way of sending
+subject ids (``--subjects``, default ``pool:10000,distinct``): ``pool:N`` =
+each request's subject_id drawn at random from N subjects (a key is created
+the first time a subject is seen, reused after), ``distinct`` = a new
+subject_id per request (the worst case: a new data key per decision). Both
+gateways get the same kind of requests. Target: sealing costs at most 5% of
+decisions/s (sealed/clear >= 0.95).
+
 Run: .venv/bin/python benchmarks/gateway_load.py [--seconds 4] [--rounds 5] [--concurrency 1,16,64] [--driver wrk|httpx]
      .venv/bin/python benchmarks/gateway_load.py --witnesses 0,1,3 [--concurrency 16,64]
+     .venv/bin/python benchmarks/gateway_load.py --sealing [--subjects pool:10000,distinct] [--concurrency 16,64]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +104,9 @@ class NaiveServer:
         self.process.wait(timeout=30)
 
 
-async def _drive(url: str, token: str, concurrency: int, seconds: float, prefix: str) -> tuple[int, list[float], int]:
+async def _drive(
+    url: str, token: str, concurrency: int, seconds: float, prefix: str, subject: Callable[[str], str] | None = None
+) -> tuple[int, list[float], int]:
     latencies: list[float] = []
     errors = 0
     stop_at = time.monotonic() + seconds
@@ -101,6 +121,8 @@ async def _drive(url: str, token: str, concurrency: int, seconds: float, prefix:
                 "request_id": f"{prefix}-{counter}",
                 "attributes": ROWS[counter % len(ROWS)],
             }
+            if subject is not None:
+                body["subject_id"] = subject(body["request_id"])
             started = time.perf_counter()
             response = await client.post("/v1/decisions", json=body)
             latencies.append(time.perf_counter() - started)
@@ -114,17 +136,76 @@ async def _drive(url: str, token: str, concurrency: int, seconds: float, prefix:
 
 
 def _run(
-    driver: str, url: str, token: str, concurrency: int, seconds: float, prefix: str
+    driver: str, url: str, token: str, concurrency: int, seconds: float, prefix: str, subjects: str | None = None
 ) -> tuple[float, float, float, int]:
-    """(req/s, p50 ms, p99 ms, errors) of one measurement."""
+    """(req/s, p50 ms, p99 ms, errors) of one measurement. ``subjects``: None (no subject_id),
+    ``pool:N`` or ``distinct`` (see the module doc)."""
     if driver == "wrk":
-        result = wrk_driver.drive(url, token, ROWS, concurrency, seconds, prefix)
+        if subjects is None:
+            result = wrk_driver.drive(url, token, ROWS, concurrency, seconds, prefix)
+        else:
+            result = _wrk_with_subjects(url, token, concurrency, seconds, prefix, subjects)
         return result.rate, result.p50_ms, result.p99_ms, result.errors
-    n, lat, err = asyncio.run(_drive(url, token, concurrency, seconds, prefix))
+    n, lat, err = asyncio.run(_drive(url, token, concurrency, seconds, prefix, _subject_maker(subjects)))
     lat.sort()
     p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
     return n / seconds, p50, p99, err
+
+
+def _pool_size(subjects: str) -> int | None:
+    """N of ``pool:N``; None for ``distinct``."""
+    return None if subjects == "distinct" else int(subjects.removeprefix("pool:"))
+
+
+def _subject_maker(subjects: str | None) -> Callable[[str], str] | None:
+    """For the httpx driver: request id -> subject id."""
+    if subjects is None:
+        return None
+    pool = _pool_size(subjects)
+    if pool is None:
+        return lambda request_id: f"subject-{request_id}"
+    rng = random.Random(1)
+    return lambda _request_id: f"subject-{rng.randrange(pool)}"
+
+
+# wrk_driver's script with a subject_id in each body (that module's drive() takes no subject).
+_SUBJECT_ANCHOR = """ .. counter .. '","attributes":' .. row"""
+
+
+def _wrk_with_subjects(
+    url: str, token: str, concurrency: int, seconds: float, prefix: str, subjects: str
+) -> wrk_driver.WrkResult:
+    pool = _pool_size(subjects)
+    chosen = "prefix .. '-' .. thread_id .. '-' .. counter" if pool is None else f"math.random(0, {pool - 1})"
+    if _SUBJECT_ANCHOR not in wrk_driver._SCRIPT:
+        raise RuntimeError("benchmarks/wrk_driver.py's script changed: update _wrk_with_subjects")
+    rows = ",".join(wrk_driver._lua_string(json.dumps(r, separators=(",", ":"))) for r in ROWS)
+    script = (
+        wrk_driver._SCRIPT.replace(
+            _SUBJECT_ANCHOR, f""" .. counter .. '","subject_id":"subject-' .. {chosen} .. '","attributes":' .. row"""
+        )
+        .replace("{ROWS}", "{" + rows + "}")
+        .replace("{TOKEN}", token)
+        .replace("{PREFIX}", prefix)
+    )
+    script = f"math.randomseed({random.randrange(2**31)})\n" + script
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script)
+    duration = max(1, round(seconds))  # wrk takes whole seconds
+    try:
+        done = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "30s", "-s", file.name, url],
+            capture_output=True,
+            text=True,
+            timeout=duration + 120,
+        )
+    finally:
+        Path(file.name).unlink()
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    line = next(text for text in done.stdout.splitlines() if text.startswith("WRK_RESULT "))
+    return wrk_driver.WrkResult(json.loads(line.removeprefix("WRK_RESULT ")))
 
 
 def _first_decision(url: str, token: str) -> None:
@@ -242,11 +323,100 @@ def witnessing_main(args: argparse.Namespace, counts: list[int]) -> None:
             _witnesses.stop_all(group)
 
 
+SEAL_TARGET = 0.95
+
+
+def sealing_main(args: argparse.Namespace, modes: list[str]) -> None:
+    """Two gateways, clear (VERDICT_SEAL=false) and sealed (the default), interleaved rounds per
+    concurrency and way of sending subject ids; decisions/s and the ratio sealed/clear."""
+    work = Path(tempfile.mkdtemp(prefix="verdict-load-sealing-"))
+    model_dir = _train(work)
+    variants = {"clear": {"VERDICT_SEAL": "false"}, "sealed": {}}
+    servers: dict[str, GatewayServer] = {}
+    tokens: dict[str, str] = {}
+    try:
+        for name, env in variants.items():
+            home = work / name  # its own store and keyring ($VERDICT_HOME/keyring)
+            tokens[name] = prepare_home(home, model_dir)["client"]
+            servers[name] = GatewayServer(home, env=env).start()
+        for name, server in servers.items():  # first requests load models, explainers and caches
+            _first_decision(server.url, tokens[name])
+            _run(args.driver, server.url, tokens[name], 16, 2.0, f"s{name}-warmup", modes[0])
+        names = list(servers)
+        print(
+            f"sealing: 2 gateways (clear = VERDICT_SEAL=false, sealed = default), each its own data directory "
+            f"and keyring; {args.rounds} interleaved rounds of {args.seconds:g} s"
+        )
+        for mode in modes:
+            pool = _pool_size(mode)
+            print(
+                f"  subjects {mode}: "
+                + (
+                    f"each request's subject_id drawn at random from {pool:,} subjects (a data key made on a "
+                    f"subject's first decision, reused after)"
+                    if pool is not None
+                    else "a new subject_id per request (worst case: a new data key per decision)"
+                )
+            )
+        print(
+            f"{'concurrency':>11} {'subjects':>12} {'variant':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'errors':>7}"
+        )
+        verdicts: list[str] = []
+        for concurrency in [int(c) for c in (args.concurrency or "16,64").split(",")]:
+            samples: dict[tuple[str, str], list[tuple[float, float, float, int]]] = {
+                (m, v): [] for m in modes for v in names
+            }
+            for round_no in range(args.rounds):
+                shift = round_no % len(names)  # rotate the order: no variant always runs first
+                for mode in modes:
+                    for name in names[shift:] + names[:shift]:
+                        samples[(mode, name)].append(
+                            _run(
+                                args.driver,
+                                servers[name].url,
+                                tokens[name],
+                                concurrency,
+                                args.seconds,
+                                f"s{name}-{mode.replace(':', '')}-{concurrency}-{round_no}",
+                                mode,
+                            )
+                        )
+            for mode in modes:
+                for name in names:
+                    runs = samples[(mode, name)]
+                    rate, p50, p99, _ = sorted(runs)[len(runs) // 2]
+                    print(
+                        f"{concurrency:>11} {mode:>12} {name:>8} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f} "
+                        f"{sum(r[3] for r in runs):>7}"
+                    )
+                sealed = [r[0] for r in samples[(mode, "sealed")]]
+                clear = [r[0] for r in samples[(mode, "clear")]]
+                paired = _paired(sealed, clear, lambda a, b: a / b, "x")
+                ratios = sorted(a / b for a, b in zip(sealed, clear, strict=True) if b > 0)
+                met = bool(ratios) and ratios[len(ratios) // 2] >= SEAL_TARGET
+                print(
+                    f"{'':>11} {mode:>12} sealed/clear (median of {args.rounds} rounds, range): {paired} "
+                    f"(target >= {SEAL_TARGET:.2f}: {'met' if met else 'MISSED'})"
+                )
+                verdicts.append(f"concurrency {concurrency}, subjects {mode}: {paired} {'met' if met else 'MISSED'}")
+        print("sealing cost target (sealed/clear >= 0.95, i.e. at most 5% of decisions/s): " + "; ".join(verdicts))
+        for name, server in servers.items():
+            server.stop()
+            files = list((work / name / "keyring").glob("keyring.sqlite*"))  # the database and its WAL
+            size = sum(f.stat().st_size for f in files) / 1e6
+            print(f"{name}: keyring " + (f"{size:,.2f} MB" if files else "none (sealing off)"))
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--concurrency", default=None, help="default 1,16,64 (16,64 with --witnesses)")
+    parser.add_argument("--concurrency", default=None, help="default 1,16,64 (16,64 with --witnesses, --sealing)")
     parser.add_argument("--driver", choices=("wrk", "httpx"), default="wrk" if wrk_driver.available() else "httpx")
     parser.add_argument(
         "--witnesses",
@@ -255,7 +425,27 @@ def main() -> None:
         help="e.g. 0,1,3: compare gateways with that many witness processes (0 = witnessing off) "
         "instead of the default variants",
     )
+    parser.add_argument(
+        "--sealing",
+        action="store_true",
+        help="compare a gateway with sealing off (VERDICT_SEAL=false) and one with it on, instead of the "
+        "default variants",
+    )
+    parser.add_argument(
+        "--subjects",
+        default="pool:10000,distinct",
+        help="with --sealing: how requests name their subject, of pool:N (drawn from N subjects) and distinct "
+        "(a new one per request); default pool:10000,distinct",
+    )
     args = parser.parse_args()
+    modes = [m.strip() for m in args.subjects.split(",") if m.strip()]
+    for mode in modes:
+        if mode != "distinct" and not (mode.startswith("pool:") and mode[5:].isdigit() and int(mode[5:]) >= 1):
+            parser.error(f"--subjects: {mode!r} is neither pool:N (N >= 1) nor distinct")
+    if not modes:
+        parser.error("--subjects: name at least one of pool:N, distinct")
+    if args.sealing and args.witnesses is not None:
+        parser.error("--sealing and --witnesses are separate comparisons: run one at a time")
     if args.driver == "wrk" and not wrk_driver.available():
         parser.error("wrk is not installed (apt-get install wrk), use --driver httpx")
     counts: list[int] = []
@@ -272,6 +462,9 @@ def main() -> None:
     )
     if args.witnesses is not None:
         witnessing_main(args, counts)
+        return
+    if args.sealing:
+        sealing_main(args, modes)
         return
     work = Path(tempfile.mkdtemp(prefix="verdict-load-"))
     model_dir = _train(work)

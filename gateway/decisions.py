@@ -179,8 +179,8 @@ class ComputedBatch:
     duplicates: list[tuple[int, int]] = field(default_factory=list)
     owned: list[int] = field(default_factory=list)  # items whose request id this batch claimed
     waiting: list[tuple[int, Future[ClaimOutcome]]] = field(default_factory=list)  # ids an earlier batch owns
-    bodies: list[rec.DecisionBody] = field(default_factory=list)  # as recorded (sealed, when sealing is on)
-    clear: list[rec.DecisionBody] = field(default_factory=list)  # the same decisions in clear, for the answers
+    clear: list[rec.DecisionBody] = field(default_factory=list)  # the decisions in clear, for the answers
+    bodies: list[rec.DecisionBody] = field(default_factory=list)  # as recorded (sealed when sealing is on), stage 2
     error: StoreError | ChainError | None = None
 
 
@@ -257,7 +257,6 @@ class DecisionService:
                     else:
                         computed.fresh.append(i)
                         computed.clear.append(made)
-                computed.bodies = self._sealed(computed.clear)
         except (StoreError, ChainError) as exc:
             computed.error = exc
         except BaseException:
@@ -273,6 +272,9 @@ class DecisionService:
             if computed.error is not None:
                 raise computed.error
             if computed.fresh:
+                # Sealed here, on the I/O stage (the keyring's durable transaction overlaps the
+                # next batch's scoring), and always before the append: keys first, then records.
+                computed.bodies = self._sealed(computed.clear)
                 self._record_fresh(computed.batch, computed.fresh, computed.bodies, computed.clear, outcomes)
             self._answer_duplicates(computed.batch, computed.duplicates, outcomes)
         except (StoreError, ChainError) as exc:

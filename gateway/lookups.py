@@ -63,7 +63,11 @@ class Verification(msgspec.Struct, frozen=True):
     chain_id: str
     seq: int
     inclusion: InclusionView | None
-    status: str  # "verified" or "verified_pending_checkpoint"
+    status: str
+    """"verified" (signature, certified key, inclusion in the latest signed checkpoint),
+    "verified_pending_checkpoint" (the same; no checkpoint covers it yet) or
+    "signature_verified" (hash, signature and certified key, without the inclusion proof:
+    subject access, which verifies many records at once; the per-decision lookup proves it)."""
 
 
 class ReasonView(msgspec.Struct, frozen=True):
@@ -109,7 +113,7 @@ class RecordView(msgspec.Struct, frozen=True, omit_defaults=True):
     with its personal fields in clear. Absent for a record stored in clear."""
 
 
-def _verification(verified: VerifiedDecision) -> Verification:
+def _verification(verified: VerifiedDecision, *, proven: bool = True) -> Verification:
     inclusion = verified.inclusion
     view = None
     if inclusion is not None:
@@ -129,7 +133,7 @@ def _verification(verified: VerifiedDecision) -> Verification:
         chain_id=verified.chain_id,
         seq=verified.seq,
         inclusion=view,
-        status="verified" if view is not None else "verified_pending_checkpoint",
+        status=("verified" if view is not None else "verified_pending_checkpoint") if proven else "signature_verified",
     )
 
 
@@ -173,9 +177,9 @@ class LookupService:
         """The decision in clear: DecisionErased (410) once its subject was erased."""
         return open_decision(self.personal, verified.body, self.retry_after_s)
 
-    def _verified(self, request_id: str) -> VerifiedDecision:
+    def _verified(self, request_id: str, *, prove: bool = True) -> VerifiedDecision:
         try:
-            return read_decision(self.store, request_id, trust=self.trust)
+            return read_decision(self.store, request_id, trust=self.trust, prove=prove)
         except ReadError as exc:
             if exc.reason == "not_found":
                 raise UnknownDecision(request_id) from None
@@ -218,7 +222,9 @@ class LookupService:
             found = self.subjects.file(subject_id)
         except (KeyringError, KekError, sqlite3.Error, StoreError) as exc:
             raise AuditUnavailable(f"the subject index cannot be read right now: {exc}", self.retry_after_s) from None
-        views = [self._view(self._verified(request_id)) for request_id in found.request_ids]
+        # Without the inclusion proof: proving reads the whole chain per record (O(chain length));
+        # GET /v1/decisions/{id}/explanation proves any one of them.
+        views = [self._view(self._verified(r, prove=False), proven=False) for r in found.request_ids]
         views.sort(key=lambda v: (v.decided_at, v.request_id))
         self.log_access("subject_access", actor_key_id, *found.request_ids)
         return SubjectDecisionsView(subject_id, views, found.held, rec.utc_now())
@@ -250,7 +256,7 @@ class LookupService:
         self.log_access("explanation_chart", actor_key_id, request_id)
         return chart
 
-    def _view(self, verified: VerifiedDecision) -> ExplanationView:
+    def _view(self, verified: VerifiedDecision, *, proven: bool = True) -> ExplanationView:
         body = self._opened(verified)
         manifest = self.models.manifest(body.model.name, body.model.version)
         denial = []
@@ -272,7 +278,7 @@ class LookupService:
             reasons=[ReasonView(r.attribute, r.label, r.value, r.direction, r.text or "") for r in body.reasons],
             principal_reasons_for_denial=denial,
             method=body.explanation.method,
-            verification=_verification(verified),
+            verification=_verification(verified, proven=proven),
         )
 
 

@@ -63,6 +63,10 @@ _STATUS_WORDS = {
         "verified_pending_checkpoint: the record's signature is valid; it is not yet included in a signed "
         "checkpoint (it will be in the next one)"
     ),
+    "signature_verified": (
+        "signature_verified: the record is unaltered and signed by a key the trail's root certified; its "
+        "inclusion in a signed checkpoint can be shown for it on request"
+    ),
 }
 _QUOTED_HEADING = "The details of yours these reasons refer to"
 _CHECK_HEADING = "How you can check this record"
