@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import shutil
@@ -169,43 +168,12 @@ def _subject_maker(subjects: str | None) -> Callable[[str], str] | None:
     return lambda _request_id: f"subject-{rng.randrange(pool)}"
 
 
-# wrk_driver's script with a subject_id in each body (that module's drive() takes no subject).
-_SUBJECT_ANCHOR = """ .. counter .. '","attributes":' .. row"""
-
-
 def _wrk_with_subjects(
     url: str, token: str, concurrency: int, seconds: float, prefix: str, subjects: str
 ) -> wrk_driver.WrkResult:
     pool = _pool_size(subjects)
     chosen = "prefix .. '-' .. thread_id .. '-' .. counter" if pool is None else f"math.random(0, {pool - 1})"
-    if _SUBJECT_ANCHOR not in wrk_driver._SCRIPT:
-        raise RuntimeError("benchmarks/wrk_driver.py's script changed: update _wrk_with_subjects")
-    rows = ",".join(wrk_driver._lua_string(json.dumps(r, separators=(",", ":"))) for r in ROWS)
-    script = (
-        wrk_driver._SCRIPT.replace(
-            _SUBJECT_ANCHOR, f""" .. counter .. '","subject_id":"subject-' .. {chosen} .. '","attributes":' .. row"""
-        )
-        .replace("{ROWS}", "{" + rows + "}")
-        .replace("{TOKEN}", token)
-        .replace("{PREFIX}", prefix)
-    )
-    script = f"math.randomseed({random.randrange(2**31)})\n" + script
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
-        file.write(script)
-    duration = max(1, round(seconds))  # wrk takes whole seconds
-    try:
-        done = subprocess.run(
-            ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "30s", "-s", file.name, url],
-            capture_output=True,
-            text=True,
-            timeout=duration + 120,
-        )
-    finally:
-        Path(file.name).unlink()
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
-    line = next(text for text in done.stdout.splitlines() if text.startswith("WRK_RESULT "))
-    return wrk_driver.WrkResult(json.loads(line.removeprefix("WRK_RESULT ")))
+    return wrk_driver.drive(url, token, ROWS, concurrency, seconds, prefix, subject=chosen)
 
 
 def _first_decision(url: str, token: str) -> None:

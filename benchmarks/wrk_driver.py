@@ -15,6 +15,7 @@ parses: requests, seconds, latency percentiles, non-2xx count.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -66,9 +67,28 @@ def _lua_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def drive(url: str, token: str, rows: list[dict], concurrency: int, seconds: float, prefix: str) -> WrkResult:
+_ATTRIBUTES = """ .. counter .. '","attributes":' .. row"""
+
+
+def drive(
+    url: str,
+    token: str,
+    rows: list[dict],
+    concurrency: int,
+    seconds: float,
+    prefix: str,
+    subject: str | None = None,
+) -> WrkResult:
+    """``subject``: a Lua expression for each body's ``subject_id`` (e.g. ``math.random(0, 9999)``);
+    None sends none."""
+    script = _SCRIPT
+    if subject is not None:
+        assert _ATTRIBUTES in script, "the script's body changed: update _ATTRIBUTES"
+        script = f"math.randomseed({os.getpid()})\n" + script.replace(
+            _ATTRIBUTES, f""" .. counter .. '","subject_id":"subject-' .. {subject} .. '","attributes":' .. row"""
+        )
     script = (
-        _SCRIPT.replace("{ROWS}", "{" + ",".join(_lua_string(json.dumps(r, separators=(",", ":"))) for r in rows) + "}")
+        script.replace("{ROWS}", "{" + ",".join(_lua_string(json.dumps(r, separators=(",", ":"))) for r in rows) + "}")
         .replace("{TOKEN}", token)
         .replace("{PREFIX}", prefix)
     )
