@@ -329,7 +329,7 @@ def main() -> None:
         # For comparison: one decision looked up WITH its inclusion proof (GET .../explanation),
         # which reads the whole chain (O(trail length)); why the bulk export does not prove each.
         started = time.perf_counter()
-        assert read_decision(store, ids_of(m, subject)[0]).inclusion is not None
+        assert read_decision(store, m.rights.file(subject).request_ids[0]).inclusion is not None
         print(f"  one lookup with its inclusion proof: {time.perf_counter() - started:.3f} s at {n:,} records")
     finally:
         if args.keep:
