@@ -354,7 +354,3 @@ def _lookup_export(store: FilesystemStore, personal: PersonalData, subject: str)
 
 if __name__ == "__main__":
     main()
-
-
-def ids_of(m, subject: str) -> list[str]:
-    return list(m.rights.file(subject).request_ids)
