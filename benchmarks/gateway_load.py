@@ -299,7 +299,7 @@ def sealing_main(args: argparse.Namespace, modes: list[str]) -> None:
     concurrency and way of sending subject ids; decisions/s and the ratio sealed/clear."""
     work = Path(tempfile.mkdtemp(prefix="verdict-load-sealing-"))
     model_dir = _train(work)
-    variants = {"clear": {"VERDICT_SEAL": "false"}, "sealed": {}}
+    variants = {"clear": {"VERDICT_SEAL": "false", "VERDICT_UNSAFE_BENCHMARK": "1"}, "sealed": {}}
     servers: dict[str, GatewayServer] = {}
     tokens: dict[str, str] = {}
     try:

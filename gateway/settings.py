@@ -53,7 +53,7 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # "kms:<key id>"; "none" = no root here (certificates issued beforehand)
     trust_policy: str = ""  # trust policy file (roots, witnesses, quorum); default: the root's own
     witness_timeout_s: float = 10.0  # per witness request (in the background, never on a decision's path)
-    seal: bool = True  # seal personal data in records (spec §3a); false only for the clear baseline of benchmarks
+    seal: bool = True  # seal personal data in records (spec §3a); false needs VERDICT_UNSAFE_BENCHMARK=1 (benchmarks)
     keyring: str = ""  # data keyring directory; default $VERDICT_KEYRING, else <data dir>/keyring (outside the store)
     keyring_kek: str = ""  # what wraps the data keys: "" or "local" (a key file in the keyring), "kms:<key id>"
     keyring_create: bool = False  # start a new keyring although the store already holds decisions (after upgrading)

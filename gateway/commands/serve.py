@@ -46,6 +46,12 @@ def serve_command(
             "must never leave the gateway",
             EXIT_USAGE,
         )
+    if not settings.seal and not _unsafe_allowed():
+        fail(
+            "seal=false is only allowed with VERDICT_UNSAFE_BENCHMARK=1: personal data would be written in clear "
+            "to write-once storage, where it can never be erased (docs/compliance.md)",
+            EXIT_USAGE,
+        )
     try:
         services = build_services(settings, say=lambda msg: typer.echo(msg, err=True))
     except StoreError as exc:

@@ -43,3 +43,12 @@ def test_the_gateway_will_not_start_a_new_keyring_over_recorded_decisions(sealed
     output = result.stdout + result.stderr
     assert "already holds decisions" in output and "VERDICT_KEYRING_CREATE" in output, output
     assert not (elsewhere / "keyring.sqlite").exists()
+
+
+def test_sealing_cannot_be_switched_off_outside_benchmarks(verdict_home):
+    """Personal data in clear on write-once storage could never be erased: seal=false is refused
+    unless the process is an explicit benchmark (VERDICT_UNSAFE_BENCHMARK=1)."""
+    result = _run("serve", "--port", str(free_port()), "--no-bootstrap", env={"VERDICT_SEAL": "false"})
+    assert result.returncode == 2
+    assert "seal=false is only allowed with VERDICT_UNSAFE_BENCHMARK=1" in result.stderr
+    assert not (verdict_home / "store").exists()  # refused before anything was opened or written
