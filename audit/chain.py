@@ -806,7 +806,7 @@ class ChainWriter:
                 first_by_request[entry.request_id] = entry
                 unique.append(entry)
             else:
-                outcome[entry.seq] = IndexConflict(entry.request_id, owner)
+                outcome[entry.seq] = IndexConflict(entry.request_id, owner, entry)
         # One put_many_once: the store runs the puts of a round concurrently
         # where that helps (S3) and makes them durable together (filesystem).
         claimed = self._index.claim(unique)

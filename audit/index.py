@@ -59,6 +59,8 @@ class IndexConflict(msgspec.Struct, frozen=True):
 
     request_id: str
     existing: IndexEntry
+    duplicate: IndexEntry | None = None
+    """Where the superseded duplicate was written (its segment holds it all the same)."""
 
 
 class IndexEntryError(ValueError):
@@ -190,5 +192,5 @@ class RequestIndex:
             if existing_data == data:
                 results.append(entry)
             else:
-                results.append(IndexConflict(entry.request_id, decode_entry(existing_data)))
+                results.append(IndexConflict(entry.request_id, decode_entry(existing_data), entry))
         return results

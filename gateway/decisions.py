@@ -158,6 +158,16 @@ def response_from_record(body: rec.DecisionBody, receipt: ReceiptOut, *, replay:
     )
 
 
+def _written_at(result: Receipt | IndexConflict) -> tuple[str, str | None]:
+    """The segment (key, version) a record was written to: a superseded duplicate (its request
+    id claimed elsewhere meanwhile) is in its segment all the same, and must be kept as long."""
+    if isinstance(result, Receipt):
+        return result.segment_key, result.segment_version
+    where = result.duplicate
+    assert where is not None, "a conflict from the chain writer names where its duplicate was written"
+    return where.segment_key, where.segment_version
+
+
 def _receipt_out(receipt: Receipt) -> ReceiptOut:
     return ReceiptOut(
         chain_id=receipt.chain_id,
@@ -436,13 +446,7 @@ class DecisionService:
                 outcomes[i] = response_from_record(body, ReceiptOut("unaudited", -1, "", "", ""))
             return
         results = self.lane.append(bodies)
-        self._retain(
-            [
-                (r.segment_key, r.segment_version, b)
-                for r, b in zip(results, clear, strict=True)
-                if isinstance(r, Receipt)
-            ]
-        )
+        self._retain([(*_written_at(r), b) for r, b in zip(results, clear, strict=True)])
         for i, body, result in zip(fresh, clear, results, strict=True):  # one result per body
             if isinstance(result, IndexConflict):  # another replica (or an earlier batch) claimed the id meanwhile
                 outcomes[i] = self._from_index(batch[i], result.existing)

@@ -172,6 +172,10 @@ def test_repeated_request_id_is_reported_as_index_conflict(store):
     assert again.existing.request_sha256 != decision("dup", payload="p2").request_sha256
     assert isinstance(in_batch[0], Receipt) and isinstance(in_batch[1], IndexConflict)
     assert in_batch[1].existing.seq == in_batch[0].seq
+    # the superseded duplicate is named where it was written (its segment must be kept as long)
+    assert again.duplicate is not None and again.duplicate.seq == first.seq + 1
+    assert in_batch[1].duplicate is not None and in_batch[1].duplicate.seq == in_batch[0].seq + 1
+    assert in_batch[1].duplicate.segment_key == in_batch[0].segment_key
     assert isinstance(access, Receipt)
     report = verify_store(store)
     assert report.ok, report.failures
@@ -187,6 +191,7 @@ def test_request_ids_are_claimed_once_across_chains(store):
     b.close()
     assert isinstance(got_a, Receipt) and isinstance(got_b, IndexConflict)
     assert got_b.existing.chain_id == "gateway-0"
+    assert got_b.duplicate is not None and got_b.duplicate.chain_id == "gateway-1"
     assert verify_store(store).ok
 
 

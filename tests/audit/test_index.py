@@ -79,7 +79,7 @@ def test_get_and_claim(store):
     # same entry again: fine (idempotent repair); a different one: conflict naming the owner
     result = index.claim([_entry("r-1"), _entry("r-2", 99), _entry("r-3", 7)])
     assert result[0] == _entry("r-1")
-    assert result[1] == IndexConflict("r-2", _entry("r-2", 6))
+    assert result[1] == IndexConflict("r-2", _entry("r-2", 6), _entry("r-2", 99))  # the owner, and the duplicate
     assert result[2] == _entry("r-3", 7)
     assert index.get("r-3") == _entry("r-3", 7)
 
