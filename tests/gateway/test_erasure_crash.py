@@ -154,10 +154,10 @@ def test_sigkill_of_an_erasure_waiting_to_record(sealed_trail):
     try:
         process = _cli("subjects", "erase", "person-05", "--basis", "GDPR Art. 17")
         watcher = _rights(sealed_trail)
-        deadline = time.monotonic() + 120
-        while not watcher.keyring.pending_erasures():  # the state to kill in: noted, not yet recorded
+        # Poll for the state to kill in (noted, not yet recorded). The loop ends either way: the
+        # process, blocked on the lease this test holds, gives up and exits if it never notes it.
+        while not watcher.keyring.pending_erasures():
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the erasure was never noted"
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
