@@ -41,9 +41,13 @@ subject_id per request (the worst case: a new data key per decision). Both
 gateways get the same kind of requests. Target: sealing costs at most 5% of
 decisions/s (sealed/clear >= 0.95).
 
+Protocols (issue 19), with ``--protocols``: /v1 against the Open Inference Protocol v2 (REST
+JSON, REST binary tensors, gRPC) on one gateway: benchmarks/protocol_load.py.
+
 Run: .venv/bin/python benchmarks/gateway_load.py [--seconds 4] [--rounds 5] [--concurrency 1,16,64] [--driver wrk|httpx]
      .venv/bin/python benchmarks/gateway_load.py --witnesses 0,1,3 [--concurrency 16,64]
      .venv/bin/python benchmarks/gateway_load.py --sealing [--subjects pool:10000,distinct] [--concurrency 16,64]
+     .venv/bin/python benchmarks/gateway_load.py --protocols [--concurrency 16,64]
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from benchmarks import _witnesses, wrk_driver  # noqa: E402
+from benchmarks.protocol_load import protocols_main  # noqa: E402
 from tests.support.gateway_server import GatewayServer, prepare_home  # noqa: E402
 from tests.support.moto_server import free_port  # noqa: E402
 from verdict.gateway.datasets import load_dataset  # noqa: E402
@@ -400,6 +405,12 @@ def main() -> None:
         "default variants",
     )
     parser.add_argument(
+        "--protocols",
+        action="store_true",
+        help="compare /v1 with the Open Inference Protocol (REST JSON, REST binary, gRPC) on one gateway "
+        "(benchmarks/protocol_load.py), instead of the default variants",
+    )
+    parser.add_argument(
         "--subjects",
         default="pool:10000,distinct",
         help="with --sealing: how requests name their subject, of pool:N (drawn from N subjects) and distinct "
@@ -433,6 +444,13 @@ def main() -> None:
         return
     if args.sealing:
         sealing_main(args, modes)
+        return
+    if args.protocols:
+        work = Path(tempfile.mkdtemp(prefix="verdict-load-protocols-"))
+        try:
+            protocols_main(args, _train(work), work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         return
     work = Path(tempfile.mkdtemp(prefix="verdict-load-"))
     model_dir = _train(work)

@@ -21,10 +21,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["WrkResult", "available", "drive"]
+__all__ = ["WrkResult", "available", "drive", "drive_script", "lua_string"]
 
-_SCRIPT = r"""
-local rows = {ROWS}
+_SETUP = r"""
 local token = "{TOKEN}"
 local prefix = "{PREFIX}"
 local counter = 0
@@ -34,12 +33,19 @@ function setup(thread)
   thread:set("thread_id", #threads)
   table.insert(threads, thread)
 end
+"""
+
+_SCRIPT = r"""
+local rows = {ROWS}
 function request()
   counter = counter + 1
   local row = rows[(counter % #rows) + 1]
   local body = '{"model":"german-credit","request_id":"' .. prefix .. '-' .. thread_id .. '-' .. counter .. '","attributes":' .. row .. '}'
   return wrk.format("POST", "/v1/decisions", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}, body)
 end
+"""
+
+_DONE = r"""
 function done(summary, latency, requests)
   local non2xx = summary.errors.status
   io.write(string.format('WRK_RESULT {"requests": %d, "micros": %d, "p50": %d, "p99": %d, "non2xx": %d, "socket_errors": %d}\n',
@@ -63,8 +69,10 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def _lua_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def lua_string(data: str | bytes) -> str:
+    """A Lua string literal holding exactly ``data`` (bytes as decimal escapes: binary-safe)."""
+    raw = data.encode() if isinstance(data, str) else data
+    return '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}" for b in raw) + '"'
 
 
 _ATTRIBUTES = """ .. counter .. '","attributes":' .. row"""
@@ -87,11 +95,16 @@ def drive(
         script = f"math.randomseed({os.getpid()})\n" + script.replace(
             _ATTRIBUTES, f""" .. counter .. '","subject_id":"subject-' .. {subject} .. '","attributes":' .. row"""
         )
-    script = (
-        script.replace("{ROWS}", "{" + ",".join(_lua_string(json.dumps(r, separators=(",", ":"))) for r in rows) + "}")
-        .replace("{TOKEN}", token)
-        .replace("{PREFIX}", prefix)
+    script = script.replace(
+        "{ROWS}", "{" + ",".join(lua_string(json.dumps(r, separators=(",", ":"))) for r in rows) + "}"
     )
+    return drive_script(url, token, script, concurrency, seconds, prefix)
+
+
+def drive_script(url: str, token: str, request_lua: str, concurrency: int, seconds: float, prefix: str) -> WrkResult:
+    """Run wrk with a Lua ``request()`` of the caller's (it may use ``token``, ``prefix``,
+    ``counter`` and ``thread_id``, set up here) and the summary line this module parses."""
+    script = (_SETUP.replace("{TOKEN}", token).replace("{PREFIX}", prefix)) + request_lua + _DONE
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(script)
     duration = max(1, round(seconds))  # wrk takes whole seconds

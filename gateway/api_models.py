@@ -13,17 +13,21 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from verdict.gateway.manifest import NAME_RE, VERSION_RE
+from verdict.replay.report import ReplayReport, ReportSignature
 
 __all__ = [
     "MODEL_NAME_PATTERN",
     "MODEL_VERSION_PATTERN",
     "DecisionRequest",
     "DecisionResponse",
+    "Health",
     "ModelListing",
     "ModelOut",
     "Problem",
+    "Readiness",
     "ReasonOut",
     "ReceiptOut",
+    "SignedReplayReport",
     "VersionState",
 ]
 
@@ -174,3 +178,28 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     errors: list[FieldProblem] | None = None
     erasure: ErasureOut | None = None
     """On 410 decision-erased: the signed erasure record that destroyed the data."""
+
+
+class Health(msgspec.Struct, frozen=True):
+    """``GET /healthz``: the process answers."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    """``GET /readyz`` (200 ready, 503 not): each check's value (``"ok"`` or why not) and
+    the model versions this replica cannot serve (``name:version`` -> reason)."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+    unready_models: dict[str, str]
+
+
+class SignedReplayReport(msgspec.Struct, frozen=True):
+    """``GET /v1/replays/{replay_id}/report.json``: the signed envelope, sent as the bytes
+    stored in the trail (re-encoding would change what the signature covers). The signature
+    is Ed25519 over the report's RFC 8785 canonical JSON (docs/replay.md)."""
+
+    format: Literal["verdict.signed-replay-report/v1"]
+    report: ReplayReport
+    signature: ReportSignature

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, TypeVar, TypeVarTuple
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, delete, get, post
-from litestar.datastructures import State
-from litestar.openapi.config import OpenAPIConfig
+from litestar.datastructures import ResponseHeader, State
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from verdict.gateway import observability
 from verdict.gateway.api_models import (
     MODEL_NAME_PATTERN,
     MODEL_VERSION_PATTERN,
@@ -31,29 +34,60 @@ from verdict.gateway.api_models import (
     DecisionResponse,
     ErasureDone,
     ErasureRequest,
+    Health,
     ModelListing,
+    Readiness,
     ReceiptOut,
+    SignedReplayReport,
     ValidationStatus,
     VersionState,
 )
-from verdict.gateway.auth import authenticated_key, require_scope
+from verdict.gateway.auth import authenticated_key
 from verdict.gateway.batcher import MicroBatcher
 from verdict.gateway.decisions import AuditLane
 from verdict.gateway.engine import Engine
+from verdict.gateway.inference_http import inference_router
+from verdict.gateway.inference_service import InferenceService
 from verdict.gateway.lookups import ExplanationView, RecordView, SubjectDecisionsView
+from verdict.gateway.manifest import Manifest
+from verdict.gateway.observability import route_label
+from verdict.gateway.openapi_contract import contract_config, guarded
 from verdict.gateway.problems import exception_handlers, problem_responses
 from verdict.gateway.registry import UnknownModel
 from verdict.gateway.replay_reads import read_replay
 from verdict.gateway.request_body import check_json_body
+from verdict.gateway.schema import InputValidationError
 from verdict.gateway.service import Services
 from verdict.gateway.service_errors import (
+    AuditUnavailable,
+    DecisionErased,
     DecisionTimeout,
+    InputsSealed,
+    ModelNotPromoted,
+    ModelOutputInvalid,
+    ModelUnavailable,
+    ModelVersionRevoked,
+    NoSubjectRecords,
+    NotExplained,
+    RecordInvalid,
+    ReplayNotFinished,
     ReplaysUnavailable,
+    RequestIdConflict,
     ServiceError,
     SubjectAccessUnavailable,
+    SubjectRequestInvalid,
+    SubjectUnderHold,
+    UnknownDecision,
     UnknownModelVersion,
 )
-from verdict.replay.service import ReplayRequest, ReplayService, ReplayStatus
+from verdict.replay.service import (
+    ReplayBusy,
+    ReplayRequest,
+    ReplayRequestError,
+    ReplayService,
+    ReplayStatus,
+    UnknownReplay,
+)
 
 __all__ = ["create_app"]
 
@@ -68,17 +102,33 @@ def _services(request: Request) -> Services:
 
 
 def _run(request: Request, fn: Callable[[*_Ts], _T], *args: *_Ts) -> asyncio.Future[_T]:
-    """Blocking work (store reads, access appends) off the event loop."""
-    return asyncio.get_running_loop().run_in_executor(request.app.state.io_pool, fn, *args)
+    """Blocking work (store reads, access appends) off the event loop, in a copy of the
+    request's context: its request id on the log lines written there, its span the parent
+    of the spans opened there (gateway.observability)."""
+    context = contextvars.copy_context()
+    return asyncio.get_running_loop().run_in_executor(request.app.state.io_pool, partial(context.run, fn, *args))
 
 
 @post(
     "/v1/decisions",
-    guards=[require_scope("score")],
+    **guarded("score"),
     status_code=200,
     tags=["decisions"],
     summary="Make an audited, explained decision",
-    responses=problem_responses(400, 401, 403, 404, 409, 410, 413, 415, 422, 502, 503),
+    responses=problem_responses(
+        UnknownModelVersion,
+        ModelNotPromoted,
+        RequestIdConflict,
+        InputsSealed,
+        ModelVersionRevoked,
+        DecisionErased,
+        InputValidationError,
+        RecordInvalid,
+        ModelOutputInvalid,
+        AuditUnavailable,
+        DecisionTimeout,
+        ModelUnavailable,
+    ),
 )
 async def create_decision(request: Request, data: DecisionRequest) -> DecisionResponse:
     services = _services(request)
@@ -93,11 +143,16 @@ async def create_decision(request: Request, data: DecisionRequest) -> DecisionRe
     return outcome
 
 
+_LOOKUP_ERRORS = problem_responses(UnknownDecision, InputsSealed, DecisionErased, RecordInvalid, AuditUnavailable)
+"""What a lookup of one decision can answer besides the record: gateway.lookups."""
+
+
 @get(
     "/v1/decisions/{request_id:str}",
-    guards=[require_scope("explain")],
+    **guarded("explain"),
     tags=["lookups"],
     summary="The verified audit record of a decision",
+    responses=_LOOKUP_ERRORS,
 )
 async def get_decision(request: Request, request_id: str) -> RecordView:
     return await _run(request, _services(request).lookups.record, request_id, authenticated_key(request).key_id)
@@ -105,9 +160,10 @@ async def get_decision(request: Request, request_id: str) -> RecordView:
 
 @get(
     "/v1/decisions/{request_id:str}/explanation",
-    guards=[require_scope("explain")],
+    **guarded("explain"),
     tags=["lookups"],
     summary="GDPR / adverse-action explanation of a logged decision",
+    responses=_LOOKUP_ERRORS,
 )
 async def get_explanation(request: Request, request_id: str) -> ExplanationView:
     return await _run(request, _services(request).lookups.explanation, request_id, authenticated_key(request).key_id)
@@ -115,10 +171,13 @@ async def get_explanation(request: Request, request_id: str) -> ExplanationView:
 
 @get(
     "/v1/decisions/{request_id:str}/explanation.png",
-    guards=[require_scope("explain")],
+    **guarded("explain"),
     tags=["lookups"],
     summary="Waterfall chart of a logged decision's contributions",
     media_type="image/png",
+    responses=problem_responses(
+        UnknownDecision, NotExplained, InputsSealed, DecisionErased, RecordInvalid, AuditUnavailable
+    ),
 )
 async def get_explanation_png(request: Request, request_id: str) -> Response[bytes]:
     data = await _run(
@@ -127,7 +186,7 @@ async def get_explanation_png(request: Request, request_id: str) -> Response[byt
     return Response(content=data, media_type="image/png")
 
 
-@get("/v1/models", guards=[require_scope("score")], tags=["models"], summary="Registered models")
+@get("/v1/models", **guarded("score"), tags=["models"], summary="Registered models")
 async def list_models(request: Request) -> list[ModelListing]:
     """Each model's versions, its production version, and whether this replica serves
     each version (a version that failed to load says why)."""
@@ -177,10 +236,12 @@ SubjectIdParam = Annotated[str, Parameter(min_length=1, max_length=128, descript
 
 @get(
     "/v1/subjects/{subject_id:str}/decisions",
-    guards=[require_scope("explain")],
+    **guarded("explain"),
     tags=["subjects"],
     summary="Every decision about a data subject, explained and verified (GDPR Art. 15)",
-    responses=problem_responses(400, 401, 403, 410, 500, 503),
+    responses=problem_responses(
+        UnknownDecision, InputsSealed, DecisionErased, RecordInvalid, AuditUnavailable, SubjectAccessUnavailable
+    ),
 )
 async def get_subject_decisions(request: Request, subject_id: SubjectIdParam) -> SubjectDecisionsView:
     return await _run(
@@ -190,11 +251,13 @@ async def get_subject_decisions(request: Request, subject_id: SubjectIdParam) ->
 
 @delete(
     "/v1/subjects/{subject_id:str}",
-    guards=[require_scope("admin")],
+    **guarded("admin"),
     status_code=200,
     tags=["subjects"],
     summary="Erase a data subject's personal data by destroying their key (GDPR Art. 17)",
-    responses=problem_responses(400, 401, 403, 404, 409, 422, 503),
+    responses=problem_responses(
+        NoSubjectRecords, SubjectUnderHold, SubjectRequestInvalid, AuditUnavailable, SubjectAccessUnavailable
+    ),
 )
 async def erase_subject(request: Request, subject_id: SubjectIdParam, data: ErasureRequest) -> ErasureDone:
     subjects = _services(request).subjects
@@ -220,29 +283,33 @@ ModelName = Annotated[str, Parameter(pattern=MODEL_NAME_PATTERN, description="A 
 ModelVersion = Annotated[str, Parameter(pattern=MODEL_VERSION_PATTERN, description="A registered version of the model")]
 
 
+_MANIFEST = {200: ResponseSpec(Manifest, description="The manifest as registered", generate_examples=False)}
+
+
 @get(
     "/v1/models/{name:str}",
-    guards=[require_scope("score")],
+    **guarded("score"),
     tags=["models"],
     summary="A model's production manifest",
-    responses=problem_responses(400, 401, 403, 404, 409, 410, 503),
+    responses=_MANIFEST
+    | problem_responses(UnknownModelVersion, ModelNotPromoted, ModelVersionRevoked, ModelUnavailable),
 )
-async def get_model(request: Request, name: ModelName) -> Response:
+async def get_model(request: Request, name: ModelName) -> Response[bytes]:
     return await _manifest_response(request, name, None)
 
 
 @get(
     "/v1/models/{name:str}/versions/{version:str}",
-    guards=[require_scope("score")],
+    **guarded("score"),
     tags=["models"],
     summary="A model version's manifest",
-    responses=problem_responses(400, 401, 403, 404, 503),
+    responses=_MANIFEST | problem_responses(UnknownModelVersion, ModelUnavailable),
 )
-async def get_model_version(request: Request, name: ModelName, version: ModelVersion) -> Response:
+async def get_model_version(request: Request, name: ModelName, version: ModelVersion) -> Response[bytes]:
     return await _manifest_response(request, name, version)
 
 
-async def _manifest_response(request: Request, name: str, version: str | None) -> Response:
+async def _manifest_response(request: Request, name: str, version: str | None) -> Response[bytes]:
     try:
         manifest = await _run(request, _services(request).models.manifest, name, version)
     except UnknownModel as exc:
@@ -259,23 +326,26 @@ def _replays(request: Request) -> ReplayService:
 
 @post(
     "/v1/replays",
-    guards=[require_scope("replay")],
+    **guarded("replay"),
     status_code=202,
     tags=["replays"],
     summary="Start a replay of logged decisions (examiners)",
-    responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
+    responses=problem_responses(ReplayRequestError, ReplayBusy, ReplaysUnavailable),
+    response_headers=[
+        ResponseHeader(name="Location", description="The new replay's URL", documentation_only=True, required=True)
+    ],
 )
-async def start_replay(request: Request, data: ReplayRequest) -> Response:
+async def start_replay(request: Request, data: ReplayRequest) -> Response[ReplayStatus]:
     status = await _run(request, _replays(request).start_replay, data, authenticated_key(request).key_id)
     return Response(content=status, status_code=202, headers={"Location": f"/v1/replays/{status.replay_id}"})
 
 
 @get(
     "/v1/replays/{replay_id:str}",
-    guards=[require_scope("replay")],
+    **guarded("replay"),
     tags=["replays"],
     summary="Replay status and summary",
-    responses=problem_responses(401, 403, 404, 503),
+    responses=problem_responses(UnknownReplay, AuditUnavailable, ReplaysUnavailable),
 )
 async def get_replay(request: Request, replay_id: str) -> ReplayStatus:
     return await _replay_read(request, replay_id, "status")
@@ -283,11 +353,12 @@ async def get_replay(request: Request, replay_id: str) -> ReplayStatus:
 
 @get(
     "/v1/replays/{replay_id:str}/report.json",
-    guards=[require_scope("replay")],
+    **guarded("replay"),
     tags=["replays"],
     summary="The signed JSON replay report",
     media_type=MediaType.JSON,
-    responses=problem_responses(401, 403, 404, 409, 503),
+    responses={200: ResponseSpec(SignedReplayReport, description="The signed report", generate_examples=False)}
+    | problem_responses(UnknownReplay, ReplayNotFinished, AuditUnavailable, ReplaysUnavailable),
 )
 async def get_replay_report(request: Request, replay_id: str) -> Response[bytes]:
     return Response(content=await _replay_read(request, replay_id, "report.json"), media_type=MediaType.JSON)
@@ -295,13 +366,13 @@ async def get_replay_report(request: Request, replay_id: str) -> Response[bytes]
 
 @get(
     "/v1/replays/{replay_id:str}/report.html",
-    guards=[require_scope("replay")],
+    **guarded("replay"),
     tags=["replays"],
     summary="The replay report for an examiner",
     media_type=MediaType.HTML,
-    responses=problem_responses(401, 403, 404, 409, 503),
+    responses=problem_responses(UnknownReplay, ReplayNotFinished, AuditUnavailable, ReplaysUnavailable),
 )
-async def get_replay_report_html(request: Request, replay_id: str) -> Response:
+async def get_replay_report_html(request: Request, replay_id: str) -> Response[str]:
     return Response(content=await _replay_read(request, replay_id, "report.html"), media_type=MediaType.HTML)
 
 
@@ -314,22 +385,27 @@ async def _replay_read(request: Request, replay_id: str, resource: str):  # noqa
 
 
 @get("/healthz", tags=["operations"], summary="Liveness", include_in_schema=True)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Health:
+    return Health()
 
 
-@get("/readyz", tags=["operations"], summary="Readiness: models loaded, store writable, signer ready")
-async def readyz(request: Request) -> Response:
+@get(
+    "/readyz",
+    tags=["operations"],
+    summary="Readiness: models loaded, store writable, signer ready",
+    responses={503: ResponseSpec(Readiness, description="Not ready: the failing checks", generate_examples=False)},
+)
+async def readyz(request: Request) -> Response[Readiness]:
     """Ready while at least one model serves; ``unready_models`` names the versions that
     failed to load, with the reason (their requests get 503 model-unavailable)."""
     readiness = await _run(request, _services(request).readiness)
     ready = readiness.ready
     return Response(
-        content={
-            "status": "ready" if ready else "not_ready",
-            "checks": readiness.checks,
-            "unready_models": readiness.unready_models,
-        },
+        content=Readiness(
+            status="ready" if ready else "not_ready",
+            checks=readiness.checks,
+            unready_models=readiness.unready_models,
+        ),
         status_code=200 if ready else 503,
         headers={} if ready else {"Retry-After": str(_services(request).settings.retry_after_s)},
     )
@@ -341,19 +417,35 @@ async def metrics(request: Request) -> Response[bytes]:
 
 
 def _observe(services: Services):  # noqa: ANN202
-    """Request count and latency per route, recorded when the response starts."""
+    """Request count and latency per route template (``/v1/decisions/{request_id}``; one
+    ``unmatched`` label for every path no route matched), recorded when the response starts."""
 
     async def before_send_hook(message, scope) -> None:  # noqa: ANN001
         if message["type"] == "http.response.start":
-            route = scope.get("route_handler")
-            path = getattr(route, "paths", None)
-            label = sorted(path)[0] if path else "unmatched"
+            label = route_label(scope)
             started = scope.get("state", {}).get("verdict_started")
             services.metrics.requests.labels(scope.get("method", ""), label, str(message["status"])).inc()
             if started is not None:
                 services.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
     return before_send_hook
+
+
+async def _annotate_response(response: Response) -> Response:
+    """Litestar's ``after_request``: a decision's model, version, outcome and request id (the
+    audit key) go on the request's access line, and the ``verdict.respond`` span starts
+    (encoding and sending the answer; gateway.observability ends it with the last byte)."""
+    content = response.content
+    if isinstance(content, DecisionResponse):
+        observability.annotate(
+            model=content.model.name,
+            version=content.model.version,
+            decision=content.decision,
+            decision_request_id=content.request_id,
+            idempotent_replay=content.idempotent_replay,
+        )
+    observability.responding()
+    return response
 
 
 async def _checkpoint_timer(lane: AuditLane, pool: concurrent.futures.Executor, interval_s: float) -> None:
@@ -404,11 +496,30 @@ def create_app(services: Services) -> Litestar:
         max_finishing=services.settings.commit_threads + 1,
         on_batch=services.metrics.batch_size.observe,
     )
+    services.metrics.queue_depth.set_function(lambda: batcher.queued)
+    services.metrics.in_flight.set_function(lambda: batcher.in_flight)
 
+    inference = InferenceService(services, batcher, io_pool)  # the Open Inference Protocol, REST and gRPC
     timer: list[asyncio.Task] = []
+
+    grpc_server: list = []
 
     async def start() -> None:
         batcher.start()
+        if services.settings.grpc_port:
+            # The protocol's message names would clash with a client's copy of them in the same process.
+            # lazy: grpc and the generated messages only in a process that serves gRPC
+            from verdict.gateway.inference_grpc import InferenceGrpcServer
+
+            server = InferenceGrpcServer(
+                inference,
+                services.apikeys,
+                services.settings.host,
+                services.settings.grpc_port,
+                services.settings.max_body_bytes,
+            )
+            await server.start()
+            grpc_server.append(server)
         timer.append(
             asyncio.get_running_loop().create_task(_model_retry_timer(services.models, io_pool), name="model-retry")
         )
@@ -421,6 +532,8 @@ def create_app(services: Services) -> Litestar:
             )
 
     async def stop() -> None:
+        for server in grpc_server:
+            await server.stop()
         for task in timer:
             task.cancel()
         await asyncio.gather(*timer, return_exceptions=True)
@@ -457,14 +570,25 @@ def create_app(services: Services) -> Litestar:
             healthz,
             readyz,
             metrics,
+            inference_router(),
         ],
         exception_handlers=exception_handlers,
-        state=State({"services": services, "apikeys": services.apikeys, "batcher": batcher, "io_pool": io_pool}),
+        state=State(
+            {
+                "services": services,
+                "apikeys": services.apikeys,
+                "batcher": batcher,
+                "io_pool": io_pool,
+                "inference": inference,
+            }
+        ),
         on_startup=[start],
         on_shutdown=[stop],
         before_request=before_request,
+        after_request=_annotate_response,
         before_send=[_observe(services)],
+        logging_config=None,  # `verdict serve` configures the process's logging (gateway.log_setup)
         request_max_body_size=services.settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Verdict gateway", version="1", path="/schema"),
+        openapi_config=contract_config(title="Verdict gateway", version="1", path="/schema"),
         debug=False,
     )

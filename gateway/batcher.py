@@ -58,11 +58,13 @@ class MicroBatcher(Generic[T, P, R]):
         self._executor = executor
         self._finish_executor = finish_executor
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
+        # One entry per submission: a request's item alone, or an infer call's rows together.
+        self._queue: asyncio.Queue[list[tuple[T, asyncio.Future[R]]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
         self._finish_slots: asyncio.Semaphore | None = None
         self._max_finishing = max_finishing
+        self._held: list[tuple[T, asyncio.Future[R]]] | None = None  # a submission that did not fit the last batch
         self._in_flight = 0  # submitted, not yet answered
         self._peak_in_flight = 0  # the most in flight since the current batch began collecting
 
@@ -81,34 +83,65 @@ class MicroBatcher(Generic[T, P, R]):
         if self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
 
+    @property
+    def in_flight(self) -> int:
+        """Items submitted and not yet answered (queued, being scored, or being recorded)."""
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        """Submissions waiting for a batch to take them."""
+        return (self._queue.qsize() if self._queue is not None else 0) + (self._held is not None)
+
     async def submit(self, item: T) -> R:
+        return (await self.submit_group([item]))[0]
+
+    async def submit_group(self, items: Sequence[T]) -> list[R]:
+        """Submit items that must be decided and committed together: they are never split
+        across batches unless there are more than ``max_batch`` of them (then each batch
+        holds ``max_batch`` of them, in order). Results in the items' order."""
         assert self._queue is not None, "MicroBatcher.start() was not called"
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._in_flight += 1
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = [loop.create_future() for _ in items]
+        self._in_flight += len(futures)
         self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         try:
-            await self._queue.put((item, future))
-            return await future
+            pairs = list(zip(items, futures, strict=True))
+            for start in range(0, len(pairs), self._max_batch):
+                await self._queue.put(pairs[start : start + self._max_batch])
+            return list(await asyncio.gather(*futures))
         finally:
-            self._in_flight -= 1
+            self._in_flight -= len(futures)
 
     async def _collect(self) -> list[tuple[T, asyncio.Future[R]]]:
+        """One batch: whole submissions, up to the expected company (never a submission split)."""
         assert self._queue is not None
-        batch = [await self._queue.get()]
+        first, self._held = self._held, None
+        batch = list(first if first is not None else await self._queue.get())
         expected = self._peak_in_flight  # the busiest moment since the previous batch began
         self._peak_in_flight = self._in_flight
         target = max(1, min(self._max_batch, expected))
         deadline = asyncio.get_running_loop().time() + self._max_wait_s
-        while len(batch) < target:
+        held: list[tuple[T, asyncio.Future[R]]] | None = None  # a submission too big for this batch
+        while len(batch) < target and held is None:
             while len(batch) < target and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                group = self._queue.get_nowait()
+                if len(batch) + len(group) > self._max_batch:
+                    held = group
+                    break
+                batch.extend(group)
             remaining = deadline - asyncio.get_running_loop().time()
-            if len(batch) >= target or remaining <= 0:
+            if held is not None or len(batch) >= target or remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                group = await asyncio.wait_for(self._queue.get(), remaining)
             except TimeoutError:
                 break
+            if len(batch) + len(group) > self._max_batch:
+                held = group
+                break
+            batch.extend(group)
+        self._held = held  # opens the next batch, ahead of the queue
         return batch
 
     async def _run(self) -> None:

@@ -17,13 +17,15 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanContext
 
 from verdict.audit import records as rec
 from verdict.audit.canonical import canonical_bytes
@@ -37,10 +39,12 @@ from verdict.audit.reader import ReadError, read_decision
 from verdict.audit.sealing import SealError
 from verdict.audit.stores import StoreError
 from verdict.audit.trust import TrustPolicy
+from verdict.gateway import request_context, tracing
 from verdict.gateway.api_models import DecisionRequest, DecisionResponse, ModelOut, ReasonOut, ReceiptOut
 from verdict.gateway.claims import ClaimOutcome, RequestClaims
 from verdict.gateway.engine import Engine, LoadedVersion, decide_rows, decision_body
 from verdict.gateway.explanation import seed_for
+from verdict.gateway.fail_closed import FailClosedLog
 from verdict.gateway.metrics import GatewayMetrics
 from verdict.gateway.registry import RegistryError, UnknownModel
 from verdict.gateway.schema import validate_attributes
@@ -73,6 +77,9 @@ class PendingDecision:
     attributes: dict[str, Any]
     request_sha256: str
     received_at: str
+    trace: SpanContext | None = field(default=None, compare=False)
+    """The span of the request this decision came in with (None: tracing off): the batch
+    spans that score, explain and record it link to it (gateway.tracing)."""
 
 
 class AuditLane:
@@ -84,9 +91,12 @@ class AuditLane:
     with the next batch's segment write, so no lock is taken here.
     """
 
-    def __init__(self, writer: ChainWriter | None, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, writer: ChainWriter | None, metrics: GatewayMetrics, health: FailClosedLog | None = None
+    ) -> None:
         self.writer = writer
         self._metrics = metrics
+        self.health = health if health is not None else FailClosedLog(_log)  # each fail-closed state logged once
         self.stopped = False  # a permanent chain error (e.g. another writer owns the chain)
         self.last_error: str | None = None
         self.consecutive_failures = 0  # failed appends since the last one that succeeded (readiness)
@@ -101,20 +111,49 @@ class AuditLane:
         except (StoreError, ChainError) as exc:
             self._failed(exc)
             raise
-        self.last_error = None
-        self.consecutive_failures = 0
+        self._succeeded()
         self._metrics.audit_append.observe(time.perf_counter() - started)
         self._metrics.chain_length.labels(self.writer.chain_id).set(self.writer.size)
         return results
 
     def _failed(self, exc: StoreError | ChainError) -> None:
-        """A store failure counts towards unreadiness; a chain error stops the writer for good."""
+        """A store failure counts towards unreadiness; a chain error stops the writer for good.
+        The first failure of either kind is logged (ERROR, once: gateway.fail_closed)."""
         self.last_error = str(exc)
+        chain = self.writer.chain_id if self.writer is not None else None
         if isinstance(exc, ChainError):
             self.stopped = True
+            self.health.failing(
+                "chain_writer",
+                "chain_writer_stopped",
+                f"the chain writer of {chain} stopped for good: every decision fails closed (503) until this "
+                f"process is restarted (docs/operations.md §9.4)",
+                chain=chain,
+                error=f"{type(exc).__name__}: {exc}",
+            )
         else:
             self.consecutive_failures += 1
             self.last_failure_at = time.monotonic()
+            self.health.failing(
+                "audit_append",
+                "audit_append_failing",
+                f"an audit append to {chain} failed: decisions fail closed (503) until the store takes appends "
+                f"again (docs/operations.md §9.1)",
+                chain=chain,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    def _succeeded(self) -> None:
+        failures, self.consecutive_failures = self.consecutive_failures, 0
+        self.last_error = None
+        if self.health.is_failing("audit_append"):
+            self.health.recovered(
+                "audit_append",
+                "audit_append_recovered",
+                f"audit appends succeed again after {failures} failed one(s)",
+                chain=self.writer.chain_id if self.writer is not None else None,
+                failures=failures,
+            )
 
     def checkpoint_if_due(self) -> str | None:
         """Write a signed checkpoint if one is due (N records or T seconds since
@@ -192,6 +231,7 @@ class ComputedBatch:
     clear: list[rec.DecisionBody] = field(default_factory=list)  # the decisions in clear, for the answers
     bodies: list[rec.DecisionBody] = field(default_factory=list)  # as recorded (sealed when sealing is on), stage 2
     error: StoreError | ChainError | None = None
+    trace: SpanContext | None = None  # the compute stage's span: the commit continues its trace
 
 
 class DecisionService:
@@ -210,8 +250,10 @@ class DecisionService:
         trust: TrustPolicy | None = None,
         personal: PersonalData | None = None,
         retention: RetentionPolicy | None = None,
+        health: FailClosedLog | None = None,
     ) -> None:
         self.models, self.lane, self.index = models, lane, index
+        self.health = health if health is not None else lane.health  # the keyring's state, logged once
         self.retention = retention  # lengthens each segment's Object Lock retention to its models' (S3)
         self.personal = personal  # seals each decision's personal data (spec §3a); None: recorded in clear
         self.trust = trust  # a repeated request is answered from its record only if its key is certified
@@ -226,16 +268,19 @@ class DecisionService:
         """Validate a request against its model's schema (raises UnknownModelVersion,
         ModelNotPromoted, ModelVersionRevoked, ModelUnavailable for a version known to
         be unready, AuditUnavailable when the registry cannot be read, InputValidationError)."""
-        try:
-            manifest = self.models.serving_manifest(request.model, request.version)
-        except ModelUnavailable:
-            self.metrics.failures.labels("model_unavailable").inc()
-            raise
-        except UnknownModel as exc:
-            raise UnknownModelVersion(request.model, request.version, str(exc)) from None
-        except (RegistryError, StoreError) as exc:
-            raise AuditUnavailable(f"model registry unavailable: {exc}", self.retry_after_s) from None
-        attributes = validate_attributes(manifest.inputs, request.attributes)
+        trace = tracing.current_span_context()  # the request's span, before validate's own
+        with tracing.span("verdict.validate", model=request.model):
+            try:
+                manifest = self.models.serving_manifest(request.model, request.version)
+            except ModelUnavailable:
+                self.metrics.failures.labels("model_unavailable").inc()
+                raise
+            except UnknownModel as exc:
+                raise UnknownModelVersion(request.model, request.version, str(exc)) from None
+            except (RegistryError, StoreError) as exc:
+                raise AuditUnavailable(f"model registry unavailable: {exc}", self.retry_after_s) from None
+            request_context.annotate(model=manifest.name, version=manifest.version)
+            attributes = validate_attributes(manifest.inputs, request.attributes)
         return PendingDecision(
             request_id=request.request_id or f"req-{uuid.uuid4()}",
             subject_id=request.subject_id,
@@ -244,6 +289,7 @@ class DecisionService:
             attributes=attributes,
             request_sha256=request_sha256(request),
             received_at=self.clock(),
+            trace=trace,
         )
 
     # -- worker-thread side ------------------------------------------------
@@ -256,7 +302,11 @@ class DecisionService:
         and explain the rest. Nothing is written; the batcher overlaps this
         with the previous batch's commit. Claims taken here are released by
         commit_batch (or here, if this stage fails)."""
-        computed = ComputedBatch(batch=batch, outcomes=[None] * len(batch))
+        with tracing.batch_span("verdict.batch.compute", (item.trace for item in batch), batch_size=len(batch)):
+            return self._compute(batch)
+
+    def _compute(self, batch: Sequence[PendingDecision]) -> ComputedBatch:
+        computed = ComputedBatch(batch=batch, outcomes=[None] * len(batch), trace=tracing.current_span_context())
         try:
             self._claim_and_answer_known(computed)
             if computed.fresh:
@@ -277,6 +327,15 @@ class DecisionService:
     def commit_batch(self, computed: ComputedBatch) -> list[DecisionResponse | ServiceError]:
         """Stage 2 (I/O): append the batch's records durably, then answer from them.
         Never raises: a store failure answers every open request with AuditUnavailable."""
+        with tracing.batch_span(
+            "verdict.audit.commit",
+            (item.trace for item in computed.batch),
+            parent=computed.trace,
+            batch_size=len(computed.batch),
+        ):
+            return self._commit(computed)
+
+    def _commit(self, computed: ComputedBatch) -> list[DecisionResponse | ServiceError]:
         outcomes = computed.outcomes
         try:
             if computed.error is not None:
@@ -427,11 +486,21 @@ class DecisionService:
         if self.personal is None or not clear:
             return list(clear)
         try:
-            return self.personal.seal_all(clear, now=self.clock())
+            with tracing.span("verdict.audit.seal", records=len(clear)):
+                sealed = self.personal.seal_all(clear, now=self.clock())
         except StoreError:
             raise
         except (KeyringError, KekError, SealError, sqlite3.Error) as exc:
+            self.health.failing(
+                "keyring",
+                "keyring_unavailable",
+                "the data keyring cannot seal decisions: they fail closed (503) until it can (docs/operations.md §12)",
+                error=f"{type(exc).__name__}: {exc}",
+            )
             raise StoreError(f"the data keyring could not seal the decisions: {exc}") from exc
+        if self.health.is_failing("keyring"):
+            self.health.recovered("keyring", "keyring_recovered", "the data keyring seals decisions again")
+        return sealed
 
     def _record_fresh(
         self,
@@ -445,7 +514,8 @@ class DecisionService:
             for i, body in zip(fresh, clear, strict=True):
                 outcomes[i] = response_from_record(body, ReceiptOut("unaudited", -1, "", "", ""))
             return
-        results = self.lane.append(bodies)
+        with tracing.span("verdict.audit.append", records=len(bodies)):
+            results = self.lane.append(bodies)
         self._retain([(*_written_at(r), b) for r, b in zip(results, clear, strict=True)])
         for i, body, result in zip(fresh, clear, results, strict=True):  # one result per body
             if isinstance(result, IndexConflict):  # another replica (or an earlier batch) claimed the id meanwhile
@@ -493,11 +563,31 @@ class DecisionService:
             made.update(self._decide_group(loaded, [(i, items[i]) for i in members]))
         return [made[i] for i in range(len(items))]
 
+    def _stage(self, model: str, version: str) -> Callable[[str], AbstractContextManager[None]]:
+        """Times the engine's stages of one batch group (``score``, ``explain``): a span each
+        (``verdict.score``, ``verdict.explain``) and ``verdict_<stage>_seconds{model, version}``."""
+        histograms = {
+            "score": self.metrics.score_seconds.labels(model, version),
+            "explain": self.metrics.explain_seconds.labels(model, version),
+        }
+
+        @contextmanager
+        def stage(name: str) -> Iterator[None]:
+            with tracing.span(f"verdict.{name}", model=model, version=version):
+                started = time.perf_counter()
+                try:
+                    yield
+                finally:
+                    histograms[name].observe(time.perf_counter() - started)
+
+        return stage
+
     def _decide_group(
         self, loaded: LoadedVersion, members: list[tuple[int, PendingDecision]]
     ) -> dict[int, rec.DecisionBody | ServiceError]:
         made: dict[int, rec.DecisionBody | ServiceError] = {}
         manifest = loaded.runtime.manifest
+        stage = self._stage(manifest.name, manifest.version)
         for attempt in range(2):  # a second pass only without the rows whose scores were refused
             try:
                 decided = decide_rows(
@@ -505,6 +595,7 @@ class DecisionService:
                     [item.attributes for _, item in members],
                     [seed_for(item.request_id) for _, item in members],
                     explainer=loaded.explainer if self.explain else None,
+                    stage=stage,
                 )
             except ModelOutputInvalid as exc:
                 refused = dict(exc.rows)

@@ -36,6 +36,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -491,6 +492,7 @@ def decide_rows(
     explainer: Explainer | None = None,
     explain: Sequence[bool] | None = None,
     additivity: Additivity = "fail",
+    stage: Callable[[str], AbstractContextManager[object]] | None = None,
 ) -> Decided:
     """Score validated attribute ``rows`` at ``score_bucket`` (None: the manifest's),
     explain them with ``explainer`` (at its explain bucket; None: not explained;
@@ -502,10 +504,15 @@ def decide_rows(
     the failing row its raw contributions and a ``problem`` (replay judges it).
 
     Raises ModelOutputInvalid, before anything is explained, if a score is outside the
-    manifest's output space (:func:`check_outputs`)."""
+    manifest's output space (:func:`check_outputs`).
+
+    ``stage``: wraps the ``"score"`` and ``"explain"`` steps (the gateway times them and
+    opens a span for each); None: nothing around them."""
     manifest = runtime.manifest
-    x = encode_rows(manifest.inputs, rows)
-    scores, used = runtime.score_matrix(x, manifest.runtime.score_bucket if score_bucket is None else score_bucket)
+    timed = stage if stage is not None else _untimed
+    with timed("score"):
+        x = encode_rows(manifest.inputs, rows)
+        scores, used = runtime.score_matrix(x, manifest.runtime.score_bucket if score_bucket is None else score_bucket)
     check_outputs(manifest, scores)
     explanations: list[ExplanationResult | None] = [None] * len(rows)
     problems: list[str | None] = [None] * len(rows)
@@ -513,7 +520,8 @@ def decide_rows(
     explain_bucket: int | None = None
     if explainer is not None and wanted:
         subset = wanted if len(wanted) < len(rows) else slice(None)
-        got, issues = _explain(explainer, x[subset], scores[subset], [int(seeds[k]) for k in wanted], additivity)
+        with timed("explain"):
+            got, issues = _explain(explainer, x[subset], scores[subset], [int(seeds[k]) for k in wanted], additivity)
         for k, explained, issue in zip(wanted, got, issues, strict=True):
             explanations[k], problems[k] = explained, issue
         explain_bucket = explainer.explain_bucket
@@ -523,6 +531,10 @@ def decide_rows(
         worded = [] if result is None else reasons(manifest, row, result, top=manifest.explainer.top_reasons)
         outcomes.append(Outcome(score, runtime.decide(score), result, worded, problems[k]))
     return Decided(outcomes, used, explain_bucket)
+
+
+def _untimed(_: str) -> AbstractContextManager[object]:
+    return nullcontext()
 
 
 def check_outputs(manifest: Manifest, scores: np.ndarray) -> None:

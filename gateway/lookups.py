@@ -105,8 +105,9 @@ class SubjectDecisionsView(msgspec.Struct, frozen=True):
 
 
 class RecordView(msgspec.Struct, frozen=True, omit_defaults=True):
-    record: rec.Record
-    """The record exactly as stored (a sealed decision's personal fields stay sealed)."""
+    record: rec.Record | rec.RecordV2
+    """The record exactly as stored (a sealed decision's personal fields stay sealed), of
+    either format (named apart so the API's schema allows both ``format`` values)."""
     verification: Verification
     opened: rec.DecisionBody | None = None
     """A sealed decision opened with its subject's data key (spec §3a): the same decision

@@ -1,21 +1,59 @@
 """Prometheus metrics of one gateway process (served at /metrics).
 
 A private registry per app instance, so tests can run several apps in one
-process and each one's numbers are its own.
+process and each one's numbers are its own; the process, platform and
+garbage-collector collectors are registered on it too (``process_*``,
+``python_info``, ``python_gc_*``), since the default registry is not served.
+docs/operations.md "Metrics" lists every name.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["GatewayMetrics"]
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["GatewayMetrics", "ModelInfo"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ModelInfo(Collector):
+    """``verdict_model_info{model, version, sha256} 1`` for each version this replica has loaded
+    (sha256: the artifact's, as in every decision's ``model.sha256``), read at each scrape."""
+
+    def __init__(self, loaded: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
+        self._loaded = loaded
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "verdict_model_info", "Model versions loaded by this replica", labels=["model", "version", "sha256"]
+        )
+        for name, version, sha256 in self._loaded():
+            family.add_metric([name, version, sha256], 1)
+        yield family
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        if GC_COLLECTOR is not None:  # None on interpreters without gc.get_stats
+            GCCollector(registry=self.registry)
+        self.build = Info("verdict_build", "This gateway's version, Python, torch and device", registry=self.registry)
         self.requests = Counter(
             "verdict_http_requests",
             "HTTP requests by route and status",
@@ -62,9 +100,40 @@ class GatewayMetrics:
             "Model versions this replica failed to load and has not loaded since",
             registry=self.registry,
         )
+        # Where a batch's time goes, per model version: one observation per batch group.
+        self.score_seconds = Histogram(
+            "verdict_score_seconds",
+            "Scoring time per micro-batch group of one model version",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.explain_seconds = Histogram(
+            "verdict_explain_seconds",
+            "Explanation time per micro-batch group of one model version",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "verdict_queue_depth", "Decision submissions waiting for a micro-batch", registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "verdict_in_flight",
+            "Decisions submitted and not yet answered (queued, being scored, or being recorded)",
+            registry=self.registry,
+        )
         self.model_output_invalid = Counter(
             "verdict_model_output_invalid",
             "Requests refused because the model's score was outside its declared output space (no record written)",
             ["model", "version"],
             registry=self.registry,
         )
+
+    def set_build_info(self, *, version: str, python: str, torch: str, device: str) -> None:
+        """``verdict_build_info{version, python, torch, device} 1``."""
+        self.build.info({"version": version, "python": python, "torch": torch, "device": device})
+
+    def watch_models(self, loaded: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
+        """Serve ``verdict_model_info`` from ``loaded()``: (model, version, artifact sha256)."""
+        self.registry.register(ModelInfo(loaded))

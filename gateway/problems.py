@@ -53,12 +53,16 @@ from verdict.gateway.service_errors import (
 from verdict.replay.service import ReplayBusy, ReplayRequestError, UnknownReplay
 
 __all__ = [
+    "MEDIA_TYPE",
     "PROBLEMS",
     "ApiProblem",
     "ProblemKind",
+    "describe_problems",
     "exception_handlers",
     "fields_problem",
     "invalid_request",
+    "problem_kind",
+    "problem_line",
     "problem_response",
     "problem_responses",
 ]
@@ -100,16 +104,40 @@ def problem_response(request: Request, problem: ApiProblem) -> Response:
     return Response(content=body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers)
 
 
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI ``responses`` for a route: these statuses answer with a Problem as
-    ``application/problem+json`` (without this the schema promised Litestar's own
-    400 body, which the gateway never sends)."""
+def problem_responses(*causes: int | type[Exception]) -> dict[int, ResponseSpec]:
+    """OpenAPI ``responses`` for a route: the errors it can raise (classes :data:`PROBLEMS`
+    maps, or a bare status), each answered with a Problem as ``application/problem+json``.
+
+    Naming the error classes rather than statuses keeps the document and the table
+    in step: the status, and the problem type listed in the response's description,
+    come from the table itself. The statuses every route of a kind shares (401/403
+    of a guarded route, the request-body rules, 500) are added when the document is
+    finished (gateway.openapi_contract), so a route lists only its own."""
+    lines: dict[int, list[str]] = {}
+    for cause in causes:
+        if isinstance(cause, int):
+            lines.setdefault(cause, [])
+            continue
+        kind = problem_kind(cause)
+        found = lines.setdefault(kind.status, [])
+        if (line := problem_line(kind.slug, kind.title)) not in found:
+            found.append(line)
     return {
         status: ResponseSpec(
-            Problem, media_type=MEDIA_TYPE, description=HTTPStatus(status).phrase, generate_examples=False
+            Problem, media_type=MEDIA_TYPE, description=describe_problems(status, found), generate_examples=False
         )
-        for status in statuses
+        for status, found in sorted(lines.items())
     }
+
+
+def problem_line(slug: str, title: str) -> str:
+    """One problem type in a response's description: its slug (the end of ``type``) and title."""
+    return f"- `{slug}`: {title}"
+
+
+def describe_problems(status: int, lines: list[str]) -> str:
+    """A problem response's description: the status phrase, then each problem type it may carry."""
+    return "\n\n".join([HTTPStatus(status).phrase, "\n".join(lines)]) if lines else HTTPStatus(status).phrase
 
 
 # msgspec's messages, as Litestar passes them on, mapped to a stable rule name.
@@ -191,16 +219,8 @@ def _validation(request: Request, exc: ValidationException) -> Response:
 
 def _input_validation(request: Request, exc: InputValidationError) -> Response:
     errors = [FieldProblem(field=e.field, rule=e.rule, message=e.message, value=e.value) for e in exc.errors]
-    return problem_response(
-        request,
-        ApiProblem(
-            422,
-            "invalid-attributes",
-            "The attributes break the model's input schema",
-            detail=str(exc),
-            errors=errors,
-        ),
-    )
+    kind = ANSWERED_APART[InputValidationError]
+    return problem_response(request, ApiProblem(kind.status, kind.slug, kind.title, detail=str(exc), errors=errors))
 
 
 def _http(request: Request, exc: HTTPException) -> Response:
@@ -311,6 +331,22 @@ PROBLEMS: dict[type[ServiceError | HTTPException], ProblemKind] = {
     PermissionDeniedException: ProblemKind(403, "forbidden", "Not allowed", _its_headers),
 }
 """Error class -> what the client sees. Every class here answers through :func:`_mapped`."""
+
+ANSWERED_APART: dict[type[Exception], ProblemKind] = {
+    InputValidationError: ProblemKind(422, "invalid-attributes", "The attributes break the model's input schema"),
+}
+"""Errors with a handler of their own (their problem lists every broken rule), by the same
+terms as :data:`PROBLEMS`, so routes can name them in their OpenAPI responses too."""
+
+
+def problem_kind(error: type[Exception]) -> ProblemKind:
+    """How ``error`` reaches the client: its own entry, or its nearest base class's."""
+    for cls in error.__mro__:
+        if cls in PROBLEMS:
+            return PROBLEMS[cls]
+        if cls in ANSWERED_APART:
+            return ANSWERED_APART[cls]
+    raise KeyError(f"{error.__name__} is not mapped to a problem (gateway.problems.PROBLEMS)")
 
 
 def _mapped(request: Request, exc: ServiceError | HTTPException) -> Response:

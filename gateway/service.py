@@ -40,6 +40,7 @@ from verdict.gateway.apikeys import ApiKeyStore
 from verdict.gateway.bootstrap import ensure_reference_model
 from verdict.gateway.decisions import AuditLane, DecisionService
 from verdict.gateway.engine import Engine
+from verdict.gateway.fail_closed import FailClosedLog
 from verdict.gateway.lookups import LookupService
 from verdict.gateway.metrics import GatewayMetrics
 from verdict.gateway.registry import Registry, RegistryError
@@ -114,13 +115,32 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         events = RegistryLog(store, signer, keyring=keyring, root=root, policy=policy) if signer else None
         ensure_reference_model(registry, say=say, events=events)
     metrics = GatewayMetrics()
-    models = Engine(
-        registry, on_load_failure=lambda name, version, _: metrics.model_load_failures.labels(name, version).inc()
-    )
+    health = FailClosedLog(logging.getLogger("verdict.gateway.fail_closed"))
+
+    def load_failed(name: str, version: str, reason: str) -> None:
+        metrics.model_load_failures.labels(name, version).inc()
+        health.failing(
+            f"model:{name}:{version}",
+            "model_unready",
+            f"model {name} version {version} is unready: its requests fail closed (503 model-unavailable) "
+            f"until it loads",
+            model=name,
+            version=version,
+            reason=reason,
+        )
+
+    models = Engine(registry, on_load_failure=load_failed)
     metrics.models_unready.set_function(lambda: len(models.unready()))
     _preload(models, say)
     fingerprint = environment.capture(device=models.device(), seed=0)
     env_sha = publish_environment(store, fingerprint)
+    metrics.set_build_info(
+        version=fingerprint.project_version,
+        python=fingerprint.python,
+        torch=fingerprint.torch.version,
+        device=models.device(),
+    )
+    metrics.watch_models(lambda: _loaded_models(models))
     writer = witnessing = None
     if signer is not None:
         held_dir = data_dir() / "trust" / "held"
@@ -153,7 +173,7 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         except BaseException:
             witnessing.close()
             raise
-    lane = AuditLane(writer, metrics)
+    lane = AuditLane(writer, metrics, health)
     personal = subjects = None
     if settings.seal:
         personal, subjects = _personal_data(store, settings, signer, keyring, root, policy, say)
@@ -169,6 +189,7 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         trust=policy,
         personal=personal,
         retention=RetentionPolicy.parse(settings.retention),
+        health=health,
     )
     lookups = LookupService(
         store, lane, models, settings.retry_after_s, trust=policy, personal=personal, subjects=subjects
@@ -194,7 +215,7 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         lookups=lookups,
         metrics=metrics,
         apikeys=ApiKeyStore(settings.apikeys_file),
-        readiness=_readiness(store, lane, models, settings.unready_after_failures, settings.retry_after_s),
+        readiness=_readiness(store, lane, models, settings.unready_after_failures, settings.retry_after_s, health),
         replays=replays,
         witnessing=witnessing,
         subjects=subjects,
@@ -335,8 +356,24 @@ def _signer(settings: ServiceSettings, say: Callable[[str], None]) -> tuple[Sign
     return signer, keys
 
 
+def _loaded_models(models: Engine) -> list[tuple[str, str, str]]:
+    """(model, version, artifact sha256) of every version loaded here (verdict_model_info)."""
+    out = []
+    for name, version in models.loaded_versions():
+        try:
+            out.append((name, version, models.manifest(name, version).artifact_sha256))
+        except (ServiceError, RegistryError, StoreError):  # cached once loaded: not expected
+            continue
+    return out
+
+
 def _readiness(
-    store: WormStore, lane: AuditLane, models: Engine, unready_after: int, retry_after_s: float
+    store: WormStore,
+    lane: AuditLane,
+    models: Engine,
+    unready_after: int,
+    retry_after_s: float,
+    health: FailClosedLog | None = None,
 ) -> Callable[[], Readiness]:
     """Ready = a model is loaded, the store answers and can take appends, and
     the chain writer has not been stopped by a permanent error. Model versions
@@ -352,7 +389,12 @@ def _readiness(
     an object (S3 Object Lock) is reported ready again ``retry_after_s``
     after its last failure, so that one request can try (half-open). A single failed append does
     not make the process unready: it may be one lost request.
+
+    Each check also logs the transitions it sees, once each (``health``,
+    gateway.fail_closed): the replica turning unready or ready again, and a
+    model version that failed to load serving again.
     """
+    transitions = health if health is not None else FailClosedLog(_log)
 
     def check() -> Readiness:
         unready = models.unready()
@@ -370,9 +412,31 @@ def _readiness(
             checks["signer"] = f"chain writer stopped: {lane.last_error}"
         else:
             checks["signer"] = "ok"
-        return Readiness(checks, unready)
+        readiness = Readiness(checks, unready)
+        _log_transitions(transitions, readiness, models)
+        return readiness
 
     return check
+
+
+def _log_transitions(health: FailClosedLog, readiness: Readiness, models: Engine) -> None:
+    failing = {k: v for k, v in readiness.checks.items() if v not in ("ok", DISABLED_FOR_BENCHMARK)}
+    if failing:
+        health.failing(
+            "readiness",
+            "replica_unready",
+            f"this replica is not ready: /readyz answers 503 (failing: {', '.join(failing)})",
+            checks=failing,
+        )
+    else:
+        health.recovered("readiness", "replica_ready", "this replica is ready again")
+    loaded = set(models.loaded_versions())
+    for key in health.failing_keys("model:"):
+        _, name, version = key.split(":", 2)
+        if f"{name}:{version}" in readiness.unready_models:
+            continue
+        state = "loaded" if (name, version) in loaded else "no longer unready (revoked, or no longer tried)"
+        health.recovered(key, "model_recovered", f"model {name} version {version} {state}", model=name, version=version)
 
 
 def _append_health(store: WormStore, lane: AuditLane, unready_after: int, retry_after_s: float) -> str:

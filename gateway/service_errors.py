@@ -18,6 +18,7 @@ __all__ = [
     "AuditUnavailable",
     "DecisionErased",
     "DecisionTimeout",
+    "InferIdConflict",
     "InputsSealed",
     "ModelNotPromoted",
     "ModelOutputInvalid",
@@ -100,6 +101,15 @@ class RequestIdConflict(ServiceError):
             f"request_id {request_id!r} was already decided for a different request body; use a new request_id"
         )
         self.request_id = request_id
+
+
+class InferIdConflict(RequestIdConflict):
+    """An Open Inference Protocol infer ``id`` already named an infer call with other rows
+    (more, fewer, or different ones): its rows ``<id>.<i>`` would answer a different body."""
+
+    def __init__(self, infer_id: str, detail: str) -> None:
+        ServiceError.__init__(self, f"infer id {infer_id!r} was already used for {detail}; use a new id")
+        self.request_id = infer_id
 
 
 class NotExplained(ServiceError):

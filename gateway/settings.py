@@ -29,6 +29,7 @@ class SettingsError(ValueError):
 class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 0  # Open Inference Protocol v2 over gRPC on this port (0: no gRPC listener)
     store: str = ""  # resolved from VERDICT_STORE / VERDICT_HOME when empty
     chain_id: str = "gateway-0"  # one chain per writer process
     max_batch: int = 64  # micro-batch size bound (= the score bucket)
@@ -58,6 +59,9 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     keyring_kek: str = ""  # what wraps the data keys: "" or "local" (a key file in the keyring), "kms:<key id>"
     keyring_create: bool = False  # start a new keyring although the store already holds decisions (after upgrading)
     retention: str = ""  # days kept per model, "*=1827,my-model=365" (default five years; at least 183 days)
+    log_format: str = "auto"  # "json" (one object per line), "text", or "auto": text on a terminal, else JSON
+    log_level: str = "info"  # debug, info (access lines), warning, error, critical
+    otlp_endpoint: str = ""  # OTLP/HTTP collector base URL (http://collector:4318) for traces; "" = tracing off
 
 
 _ENV_PREFIX = "VERDICT_"
@@ -93,6 +97,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise SettingsError(f"chain_id {settings.chain_id!r} must match {_CHAIN_ID.pattern}")
     if not 1 <= settings.max_batch <= 4096:
         raise SettingsError("max_batch must be 1..4096")
+    if not 0 <= settings.grpc_port <= 65535 or (settings.grpc_port and settings.grpc_port == settings.port):
+        raise SettingsError("grpc_port must be 0 (off) or a port 1..65535 other than port")
     if not 1 <= settings.commit_threads <= 8:
         raise SettingsError("commit_threads must be 1..8")
     try:

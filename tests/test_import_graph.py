@@ -18,6 +18,10 @@ HTTP_LAYER = {
     "verdict.gateway.auth": "bearer API keys as Litestar guards",
     "verdict.gateway.commands.serve": "`verdict serve`: runs the app on uvicorn",
     "verdict.audit.witness_server": "the witness's own HTTP API",
+    "verdict.gateway.openapi_contract": "the OpenAPI document of the HTTP API: guards, problem statuses",
+    "verdict.gateway.openapi_pages": "the HTTP API's documentation pages",
+    "verdict.gateway.inference_http": "the Open Inference Protocol's REST routes (its own error body)",
+    "verdict.gateway.inference_grpc": "the same protocol over gRPC: the HTTP API's guard errors and their statuses",
 }
 """The modules allowed to import what HTTP_ONLY names, and why each is HTTP."""
 

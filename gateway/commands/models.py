@@ -3,9 +3,10 @@ modules, package, validate, promote, revoke, status)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, TypedDict
+from typing import TYPE_CHECKING, Annotated, TypedDict
 
 import msgspec
 import typer
@@ -13,8 +14,16 @@ from rich.console import Console
 from rich.table import Table
 
 from verdict.gateway.commands.common import EXIT_USAGE, StoreOption, fail, print_json
-from verdict.gateway.commands.lifecycle import promote_command, revoke_command, status_command
+from verdict.gateway.commands.lifecycle import (
+    PROMOTION_POLICY_ENV,
+    promote_command,
+    revoke_command,
+    status_command,
+)
 from verdict.gateway.commands.registry_access import open_registry
+
+if TYPE_CHECKING:
+    from verdict.gateway.registry import Registry
 
 models_app = typer.Typer(
     help="Package, validate, register, promote, revoke, inspect and run models.", no_args_is_help=True
@@ -69,20 +78,37 @@ def train_command(
 
 @models_app.command("register")
 def register_command(
-    path: Annotated[Path, typer.Argument(help="A trained model directory")], store: StoreOption = None
+    path: Annotated[Path, typer.Argument(help="A trained model directory")],
+    store: StoreOption = None,
+    promote_if_unset: Annotated[
+        bool,
+        typer.Option(
+            "--promote-if-unset",
+            help="Also promote this version if the model has no production version yet; never replaces one "
+            f"(honours ${PROMOTION_POLICY_ENV})",
+        ),
+    ] = False,
+    by: Annotated[str, typer.Option("--by", help="Who registers (and promotes) (recorded)")] = "cli",
 ) -> None:
     """Validate a model directory and register it in the store (immutable once registered).
 
     Nothing is written unless validation passes; the validation report is stored
     in the trail and named by the registration record. Registering never changes
-    which version serves: promote it (`verdict models promote NAME:VERSION`)."""
+    which version serves: promote it (`verdict models promote NAME:VERSION`).
+
+    Registering an identical version again writes nothing and succeeds, so with
+    ``--promote-if-unset`` this is the one idempotent start-up step of a container
+    that is handed a model directory (a KServe runtime): the first start registers
+    and promotes, a restart changes nothing, and a new version handed over later
+    is registered but serves only once someone promotes it."""
     # lazy: the registry loads when the command runs
     from verdict.gateway.registry import RegistryError, ValidationFailed
 
+    registry = open_registry(store, recorded=True)
     try:
         with _err.status(f"validating {path}...") as status:
-            manifest, new = open_registry(store, recorded=True).register(
-                path, progress=lambda msg: status.update(f"validating {path}: {msg}")
+            manifest, new = registry.register(
+                path, by=by, progress=lambda msg: status.update(f"validating {path}: {msg}")
             )
     except ValidationFailed as exc:
         # lazy: the report renderer (and torch) only on this path
@@ -95,8 +121,30 @@ def register_command(
     typer.echo(
         f"{'registered' if new else 'already registered (identical)'} {manifest.ref} sha256 {manifest.artifact_sha256}"
     )
-    if new:
+    if promote_if_unset:
+        _promote_if_unset(registry, manifest.name, manifest.version, by)
+    elif new:
         typer.echo(f"it serves nothing until promoted: verdict models promote {manifest.ref}")
+
+
+def _promote_if_unset(registry: Registry, name: str, version: str, by: str) -> None:
+    """Promote ``name:version`` unless the model already has a production version (which
+    stays: replacing it is a decision for a person, `verdict models promote`)."""
+    # lazy: the registry loads when the command runs
+    from verdict.gateway.registry import RegistryError
+
+    current = registry.alias(name, "production")
+    if current is not None:
+        note = "" if current.version == version else f"; to serve {version}: verdict models promote {name}:{version}"
+        typer.echo(
+            f"production version of {name} is {current.version} (promotion #{current.sequence}), left as it is{note}"
+        )
+        return
+    try:
+        event = registry.promote(name, version, by=by, require_status=os.environ.get(PROMOTION_POLICY_ENV) or None)
+    except RegistryError as exc:
+        fail(f"{name}:{version} is registered but was not promoted: {exc}")
+    typer.echo(f"production alias of {name} -> {version} (promotion #{event.sequence} at {event.promoted_at})")
 
 
 class _ModelRow(TypedDict):

@@ -7,7 +7,9 @@ most run the project's own code on the manifests: the gateway settings
 loader on the shipped gateway.toml with a StatefulSet pod name, and the
 real CLI definitions for every command line the jobs run. Every rendered
 object is also validated strictly against the API schemas of every supported
-Kubernetes version (kubernetes-validate ships them: no cluster, no network).
+Kubernetes version (kubernetes-validate ships them: no cluster, no network);
+custom resources (the optional ServiceMonitor) against their published CRDs,
+vendored in tests/deploy/crds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -42,6 +45,10 @@ SUPPORTED_KUBERNETES = [f"1.{minor}" for minor in range(29, 35)]
 # registry/repository@sha256:<64 hex>, with no tag beside the digest (it would only mislead a reader).
 DIGEST_PINNED = re.compile(r"[a-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}")
 RUNBOOK = REPO / "docs" / "operations.md"
+# Optional kustomize components an overlay opts into (a cluster without their CRDs could not apply them).
+COMPONENTS = {"prometheus-servicemonitor": "overlays/production"}
+"""Each component, and the overlay it is rendered with in these tests."""
+CRDS = REPO / "tests" / "deploy" / "crds"
 # Created out of band (docs/operations.md), never rendered from the repository.
 EXTERNAL_SECRETS = {
     "verdict-apikeys",
@@ -68,6 +75,10 @@ def _rendered_yaml(renderer: tuple[str, ...], path: str) -> str:
 
 
 def render(path: str) -> list[dict]:
+    """The objects ``kubectl kustomize`` renders from a kustomization, or (``components/<name>``)
+    from the overlay COMPONENTS names with that component added, as an overlay would add it."""
+    if path.startswith("components/"):
+        return _render_with_component(path)
     renderer = _renderer()
     if renderer is None:
         pytest.skip(
@@ -75,6 +86,34 @@ def render(path: str) -> list[dict]:
             "Debian's kubernetes-client or kubectl >= 1.27 does): render checks skipped, source checks still run"
         )
     return [doc for doc in yaml.safe_load_all(_rendered_yaml(tuple(renderer), path)) if doc]
+
+
+@functools.cache
+def _render_with_component(path: str) -> list[dict]:
+    """A throwaway kustomization outside the repository: the overlay plus the component, in
+    the overlay's namespace, as the overlay's own ``components:`` would render it (kustomize
+    takes relative paths only)."""
+    import tempfile
+
+    overlay = COMPONENTS[path.removeprefix("components/")]
+    namespace = yaml.safe_load((K8S / overlay / "kustomization.yaml").read_text()).get("namespace")
+    with tempfile.TemporaryDirectory() as where:
+        relative = os.path.relpath(K8S, where)
+        spec = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [f"{relative}/{overlay}"],
+            "components": [f"{relative}/{path}"],
+        }
+        Path(where, "kustomization.yaml").write_text(
+            yaml.safe_dump(spec | ({"namespace": namespace} if namespace else {}))
+        )
+        renderer = _renderer()
+        if renderer is None:
+            return render(overlay)  # skips, saying why
+        result = subprocess.run([*renderer, where], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{' '.join(renderer)} {overlay} + {path} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def _by_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -310,7 +349,8 @@ def test_source_yaml_is_well_formed_without_a_renderer():
     """Runs everywhere: every YAML file parses, every kustomization lists files that exist."""
     for kustomization in K8S.rglob("kustomization.yaml"):
         spec = yaml.safe_load(kustomization.read_text())
-        assert spec["kind"] == "Kustomization", kustomization
+        component = kustomization.parent.parent == K8S / "components"
+        assert spec["kind"] == ("Component" if component else "Kustomization"), kustomization
         for entry in spec.get("resources", []):
             assert (kustomization.parent / entry).exists(), f"{kustomization}: {entry} missing"
         for patch in spec.get("patches", []):
@@ -344,9 +384,53 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
+def _strict(schema: object) -> object:
+    """A CRD's structural schema as the API server applies it with strict field validation
+    (kubectl's default): an object with declared properties takes no others, unless it says
+    x-kubernetes-preserve-unknown-fields."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.cache
+def _custom_resource_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> the strict schema of each vendored CRD's served versions."""
+    schemas = {}
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        spec = crd["spec"]
+        for served in spec["versions"]:
+            if served.get("served", True):
+                key = (f"{spec['group']}/{served['name']}", spec["names"]["kind"])
+                schemas[key] = _strict(served["schema"]["openAPIV3Schema"])
+    return schemas
+
+
+def _custom_resource_problem(doc: dict) -> str | None:
+    """Why the API server would reject a custom resource, by its published CRD; None if valid."""
+    where = f"{doc['kind']}/{doc['metadata']['name']}"
+    schema = _custom_resource_schemas().get((doc["apiVersion"], doc["kind"]))
+    if schema is None:
+        return f"{where}: no CRD for {doc['apiVersion']} {doc['kind']} in {CRDS.relative_to(REPO)}"
+    error = jsonschema.exceptions.best_match(jsonschema.Draft4Validator(schema).iter_errors(doc))
+    return None if error is None else f"{where}: {'.'.join(map(str, error.absolute_path))}: {error.message}"
+
+
 def _schema_problem(doc: dict, version: str) -> str | None:
     """Why the API server of `version` would reject `doc` (unknown or missing fields), or None."""
     where = f"{doc['kind']}/{doc['metadata']['name']}"
+    if not doc["apiVersion"].split("/")[0].endswith(".k8s.io") and "." in doc["apiVersion"].split("/")[0]:
+        return _custom_resource_problem(doc)  # a CRD's kind: kubernetes-validate has only the built-in ones
     try:
         validated = kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.ValidationError as error:
@@ -358,7 +442,7 @@ def _schema_problem(doc: dict, version: str) -> str | None:
 
 
 @pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
-@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+@pytest.mark.parametrize("path", KUSTOMIZATIONS + [f"components/{name}" for name in COMPONENTS])
 def test_every_rendered_object_is_valid_for_every_supported_kubernetes(path, version, no_network):
     """`kubectl kustomize` checks no field; the API server does, at apply time (a CronJob's
     podFailurePolicy condition without `status` was refused there). Strict mode also rejects
@@ -413,3 +497,52 @@ def test_release_step_pins_the_digest_of_every_deployed_kustomization():
         if any("digest" in image for image in images):
             directory = str(kustomization.parent.relative_to(REPO))
             assert directory in section, f"the release step does not pin {directory}"
+
+
+# --- the optional ServiceMonitor -----------------------------------------------------------------
+
+
+def test_the_service_monitor_scrapes_each_gateway_pod_once_at_its_metrics_port():
+    """prometheus-operator's ServiceMonitor (components/prometheus-servicemonitor) selects exactly
+    one Service (both gateway Services carry the app label), by a port name that Service has,
+    whose target is the gateway container's port, which the NetworkPolicy opens to monitoring."""
+    docs = render("components/prometheus-servicemonitor")
+    (monitor,) = _by_kind(docs, "ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == "verdict"  # the overlay's namespace reached it
+    assert _custom_resource_problem(monitor) is None
+    selected = [s for s in _by_kind(docs, "Service") if _matches(monitor["spec"]["selector"], s["metadata"]["labels"])]
+    assert [s["metadata"]["name"] for s in selected] == ["gateway-headless"], selected
+    (service,) = selected
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint.get("scheme", "http") == "http"
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    (sts,) = _by_kind(docs, "StatefulSet")
+    assert _matches({"matchLabels": service["spec"]["selector"]}, sts["spec"]["template"]["metadata"]["labels"])
+    gateway = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway")
+    container_port = next(p for p in gateway["ports"] if p["name"] == port["targetPort"])
+    policy = next(p for p in _by_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "gateway")
+    from_monitoring = [
+        rule
+        for rule in policy["spec"]["ingress"]
+        if any(
+            peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
+            for peer in rule["from"]
+        )
+    ]
+    assert any(p["port"] == container_port["containerPort"] for rule in from_monitoring for p in rule["ports"])
+    assert "ServiceMonitor" not in {d["kind"] for d in render("base")}  # optional: base applies without the CRD
+
+
+def test_the_vendored_crd_schema_is_strict():
+    """The CRD check is not vacuous: a misspelt field and a wrong type are refused."""
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "probe"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "endpoints": [{"port": "http", "path": "/metrics"}]},
+    }
+    assert _custom_resource_problem(monitor) is None
+    misspelt = {**monitor, "spec": {**monitor["spec"], "endpoints": [{"port": "http", "paht": "/metrics"}]}}
+    assert "paht" in (_custom_resource_problem(misspelt) or "")
+    wrong = {**monitor, "spec": {**monitor["spec"], "endpoints": [{"port": 8000}]}}
+    assert _custom_resource_problem(wrong) is not None

@@ -131,3 +131,41 @@ def test_commit_threads_setting_is_bounded(monkeypatch):
     monkeypatch.setenv("VERDICT_COMMIT_THREADS", "0")
     with pytest.raises(SettingsError, match=re.escape("commit_threads must be 1..8")):
         load_settings()
+
+
+def test_a_group_is_decided_in_one_batch_and_never_split_unless_larger_than_a_batch(pools):
+    """An infer call's rows (submit_group) stay together; a group that does not fit the
+    batch being collected opens the next one, whole; one larger than max_batch is cut
+    into full batches, in order."""
+    from verdict.gateway.batcher import MicroBatcher
+
+    batches: list[list[int]] = []
+
+    def process(items):
+        batches.append(list(items))
+        return [item * 2 for item in items]
+
+    compute, finisher = pools
+    batcher = MicroBatcher(
+        process, lambda doubled: doubled, max_batch=8, max_wait_s=0.05, executor=compute, finish_executor=finisher
+    )
+
+    async def work(b):
+        singles = [asyncio.ensure_future(b.submit(n)) for n in range(5)]
+        group = asyncio.ensure_future(b.submit_group([100 + n for n in range(6)]))
+        large = asyncio.ensure_future(b.submit_group([200 + n for n in range(19)]))
+        return await asyncio.gather(*singles), await group, await large
+
+    singles, group, large = _run(batcher, work)
+    assert singles == [0, 2, 4, 6, 8]
+    assert group == [200 + 2 * n for n in range(6)]
+    assert large == [400 + 2 * n for n in range(19)]
+    assert sorted(x for batch in batches for x in batch) == [*range(5), *range(100, 106), *range(200, 219)]
+    holding = [batch for batch in batches if any(100 <= x < 106 for x in batch)]
+    assert len(holding) == 1 and [x for x in holding[0] if x >= 100] == list(range(100, 106)), batches
+    assert [[x for x in batch if x >= 200] for batch in batches if any(x >= 200 for x in batch)] == [
+        list(range(200, 208)),
+        list(range(208, 216)),
+        list(range(216, 219)),
+    ], batches
+    assert all(len(batch) <= 8 for batch in batches), batches

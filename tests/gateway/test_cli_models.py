@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+
+import msgspec
 
 from tests.gateway.conftest import run_verdict
+from verdict.audit.stores import FilesystemStore
 from verdict.gateway.datasets import load_dataset
+from verdict.gateway.manifest import decode_manifest, encode_manifest
+from verdict.gateway.model_files import MANIFEST_FILE
+from verdict.gateway.registry import Registry
 
 
 def test_register_list_show_promote(trained_dirs, tmp_path):
@@ -30,6 +37,47 @@ def test_register_list_show_promote(trained_dirs, tmp_path):
         else:
             assert "minimum" in attribute and "maximum" in attribute
     assert (tmp_path / "home" / "store" / "models").is_dir()
+
+
+def test_register_promote_if_unset_promotes_once_and_never_replaces(registry, trained_dirs, tmp_path):
+    """What a KServe runtime runs at every start (deploy/kubernetes/kserve): register the model
+    directory it was handed, promote it only while the model has no production version."""
+    # A store where german-credit 1.0.0 is registered but was never promoted: the session
+    # registry's model objects without its promotion (no second validation run for 1.0.0).
+    store = tmp_path / "store"
+    shutil.copytree(registry.store.root / "models", store / "models", ignore=shutil.ignore_patterns("aliases"))
+    env = {"VERDICT_HOME": str(tmp_path / "home"), "VERDICT_STORE": store.as_uri()}
+    directory = str(trained_dirs["german-credit"])
+    register = ("models", "register", directory, "--promote-if-unset")
+
+    refused = run_verdict(*register, env={**env, "VERDICT_PROMOTION_REQUIRES": "validated"})
+    assert refused.returncode == 1 and "already registered (identical) german-credit:1.0.0" in refused.stdout
+    assert "error: german-credit:1.0.0 is registered but was not promoted: " in refused.stderr
+    assert "requires validation status 'validated'" in refused.stderr
+
+    first = run_verdict(*register, "--by", "kserve/credit", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "production alias of german-credit -> 1.0.0 (promotion #0 at " in first.stdout
+    restart = run_verdict(*register, "--by", "kserve/credit", env=env)
+    assert restart.returncode == 0, restart.stderr
+    assert "already registered (identical) german-credit:1.0.0" in restart.stdout
+    assert "production version of german-credit is 1.0.0 (promotion #0), left as it is" in restart.stdout
+
+    # A new version handed over later is registered, and serves only once a person promotes it.
+    newer = tmp_path / "german-credit-1.0.1"
+    shutil.copytree(trained_dirs["german-credit"], newer)
+    manifest = decode_manifest((newer / MANIFEST_FILE).read_bytes())
+    (newer / MANIFEST_FILE).write_bytes(encode_manifest(msgspec.structs.replace(manifest, version="1.0.1")))
+    handed = run_verdict("models", "register", str(newer), "--promote-if-unset", env=env)
+    assert handed.returncode == 0, handed.stderr
+    assert "registered german-credit:1.0.1" in handed.stdout
+    assert "production version of german-credit is 1.0.0 (promotion #0), left as it is; " in handed.stdout
+    assert "to serve 1.0.1: verdict models promote german-credit:1.0.1" in handed.stdout
+    listed = json.loads(run_verdict("models", "list", "--json", env=env).stdout)  # taiwan-default too, if present
+    german = {"name": "german-credit", "versions": ["1.0.0", "1.0.1"], "production": "1.0.0", "revoked": []}
+    assert [row for row in listed if row["name"] == "german-credit"] == [german]
+    promotion = Registry(FilesystemStore(store)).alias("german-credit", "production")
+    assert promotion is not None and (promotion.sequence, promotion.promoted_by) == (0, "kserve/credit")
 
 
 def test_store_override_by_environment(trained_dirs, tmp_path):

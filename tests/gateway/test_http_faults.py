@@ -15,6 +15,7 @@ import pytest
 
 from tests.audit.helpers import wait_out_newest_lease
 from tests.gateway.conftest import auth
+from tests.support.filesystems import fill, small_tmpfs
 from tests.support.gateway_server import GatewayServer, prepare_home
 from tests.support.tcp_proxy import TcpProxy
 from verdict.audit.reader import read_decision
@@ -166,38 +167,7 @@ def test_storage_outage_fails_closed_and_recovers(tmp_path, trained_dirs, moto_s
 @pytest.fixture
 def small_filesystem(tmp_path):
     """A real 48 MiB tmpfs that the test can fill (needs root, as in CI)."""
-    import subprocess
-
-    mount = tmp_path / "small-fs"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(path) -> None:
-    """Write until the filesystem says ENOSPC."""
-    import errno
-
-    with open(path, "wb") as filler:
-        try:
-            while True:
-                filler.write(b"\0" * (1 << 20))
-                filler.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    while True:  # the last partial megabyte
-        try:
-            with open(path, "ab") as filler:
-                filler.write(b"\0" * 4096)
-        except OSError:
-            return
+    yield from small_tmpfs(tmp_path / "small-fs")
 
 
 def test_full_disk_makes_the_replica_unready_and_it_recovers_by_itself(tmp_path, trained_dirs, small_filesystem):
@@ -214,7 +184,7 @@ def test_full_disk_makes_the_replica_unready_and_it_recovers_by_itself(tmp_path,
                 )
 
             assert decide("before-full").status_code == 200
-            _fill(small_filesystem / "filler")
+            fill(small_filesystem / "filler")
             refused = [decide(f"full-{n}") for n in range(3)]  # unready_after_failures = 3
             unready = client.get("/readyz")
             still_unready = client.get("/readyz")  # no traffic in between: the probe keeps it out
