@@ -42,12 +42,14 @@ gateways get the same kind of requests. Target: sealing costs at most 5% of
 decisions/s (sealed/clear >= 0.95).
 
 Protocols (issue 19), with ``--protocols``: /v1 against the Open Inference Protocol v2 (REST
-JSON, REST binary tensors, gRPC) on one gateway: benchmarks/protocol_load.py.
+JSON, REST binary tensors, gRPC) on one gateway: benchmarks/protocol_load.py. With
+``--observability``: JSON logs and OTLP tracing on against both off: benchmarks/observability_load.py.
 
 Run: .venv/bin/python benchmarks/gateway_load.py [--seconds 4] [--rounds 5] [--concurrency 1,16,64] [--driver wrk|httpx]
      .venv/bin/python benchmarks/gateway_load.py --witnesses 0,1,3 [--concurrency 16,64]
      .venv/bin/python benchmarks/gateway_load.py --sealing [--subjects pool:10000,distinct] [--concurrency 16,64]
      .venv/bin/python benchmarks/gateway_load.py --protocols [--concurrency 16,64]
+     .venv/bin/python benchmarks/gateway_load.py --observability [--concurrency 16,64]
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from benchmarks import _witnesses, wrk_driver  # noqa: E402
+from benchmarks.observability_load import observability_main  # noqa: E402
 from benchmarks.protocol_load import protocols_main  # noqa: E402
 from tests.support.gateway_server import GatewayServer, prepare_home  # noqa: E402
 from tests.support.moto_server import free_port  # noqa: E402
@@ -411,6 +414,12 @@ def main() -> None:
         "(benchmarks/protocol_load.py), instead of the default variants",
     )
     parser.add_argument(
+        "--observability",
+        action="store_true",
+        help="compare a gateway with JSON access logs and OTLP tracing on with one with both off "
+        "(benchmarks/observability_load.py), instead of the default variants",
+    )
+    parser.add_argument(
         "--subjects",
         default="pool:10000,distinct",
         help="with --sealing: how requests name their subject, of pool:N (drawn from N subjects) and distinct "
@@ -445,10 +454,10 @@ def main() -> None:
     if args.sealing:
         sealing_main(args, modes)
         return
-    if args.protocols:
-        work = Path(tempfile.mkdtemp(prefix="verdict-load-protocols-"))
+    if args.protocols or args.observability:
+        work = Path(tempfile.mkdtemp(prefix="verdict-load-"))
         try:
-            protocols_main(args, _train(work), work)
+            (protocols_main if args.protocols else observability_main)(args, _train(work), work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,11 +28,12 @@ import httpx
 import numpy as np
 
 from benchmarks import wrk_driver
+from benchmarks._rounds import Sample, compare
 from tests.support.gateway_server import GatewayServer, prepare_home
 from tests.support.moto_server import free_port
 from verdict.gateway.datasets import load_dataset
 
-__all__ = ["protocols_main"]
+__all__ = ["model_rows", "protocols_main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "german-credit"
@@ -54,7 +53,8 @@ def _label(way: str) -> str:
     return way.strip("/").replace("/", "-")
 
 
-def _rows(inputs: list[dict]) -> list[dict]:
+def model_rows(inputs: list[dict]) -> list[dict]:
+    """200 German credit applicants with the attributes the served version takes (its metadata's inputs)."""
     names = {spec["name"] for spec in inputs}
     return [{k: v for k, v in row.items() if k in names} for row in load_dataset(MODEL).rows[:200]]
 
@@ -104,8 +104,8 @@ def _binary_lua(inputs: list[dict], rows: list[dict]) -> str:
     )
 
 
-def _grpc(target: str, token: str, rows_file: Path) -> Callable[[int, float, str], tuple[float, float, float, int]]:
-    def run(concurrency: int, seconds: float, prefix: str) -> tuple[float, float, float, int]:
+def _grpc(target: str, token: str, rows_file: Path) -> Callable[[int, float, str], Sample]:
+    def run(concurrency: int, seconds: float, prefix: str) -> Sample:
         done = subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "grpc_load.py"), target, token, MODEL, str(rows_file),
              str(concurrency), str(seconds), prefix],
@@ -121,7 +121,7 @@ def _grpc(target: str, token: str, rows_file: Path) -> Callable[[int, float, str
 
 
 def _wrk(url: str, token: str, script: str | None, rows: list[dict]):
-    def run(concurrency: int, seconds: float, prefix: str) -> tuple[float, float, float, int]:
+    def run(concurrency: int, seconds: float, prefix: str) -> Sample:
         if script is None:
             result = wrk_driver.drive(url, token, rows, concurrency, seconds, prefix)
         else:
@@ -139,7 +139,7 @@ def protocols_main(args: argparse.Namespace, model_dir: Path, work: Path) -> Non
     try:
         headers = {"Authorization": f"Bearer {token}"}
         inputs = httpx.get(f"{server.url}/v2/models/{MODEL}", headers=headers, timeout=60).json()["inputs"]
-        rows = _rows(inputs)
+        rows = model_rows(inputs)
         rows_file = work / "grpc-rows.json"
         rows_file.write_text(
             json.dumps([{s["name"]: [s["datatype"], _encode(s["datatype"], r[s["name"]]).decode("latin-1")]
@@ -155,49 +155,13 @@ def protocols_main(args: argparse.Namespace, model_dir: Path, work: Path) -> Non
             rate, _, _, errors = run(16, 2.0, f"warm-{_label(name)}")
             if errors or rate <= 0:
                 raise RuntimeError(f"{name}: {errors} error(s) in the warm-up; the benchmark would measure refusals")
-        names = list(ways)
         print(
             f"protocols: one gateway (audited, explained, sealed), gRPC on; one decision per request; "
             f"{args.rounds} interleaved rounds of {args.seconds:g} s; drivers: wrk (REST), "
             f"benchmarks/grpc_load.py (gRPC, Python in its own process: a lower bound)"
         )
-        print(
-            f"{'concurrency':>11} {'protocol':>10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs /v1':>22}"
-        )
-        verdicts = []
-        for concurrency in [int(c) for c in (args.concurrency or "16,64").split(",")]:
-            samples: dict[str, list[tuple[float, float, float, int]]] = {n: [] for n in names}
-            for round_no in range(args.rounds):
-                shift = round_no % len(names)
-                for name in names[shift:] + names[:shift]:
-                    samples[name].append(
-                        ways[name](concurrency, args.seconds, f"{_label(name)}-{concurrency}-{round_no}")
-                    )
-            for name in names:
-                runs = samples[name]
-                rate, p50, p99, _ = sorted(runs)[len(runs) // 2]
-                ratios = sorted(a[0] / b[0] for a, b in zip(runs, samples["/v1"], strict=True) if b[0] > 0)
-                vs = "" if name == "/v1" else f"{ratios[len(ratios) // 2]:.2f}x [{ratios[0]:.2f}..{ratios[-1]:.2f}]"
-                print(f"{concurrency:>11} {name:>10} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f} "
-                      f"{sum(r[3] for r in runs):>7} {vs:>22}")  # fmt: skip
-                if name != "/v1":
-                    met = ratios[len(ratios) // 2] >= TARGET
-                    verdicts.append(f"{name} at {concurrency}: {vs} {'met' if met else 'MISSED'}")
+        concurrencies = [int(c) for c in (args.concurrency or "16,64").split(",")]
+        verdicts = compare(ways, "/v1", concurrencies, args.rounds, args.seconds, TARGET, _label)
         print(f"target (each v2 way >= {TARGET:.2f}x /v1's audited decisions/s): " + "; ".join(verdicts))
     finally:
         server.stop()
-
-
-def main() -> None:  # pragma: no cover - run through gateway_load.py --protocols
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--concurrency", default="16,64")
-    args = parser.parse_args()
-    from verdict.gateway.training import train
-
-    work = Path(tempfile.mkdtemp(prefix="verdict-protocols-"))
-    try:
-        protocols_main(args, train(MODEL, work / "model").directory, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

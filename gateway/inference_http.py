@@ -179,9 +179,16 @@ _INFER_DOC = (
     "The body is the protocol's JSON, optionally followed by raw tensor bytes (binary tensor data "
     "extension: header Inference-Header-Content-Length). See docs/api.md, 'Open Inference Protocol'."
 )
+_MODEL_ROUTE: dict[str, Any] = {"responses": _MODEL_ERRORS, **_GUARDED}
+_INFER_ROUTE: dict[str, Any] = {
+    "description": _INFER_DOC,
+    "status_code": 200,
+    "responses": _INFER_RESPONSES,
+    **_GUARDED,
+}
 
 
-@get("/models/{model_name:str}", summary="Model metadata (production version)", responses=_MODEL_ERRORS, **_GUARDED)
+@get("/models/{model_name:str}", summary="Model metadata (production version)", **_MODEL_ROUTE)
 async def model_metadata(request: Request, model_name: ModelName) -> ModelMetadataJson:
     return await _model_metadata(request, model_name, None)
 
@@ -189,8 +196,7 @@ async def model_metadata(request: Request, model_name: ModelName) -> ModelMetada
 @get(
     "/models/{model_name:str}/versions/{model_version:str}",
     summary="Model metadata (a version)",
-    responses=_MODEL_ERRORS,
-    **_GUARDED,
+    **_MODEL_ROUTE,
 )
 async def version_metadata(request: Request, model_name: ModelName, model_version: ModelVersion) -> ModelMetadataJson:
     return await _model_metadata(request, model_name, model_version)
@@ -199,8 +205,7 @@ async def version_metadata(request: Request, model_name: ModelName, model_versio
 @get(
     "/models/{model_name:str}/ready",
     summary="Whether this replica serves the production version (400 while not)",
-    responses=_MODEL_ERRORS,
-    **_GUARDED,
+    **_MODEL_ROUTE,
 )
 async def model_ready(request: Request, model_name: ModelName) -> Response[ReadyJson]:
     return await _model_ready(request, model_name, None)
@@ -209,8 +214,7 @@ async def model_ready(request: Request, model_name: ModelName) -> Response[Ready
 @get(
     "/models/{model_name:str}/versions/{model_version:str}/ready",
     summary="Whether this replica serves the version (400 while not)",
-    responses=_MODEL_ERRORS,
-    **_GUARDED,
+    **_MODEL_ROUTE,
 )
 async def version_ready(request: Request, model_name: ModelName, model_version: ModelVersion) -> Response[ReadyJson]:
     return await _model_ready(request, model_name, model_version)
@@ -219,10 +223,7 @@ async def version_ready(request: Request, model_name: ModelName, model_version: 
 @post(
     "/models/{model_name:str}/infer",
     summary="Audited, explained decisions for N rows (production version)",
-    description=_INFER_DOC,
-    status_code=200,
-    responses=_INFER_RESPONSES,
-    **_GUARDED,
+    **_INFER_ROUTE,
 )
 async def infer(request: Request, model_name: ModelName) -> Response[bytes]:
     return await _infer(request, model_name, None)
@@ -231,10 +232,7 @@ async def infer(request: Request, model_name: ModelName) -> Response[bytes]:
 @post(
     "/models/{model_name:str}/versions/{model_version:str}/infer",
     summary="Audited, explained decisions for N rows (a version)",
-    description=_INFER_DOC,
-    status_code=200,
-    responses=_INFER_RESPONSES,
-    **_GUARDED,
+    **_INFER_ROUTE,
 )
 async def version_infer(request: Request, model_name: ModelName, model_version: ModelVersion) -> Response[bytes]:
     return await _infer(request, model_name, model_version)

@@ -12,3 +12,24 @@ def verdict_home(tmp_path, monkeypatch):
     monkeypatch.setenv("VERDICT_HOME", str(home))
     monkeypatch.delenv("VERDICT_STORE", raising=False)
     return home
+
+
+LONGEST_FIRST = (
+    "tests/replay/test_rebuild_env.py",
+    "tests/gateway/test_http_faults.py",
+    "tests/deploy/test_terraform.py",
+    "tests/gateway/test_cli_models.py",
+    "tests/gateway/test_byo_end_to_end.py",
+    "tests/gateway/test_packaging.py",
+)
+"""The files that take longest (pytest --durations), started first.
+
+Why: ``make test`` hands whole files to two workers (``--dist loadfile``) in
+collection order, alphabetical by default; a two-minute file collected last
+ran alone at the end while the other worker idled. Only the order of files
+changes: each file's own tests keep their order (some must run last)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: n for n, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: files keep their order
