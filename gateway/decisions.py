@@ -51,6 +51,7 @@ from verdict.gateway.schema import validate_attributes
 from verdict.gateway.sealed_reads import open_decision
 from verdict.gateway.service_errors import (
     AuditUnavailable,
+    InferIdConflict,
     ModelOutputInvalid,
     ModelUnavailable,
     RequestIdConflict,
@@ -60,12 +61,28 @@ from verdict.gateway.service_errors import (
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["AuditLane", "DecisionService", "PendingDecision", "request_sha256", "response_from_record"]
+__all__ = [
+    "AuditLane",
+    "DecisionGroup",
+    "DecisionService",
+    "PendingDecision",
+    "request_sha256",
+    "response_from_record",
+]
 
 
 def request_sha256(request: DecisionRequest) -> str:
     """Identity of a request body for idempotency: SHA-256 of its canonical JSON."""
     return hashlib.sha256(canonical_bytes(request)).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class DecisionGroup:
+    """Requests submitted together (an Open Inference Protocol infer call), decided whole or
+    not at all. ``infer_id``: the call's id when it named its rows ``<id>.<i>``: then its rows
+    are either all new or all already decided (a retry); a mix means other rows under a used id."""
+
+    infer_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,8 @@ class PendingDecision:
     trace: SpanContext | None = field(default=None, compare=False)
     """The span of the request this decision came in with (None: tracing off): the batch
     spans that score, explain and record it link to it (gateway.tracing)."""
+    group: DecisionGroup | None = field(default=None, compare=False)
+    """The infer call this decision is a row of (None: a request of its own)."""
 
 
 class AuditLane:
@@ -309,6 +328,7 @@ class DecisionService:
         computed = ComputedBatch(batch=batch, outcomes=[None] * len(batch), trace=tracing.current_span_context())
         try:
             self._claim_and_answer_known(computed)
+            self._refuse_torn_groups(computed)
             if computed.fresh:
                 fresh, computed.fresh = computed.fresh, []
                 for i, made in zip(fresh, self._score_and_explain([batch[i] for i in fresh]), strict=True):
@@ -391,6 +411,31 @@ class DecisionService:
             for i, item in enumerate(batch)
             if item.request_id in first_of and first_of[item.request_id] != i
         ]
+
+    @staticmethod
+    def _refuse_torn_groups(computed: ComputedBatch) -> None:
+        """A group is decided whole or not at all: when one of its rows is a request-id conflict,
+        or (rows named by the call's id) some are already decided and others not, its new rows
+        are refused with it, before anything is scored, so a refused call records nothing."""
+        members: dict[int, tuple[DecisionGroup, list[int]]] = {}
+        for i, item in enumerate(computed.batch):
+            if item.group is not None:
+                members.setdefault(id(item.group), (item.group, []))[1].append(i)
+        refused: dict[int, ServiceError] = {}
+        fresh = set(computed.fresh)
+        for group, rows in members.values():
+            new = [i for i in rows if i in fresh]
+            conflict: ServiceError | None = next(
+                (o for i in rows if isinstance(o := computed.outcomes[i], RequestIdConflict)), None
+            )
+            if conflict is None and group.infer_id is not None and new and len(new) < len(rows):
+                conflict = InferIdConflict(group.infer_id, "other rows")
+            if conflict is not None:
+                refused.update(dict.fromkeys(new, conflict))
+        if refused:
+            computed.fresh = [i for i in computed.fresh if i not in refused]
+            for i, error in refused.items():
+                computed.outcomes[i] = error
 
     def _release_claims(self, computed: ComputedBatch) -> None:
         for i in computed.owned:

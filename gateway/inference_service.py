@@ -8,9 +8,10 @@ how bytes become tensors and errors become status codes.
 
 An infer call with N rows is N decisions submitted to the micro-batcher as
 one group: they are decided and committed together (one durable append, up to
-``max_batch`` rows), and the call answers only when all are recorded. A row
-the service refuses (its model output outside the declared space, the trail
-unavailable) refuses the whole call with that row's error; rows already
+``max_batch`` rows), and the call answers only when all are recorded. An id
+already used for other rows refuses the whole group before anything is
+scored. A row refused later (its model output outside the declared space,
+the trail unavailable) refuses the call with that row's error; rows already
 recorded stay recorded and a retry with the same ids returns them.
 """
 
@@ -21,16 +22,16 @@ import concurrent.futures
 import contextvars
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar, TypeVarTuple
 
 from verdict import __version__
 from verdict.audit.stores import StoreError
 from verdict.gateway import request_context
-from verdict.gateway.api_models import DecisionRequest, DecisionResponse
+from verdict.gateway.api_models import DecisionResponse
 from verdict.gateway.batcher import MicroBatcher
-from verdict.gateway.decisions import PendingDecision
+from verdict.gateway.decisions import DecisionGroup, PendingDecision
 from verdict.gateway.inference_tensors import (
     OUTPUTS,
     InputTensor,
@@ -52,7 +53,6 @@ from verdict.gateway.service_errors import (
     AuditUnavailable,
     DecisionTimeout,
     InferIdConflict,
-    RequestIdConflict,
     ServiceError,
     UnknownModelVersion,
 )
@@ -177,6 +177,9 @@ class InferenceService:
             if isinstance(outcome, ServiceError):
                 raise outcome
             decisions.append(outcome)
+        infer_id = pending[0].group.infer_id if pending[0].group else None
+        if infer_id is not None and all(d.idempotent_replay for d in decisions):
+            await self._run(self._check_more_rows, infer_id, len(decisions))
         request_context.annotate(
             model=manifest.name,
             version=manifest.version,
@@ -191,8 +194,9 @@ class InferenceService:
         return InferResult(manifest.name, manifest.version, request.id, decisions, outputs)
 
     def _prepare(self, request: InferRequest) -> tuple[Manifest, list[PendingDecision]]:
-        """Validate every row exactly as ``/v1/decisions`` validates a body; refuse an infer
-        id or request id already used for other rows before anything is decided."""
+        """Validate every row exactly as ``/v1/decisions`` validates a body, and make the rows
+        one group: the batch decides it whole or refuses it whole (an id already used for other
+        rows: gateway.decisions), with no index read here on the way in."""
         decisions = self.services.decisions
         manifest = self._manifest(request.model, request.version, serving=True)
         _, rows = row_attributes(manifest, request.inputs)
@@ -208,38 +212,17 @@ class InferenceService:
                 errors.extend((i, e) for e in exc.errors)
         if errors:
             raise tensor_errors(errors)
-        self._check_reuse(request, requests, pending)
-        return manifest, pending
-
-    def _check_reuse(
-        self, request: InferRequest, requests: list[DecisionRequest], pending: list[PendingDecision]
-    ) -> None:
-        """A retried infer (same id, same rows) is answered from the record by the batcher;
-        a used id with other rows is refused here, before any row is decided, so that a
-        refused call leaves nothing half recorded."""
-        index = self.services.decisions.index
-        if index is None:
-            return
         named = {t.name for t in request.inputs} | set(request.parameters or {})
+        group = DecisionGroup(request.id if request.id and "request_id" not in named else None)
+        return manifest, [replace(p, group=group) for p in pending]
+
+    def _check_more_rows(self, infer_id: str, rows: int) -> None:
+        """A retry answered wholly from the record: refuse it if the id first named more rows
+        (one index read, on retries only; fewer or other rows were refused by the batch)."""
+        index = self.services.decisions.index
         try:
-            if request.id and "request_id" not in named:  # rows named <id>.<i>
-                first = index.get(pending[0].request_id)
-                if first is None:
-                    return  # a new infer id
-                entries = [first] + [index.get(p.request_id) for p in pending[1:]]
-                if any(
-                    e is None or e.request_sha256 != p.request_sha256 for e, p in zip(entries, pending, strict=True)
-                ):
-                    raise InferIdConflict(request.id, "other rows")
-                if index.get(f"{request.id}.{len(pending)}") is not None:
-                    raise InferIdConflict(request.id, f"more than {len(pending)} row(s)")
-                return
-            for one, p in zip(requests, pending, strict=True):
-                if one.request_id is None:
-                    continue  # generated here: new
-                entry = index.get(p.request_id)
-                if entry is not None and entry.request_sha256 != p.request_sha256:
-                    raise RequestIdConflict(p.request_id)
+            if index is not None and index.get(f"{infer_id}.{rows}") is not None:
+                raise InferIdConflict(infer_id, f"more than {rows} row(s)")
         except StoreError as exc:
             raise AuditUnavailable(
                 f"the audit index cannot be read: {exc}", self.services.settings.retry_after_s

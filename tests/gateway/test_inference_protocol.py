@@ -197,6 +197,8 @@ def test_a_retried_infer_returns_the_logged_decisions_and_other_rows_under_its_i
     with pytest.raises(InferenceServerException) as refused_grpc:
         gateway.grpc.infer(MODEL, grpc_inputs(gateway, changed), headers=gateway.metadata, request_id="retry-1")
     assert refused_grpc.value.status() == "StatusCode.ALREADY_EXISTS"
+    with httpx.Client(base_url=gateway.server.url, headers=auth(gateway.tokens["staff"]), timeout=60) as client:
+        assert client.get("/v1/decisions/retry-1.3").status_code == 404  # the extra row was refused, not recorded
 
 
 def _raw_infer(gateway: Gateway, inputs: list[dict], request_id: str) -> httpx.Response:
