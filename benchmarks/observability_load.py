@@ -3,6 +3,7 @@
 Two real gateways, each its own data directory, measured side by side in
 interleaved rounds (benchmarks/_rounds.py) with wrk on ``/v1/decisions``:
   off - access lines off (VERDICT_LOG_LEVEL=warning), no tracing
+  logs - JSON logs with one access line per request, no tracing
   on  - JSON logs with one access line per request (VERDICT_LOG_FORMAT=json,
         VERDICT_LOG_LEVEL=info) and every span exported over OTLP/HTTP to a
         real receiver on loopback (tests/support/otlp_receiver.py, in this
@@ -34,6 +35,7 @@ def observability_main(args: argparse.Namespace, model_dir: Path, work: Path) ->
     receiver = OtlpReceiver()
     variants = {
         "off": {"VERDICT_LOG_LEVEL": "warning"},
+        "logs": {"VERDICT_LOG_FORMAT": "json", "VERDICT_LOG_LEVEL": "info"},
         "on": {"VERDICT_LOG_FORMAT": "json", "VERDICT_LOG_LEVEL": "info", "VERDICT_OTLP_ENDPOINT": receiver.endpoint},
     }
     servers: dict[str, GatewayServer] = {}
@@ -62,8 +64,9 @@ def observability_main(args: argparse.Namespace, model_dir: Path, work: Path) ->
                 if run(16, 2.0, f"warm-{name}")[3]:
                     raise RuntimeError(f"{name}: errors in the warm-up; the benchmark would measure refusals")
             print(
-                f"observability: 2 gateways (off = no access lines, no tracing; on = JSON access lines and every span "
-                f"exported over OTLP/HTTP to a receiver on loopback); {args.rounds} interleaved rounds of {args.seconds:g} s"
+                f"observability: 3 gateways (off = no access lines, no tracing; logs = JSON access lines; on = JSON access "
+                f"lines and every span exported over OTLP/HTTP to a receiver on loopback, decoding in this process on the "
+                f"same cores); {args.rounds} interleaved rounds of {args.seconds:g} s"
             )
             concurrencies = [int(c) for c in (args.concurrency or "16,64").split(",")]
             verdicts = compare(ways, "off", concurrencies, args.rounds, args.seconds, TARGET, str)
