@@ -5,10 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["Sample", "compare"]
+__all__ = ["Sample", "compare", "concurrencies", "warm_up"]
 
 Sample = tuple[float, float, float, int]
 """One measurement: (requests/s, p50 ms, p99 ms, errors)."""
+
+
+def warm_up(ways: dict[str, Callable[[int, float, str], Sample]], label: Callable[[str], str]) -> None:
+    """Two seconds of each way at concurrency 16, discarded (models, explainers, caches load);
+    refuses to go on if a way answers errors: the benchmark would measure refusals."""
+    for name, run in ways.items():
+        rate, _, _, errors = run(16, 2.0, f"warm-{label(name)}")
+        if errors or rate <= 0:
+            raise RuntimeError(f"{name}: {errors} error(s) in the warm-up; the benchmark would measure refusals")
+
+
+def concurrencies(text: str | None) -> list[int]:
+    """``--concurrency 16,64`` (the default) as numbers."""
+    return [int(c) for c in (text or "16,64").split(",")]
 
 
 def compare(

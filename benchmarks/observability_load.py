@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks import wrk_driver
-from benchmarks._rounds import Sample, compare
+from benchmarks._rounds import Sample, compare, concurrencies, warm_up
 from benchmarks.protocol_load import model_rows
 from tests.support.gateway_server import GatewayServer, prepare_home
 from tests.support.otlp_receiver import OtlpReceiver
@@ -60,16 +60,13 @@ def observability_main(args: argparse.Namespace, model_dir: Path, work: Path) ->
                 return run
 
             ways = {name: way(name) for name in variants}
-            for name, run in ways.items():  # warm-up, discarded
-                if run(16, 2.0, f"warm-{name}")[3]:
-                    raise RuntimeError(f"{name}: errors in the warm-up; the benchmark would measure refusals")
+            warm_up(ways, str)
             print(
                 f"observability: 3 gateways (off = no access lines, no tracing; logs = JSON access lines; on = JSON access "
                 f"lines and every span exported over OTLP/HTTP to a receiver on loopback, decoding in this process on the "
                 f"same cores); {args.rounds} interleaved rounds of {args.seconds:g} s"
             )
-            concurrencies = [int(c) for c in (args.concurrency or "16,64").split(",")]
-            verdicts = compare(ways, "off", concurrencies, args.rounds, args.seconds, TARGET, str)
+            verdicts = compare(ways, "off", concurrencies(args.concurrency), args.rounds, args.seconds, TARGET, str)
             print(f"target (on >= {TARGET:.2f}x off, i.e. at most 3% of decisions/s): " + "; ".join(verdicts))
             print(f"spans received by the OTLP receiver: {len(receiver.spans):,}")
         finally:

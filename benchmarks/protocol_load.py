@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 from benchmarks import wrk_driver
-from benchmarks._rounds import Sample, compare
+from benchmarks._rounds import Sample, compare, concurrencies, warm_up
 from tests.support.gateway_server import GatewayServer, prepare_home
 from tests.support.moto_server import free_port
 from verdict.gateway.datasets import load_dataset
@@ -151,17 +151,13 @@ def protocols_main(args: argparse.Namespace, model_dir: Path, work: Path) -> Non
             "v2-binary": _wrk(server.url, token, _binary_lua(inputs, rows), rows),
             "grpc": _grpc(f"127.0.0.1:{grpc_port}", token, rows_file),
         }
-        for name, run in ways.items():  # warm-up, discarded; also proves each way decides (no errors)
-            rate, _, _, errors = run(16, 2.0, f"warm-{_label(name)}")
-            if errors or rate <= 0:
-                raise RuntimeError(f"{name}: {errors} error(s) in the warm-up; the benchmark would measure refusals")
+        warm_up(ways, _label)  # also proves each way decides (no errors)
         print(
             f"protocols: one gateway (audited, explained, sealed), gRPC on; one decision per request; "
             f"{args.rounds} interleaved rounds of {args.seconds:g} s; drivers: wrk (REST), "
             f"benchmarks/grpc_load.py (gRPC, Python in its own process: a lower bound)"
         )
-        concurrencies = [int(c) for c in (args.concurrency or "16,64").split(",")]
-        verdicts = compare(ways, "/v1", concurrencies, args.rounds, args.seconds, TARGET, _label)
+        verdicts = compare(ways, "/v1", concurrencies(args.concurrency), args.rounds, args.seconds, TARGET, _label)
         print(f"target (each v2 way >= {TARGET:.2f}x /v1's audited decisions/s): " + "; ".join(verdicts))
     finally:
         server.stop()

@@ -67,7 +67,6 @@ class ModelMetadataJson(msgspec.Struct):
 
 
 ModelName = Annotated[str, Parameter(pattern=MODEL_NAME_PATTERN, description="A registered model name")]
-ModelVersion = Annotated[str, Parameter(pattern=MODEL_VERSION_PATTERN, description="A registered version")]
 
 
 def _errors(*statuses: int) -> dict[int, ResponseSpec]:
@@ -143,27 +142,6 @@ async def server_ready(request: Request) -> Response[ReadyJson]:
     return Response(ReadyJson(ready), status_code=200 if ready else 400)
 
 
-async def _model_metadata(request: Request, name: str, version: str | None) -> ModelMetadataJson:
-    meta = await _inference(request).model_metadata(name, version)
-    return ModelMetadataJson(meta.name, meta.versions, meta.platform, _tensors(meta.inputs), _tensors(meta.outputs))
-
-
-async def _model_ready(request: Request, name: str, version: str | None) -> Response[ReadyJson]:
-    ready = await _inference(request).model_ready(name, version)
-    return Response(ReadyJson(ready), status_code=200 if ready else 400)
-
-
-async def _infer(request: Request, name: str, version: str | None) -> Response[bytes]:
-    body = await request.body()
-    header_length = request.headers.get(HEADER_LENGTH)
-    infer_request, binary = decode_infer_request(name, version, body, header_length)
-    result = await _inference(request).infer(infer_request)
-    content, json_length = encode_infer_response(result, binary)
-    if json_length is None:
-        return Response(content=content, media_type=MediaType.JSON)
-    return Response(content=content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})
-
-
 _GUARDED = guarded("score")
 _MODEL_ERRORS = _errors(400, 401, 403, 404, 409, 410, 500, 503)
 _INFER_RESPONSES = {
@@ -188,54 +166,41 @@ _INFER_ROUTE: dict[str, Any] = {
 }
 
 
-@get("/models/{model_name:str}", summary="Model metadata (production version)", **_MODEL_ROUTE)
-async def model_metadata(request: Request, model_name: ModelName) -> ModelMetadataJson:
-    return await _model_metadata(request, model_name, None)
+def _paths(tail: str) -> list[str]:
+    """A model route without a version (the production version serves) and with one."""
+    return [f"/models/{{model_name:str}}{tail}", f"/models/{{model_name:str}}/versions/{{model_version:str}}{tail}"]
 
 
-@get(
-    "/models/{model_name:str}/versions/{model_version:str}",
-    summary="Model metadata (a version)",
-    **_MODEL_ROUTE,
-)
-async def version_metadata(request: Request, model_name: ModelName, model_version: ModelVersion) -> ModelMetadataJson:
-    return await _model_metadata(request, model_name, model_version)
+OptionalVersion = Annotated[
+    str | None, Parameter(pattern=MODEL_VERSION_PATTERN, description="A registered version (absent: production)")
+]
 
 
-@get(
-    "/models/{model_name:str}/ready",
-    summary="Whether this replica serves the production version (400 while not)",
-    **_MODEL_ROUTE,
-)
-async def model_ready(request: Request, model_name: ModelName) -> Response[ReadyJson]:
-    return await _model_ready(request, model_name, None)
+@get(_paths(""), summary="Model metadata (the version named, else the production version)", **_MODEL_ROUTE)
+async def model_metadata(
+    request: Request, model_name: ModelName, model_version: OptionalVersion = None
+) -> ModelMetadataJson:
+    meta = await _inference(request).model_metadata(model_name, model_version)
+    return ModelMetadataJson(meta.name, meta.versions, meta.platform, _tensors(meta.inputs), _tensors(meta.outputs))
 
 
-@get(
-    "/models/{model_name:str}/versions/{model_version:str}/ready",
-    summary="Whether this replica serves the version (400 while not)",
-    **_MODEL_ROUTE,
-)
-async def version_ready(request: Request, model_name: ModelName, model_version: ModelVersion) -> Response[ReadyJson]:
-    return await _model_ready(request, model_name, model_version)
+@get(_paths("/ready"), summary="Whether this replica serves the version (400 while not)", **_MODEL_ROUTE)
+async def model_ready(
+    request: Request, model_name: ModelName, model_version: OptionalVersion = None
+) -> Response[ReadyJson]:
+    ready = await _inference(request).model_ready(model_name, model_version)
+    return Response(ReadyJson(ready), status_code=200 if ready else 400)
 
 
-@post(
-    "/models/{model_name:str}/infer",
-    summary="Audited, explained decisions for N rows (production version)",
-    **_INFER_ROUTE,
-)
-async def infer(request: Request, model_name: ModelName) -> Response[bytes]:
-    return await _infer(request, model_name, None)
-
-
-@post(
-    "/models/{model_name:str}/versions/{model_version:str}/infer",
-    summary="Audited, explained decisions for N rows (a version)",
-    **_INFER_ROUTE,
-)
-async def version_infer(request: Request, model_name: ModelName, model_version: ModelVersion) -> Response[bytes]:
-    return await _infer(request, model_name, model_version)
+@post(_paths("/infer"), summary="Audited, explained decisions for N rows", **_INFER_ROUTE)
+async def infer(request: Request, model_name: ModelName, model_version: OptionalVersion = None) -> Response[bytes]:
+    body = await request.body()
+    infer_request, binary = decode_infer_request(model_name, model_version, body, request.headers.get(HEADER_LENGTH))
+    result = await _inference(request).infer(infer_request)
+    content, json_length = encode_infer_response(result, binary)
+    if json_length is None:
+        return Response(content=content, media_type=MediaType.JSON)
+    return Response(content=content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})
 
 
 def inference_router() -> Router:
@@ -247,11 +212,8 @@ def inference_router() -> Router:
             server_live,
             server_ready,
             model_metadata,
-            version_metadata,
             model_ready,
-            version_ready,
             infer,
-            version_infer,
         ],
         exception_handlers=_HANDLERS,
         tags=["open inference protocol v2"],
