@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from verdict.gateway.oip import open_inference_grpc_pb2 as pb  # noqa: E402
-from verdict.gateway.oip import open_inference_grpc_pb2_grpc as pb_grpc  # noqa: E402
 
 
 def _requests(model: str, tensors: list[dict]) -> list[pb.ModelInferRequest]:
@@ -47,7 +46,11 @@ async def _drive(target: str, token: str, requests: list, concurrency: int, seco
     counter = 0
     metadata = (("authorization", f"Bearer {token}"),)
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        model_infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
         stop_at = time.monotonic() + seconds
 
         async def worker() -> None:
@@ -59,7 +62,7 @@ async def _drive(target: str, token: str, requests: list, concurrency: int, seco
                 request.id = f"{prefix}-{counter}"
                 started = time.perf_counter()
                 try:
-                    await stub.ModelInfer(request, metadata=metadata, timeout=60)
+                    await model_infer(request, metadata=metadata, timeout=60)
                 except grpc.aio.AioRpcError:
                     errors += 1
                 latencies.append(time.perf_counter() - started)

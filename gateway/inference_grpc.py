@@ -29,11 +29,10 @@ from verdict.gateway.apikeys import ApiKeyStore
 from verdict.gateway.inference_service import InferenceService, InferRequest
 from verdict.gateway.inference_tensors import InputTensor, TensorError, TensorMetadata, decode_raw, encode_raw
 from verdict.gateway.oip import open_inference_grpc_pb2 as pb
-from verdict.gateway.oip import open_inference_grpc_pb2_grpc as pb_grpc
 from verdict.gateway.problems import PROBLEMS
 from verdict.gateway.service_errors import RequestIdConflict
 
-__all__ = ["InferenceGrpcServer"]
+__all__ = ["RPCS", "SERVICE", "InferenceGrpcServer"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -68,7 +67,17 @@ _CONTENTS = {
 }
 """Which ``InferTensorContents`` field carries each datatype (FP16 has none: raw only)."""
 
-_SERVICE = "inference.GRPCInferenceService"
+SERVICE = "inference.GRPCInferenceService"
+RPCS: dict[str, tuple[Any, Any]] = {
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+}
+"""The service's RPCs (all unary) and their messages, as the .proto declares them. Registered
+here rather than through grpc_tools' generated servicer base, whose every method is a stub."""
 _NAME = re.compile(MODEL_NAME_PATTERN)
 _VERSION = re.compile(MODEL_VERSION_PATTERN)
 
@@ -137,7 +146,9 @@ def _tensor_metadata(items: list[TensorMetadata]) -> list[pb.ModelMetadataRespon
     return [pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape) for t in items]
 
 
-class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
+class _Servicer:
+    """One coroutine per RPC of the service, each registered by :data:`RPCS`."""
+
     def __init__(self, inference: InferenceService, apikeys: ApiKeyStore) -> None:
         self.inference, self.apikeys = inference, apikeys
 
@@ -156,7 +167,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         """Run one RPC as an observed call (request id, server span, access line: gateway.observability);
         every error becomes a status, none escapes as UNKNOWN."""
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        with observability.incoming("RPC", f"{_SERVICE}/{rpc}", metadata, protocol="grpc") as observed:
+        with observability.incoming("RPC", f"{SERVICE}/{rpc}", metadata, protocol="grpc") as observed:
             context.set_trailing_metadata(((request_context.REQUEST_ID_HEADER, observed.request_id),))
             try:
                 answer = await call()
@@ -246,7 +257,16 @@ class InferenceGrpcServer:
         self._server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", 0)]
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(inference, apikeys), self._server)
+        servicer = _Servicer(inference, apikeys)
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                getattr(servicer, name),
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+            for name, (request, response) in RPCS.items()
+        }
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.port = self._server.add_insecure_port(address)
         if not self.port:
