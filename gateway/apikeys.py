@@ -93,6 +93,10 @@ class ApiKeyStore:
                 return key
         return None
 
+    def find(self, key_id: str) -> ApiKey | None:
+        """The key with this id as of the file's last change (a stat per call, a read only after a change)."""
+        return next((k for k in self._cached() if k.key_id == key_id), None)
+
     def _cached(self) -> list[ApiKey]:
         """Re-read the file only when it changed, so new keys work without a restart."""
         try:

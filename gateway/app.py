@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Annotated, TypeVar, TypeVarTuple
 
 import msgspec
@@ -44,6 +42,8 @@ from verdict.gateway.api_models import (
 )
 from verdict.gateway.auth import authenticated_key
 from verdict.gateway.batcher import MicroBatcher
+from verdict.gateway.console.routes import console_router
+from verdict.gateway.console.sessions import SessionStore
 from verdict.gateway.decisions import AuditLane
 from verdict.gateway.engine import Engine
 from verdict.gateway.inference_http import inference_router
@@ -56,6 +56,7 @@ from verdict.gateway.problems import exception_handlers, problem_responses
 from verdict.gateway.registry import UnknownModel
 from verdict.gateway.replay_reads import read_replay
 from verdict.gateway.request_body import check_json_body
+from verdict.gateway.request_context import off_loop
 from verdict.gateway.schema import InputValidationError
 from verdict.gateway.service import Services
 from verdict.gateway.service_errors import (
@@ -102,11 +103,7 @@ def _services(request: Request) -> Services:
 
 
 def _run(request: Request, fn: Callable[[*_Ts], _T], *args: *_Ts) -> asyncio.Future[_T]:
-    """Blocking work (store reads, access appends) off the event loop, in a copy of the
-    request's context: its request id on the log lines written there, its span the parent
-    of the spans opened there (gateway.observability)."""
-    context = contextvars.copy_context()
-    return asyncio.get_running_loop().run_in_executor(request.app.state.io_pool, partial(context.run, fn, *args))
+    return off_loop(request.app.state.io_pool, fn, *args)
 
 
 @post(
@@ -571,6 +568,7 @@ def create_app(services: Services) -> Litestar:
             readyz,
             metrics,
             inference_router(),
+            console_router(),
         ],
         exception_handlers=exception_handlers,
         state=State(
@@ -580,6 +578,11 @@ def create_app(services: Services) -> Litestar:
                 "batcher": batcher,
                 "io_pool": io_pool,
                 "inference": inference,
+                "console_sessions": SessionStore(
+                    services.apikeys,
+                    idle_s=services.settings.console_idle_s,
+                    max_age_s=services.settings.console_max_age_s,
+                ),
             }
         ),
         on_startup=[start],

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any, TypeVar, TypeVarTuple
 
 from verdict import __version__
@@ -120,8 +118,7 @@ class InferenceService:
     def _run(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> asyncio.Future[_T]:
         """Blocking work (registry and index reads) off the event loop, in a copy of the call's
         context (its request id on log lines, its span the parent of validation's)."""
-        context = contextvars.copy_context()
-        return asyncio.get_running_loop().run_in_executor(self.executor, partial(context.run, fn, *args))
+        return request_context.off_loop(self.executor, fn, *args)
 
     # -- health and metadata ---------------------------------------------------------------
     def server_metadata(self) -> tuple[str, str, tuple[str, ...]]:

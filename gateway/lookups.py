@@ -242,6 +242,15 @@ class LookupService:
         self.log_access("lookup", actor_key_id, request_id)
         return view
 
+    def decision_with_inputs(self, request_id: str, actor_key_id: str) -> tuple[ExplanationView, dict[str, Any]]:
+        """The explanation and the inputs in clear, for a person reading one decision (the
+        console): everything a record lookup discloses, so recorded as a ``lookup``."""
+        verified = self._verified(request_id)
+        view = self._view(verified)
+        attributes = _attributes(self._opened(verified))
+        self.log_access("lookup", actor_key_id, request_id)
+        return view, attributes
+
     def explanation(self, request_id: str, actor_key_id: str) -> ExplanationView:
         view = self._view(self._verified(request_id))
         self.log_access("explanation", actor_key_id, request_id)

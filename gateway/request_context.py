@@ -14,13 +14,19 @@ systems that are not under the audit trail's controls).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar, TypeVarTuple
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -30,6 +36,7 @@ __all__ = [
     "bound",
     "current",
     "current_request_id",
+    "off_loop",
 ]
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -87,3 +94,11 @@ def annotate(**fields: Any) -> None:
     scope = _current.get()
     if scope is not None:
         scope.fields.update(fields)
+
+
+def off_loop(executor: concurrent.futures.Executor, fn: Callable[[*_Ts], _T], *args: *_Ts) -> asyncio.Future[_T]:
+    """Blocking work (store reads, access appends) off the event loop, in a copy of the
+    call's context: its request id on the log lines written there, its span the parent
+    of the spans opened there (gateway.observability)."""
+    context = copy_context()
+    return asyncio.get_running_loop().run_in_executor(executor, partial(context.run, fn, *args))

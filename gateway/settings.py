@@ -62,6 +62,8 @@ class ServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_format: str = "auto"  # "json" (one object per line), "text", or "auto": text on a terminal, else JSON
     log_level: str = "info"  # debug, info (access lines), warning, error, critical
     otlp_endpoint: str = ""  # OTLP/HTTP collector base URL (http://collector:4318) for traces; "" = tracing off
+    console_idle_s: float = 900.0  # a console session unused this long ends (15 minutes)
+    console_max_age_s: float = 28800.0  # and every console session ends this long after sign-in (8 hours)
 
 
 _ENV_PREFIX = "VERDICT_"
@@ -105,6 +107,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         RetentionPolicy.parse(settings.retention)
     except ValueError as exc:
         raise SettingsError(f"retention: {exc}") from None
+    if not 0 < settings.console_idle_s <= settings.console_max_age_s:
+        raise SettingsError("console sessions need 0 < console_idle_s <= console_max_age_s")
     if settings.unready_after_failures < 1:
         raise SettingsError("unready_after_failures must be >= 1")
     if not (settings.lease_skew_s >= 0 and 0 < settings.lease_renew_s < settings.lease_ttl_s - settings.lease_skew_s):

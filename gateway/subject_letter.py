@@ -33,13 +33,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from verdict.gateway.contribution_chart import (
+    LOWERED_COLOUR,
+    RAISED_COLOUR,
+    Bar,
+    bar_size,
+    chart_bars,
+    contribution_svg,
+)
 from verdict.gateway.lookups import ExplanationView, ReasonView, SubjectDecisionsView
 
 __all__ = ["render_letter_html", "render_letter_pdf"]
 
-MAX_BARS = 8
-RAISED_COLOUR = "#d55e00"  # Okabe-Ito vermillion / blue: distinguishable with the common colour-vision deficiencies
-LOWERED_COLOUR = "#0072b2"
 _ADVERSE = frozenset({"decline", "declined", "deny", "denied", "reject", "rejected", "refuse", "refused"})
 _OUTCOME_WORDS = {
     "approve": "approved",
@@ -80,20 +85,13 @@ _UNICODE_FONTS = (  # a TTF with the glyphs of the reason texts (dashes, umlauts
 
 
 @dataclass(frozen=True)
-class _Bar:
-    attribute: str
-    value: float
-    label: str  # the manifest's wording when a reason names the attribute, else the attribute name
-
-
-@dataclass(frozen=True)
 class _DecisionPart:
     title: str
     facts: list[tuple[str, str]]  # date, model, outcome, score
     reasons_heading: str
     reasons: list[str]
     quoted: list[tuple[str, str]]  # (label, the applicant's value) for each attribute a reason quotes
-    bars: list[_Bar]
+    bars: list[Bar]
     chart_note: str
     check: list[tuple[str, str]]
 
@@ -171,7 +169,7 @@ def _decision_part(decision: ExplanationView, number: int) -> _DecisionPart:
         reasons_heading=heading,
         reasons=[r.text for r in reasons],
         quoted=_quoted_values(reasons),
-        bars=_bars(decision),
+        bars=chart_bars(decision),
         chart_note=_chart_note(decision),
         check=_check_rows(decision),
     )
@@ -228,17 +226,6 @@ def _value_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
-
-
-def _bars(decision: ExplanationView) -> list[_Bar]:
-    """The largest contributions by size, at most MAX_BARS (ties by name, so the same record draws the same)."""
-    labels = {r.attribute: r.label for r in [*decision.reasons, *decision.principal_reasons_for_denial] if r.label}
-    ranked = sorted(decision.contributions.items(), key=lambda item: (-_size(item[1]), item[0]))
-    return [_Bar(name, float(value), labels.get(name, name)) for name, value in ranked[:MAX_BARS]]
-
-
-def _size(value: float) -> float:
-    return abs(value) if math.isfinite(value) else 0.0
 
 
 def _chart_note(decision: ExplanationView) -> str:
@@ -367,63 +354,7 @@ def _html_table(rows: list[tuple[str, str]], css_class: str, header: tuple[str, 
 def _html_chart(part: _DecisionPart) -> str:
     if not part.bars:
         return f'<p class="chart-note">{_e(part.chart_note)}</p>'
-    return f"<figure>\n{_contribution_svg(part.bars)}\n<figcaption>{_e(part.chart_note)}</figcaption>\n</figure>"
-
-
-# --- the chart ----------------------------------------------------------------------------------------------------
-
-_ROW, _TOP, _LABEL_W, _BAR_W, _VALUE_W = 24, 34, 210, 320, 70
-
-
-def _contribution_svg(bars: list[_Bar]) -> str:
-    """A diverging bar chart as SVG text: risk raised to the right, lowered to the left, largest first.
-
-    String-built so the page needs no plotting library and renders the same bytes every time; well-formed
-    XML (every text escaped), so it also stands alone as an .svg file. Colour is never the only cue: the
-    side of the axis, the signed value and each bar's tooltip say the same.
-    """
-    width = _LABEL_W + _BAR_W + _VALUE_W
-    height = _TOP + _ROW * len(bars) + 8
-    scale = (_BAR_W / 2) / (max((_size(b.value) for b in bars), default=0.0) or 1.0)
-    axis = _LABEL_W + _BAR_W / 2
-    rows = [_svg_row(bar, i, axis, scale) for i, bar in enumerate(bars)]
-    return "\n".join(
-        [
-            f'<svg xmlns="http://www.w3.org/2000/svg" class="contributions" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">',
-            "<title>How each of your details moved the score</title>",
-            _svg_legend(),
-            *rows,
-            f'<line x1="{axis:.1f}" y1="{_TOP - 4}" x2="{axis:.1f}" y2="{height - 4}" stroke="#333" stroke-width="1"/>',
-            "</svg>",
-        ]
-    )
-
-
-def _svg_legend() -> str:
-    return (
-        f'<rect x="{_LABEL_W}" y="6" width="12" height="12" fill="{LOWERED_COLOUR}"/>'
-        f'<text x="{_LABEL_W + 16}" y="16">lowered the risk</text>'
-        f'<rect x="{_LABEL_W + 150}" y="6" width="12" height="12" fill="{RAISED_COLOUR}"/>'
-        f'<text x="{_LABEL_W + 166}" y="16">raised the risk</text>'
-    )
-
-
-def _svg_row(bar: _Bar, index: int, axis: float, scale: float) -> str:
-    """One attribute: its name, its bar from the axis, its signed value; the tooltip gives the full wording."""
-    y = _TOP + index * _ROW
-    length = _size(bar.value) * scale
-    raised = bar.value > 0
-    x = axis if raised else axis - length
-    effect = "raised the risk" if raised else "lowered the risk" if bar.value < 0 else "did not move the score"
-    name = bar.attribute if len(bar.attribute) <= 30 else bar.attribute[:29] + "…"
-    return (
-        f"<g><title>{_e(bar.label)}: {bar.value:+.3f}, {effect}</title>"
-        f'<text x="{_LABEL_W - 8}" y="{y + 15}" text-anchor="end">{_e(name)}</text>'
-        f'<rect class="bar {"raised" if raised else "lowered"}" x="{x:.1f}" y="{y + 4}" width="{length:.1f}" '
-        f'height="{_ROW - 8}" fill="{RAISED_COLOUR if raised else LOWERED_COLOUR}"/>'
-        f'<text x="{_LABEL_W + _BAR_W + 6}" y="{y + 15}">{bar.value:+.3f}</text></g>'
-    )
+    return f"<figure>\n{contribution_svg(part.bars)}\n<figcaption>{_e(part.chart_note)}</figcaption>\n</figure>"
 
 
 # --- PDF ----------------------------------------------------------------------------------------------------------
@@ -515,15 +446,15 @@ def _pdf_with_fpdf2(letter: _Letter, fpdf: ModuleType) -> bytes:
     return bytes(pdf.output())
 
 
-def _fpdf2_bars(pdf: Any, bars: list[_Bar], family: str, clean: Callable[[str], str]) -> None:
+def _fpdf2_bars(pdf: Any, bars: list[Bar], family: str, clean: Callable[[str], str]) -> None:
     label_w, bar_w, row = 60.0, 90.0, 5.0
-    scale = (bar_w / 2) / (max((_size(b.value) for b in bars), default=0.0) or 1.0)
+    scale = (bar_w / 2) / (max((bar_size(b.value) for b in bars), default=0.0) or 1.0)
     axis = pdf.l_margin + label_w + bar_w / 2
     pdf.set_font(family, size=8)
     for bar in bars:
         y = pdf.get_y()
         pdf.cell(label_w, row, clean(bar.attribute[:40]))
-        length = _size(bar.value) * scale
+        length = bar_size(bar.value) * scale
         if length > 0:
             pdf.set_fill_color(*_rgb(RAISED_COLOUR if bar.value > 0 else LOWERED_COLOUR))
             pdf.rect(axis if bar.value > 0 else axis - length, y + 1, length, row - 2, style="F")
@@ -573,14 +504,14 @@ def _pdf_with_reportlab(letter: _Letter) -> bytes:
     return out.getvalue()
 
 
-def _reportlab_bars(bars: list[_Bar], family: str, clean: Callable[[str], str]) -> Any:
+def _reportlab_bars(bars: list[Bar], family: str, clean: Callable[[str], str]) -> Any:
     shapes, colors = _reportlab("graphics.shapes"), _reportlab("lib.colors")
     label_w, bar_w, row = 170.0, 250.0, 14.0
-    scale = (bar_w / 2) / (max((_size(b.value) for b in bars), default=0.0) or 1.0)
+    scale = (bar_w / 2) / (max((bar_size(b.value) for b in bars), default=0.0) or 1.0)
     axis = label_w + bar_w / 2
     drawing = shapes.Drawing(label_w + bar_w + 60, row * len(bars))
     for i, bar in enumerate(bars):
-        y, length = row * (len(bars) - 1 - i), _size(bar.value) * scale
+        y, length = row * (len(bars) - 1 - i), bar_size(bar.value) * scale
         fill = colors.HexColor(RAISED_COLOUR if bar.value > 0 else LOWERED_COLOUR)
         name = clean(bar.attribute[:40])
         drawing.add(shapes.String(label_w - 6, y + 3, name, fontName=family, fontSize=8, textAnchor="end"))

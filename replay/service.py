@@ -204,6 +204,12 @@ class ReplayService:
                 return self._copy(status)
         return self._from_disk(replay_id)
 
+    def statuses(self) -> list[ReplayStatus]:
+        """The replays this process started (newest first): the console lists them."""
+        with self._lock:
+            found = [self._copy(s) for s in self._status.values()]
+        return sorted(found, key=lambda s: s.created_at, reverse=True)
+
     # -- reports ---------------------------------------------------------------------------------------
 
     def report_json(self, replay_id: str) -> bytes | None:

@@ -22,6 +22,7 @@ HTTP_LAYER = {
     "verdict.gateway.openapi_pages": "the HTTP API's documentation pages",
     "verdict.gateway.inference_http": "the Open Inference Protocol's REST routes (its own error body)",
     "verdict.gateway.inference_grpc": "the same protocol over gRPC: the HTTP API's guard errors and their statuses",
+    "verdict.gateway.console.routes": "the console's pages: sessions, forms and redirects over HTTP",
 }
 """The modules allowed to import what HTTP_ONLY names, and why each is HTTP."""
 

@@ -22,6 +22,7 @@ FRONT = {
     "verdict.gateway.app": "routes",
     "verdict.gateway.auth": "bearer-key guards",
     "verdict.gateway.batcher": "the request micro-batcher",
+    "verdict.gateway.contribution_chart": "the contribution chart (SVG) of a looked-up decision",
     "verdict.gateway.claims": "request-id claims between concurrent requests",
     "verdict.gateway.cli": "the `verdict` command line",
     "verdict.gateway.decisions": "the decision service: claim, decide through the engine, append, answer",
@@ -46,7 +47,7 @@ FRONT = {
 def _floor(module: str) -> int:
     if module.startswith("verdict.audit"):
         return 0
-    if module.startswith("verdict.gateway.commands") or module in FRONT:
+    if module.startswith(("verdict.gateway.commands", "verdict.gateway.console")) or module in FRONT:
         return 3
     if module.startswith("verdict.gateway"):
         return 1

@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from verdict.gateway.contribution_chart import LOWERED_COLOUR, MAX_BARS, RAISED_COLOUR
 from verdict.gateway.lookups import (
     ExplanationView,
     InclusionView,
@@ -23,13 +24,7 @@ from verdict.gateway.lookups import (
     SubjectDecisionsView,
     Verification,
 )
-from verdict.gateway.subject_letter import (
-    LOWERED_COLOUR,
-    MAX_BARS,
-    RAISED_COLOUR,
-    render_letter_html,
-    render_letter_pdf,
-)
+from verdict.gateway.subject_letter import render_letter_html, render_letter_pdf
 
 SVG = "{http://www.w3.org/2000/svg}"
 SUBJECT = "Kundin Jürgen-Müller <b>&</b> 42"
