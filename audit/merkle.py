@@ -430,6 +430,26 @@ class MerkleTree:
         k = 1 << ((n - 1).bit_length() - 1)
         return node_hash(self.subtree_root(lo, lo + k), self.subtree_root(lo + k, hi))
 
+    def leaf(self, index: int) -> bytes:
+        return bytes(self.levels[0][index * 32 : index * 32 + 32])
+
+    def inclusion_proof(self, index: int, n: int) -> list[bytes]:
+        """RFC 6962 PATH(index, D[0:n]) (same proof as inclusion_proof), in O(log^2 n)."""
+        if not 0 <= index < n <= self.size:
+            raise ValueError(f"leaf {index} is not in a tree of size {n} (this one holds {self.size})")
+        proof: list[bytes] = []
+        lo, hi = 0, n
+        while hi - lo > 1:
+            k = 1 << ((hi - lo - 1).bit_length() - 1)
+            if index < lo + k:
+                proof.append(self.subtree_root(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self.subtree_root(lo, lo + k))
+                lo += k
+        proof.reverse()  # deepest sibling first, as PATH lists them
+        return proof
+
     def consistency_proof(self, m: int, n: int) -> list[bytes]:
         """RFC 6962 PROOF(m, D[0:n]) (same algorithm as consistency_proof)."""
         if m == 0 or m == n:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from verdict.audit import layout, merkle
 from verdict.audit.canonical import CanonicalEncodingError
 from verdict.audit.chain import Receipt
+from verdict.audit.chain_leaves import ChainLeaves, LeafCache, LeafReadError
 from verdict.audit.checkpoint import CheckpointError
 from verdict.audit.index import IndexEntry, RequestIndex
 from verdict.audit.records import (
@@ -37,7 +38,7 @@ from verdict.audit.records import (
 from verdict.audit.signing import KeyDocumentError, check_key_document, decode_key_document, verify_record_signature
 from verdict.audit.stores.base import ObjectMissing, WormStore
 from verdict.audit.trust import ChainAnchors, TrustError, TrustPolicy, load_anchors
-from verdict.audit.walk import KeyTimeline, open_chain_checkpoint
+from verdict.audit.walk import open_chain_checkpoint
 
 __all__ = ["InclusionProof", "ReadError", "VerifiedDecision", "read_decision"]
 
@@ -105,6 +106,7 @@ def read_decision(
     require_checkpoint: bool = False,
     prove: bool = True,
     trust: TrustPolicy | None = None,
+    leaves: LeafCache | None = None,
 ) -> VerifiedDecision:
     """Return the verified decision for ``request_id`` or raise ReadError.
 
@@ -119,6 +121,9 @@ def read_decision(
     seq at or before the record's, and with ``prove`` the whole key timeline
     up to the checkpoint must be anchored (``uncertified_chain``,
     ``uncertified_key``). Without it the published key is used (unanchored).
+
+    ``leaves``: a reader's kept leaf hashes (audit.chain_leaves), so that repeated
+    lookups read only the segments written since the last one.
     """
     entry = RequestIndex(store).get(request_id)
     if entry is None:
@@ -163,7 +168,8 @@ def read_decision(
         raise ReadError(
             "bad_signature", f"record {entry.chain_id}/{entry.seq}: signature does not verify with {record.key_id}"
         )
-    inclusion = _ChainView(store, entry.chain_id, anchors).prove(entry.seq, digest, record.key_id) if prove else None
+    view = _ChainView(store, entry.chain_id, anchors, leaves)
+    inclusion = view.prove(entry.seq, digest, record.key_id) if prove else None
     if inclusion is None and require_checkpoint:
         raise ReadError("not_checkpointed", f"record {entry.chain_id}/{entry.seq} is not yet covered by a checkpoint")
     return VerifiedDecision(
@@ -220,24 +226,36 @@ def _published_key(store: WormStore, key_id: str):  # noqa: ANN202 - Ed25519Publ
 
 
 class _ChainView:
-    """The leaf hashes and key history of a chain, read up to its latest checkpoint."""
+    """The leaf hashes and key history of a chain, read up to its latest checkpoint (kept
+    between calls when the caller passes a :class:`~verdict.audit.chain_leaves.LeafCache`)."""
 
-    def __init__(self, store: WormStore, chain_id: str, anchors: ChainAnchors | None = None) -> None:
+    def __init__(
+        self, store: WormStore, chain_id: str, anchors: ChainAnchors | None = None, cache: LeafCache | None = None
+    ) -> None:
         self.store = store
         self.chain_id = chain_id
         self.anchors = anchors
+        self.leaves = cache.chain(chain_id) if cache is not None else ChainLeaves(store, chain_id)
 
     def prove(self, seq: int, record_hash: bytes, key_id: str) -> InclusionProof | None:
+        with self.leaves.lock:
+            return self._prove(seq, record_hash, key_id)
+
+    def _prove(self, seq: int, record_hash: bytes, key_id: str) -> InclusionProof | None:
         checkpoints = sorted(self.store.list_keys(layout.checkpoints_prefix(self.chain_id)))
         sizes = [(n, k) for k in checkpoints if (n := layout.number_from_key(k)) is not None]
         size, cp_key = max(sizes, default=(0, ""))
-        leaves, timeline = self._read(max(size, seq + 1))
+        try:
+            self.leaves.read(max(size, seq + 1))
+        except LeafReadError as exc:
+            raise ReadError("parse_error", str(exc)) from None
+        tree, timeline = self.leaves.tree, self.leaves.timeline
         if self.anchors is not None:
             try:
                 timeline.check_anchored(self.anchors)
             except TrustError as exc:
                 raise ReadError(exc.reason, exc.message) from None
-        if len(leaves) <= seq or leaves[seq] != merkle.leaf_hash(record_hash):
+        if tree.size <= seq or tree.leaf(seq) != merkle.leaf_hash(record_hash):
             raise ReadError("hash_mismatch", f"chain {self.chain_id} does not hold this record at seq {seq}")
         if timeline.key_at(seq) != key_id:
             raise ReadError(
@@ -246,9 +264,9 @@ class _ChainView:
             )
         if size <= seq:
             return None
-        if len(leaves) < size:
+        if tree.size < size:
             raise ReadError(
-                "chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {len(leaves)}"
+                "chain_truncated", f"checkpoint {cp_key} covers {size} records, the chain holds {tree.size}"
             )
         note = self.store.get(cp_key)
         try:
@@ -259,8 +277,7 @@ class _ChainView:
             raise ReadError("bad_checkpoint_signature", f"{cp_key}: {exc}") from None
         if verified.checkpoint.size != size:
             raise ReadError("bad_checkpoint", f"{cp_key} holds a checkpoint of size {verified.checkpoint.size}")
-        tree = leaves[:size]
-        proof = merkle.inclusion_proof(tree, seq)
+        proof = tree.inclusion_proof(seq, size)
         try:
             merkle.verify_inclusion(merkle.leaf_hash(record_hash), seq, size, proof, verified.checkpoint.root)
         except merkle.ProofError as exc:
@@ -276,19 +293,3 @@ class _ChainView:
             checkpoint_note=note.decode("utf-8"),
             signed_by=list(verified.signed_by),
         )
-
-    def _read(self, upto: int) -> tuple[list[bytes], KeyTimeline]:
-        leaves: list[bytes] = []
-        timeline = KeyTimeline()
-        for key in self.store.list_keys(layout.segments_prefix(self.chain_id)):
-            first = layout.number_from_key(key)
-            if first is None or first >= upto:
-                break
-            try:
-                for line in iter_lines(self.store.get(key)):
-                    raw, _ = split_line(line)
-                    timeline.feed(len(leaves), raw)
-                    leaves.append(merkle.leaf_hash(hashlib.sha256(raw).digest()))
-            except RecordError as exc:
-                raise ReadError("parse_error", f"{key}: {exc}") from None
-        return leaves, timeline

@@ -19,6 +19,7 @@ import msgspec
 
 from verdict.audit import records as rec
 from verdict.audit.chain import ChainError
+from verdict.audit.chain_leaves import LeafCache
 from verdict.audit.data_keys import KeyringError
 from verdict.audit.key_wrapping import KekError
 from verdict.audit.personal_data import PersonalData
@@ -173,6 +174,7 @@ class LookupService:
         self.trust = trust  # lookups verify against the same trust root as `verdict audit verify`
         self.personal = personal  # opens sealed decisions (spec §3a); None: sealed ones answer 409
         self.subjects = subjects  # the subject index (access by subject id); None when sealing is off
+        self.leaves = LeafCache(store)  # proofs read only the segments written since the last lookup
 
     def _opened(self, verified: VerifiedDecision) -> rec.DecisionBody:
         """The decision in clear: DecisionErased (410) once its subject was erased."""
@@ -180,7 +182,7 @@ class LookupService:
 
     def _verified(self, request_id: str, *, prove: bool = True) -> VerifiedDecision:
         try:
-            return read_decision(self.store, request_id, trust=self.trust, prove=prove)
+            return read_decision(self.store, request_id, trust=self.trust, prove=prove, leaves=self.leaves)
         except ReadError as exc:
             if exc.reason == "not_found":
                 raise UnknownDecision(request_id) from None

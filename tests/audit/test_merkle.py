@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from verdict.audit.merkle import (
     EMPTY_ROOT,
     MerkleAccumulator,
+    MerkleTree,
     ProofError,
     consistency_proof,
     inclusion_proof,
@@ -154,6 +155,10 @@ def test_generated_proofs_equal_vector_proofs():
         leaves = REFERENCE_LEAF_HASHES[:size]
         if "leafIdx" in vector:
             generated = inclusion_proof(leaves, vector["leafIdx"])
+            tree = MerkleTree()
+            for leaf in REFERENCE_LEAF_HASHES:  # a larger tree than the proof's: PATH(m, D[0:size]) of its prefix
+                tree.append(leaf)
+            assert tree.inclusion_proof(vector["leafIdx"], size) == generated
         else:
             generated = consistency_proof(leaves, vector["size1"])
         assert generated == _proof(vector), path.relative_to(VECTOR_DIR).as_posix()
@@ -284,8 +289,13 @@ PROPERTY_SETTINGS = settings(max_examples=40, deadline=None)
 def test_every_inclusion_proof_verifies(n, salt):
     leaves = _leaves(n, salt)
     root = root_from_leaf_hashes(leaves)
+    tree = MerkleTree()
+    for leaf in [*leaves, *_leaves(3, salt + b"more")]:  # grown past n: proofs of the size-n prefix
+        tree.append(leaf)
     for index in range(n):
-        verify_inclusion(leaves[index], index, n, inclusion_proof(leaves, index), root)
+        proof = inclusion_proof(leaves, index)
+        verify_inclusion(leaves[index], index, n, proof, root)
+        assert tree.inclusion_proof(index, n) == proof
 
 
 @PROPERTY_SETTINGS
