@@ -18,6 +18,7 @@ re-detect a rewrite of *other* records on every lookup: that is the verifier's j
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 
 from verdict.audit import layout
@@ -26,7 +27,17 @@ from verdict.audit.records import RecordError, iter_lines, split_line
 from verdict.audit.stores.base import WormStore
 from verdict.audit.walk import KeyTimeline
 
-__all__ = ["ChainLeaves", "LeafCache", "LeafReadError"]
+__all__ = ["ChainLeaves", "LeafCache", "LeafReadError", "chain_ids"]
+
+
+def chain_ids(store: WormStore) -> list[str]:
+    """Every chain with at least one segment (one listing of the store's chains)."""
+    found: set[str] = set()
+    for key in store.list_keys(layout.CHAINS_PREFIX):
+        parts = key.split("/")
+        if len(parts) == 4 and parts[2] == "segments":
+            found.add(parts[1])
+    return sorted(found)
 
 
 class LeafReadError(ValueError):
@@ -80,6 +91,14 @@ class LeafCache:
         self.store = store
         self._chains: dict[str, ChainLeaves] = {}
         self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        """Read every chain now (at a gateway's start, in the background), so that the
+        first lookup after a start does not read a whole chain while someone waits."""
+        for chain_id in chain_ids(self.store):
+            leaves = self.chain(chain_id)
+            with leaves.lock:
+                leaves.read(sys.maxsize)
 
     def chain(self, chain_id: str) -> ChainLeaves:
         with self._lock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Annotated, TypeVar, TypeVarTuple
@@ -503,6 +504,10 @@ def create_app(services: Services) -> Litestar:
 
     async def start() -> None:
         batcher.start()
+        # The console's first pages find the chains read and the monitoring summary folded.
+        threading.Thread(target=services.lookups.warm, name="verdict-leaves", daemon=True).start()
+        if services.monitor is not None:
+            services.monitor.refresh_in_background(0)
         if services.settings.grpc_port:
             # The protocol's message names would clash with a client's copy of them in the same process.
             # lazy: grpc and the generated messages only in a process that serves gRPC

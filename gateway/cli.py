@@ -16,6 +16,7 @@ from verdict.audit.witness_cli import witness_app
 from verdict.gateway.commands import demo, serve
 from verdict.gateway.commands.apikeys import apikeys_app
 from verdict.gateway.commands.models import models_app
+from verdict.gateway.commands.monitor import monitor_app
 from verdict.gateway.commands.subjects import retention_app, subjects_app
 from verdict.replay.cli import replay_app
 
@@ -34,6 +35,7 @@ app.add_typer(witness_app, name="witness")
 app.add_typer(replay_app, name="replay")
 app.add_typer(subjects_app, name="subjects")
 app.add_typer(retention_app, name="retention")
+app.add_typer(monitor_app, name="monitor")
 demo.register(app)
 serve.register(app)
 

@@ -176,6 +176,14 @@ class LookupService:
         self.subjects = subjects  # the subject index (access by subject id); None when sealing is off
         self.leaves = LeafCache(store)  # proofs read only the segments written since the last lookup
 
+    def warm(self) -> None:
+        """Read every chain's leaves ahead of the first lookup (a background thread at start);
+        a failure here is only logged: the lookup that needs the chain reads and reports it."""
+        try:
+            self.leaves.warm()
+        except Exception as exc:  # noqa: BLE001 - nobody waits on this thread; the next lookup retries
+            _log.warning("reading the chains ahead of lookups failed: %s", exc)
+
     def _opened(self, verified: VerifiedDecision) -> rec.DecisionBody:
         """The decision in clear: DecisionErased (410) once its subject was erased."""
         return open_decision(self.personal, verified.body, self.retry_after_s)

@@ -137,3 +137,8 @@ class GatewayMetrics:
     def watch_models(self, loaded: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
         """Serve ``verdict_model_info`` from ``loaded()``: (model, version, artifact sha256)."""
         self.registry.register(ModelInfo(loaded))
+
+    def watch_monitor(self, collector: Collector) -> None:
+        """Serve the trail monitor's figures (``verdict_monitor_*``, gateway.monitoring) from
+        ``collector``, which reads the monitor's current summary (no trail scan at scrape time)."""
+        self.registry.register(collector)

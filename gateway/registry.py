@@ -318,6 +318,20 @@ class Registry:
             return None
         return msgspec.json.decode(self.store.get(keys[-1]), type=Promotion)
 
+    def alias_history(self, name: str, alias: str = "production") -> list[Promotion]:
+        """Every promotion event of an alias, oldest first (the last is :meth:`alias`). An
+        object that is not a promotion of this alias is skipped, as in :meth:`status_history`
+        (the verifier reports alias objects that no record names)."""
+        out = []
+        for key in sorted(self.store.list_keys(alias_prefix(name, alias))):
+            try:
+                event = msgspec.json.decode(self.store.get(key), type=Promotion)
+            except (ObjectMissing, msgspec.MsgspecError):
+                continue
+            if (event.name, event.alias) == (name, alias):
+                out.append(event)
+        return out
+
     def promote(
         self,
         name: str,

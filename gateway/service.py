@@ -43,6 +43,7 @@ from verdict.gateway.engine import Engine
 from verdict.gateway.fail_closed import FailClosedLog
 from verdict.gateway.lookups import LookupService
 from verdict.gateway.metrics import GatewayMetrics
+from verdict.gateway.monitoring import TrailMonitor
 from verdict.gateway.registry import Registry, RegistryError
 from verdict.gateway.registry_log import RegistryLog
 from verdict.gateway.service_errors import ModelNotPromoted, ModelVersionRevoked, ServiceError
@@ -91,6 +92,7 @@ class Services:
     replays: ReplayService | None = None  # the examiner API
     subjects: SubjectRights | None = None  # subject access, erasure, holds (None: sealing off)
     witnessing: CheckpointWitnessing | None = None  # checkpoints kept and cosigned
+    monitor: TrailMonitor | None = None  # monitoring figures folded from the trail (console, /metrics)
 
 
 def publish_environment(store: WormStore, fingerprint: environment.EnvironmentFingerprint) -> str:
@@ -194,6 +196,9 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
     lookups = LookupService(
         store, lane, models, settings.retry_after_s, trust=policy, personal=personal, subjects=subjects
     )
+    # One per process: it folds the trail incrementally; the console and /metrics read its summary.
+    monitor = TrailMonitor(store, models, personal, state_dir=data_dir() / "monitor")
+    metrics.watch_monitor(monitor.collector())
     replays = None
     if writer is not None:
         # Each replica writes replay evidence to its own chain: one writer per chain.
@@ -219,6 +224,7 @@ def build_services(settings: ServiceSettings, say: Callable[[str], None] = print
         replays=replays,
         witnessing=witnessing,
         subjects=subjects,
+        monitor=monitor,
     )
 
 

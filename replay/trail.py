@@ -30,6 +30,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from verdict.audit import layout, merkle
+from verdict.audit.chain_leaves import chain_ids
 from verdict.audit.checkpoint import CheckpointError
 from verdict.audit.index import IndexEntry, RequestIndex
 from verdict.audit.reader import ReadError, read_decision
@@ -244,15 +245,6 @@ def _wanted(selection: Selection) -> Callable[[DecisionBody], bool]:
         return selection.until is None or body.decided_at < selection.until
 
     return want
-
-
-def chain_ids(store: WormStore) -> list[str]:
-    found: set[str] = set()
-    for key in store.list_keys(layout.CHAINS_PREFIX):
-        parts = key.split("/")
-        if len(parts) == 4 and parts[2] == "segments":
-            found.add(parts[1])
-    return sorted(found)
 
 
 def scan(

@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest_plugins = ["tests.support.s3_fixtures", "tests.support.model_fixtures"]
+pytest_plugins = ["tests.support.s3_fixtures", "tests.support.model_fixtures", "tests.support.browser"]
 
 
 @pytest.fixture

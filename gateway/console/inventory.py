@@ -25,7 +25,7 @@ from verdict.audit import layout
 from verdict.audit.canonical import canonical_bytes
 from verdict.audit.records import RecordError, RegistryBody, decode_record, iter_lines, split_line
 from verdict.audit.signing import verify_record_signature
-from verdict.audit.stores import ObjectMissing, StoreError, StoreUnavailable, WormStore
+from verdict.audit.stores import StoreError, StoreUnavailable, WormStore
 from verdict.audit.trust import TrustPolicy, load_anchors
 from verdict.gateway.console.trail_health import State
 from verdict.gateway.manifest import (
@@ -241,7 +241,11 @@ class _Ledger:
                 where = f"{REGISTRY_CHAIN}/{record.seq}"
                 if anchors is not None:
                     cert = anchors.for_key(record.key_id, record.seq)
-                    public = Ed25519PublicKey.from_public_bytes(anchors.public_key(cert.from_seq, cert.key.key_id)) if cert else None
+                    public = (
+                        Ed25519PublicKey.from_public_bytes(anchors.public_key(cert.from_seq, cert.key.key_id))
+                        if cert
+                        else None
+                    )
                     if public is None or not verify_record_signature(public, hashlib.sha256(raw).digest(), signature):
                         self.problems.append(f"record {where} does not verify with a root-certified key: ignored")
                         continue
@@ -331,35 +335,40 @@ def _serving(engine: Engine | None, name: str, version: str) -> str | None:
 class _Version:
     """What the inventory and the detail page share about one version."""
 
-    def __init__(
-        self, registry: Registry, name: str, version: str, ledger: _Ledger, production: str | None
-    ) -> None:
+    def __init__(self, registry: Registry, name: str, version: str, ledger: _Ledger, production: str | None) -> None:
         self.problems: list[str] = []
         self.manifest: Manifest | None = None
         self.manifest_bytes: bytes | None = None
         try:
             self.manifest_bytes = registry.manifest_bytes(name, version)
             self.manifest = registry.manifest(name, version)
-        except ManifestError as exc:
+        except StoreUnavailable:
+            raise
+        except (ManifestError, RegistryError, StoreError) as exc:
             self.problems.append(f"the stored manifest cannot be read: {exc}")
         self.statuses, problems = _statuses(registry, name, version, ledger)
         self.problems += problems
         self.registration = ledger.registrations.get((name, version))
         if self.registration is None:
             self.problems.append("its registration is named by no verified registry record")
-        elif self.manifest_bytes is not None:
-            if hashlib.sha256(self.manifest_bytes).hexdigest() != self.registration.manifest_sha256:
-                self.problems.append("the stored manifest is not the one its registration record names")
+        elif (
+            self.manifest_bytes is not None
+            and hashlib.sha256(self.manifest_bytes).hexdigest() != self.registration.manifest_sha256
+        ):
+            self.problems.append("the stored manifest is not the one its registration record names")
         validation = [s for s in self.statuses if s.status in VALIDATION_STATUSES]
         self.validation = validation[-1] if validation else None
         self.revoked = next((s for s in self.statuses if s.revocation), None)
         self.production = production == version
 
-    def state(self, ledger: _Ledger) -> State:
-        problems = ledger.problems + self.problems
-        if problems:
-            return State(False, "; ".join(problems))
-        return State(True, "registration, promotions and status events are signed registry records")
+    def state(self, ledger: _Ledger, *more: str) -> State:
+        return _state([*ledger.problems, *self.problems, *more])
+
+
+def _state(problems: list[str]) -> State:
+    if problems:
+        return State(False, "; ".join(dict.fromkeys(problems)))
+    return State(True, "every registration, promotion and status event is a signed registry record")
 
 
 def _production(promotions: list[PromotionView]) -> PromotionView | None:
@@ -389,7 +398,9 @@ def model_inventory(
             versions.append(
                 VersionSummary(
                     version=version,
-                    description=(found.manifest.description or (found.manifest.card.purpose if found.manifest.card else ""))
+                    description=(
+                        found.manifest.description or (found.manifest.card.purpose if found.manifest.card else "")
+                    )
                     if found.manifest
                     else None,
                     registered_at=found.registration.at if found.registration else None,
@@ -401,7 +412,7 @@ def model_inventory(
                     state=found.state(ledger),
                 )
             )
-        reds = ledger.problems + problems + [f"{v.version}: {v.state.reason}" for v in versions if not v.state.ok]
+        reds = [*ledger.problems, *problems, *(f"{v.version}: {v.state.reason}" for v in versions if not v.state.ok)]
         entries.append(
             ModelEntry(
                 name=name,
@@ -409,9 +420,7 @@ def model_inventory(
                 production_since=current.at if current else None,
                 promotions=promotions,
                 versions=versions,
-                state=State(False, "; ".join(dict.fromkeys(reds)))
-                if reds
-                else State(True, "every registration, promotion and status event is a signed registry record"),
+                state=_state(reds),
             )
         )
     return entries
@@ -436,9 +445,9 @@ def model_detail(
     found = _Version(registry, name, version, ledger, current.version if current else None)
     report = _report(registry, name, version, found.registration)
     manifest = found.manifest
-    state = found.state(ledger)
-    if report is not None and not report.state.ok:
-        state = State(False, f"{state.reason}; validation report: {report.state.reason}" if not state.ok else f"validation report: {report.state.reason}")
+    report_problems = (
+        [f"validation report: {report.state.reason}"] if report is not None and not report.state.ok else []
+    )
     return ModelDetail(
         name=name,
         version=version,
@@ -464,7 +473,7 @@ def model_detail(
         training=manifest.training if manifest else None,
         in_words=in_words(manifest) if manifest else [],
         validation_report=report,
-        state=state if not problems else State(False, "; ".join([*problems, state.reason] if not state.ok else problems)),
+        state=found.state(ledger, *problems, *report_problems),
     )
 
 
@@ -482,7 +491,9 @@ def _attribute(spec) -> AttributeView:  # noqa: ANN001 - gateway.schema.Attribut
     )
 
 
-def _report(registry: Registry, name: str, version: str, registration: RegistryBody | None) -> ValidationReportView | None:
+def _report(
+    registry: Registry, name: str, version: str, registration: RegistryBody | None
+) -> ValidationReportView | None:
     """The stored validation report, held to the hash its registration record names."""
     try:
         data = registry.validation_report(name, version)
@@ -558,8 +569,8 @@ def in_words(manifest: Manifest) -> list[Sentence]:
     out.append(
         Sentence(
             "Decision",
-            f'The decision is "{rule.below}" when the {"probability" if output.space == "probability" else "score"} '
-            f'is below {threshold}, and "{rule.at_or_above}" when it is {threshold} or more.',
+            f'The decision is "{rule.below}" when the {quantity.removeprefix("the ")} is below {threshold}, '
+            f'and "{rule.at_or_above}" when it is {threshold} or more.',
         )
     )
     if rule.rationale:
@@ -585,7 +596,7 @@ def in_words(manifest: Manifest) -> list[Sentence]:
     out.append(Sentence("Training", _training_sentence(manifest.training)))
     if manifest.training.metrics:
         measured = ", ".join(f"{k} {_number(v)}" for k, v in sorted(manifest.training.metrics.items()))
-        out.append(Sentence("Measured", f"On held-out data: {measured}."))
+        out.append(Sentence("Measured", f"When it was trained: {measured}."))
     tolerance = manifest.tolerance
     out.append(
         Sentence(
@@ -609,7 +620,9 @@ def in_words(manifest: Manifest) -> list[Sentence]:
 def _attributes_sentence(manifest: Manifest) -> str:
     inputs = manifest.inputs
     categories = sum(1 for spec in inputs if spec.kind == "category")
-    sentence = f"Uses {_plural(len(inputs), 'attribute')}: {categories} categories and {len(inputs) - categories} numbers."
+    sentence = (
+        f"Uses {_plural(len(inputs), 'attribute')}: {categories} categorical and {len(inputs) - categories} numeric."
+    )
     protected = [spec.label for spec in inputs if spec.protected]
     if protected:
         sentence += (
@@ -625,8 +638,8 @@ def _training_sentence(training: TrainingProvenance) -> str:
     dataset = training.dataset
     target = f" to predict {training.target}" if training.target else ""
     return (
-        f"Trained{target} on {dataset.title} ({_plural(dataset.rows, 'row')}, licence {dataset.licence}), "
-        f"split {training.split}, seed {training.seed}; code {training.code_commit}"
-        + (f", packaged by {training.packaged_by}" if training.packaged_by else "")
+        f"Trained{target} on {dataset.title} ({_plural(dataset.rows, 'row')}, licence {dataset.licence}) "
+        f"with seed {training.seed}; held-out rows: {training.split}; code commit {training.code_commit}"
+        + (f"; packaged by {training.packaged_by}" if training.packaged_by else "")
         + "."
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,7 @@ class ReplayReportPage:
     report: ReplayReport
     summary_rows: list[tuple[str, str]]
     environments: list[dict[str, Any]]
-    problems: list[tuple[str, str, str]]  # request id, verdict, why
+    problems: Sequence[tuple[str, str, str]]  # request id, verdict, why
     chart_svg: str
     signed_by: str
 

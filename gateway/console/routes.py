@@ -13,6 +13,7 @@ and every page forbids framing, inline script and foreign origins (CSP).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar, TypeVarTuple
 from urllib.parse import quote, urlsplit
 
@@ -23,9 +24,13 @@ from litestar.response import Redirect
 
 from verdict.gateway.apikeys import ApiKey
 from verdict.gateway.console.decision_page import decision_page, failed_check
+from verdict.gateway.console.inventory import model_detail, model_inventory
 from verdict.gateway.console.render import STATIC, render_page, trusted_svg
 from verdict.gateway.console.replay_page import replay_form_request, replay_report_page
 from verdict.gateway.console.sessions import ConsoleSession, SessionStore, new_token, same_token
+from verdict.gateway.console.trail_health import trail_health
+from verdict.gateway.monitoring_report import report_body
+from verdict.gateway.registry import UnknownModel
 from verdict.gateway.replay_reads import may_read, read_replay
 from verdict.gateway.request_context import off_loop
 from verdict.gateway.service_errors import (
@@ -51,7 +56,7 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make browsers post forms with "Origin: null"
 }
 NAV = (
     ("decisions", "Decisions", "/console/decisions"),
@@ -60,6 +65,10 @@ NAV = (
     ("models", "Models", "/console/models"),
     ("monitoring", "Monitoring", "/console/monitoring"),
 )
+
+MONITOR_WAIT_S = 0.1
+"""How long a monitoring page waits for the fold it started: new records are folded in well
+under this; a long fold (the first on a large trail) goes on in the background."""
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -395,6 +404,68 @@ async def replay_report(request: Request, replay_id: str) -> Response:
     return Response(content=envelope, media_type=MediaType.JSON, headers=headers)
 
 
+# --- the trail, models, monitoring (no personal data: any signed-in key) ------------------------------------------
+
+
+@get("/trail", include_in_schema=False)
+async def trail(request: Request) -> Response:
+    session = _signed_in(request)
+    lookups = _services(request).lookups
+    health = await _run(request, trail_health, lookups.store, lookups.trust)
+    return _page(request, session, "trail.html", "trail", health=health)
+
+
+@get("/models", include_in_schema=False)
+async def models(request: Request) -> Response:
+    session = _signed_in(request)
+    services = _services(request)
+    found = await _run(
+        request, partial(model_inventory, services.models.registry, services.models, trust=services.lookups.trust)
+    )
+    return _page(request, session, "models.html", "models", models=found)
+
+
+@get("/models/{name:str}/{version:str}", include_in_schema=False)
+async def model(request: Request, name: str, version: str) -> Response:
+    session = _signed_in(request)
+    services = _services(request)
+    try:
+        detail = await _run(
+            request,
+            partial(
+                model_detail, services.models.registry, name, version, services.models, trust=services.lookups.trust
+            ),
+        )
+    except UnknownModel as exc:
+        return _page(request, session, "refused.html", "models", 404, title="No such model version", message=str(exc))
+    return _page(request, session, "model.html", "models", d=detail)
+
+
+@get("/monitoring", include_in_schema=False)
+async def monitoring(request: Request) -> Response:
+    """Never waits for a fold: a page view starts one if none is running and shows the
+    figures as of the last one (gateway.monitoring folds only what is new)."""
+    session = _signed_in(request)
+    monitor = _services(request).monitor
+    if monitor is None:
+        return _page(
+            request, session, "refused.html", "monitoring", 404, title="Monitoring", message="Monitoring is off."
+        )
+    started = monitor.refresh_in_background(0)
+    if started:
+        await _run(request, monitor.wait_background, MONITOR_WAIT_S)
+    summary = monitor.summary()
+    return _page(
+        request,
+        session,
+        "monitoring.html",
+        "monitoring",
+        summary=summary,
+        refreshing=monitor.refreshing,
+        body=trusted_svg(report_body(summary)),
+    )
+
+
 # --- assets ---------------------------------------------------------------------------------------------------------
 
 
@@ -424,6 +495,10 @@ def console_router() -> Router:
             start_replay,
             replay,
             replay_report,
+            trail,
+            models,
+            model,
+            monitoring,
             static,
         ],
         exception_handlers={ConsoleRefusal: _refusal_handler},

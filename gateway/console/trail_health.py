@@ -25,6 +25,7 @@ import base64
 import datetime as _dt
 import hashlib
 from collections.abc import Callable
+from functools import partial
 from typing import Literal, TypeVar
 
 import msgspec
@@ -107,7 +108,10 @@ def _judge(problems: list[str], fine: str) -> State:
 
 
 class CheckpointView(msgspec.Struct, frozen=True):
-    """A chain's newest signed checkpoint (C2SP tlog-checkpoint) and whether it verified."""
+    """A chain's newest signed checkpoint (C2SP tlog-checkpoint) and whether its signature
+    verified with the key the root certified for that size and its origin is the chain's.
+    That its root matches the records is the whole-trail verification's to say
+    (:class:`VerificationView`): recomputing it reads every record."""
 
     key: str
     size: int
@@ -296,6 +300,14 @@ def _stamp(line: bytes) -> _Stamp:
         raise RecordError(f"record header: {exc}") from None
 
 
+def _certificate(store: WormStore, key: str, roots: dict[str, bytes]) -> Certificate:
+    return decode_certificate(key, store.get(key), roots)
+
+
+def _lines(store: WormStore, key: str) -> list[bytes]:
+    return iter_lines(store.get(key))
+
+
 def _public(cert: Certificate) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(base64.b64decode(cert.key.public_key))
 
@@ -322,7 +334,7 @@ class _Certificates:
             self.chain_ids.add(named[0])
             if trust is None:
                 continue
-            cert = _guard(problems, key, lambda key=key: decode_certificate(key, store.get(key), roots))
+            cert = _guard(problems, key, partial(_certificate, store, key, roots))
             if cert is not None:
                 self.by_chain.setdefault(named[0], []).append(cert)
         for certs in self.by_chain.values():
@@ -380,8 +392,8 @@ class _ChainReader:
     def read(self) -> ChainHealth:
         genesis = self._genesis()
         created_by = genesis[0].created_by if genesis else None
-        first = self.certs.at(self.chain_id, 0) if self.certs.of(self.chain_id) else None
-        certified = first is not None and first.from_seq == 0
+        first = self.certs.at(self.chain_id, 0)  # the chain's creation (origin, genesis key)
+        certified = first is not None
         if self.trust is None:
             self.problems.append("no trust policy: nothing here can be verified")
         elif not certified:
@@ -404,8 +416,9 @@ class _ChainReader:
             self.problems.append(witnessed.state.reason)
         self._since_evidence(length, exact)
         ahead = max(0, length - size)
-        fine = f"checkpoint of {size} records verifies with {', '.join(checkpoint.signed_by) if checkpoint else '-'}" + (
-            f"; {ahead} newer records not yet checkpointed" if ahead else ""
+        fine = (
+            f"checkpoint of {size} records verifies with {', '.join(checkpoint.signed_by) if checkpoint else '-'}"
+            + (f"; {ahead} newer records not yet checkpointed" if ahead else "")
         )
         return ChainHealth(
             chain_id=self.chain_id,
@@ -452,19 +465,21 @@ class _ChainReader:
         """(length, exact, newest record's time): the segments following ``size`` by name."""
 
         def walk() -> tuple[int, bool, str | None]:
-            length, newest = size, None
+            length, last, exact = size, b"", False
             for _ in range(TIP_SEGMENTS):
-                key = layout.segment_key(self.chain_id, length)
                 try:
-                    lines = iter_lines(self.store.get(key))
+                    data = self.store.get(layout.segment_key(self.chain_id, length))
                 except ObjectMissing:
-                    return length, True, newest
-                head = _stamp(lines[0])
-                if head.seq != length or head.chain_id != self.chain_id:
-                    raise RecordError(f"{key} does not continue the chain at record {length}")
-                length += len(lines)
-                newest = _stamp(lines[-1]).time
-            return length, False, newest
+                    exact = True
+                    break
+                length += len(iter_lines(data))  # lines only counted: one header is decoded below
+                last = data
+            if not last:
+                return length, exact, None
+            stamp = _stamp(iter_lines(last)[-1])
+            if stamp.seq != length - 1 or stamp.chain_id != self.chain_id:
+                raise RecordError(f"the newest segment ends with record {stamp.seq}, not {length - 1}")
+            return length, exact, stamp.time
 
         return _guard(self.problems, f"the records after checkpoint {size}", walk)
 
@@ -516,7 +531,9 @@ class _ChainReader:
         if trust is None or not trust.witnesses:
             return None
         sizes = [
-            (n, k) for k in self.store.list_keys(layout.cosigned_prefix(self.chain_id)) if (n := layout.number_from_key(k))
+            (n, k)
+            for k in self.store.list_keys(layout.cosigned_prefix(self.chain_id))
+            if (n := layout.number_from_key(k))
         ]
         if not sizes:
             return WitnessView(None, 0, [], trust.witness_quorum, False, State(True, "no checkpoint cosigned yet"))
@@ -529,7 +546,9 @@ class _ChainReader:
             if cert is None or first is None:
                 problems.append(f"{key}: no root-certified key for size {size}")
             else:
-                _guard(problems, key, lambda: open_checkpoint(note, {cert.key.key_id: _public(cert)}, origin=first.origin))
+                _guard(
+                    problems, key, lambda: open_checkpoint(note, {cert.key.key_id: _public(cert)}, origin=first.origin)
+                )
             found = _guard(problems, key, lambda: verify_cosignatures(note, [w.vkey for w in trust.witnesses]))
             cosigned = found or {}
         quorum = trust.witness_quorum
@@ -550,7 +569,9 @@ class _ChainReader:
         if old is None:
             return
         if exact and length < old.records:
-            self.problems.append(f"shrank from {old.records} records (recorded by the last immutability test) to {length}")
+            self.problems.append(
+                f"shrank from {old.records} records (recorded by the last immutability test) to {length}"
+            )
         cp = old.last_checkpoint
         if cp is None:
             return
@@ -579,9 +600,9 @@ def _evidence(
     """The newest immutability evidence record of ``chain_id`` (read from its last segment back)."""
     for key in reversed(list(store.list_keys(layout.segments_prefix(chain_id)))):
         problems: list[str] = []
-        lines = _guard(problems, key, lambda key=key: iter_lines(store.get(key)))
+        lines = _guard(problems, key, partial(_lines, store, key))
         for line in reversed(lines or []):
-            found = _guard(problems, key, lambda line=line: _evidence_record(line, chain_id))
+            found = _guard(problems, key, partial(_evidence_record, line, chain_id))
             if found is not None:
                 return _evidence_view(store, chain_id, found, certs, trust, now)
         if problems:
@@ -616,7 +637,9 @@ def _evidence_view(
 ) -> tuple[EvidenceView, ImmutabilityReport | None]:
     problems: list[str] = []
     where = f"{chain_id}/{found.seq}"
-    cert = next((c for c in reversed(certs.of(chain_id)) if c.key.key_id == found.key_id and c.from_seq <= found.seq), None)
+    cert = next(
+        (c for c in reversed(certs.of(chain_id)) if c.key.key_id == found.key_id and c.from_seq <= found.seq), None
+    )
     if trust is None:
         problems.append("no trust policy: the evidence record cannot be verified")
     elif cert is None:
@@ -669,7 +692,25 @@ def _evidence_view(
 
 def _evidence_shell(chain_id: str, seq: int, object_key: str, state: State) -> EvidenceView:
     return EvidenceView(
-        chain_id, seq, object_key, None, None, None, None, None, None, None, None, None, None, {}, [], [], [], state, state
+        chain_id,
+        seq,
+        object_key,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        {},
+        [],
+        [],
+        [],
+        state,
+        state,
     )
 
 
@@ -688,7 +729,9 @@ def _verification(view: EvidenceView, report: ImmutabilityReport | None) -> Veri
     probe = next((p for p in report.probes if p.name == "trail_verification"), None) if report else None
     if report is None or probe is None:
         reason = view.authentic.reason if not view.authentic.ok else "the evidence holds no trail_verification check"
-        return VerificationView(view.object_key, view.run_id, view.finished, view.age_s, None, None, None, None, reason, _red(reason))
+        return VerificationView(
+            view.object_key, view.run_id, view.finished, view.age_s, None, None, None, None, reason, _red(reason)
+        )
     evidence = probe.evidence
     ok = probe.status == ENFORCED
     anchored = evidence.get("anchored")
@@ -725,7 +768,9 @@ def _trust_view(trust: TrustPolicy | None) -> TrustView:
     ]
     names = [w.name for w in trust.witnesses]
     if not names:
-        words.append("Names no witness: checkpoints are signed by the gateway alone, not cosigned by independent parties.")
+        words.append(
+            "Names no witness: checkpoints are signed by the gateway alone, not cosigned by independent parties."
+        )
     else:
         words.append(
             f"Names {len(names)} witness{'es' if len(names) != 1 else ''} ({', '.join(names)}); a checkpoint "
@@ -793,7 +838,9 @@ def trail_health(store: WormStore, trust: TrustPolicy | None, *, now: _dt.dateti
         keys=certs.windows(),
         trust=trust_view,
         problems=problems,
-        state=_judge(reds, f"{len(chains)} chains verified against the trust root; the latest immutability test passed"),
+        state=_judge(
+            reds, f"{len(chains)} chains verified against the trust root; the latest immutability test passed"
+        ),
     )
 
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.gateway.test_http_decisions import chain_records
+from tests.support.browser import assert_accessible, keyboard_reachable
 from tests.support.gateway_server import GatewayServer, prepare_home
 from verdict.audit.records import AccessBody
 from verdict.audit.stores import open_store
@@ -239,3 +240,102 @@ def test_a_tampered_record_shows_red_and_an_idle_session_ends(console, tampered)
     time.sleep(1.5)  # longer than the one-second idle timeout: the server, not the browser, ends the session
     expired = client.get("/console/decisions/loan-0")
     assert expired.status_code == 303 and expired.headers["location"].startswith("/console/sign-in")
+
+
+# --- in a real browser (Debian's Chromium; tests/support/browser.py) -----------------------------------------------
+
+
+def browser_sign_in(page, server: GatewayServer, token: str, then: str = "/console") -> None:
+    page.goto(server.url + then)
+    assert "/console/sign-in" in page.url  # not signed in: sent to sign in, and back afterwards
+    page.get_by_label("API key").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+
+
+def test_in_a_browser_staff_sign_in_look_up_a_decision_and_sign_out(console, new_page):
+    page = new_page(java_script_enabled=False)  # forms post: the console works without JavaScript
+    page.goto(console.url + "/console/decisions/loan-0")
+    assert keyboard_reachable(page, "button[type=submit]")
+    page.get_by_label("API key").fill(console.tokens["staff"])
+    page.get_by_role("button", name="Sign in").click()
+    assert page.url.endswith("/console/decisions/loan-0")
+    logged = console.decisions["loan-0"]
+    panel = page.locator("#check-heading")
+    assert panel.inner_text() in ("Verified", "Signature verified, checkpoint pending")
+    assert page.locator(".outcome").inner_text().startswith(logged["decision"].capitalize())
+    assert page.locator("svg.contributions[role=img] title").first.text_content()
+    assert str(logged["receipt"]["seq"]) in page.locator("section.state").inner_text()
+    page.goto(console.url + "/console/decisions")
+    page.get_by_role("textbox", name="Request id").fill("loan-2")
+    page.get_by_role("button", name="Look up").click()
+    assert page.url.endswith("/console/decisions/loan-2")
+    page.goto(console.url + "/console/decisions")
+    page.get_by_role("textbox", name="Subject id").fill("ben-2")
+    page.get_by_role("button", name="Find decisions").click()
+    assert "ben-2" not in page.url and page.get_by_role("link", name="loan-1").is_visible()
+    page.get_by_role("button", name="Sign out").click()
+    assert "signed_out" in page.url and "You are signed out" in page.content()
+    page.goto(console.url + "/console/decisions/loan-0")
+    assert "/console/sign-in" in page.url  # the old session is gone on the server
+
+
+def test_in_a_browser_every_view_opens_is_labelled_and_passes_axe(console, new_page):
+    page = new_page()
+    page.goto(console.url + "/console/sign-in")
+    assert_accessible(page)
+    browser_sign_in(page, console, console.tokens["admin"])
+    version = console.decisions["loan-0"]["model"]["version"]
+    for path, heading in (
+        ("/console/decisions", "Look up a decision"),
+        ("/console/decisions/loan-0", "Decision loan-0"),
+        ("/console/replays", "Replays"),
+        ("/console/trail", "Trail health"),
+        ("/console/models", "Models"),
+        (f"/console/models/german-credit/{version}", f"german-credit {version}"),
+        ("/console/monitoring", "Monitoring"),
+    ):
+        answer = page.goto(console.url + path)
+        assert answer is not None and answer.status == 200, path
+        assert heading in page.locator("h1").inner_text(), path
+        assert page.locator("nav a[aria-current=page]").count() == 1, path
+        assert_accessible(page)
+    page.goto(console.url + "/console/decisions")
+    page.get_by_role("textbox", name="Subject id").fill("cleo-3")
+    page.get_by_role("button", name="Find decisions").click()
+    assert page.get_by_role("link", name="loan-2").is_visible()
+    assert_accessible(page)
+
+
+def test_in_a_browser_an_examiner_replays_a_decision_and_downloads_the_signed_report(console, new_page):
+    page = new_page()
+    browser_sign_in(page, console, console.tokens["examiner"], then="/console/replays")
+    page.get_by_label("One decision").check()
+    page.get_by_role("textbox", name="Request id").fill("loan-2")
+    page.get_by_label("Purpose (recorded with the replay)").fill("browser exam")
+    page.get_by_role("button", name="Start replay").click()
+    page.wait_for_selector("#replay-verdict", timeout=120_000)  # the page refreshes itself until then
+    assert page.locator("#replay-verdict h2").inner_text() == "PASSED"
+    assert page.locator("svg.tolerance-bands").count() == 1
+    assert_accessible(page)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the signed report (JSON)").click()
+    signed = Path(download.value.path()).read_bytes()
+    assert verify_signed_report(open_store((console.home / "store").as_uri()), signed).ok
+    page.goto(console.url + "/console/decisions/loan-2")
+    assert "Not allowed" in page.locator("h1").inner_text()  # replay scope, not explain
+
+
+def test_in_a_browser_a_tampered_store_turns_red_a_forged_form_is_refused_and_idle_sessions_end(tampered, new_page):
+    page = new_page()
+    browser_sign_in(page, tampered, tampered.tokens["staff"], then="/console/decisions/loan-1")
+    assert page.locator("section.state.failed #check-heading").inner_text() == "Verification FAILED"
+    assert_accessible(page)
+    page.goto(tampered.url + "/console/decisions")
+    page.evaluate("document.querySelectorAll('input[name=csrf]').forEach((i) => { i.value = 'forged'; })")
+    page.get_by_role("textbox", name="Subject id").fill("anna-1")
+    page.get_by_role("button", name="Find decisions").click()
+    assert "Form refused" in page.locator("h1").inner_text()
+    time.sleep(1.5)  # past the one-second idle timeout
+    page.goto(tampered.url + "/console/decisions")
+    assert "/console/sign-in" in page.url
