@@ -42,7 +42,9 @@ __all__ = [
 
 INK = "#1a1a1a"
 LIVE = "#0072b2"  # Okabe-Ito blue: 5.2:1 on white
-FONT = "font-family:DejaVu Sans,Verdana,sans-serif;font-size:11px"
+FONT = 'font-family="DejaVu Sans, Verdana, sans-serif" font-size="11"'
+"""Presentation attributes, not a style attribute: a page with a strict Content-Security-Policy
+(the console's) ignores inline styles."""
 SHIFT_WORDS = {"stable": "stable", "moderate": "moderate shift", "major": "major shift"}
 _BAR = 12
 _GAP = 8
@@ -85,7 +87,7 @@ def _defs(uid: str) -> str:
 def _svg(uid: str, width: int, height: int, title: str, description: str, body: list[str]) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="{uid}-t {uid}-d" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" style="{FONT}">'
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" {FONT}>'
         f'<title id="{uid}-t">{_e(title)}</title><desc id="{uid}-d">{_e(description)}</desc>'
         f"{_defs(uid)}" + "".join(body) + "</svg>"
     )

@@ -322,15 +322,8 @@ class Registry:
         """Every promotion event of an alias, oldest first (the last is :meth:`alias`). An
         object that is not a promotion of this alias is skipped, as in :meth:`status_history`
         (the verifier reports alias objects that no record names)."""
-        out = []
-        for key in sorted(self.store.list_keys(alias_prefix(name, alias))):
-            try:
-                event = msgspec.json.decode(self.store.get(key), type=Promotion)
-            except (ObjectMissing, msgspec.MsgspecError):
-                continue
-            if (event.name, event.alias) == (name, alias):
-                out.append(event)
-        return out
+        found = self._events(alias_prefix(name, alias), Promotion)
+        return [event for event in found if (event.name, event.alias) == (name, alias)]
 
     def promote(
         self,
@@ -435,14 +428,17 @@ class Registry:
     def status_history(self, name: str, version: str) -> list[StatusEvent]:
         """Every status event of a version, oldest first (an unreadable object is skipped:
         the verifier reports objects that no record names)."""
+        found = self._events(status_prefix(name, version), StatusEvent)
+        return [event for event in found if (event.name, event.version) == (name, version)]
+
+    def _events(self, prefix: str, kind: type[_Event]) -> list[_Event]:
+        """The readable events under ``prefix``, in key (= time) order."""
         out = []
-        for key in sorted(self.store.list_keys(status_prefix(name, version))):
+        for key in sorted(self.store.list_keys(prefix)):
             try:
-                event = msgspec.json.decode(self.store.get(key), type=StatusEvent)
+                out.append(msgspec.json.decode(self.store.get(key), type=kind))
             except (ObjectMissing, msgspec.MsgspecError):
                 continue
-            if (event.name, event.version) == (name, version):
-                out.append(event)
         return out
 
     def revocation(self, name: str, version: str) -> StatusEvent | None:

@@ -25,28 +25,31 @@ from verdict.replay.service import ReplayRequest, ReplayRequestError
 __all__ = ["ReplayReportPage", "replay_form_request", "replay_report_page", "tolerance_bands_svg"]
 
 MODES = ("request_id", "range", "model")
+PROBLEM_ROWS = 50
+"""Decisions that did not reproduce listed on the page; the signed report lists every one."""
 
 
 def replay_form_request(form: dict[str, str]) -> ReplayRequest:
     """The console's start form as the API's request: one id, a time range, or a model version."""
     mode = form.get("mode", "request_id")
     purpose = form.get("purpose", "").strip() or None
+    require_checkpoint = form.get("allow_pending") != "on"
     if mode not in MODES:
         raise ReplayRequestError("mode", "enum", f"mode must be one of {', '.join(MODES)}")
     if mode == "request_id":
         request_id = form.get("request_id", "").strip()
         if not request_id:
             raise ReplayRequestError("request_id", "required", "enter the request id of the decision to replay")
-        return ReplayRequest(request_id=request_id, purpose=purpose)
+        return ReplayRequest(request_id=request_id, purpose=purpose, require_checkpoint=require_checkpoint)
     if mode == "range":
         since, until = form.get("since", "").strip() or None, form.get("until", "").strip() or None
         if since is None and until is None:
             raise ReplayRequestError("since", "required", "enter a start date, an end date, or both")
-        return ReplayRequest(since=since, until=until, purpose=purpose)
+        return ReplayRequest(since=since, until=until, purpose=purpose, require_checkpoint=require_checkpoint)
     model = form.get("model", "").strip()
     if not model:
         raise ReplayRequestError("model", "required", "enter a model as NAME or NAME:VERSION")
-    return ReplayRequest(model=model, purpose=purpose)
+    return ReplayRequest(model=model, purpose=purpose, require_checkpoint=require_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,9 @@ class ReplayReportPage:
     report: ReplayReport
     summary_rows: list[tuple[str, str]]
     environments: list[dict[str, Any]]
-    problems: Sequence[tuple[str, str, str]]  # request id, verdict, why
+    problems: Sequence[tuple[str, str, str]]  # request id, verdict, why (the first PROBLEM_ROWS)
+    problem_count: int
+    reasons: list[tuple[str, int]]  # cannot_replay reason code, decisions
     chart_svg: str
     signed_by: str
 
@@ -89,14 +94,16 @@ def replay_report_page(envelope: bytes) -> ReplayReportPage:
     problems = [
         (d.request_id, d.verdict, "; ".join(d.why) or (d.reason or ""))
         for d in report.decisions
-        if d.verdict not in ("identical", "within_tolerance")
-    ][:200]
+        if d.verdict not in ("identical", "within_tolerance", "erased")
+    ]
     signature = signed.get("signature") or {}
     return ReplayReportPage(
         report=report,
         summary_rows=rows,
         environments=environments,
-        problems=problems,
+        problems=problems[:PROBLEM_ROWS],
+        problem_count=len(problems),
+        reasons=sorted(s.by_reason.items(), key=lambda item: -item[1]),
         chart_svg=tolerance_bands_svg(report),
         signed_by=str(signature.get("key_id", "")),
     )
@@ -138,7 +145,7 @@ def tolerance_bands_svg(report: ReplayReport) -> str:
     """How far each replayed score landed from the logged one, as a share of its tolerance."""
     counts = _bands(report)
     row, top, label_w, bar_w, value_w = 26, 8, 190, 300, 80
-    height = top + row * len(BANDS) + 30
+    height = top + row * len(BANDS) + 8
     width = label_w + bar_w + value_w
     biggest = max(counts) or 1
     parts = [
@@ -158,9 +165,5 @@ def tolerance_bands_svg(report: ReplayReport) -> str:
             f'<rect x="{label_w}" y="{y + 4}" width="{length:.1f}" height="{row - 8}" fill="{fill}"{pattern}/>'
             f'<text x="{label_w + bar_w + 6}" y="{y + 17}">{count}</text></g>'
         )
-    parts.append(
-        f'<text x="{label_w}" y="{height - 8}" font-size="12">Bands of |replayed − logged| ÷ tolerance; '
-        f"the last band fails the replay.</text>"
-    )
     parts.append("</svg>")
     return "\n".join(parts)
