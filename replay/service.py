@@ -22,6 +22,7 @@ its own (e.g. ``replay-<ordinal>``): one writer per chain.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -204,11 +205,19 @@ class ReplayService:
                 return self._copy(status)
         return self._from_disk(replay_id)
 
-    def statuses(self) -> list[ReplayStatus]:
-        """The replays this process started (newest first): the console lists them."""
+    def statuses(self, limit: int = 20) -> list[ReplayStatus]:
+        """The newest ``limit`` replays, this process's and earlier ones' from their
+        directories (newest first): the console lists them."""
         with self._lock:
-            found = [self._copy(s) for s in self._status.values()]
-        return sorted(found, key=lambda s: s.created_at, reverse=True)
+            found = {s.replay_id: self._copy(s) for s in self._status.values()}
+        try:
+            earlier = sorted((p.name for p in replays_dir().iterdir() if p.name not in found), reverse=True)
+        except OSError:
+            earlier = []
+        for replay_id in earlier[: max(0, limit - len(found))]:
+            with contextlib.suppress(UnknownReplay):
+                found[replay_id] = self._from_disk(replay_id)
+        return sorted(found.values(), key=lambda s: s.created_at, reverse=True)[:limit]
 
     # -- reports ---------------------------------------------------------------------------------------
 
