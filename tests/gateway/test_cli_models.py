@@ -80,11 +80,19 @@ def test_register_promote_if_unset_promotes_once_and_never_replaces(registry, tr
     assert promotion is not None and (promotion.sequence, promotion.promoted_by) == (0, "kserve/credit")
 
 
-def test_store_override_by_environment(trained_dirs, tmp_path):
-    url = (tmp_path / "elsewhere").as_uri()
-    result = run_verdict("models", "register", str(trained_dirs["german-credit"]), env={"VERDICT_STORE": url})
-    assert result.returncode == 0
-    assert (tmp_path / "elsewhere" / "models" / "manifests" / "german-credit" / "1.0.0.json").exists()
+def test_store_override_by_environment(registry, tmp_path):
+    """VERDICT_STORE, not $VERDICT_HOME's store, is where a models command writes. Shown with a
+    promotion (every models command opens its store the same way, commands.registry_access):
+    a registration would validate the model again in the fresh process, seconds for nothing new;
+    `register --promote-if-unset` into VERDICT_STORE is proved above."""
+    elsewhere = tmp_path / "elsewhere"  # german-credit 1.0.0 registered there, never promoted
+    shutil.copytree(registry.store.root / "models", elsewhere / "models", ignore=shutil.ignore_patterns("aliases"))
+    env = {"VERDICT_HOME": str(tmp_path / "home"), "VERDICT_STORE": elsewhere.as_uri()}
+    result = run_verdict("models", "promote", "german-credit:1.0.0", env=env)
+    assert result.returncode == 0, result.stderr
+    promotion = Registry(FilesystemStore(elsewhere)).alias("german-credit", "production")
+    assert promotion is not None and promotion.version == "1.0.0"
+    assert not (tmp_path / "home" / "store").exists()
 
 
 def test_show_unknown_model_is_a_clean_error(tmp_path):
