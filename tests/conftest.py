@@ -21,6 +21,7 @@ LONGEST_FIRST = (
     "tests/gateway/test_byo_end_to_end.py",
     "tests/gateway/test_cli_models.py",
     "tests/gateway/test_packaging.py",
+    "tests/gateway/test_console.py",
 )
 """The files that take longest (pytest --durations, each alone: 95-100 s for the
 first three, 65-80 s for the others), started first.
