@@ -2,8 +2,10 @@
 
 One real ``verdict serve`` for the module, decisions made through its API; a second
 one on a copy of its data directory whose store was altered around our code (the way
-an intruder with write access to the store would), with a one-second idle timeout.
-The same servers are driven in a real browser by tests/gateway/test_console_browser.py.
+an intruder with write access to the store would); a third on another copy with a
+one-second idle timeout, where nothing is asserted before the wait, so a slow machine
+cannot end a session a step early (the timeouts themselves are tested on a hand-wound
+clock in test_console_sessions.py). The same servers are driven in a real browser below.
 """
 
 from __future__ import annotations
@@ -69,16 +71,35 @@ def tamper_score(store_root: Path, request_id: str) -> None:
     raise AssertionError(f"no segment holds {request_id}")
 
 
+def copy_of(console: GatewayServer, tmp_path_factory, name: str) -> Path:
+    home = tmp_path_factory.mktemp(name) / "home"
+    shutil.copytree(console.home, home, ignore=shutil.ignore_patterns("*.log", "leases"))
+    return home
+
+
 @pytest.fixture(scope="module")
 def tampered(console, tmp_path_factory):
-    """A copy of the console's data directory, one logged score altered, served with a 1 s idle timeout."""
-    home = tmp_path_factory.mktemp("console-tampered") / "home"
-    shutil.copytree(console.home, home, ignore=shutil.ignore_patterns("*.log", "leases"))
+    """A copy of the console's data directory, one logged score altered."""
+    home = copy_of(console, tmp_path_factory, "console-tampered")
     tamper_score(home / "store", "loan-1")
-    server = GatewayServer(home, env={"VERDICT_CHAIN_ID": "gateway-9", "VERDICT_CONSOLE_IDLE_S": "1"}).start()
+    server = GatewayServer(home, env={"VERDICT_CHAIN_ID": "gateway-9"}).start()
     server.tokens = console.tokens
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def impatient(console, tmp_path_factory):
+    """A copy of the console's data directory served with a one-second idle timeout."""
+    home = copy_of(console, tmp_path_factory, "console-impatient")
+    server = GatewayServer(home, env={"VERDICT_CHAIN_ID": "gateway-8", "VERDICT_CONSOLE_IDLE_S": "1"}).start()
+    server.tokens = console.tokens
+    yield server
+    server.stop()
+
+
+IDLE_WAIT_S = 1.5
+"""Longer than the impatient server's idle timeout; sleeping only ever makes it longer."""
 
 
 def csrf_of(html: str) -> str:
@@ -227,7 +248,7 @@ def test_a_replay_started_from_the_form_reports_and_its_signed_json_verifies(con
     assert started.headers["location"].rsplit("/", 1)[1] in listed.text
 
 
-def test_a_tampered_record_shows_red_and_an_idle_session_ends(console, tampered):
+def test_a_tampered_record_shows_red(console, tampered):
     client = sign_in(tampered, tampered.tokens["staff"])
     red = client.get("/console/decisions/loan-1")
     assert red.status_code == 200 and "Verification FAILED" in red.text and 'class="state failed"' in red.text
@@ -237,7 +258,12 @@ def test_a_tampered_record_shows_red_and_an_idle_session_ends(console, tampered)
     original = sign_in(console, console.tokens["staff"]).get("/console/decisions/loan-1")
     assert "Verification FAILED" not in original.text and 'class="state failed"' not in original.text
     assert "checkpoint_root_mismatch" in client.get("/console/decisions/loan-0").text
-    time.sleep(1.5)  # longer than the one-second idle timeout: the server, not the browser, ends the session
+
+
+def test_an_idle_session_ends_on_the_servers_clock(impatient):
+    client = sign_in(impatient, impatient.tokens["staff"])
+    assert client.cookies.get("verdict_console")  # signed in: a session to lose
+    time.sleep(IDLE_WAIT_S)
     expired = client.get("/console/decisions/loan-0")
     assert expired.status_code == 303 and expired.headers["location"].startswith("/console/sign-in")
 
@@ -326,7 +352,9 @@ def test_in_a_browser_an_examiner_replays_a_decision_and_downloads_the_signed_re
     assert "Not allowed" in page.locator("h1").inner_text()  # replay scope, not explain
 
 
-def test_in_a_browser_a_tampered_store_turns_red_a_forged_form_is_refused_and_idle_sessions_end(tampered, new_page):
+def test_in_a_browser_a_tampered_store_turns_red_a_forged_form_is_refused_and_idle_sessions_end(
+    tampered, impatient, new_page
+):
     page = new_page()
     browser_sign_in(page, tampered, tampered.tokens["staff"], then="/console/decisions/loan-1")
     assert page.locator("section.state.failed #check-heading").inner_text() == "Verification FAILED"
@@ -336,6 +364,9 @@ def test_in_a_browser_a_tampered_store_turns_red_a_forged_form_is_refused_and_id
     page.get_by_role("textbox", name="Subject id").fill("anna-1")
     page.get_by_role("button", name="Find decisions").click()
     assert "Form refused" in page.locator("h1").inner_text()
-    time.sleep(1.5)  # past the one-second idle timeout
-    page.goto(tampered.url + "/console/decisions")
+    page = new_page()
+    browser_sign_in(page, impatient, impatient.tokens["staff"], then="/console/models")
+    assert "verdict_console" in {c["name"] for c in page.context.cookies()}  # signed in: a session to lose
+    time.sleep(IDLE_WAIT_S)
+    page.goto(impatient.url + "/console/decisions")
     assert "/console/sign-in" in page.url
