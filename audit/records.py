@@ -29,6 +29,7 @@ import base64
 import binascii
 import datetime as _dt
 import hashlib
+import math
 import re
 from typing import Annotated, Literal
 
@@ -48,6 +49,7 @@ __all__ = [
     "ErasureBody",
     "EvidenceBody",
     "Explanation",
+    "Fidelity",
     "GenesisBody",
     "Inputs",
     "KeyDocument",
@@ -211,6 +213,38 @@ def _b64(text: str, name: str) -> bytes:
 Inputs = PlainInputs | EncryptedInputs | SealedInputs
 
 
+class Fidelity(_Struct, frozen=True):
+    """How faithful an explanation is (spec §3 ``decision``, "Fidelity"): the record's copy of
+    the explainer's ``gateway.fidelity.Fidelity``, checked for shape only.
+
+    Why a record carries it: an applicant is told a reason *list*; ``certified`` says that
+    list is the one the exact Shapley values give (exact enumeration, or no value within
+    ``error_bounds`` could change it: a statistical certificate at ``z`` standard errors),
+    and replay must reproduce it like any other logged value."""
+
+    certified: bool
+    """Both reason lists (principal and top reasons) equal those of the exact values."""
+    evaluations: int
+    """Model rows evaluated for this explanation, f(x) included."""
+    pairs: int
+    """Antithetic pairs: per background row ("certified"), in all ("permutation"); 0 for exact."""
+    error_bounds: dict[str, float] = {}
+    """Per attribute: ``z`` standard errors of its contribution (0 where exact); absent = not estimated."""
+    z: float | None = None
+    """Standard errors per bound; absent when nothing was estimated."""
+
+    def __post_init__(self) -> None:
+        if self.evaluations < 1:
+            raise ValueError("fidelity.evaluations counts model rows, f(x) included: at least 1")
+        if self.pairs < 0:
+            raise ValueError("fidelity.pairs cannot be negative")
+        for name, bound in self.error_bounds.items():
+            if not (math.isfinite(bound) and bound >= 0.0):
+                raise ValueError(f"fidelity.error_bounds[{name!r}] must be a finite number >= 0, got {bound!r}")
+        if self.z is not None and not (math.isfinite(self.z) and self.z > 0.0):
+            raise ValueError(f"fidelity.z must be a finite number > 0, got {self.z!r}")
+
+
 class Explanation(_Struct, frozen=True):
     method: str
     """e.g. "shap.PermutationExplainer"."""
@@ -225,6 +259,13 @@ class Explanation(_Struct, frozen=True):
     ``runtime.explain_bucket`` existed also hold the explain bucket here, as "bucket"."""
     additivity_error: float | None = None
     """|base_value + sum(contributions) - output| as measured at decision time."""
+    fidelity: Fidelity | None = None
+    """Error bounds and whether the reasons are certified; on every decision explained since
+    it became a field, absent on older records and on decisions not explained."""
+
+    def __post_init__(self) -> None:
+        if self.fidelity is not None and (extra := sorted(set(self.fidelity.error_bounds) - set(self.contributions))):
+            raise ValueError(f"fidelity.error_bounds names attributes without a contribution: {', '.join(extra)}")
 
 
 class Reason(_Struct, frozen=True):

@@ -46,6 +46,7 @@ from verdict.audit import records as rec
 from verdict.audit.stores import StoreError
 from verdict.gateway import determinism
 from verdict.gateway.explanation import AdditivityError, Explainer, ExplanationResult
+from verdict.gateway.fidelity import to_record
 from verdict.gateway.manifest import Manifest, ManifestError
 from verdict.gateway.model_runtime import ModelRuntime
 from verdict.gateway.reasons import Reason, reasons
@@ -568,7 +569,7 @@ def _explain(
             results += explainer.explain(x[k : k + 1], scores[k : k + 1], seeds[k : k + 1])
             problems.append(None)
         except AdditivityError as exc:
-            phi, _ = explainer.contributions(x[k : k + 1], seeds[k : k + 1])
+            phi, fidelity = explainer.estimate(x[k : k + 1], seeds[k : k + 1])
             results.append(
                 ExplanationResult(
                     method=explainer.method,
@@ -576,9 +577,10 @@ def _explain(
                     base_value=explainer.base_value,
                     contributions=dict(zip(explainer.names, (float(v) for v in phi[0]), strict=True)),
                     seed=seeds[k],
-                    evaluations=0,
+                    evaluations=fidelity[0].evaluations,
                     bucket=explainer.explain_bucket,
                     additivity_error=abs(exc.total - exc.score),
+                    fidelity=fidelity[0],
                 )
             )
             problems.append(
@@ -619,8 +621,9 @@ def decision_body(
     manifest_sha256: str | None,
 ) -> rec.DecisionBody:
     """The audit record body of one outcome (audit-format §3 ``decision``): the score
-    bucket and, for an explained decision, the explain bucket go on ``runtime``; a
-    decision made without an explanation says so with ``rec.NOT_EXPLAINED``."""
+    bucket and, for an explained decision, the explain bucket go on ``runtime`` and its
+    fidelity on ``explanation``; a decision made without an explanation says so with
+    ``rec.NOT_EXPLAINED``."""
     manifest = runtime.manifest
     result = outcome.explanation
     if result is None:
@@ -636,6 +639,7 @@ def decision_body(
             seed=result.seed,
             budget={"evaluations": result.evaluations},
             additivity_error=result.additivity_error,
+            fidelity=to_record(result.fidelity),
         )
     return rec.DecisionBody(
         request_id=request.request_id,

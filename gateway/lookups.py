@@ -28,6 +28,7 @@ from verdict.audit.stores import StoreError, StoreUnavailable, WormStore
 from verdict.audit.trust import TrustPolicy
 from verdict.gateway.engine import Engine
 from verdict.gateway.explanation import ExplanationResult
+from verdict.gateway.fidelity import Fidelity, from_record
 from verdict.gateway.reasons import principal_reasons_for_denial
 from verdict.gateway.registry_log import RegistryLog, RegistryLogError
 from verdict.gateway.sealed_reads import open_decision
@@ -79,7 +80,7 @@ class ReasonView(msgspec.Struct, frozen=True):
     text: str
 
 
-class ExplanationView(msgspec.Struct, frozen=True):
+class ExplanationView(msgspec.Struct, frozen=True, omit_defaults=True):
     request_id: str
     subject_id: str | None
     decided_at: str
@@ -93,6 +94,10 @@ class ExplanationView(msgspec.Struct, frozen=True):
     principal_reasons_for_denial: list[ReasonView]
     method: str
     verification: Verification
+    fidelity: Fidelity | None = None
+    """Whether the reasons are certified against the exact Shapley values for the model's pinned
+    background, the evaluations spent and each contribution's error bound (docs/api.md).
+    Absent for a record written before fidelity was recorded, and for one not explained."""
 
 
 class SubjectDecisionsView(msgspec.Struct, frozen=True):
@@ -299,6 +304,7 @@ class LookupService:
             principal_reasons_for_denial=denial,
             method=body.explanation.method,
             verification=_verification(verified, proven=proven),
+            fidelity=from_record(body.explanation.fidelity),
         )
 
 
@@ -321,4 +327,5 @@ def _result(body: rec.DecisionBody):  # noqa: ANN202 - ExplanationResult
         evaluations=int(budget.get("evaluations", 0)),
         bucket=rec.explain_bucket(body, 0) or 0,
         additivity_error=e.additivity_error or 0.0,
+        fidelity=from_record(e.fidelity),
     )

@@ -21,6 +21,7 @@ from verdict.audit.canonical import canonical_bytes
 from verdict.gateway.schema import AttributeSpec
 
 __all__ = [
+    "CertificationSettings",
     "DatasetProvenance",
     "DecisionRule",
     "ExplainerSettings",
@@ -74,6 +75,24 @@ class DecisionRule(_Strict, frozen=True):
     rationale: str
 
 
+class CertificationSettings(_Strict, frozen=True):
+    """Adaptive sampling until the reasons are certified (algorithm "certified").
+
+    Each background row gets its own antithetic walks; a request starts with
+    ``explainer.permutations`` pairs per row and doubles them, round by round,
+    until its reason lists are certified at ``z`` standard errors and its largest
+    bound is at most ``target_error``, or ``max_pairs`` pairs per row are spent.
+    Then, if exact enumeration of the attributes that differ from each
+    background row needs at most ``exact_rows`` model rows, the explanation is
+    enumerated exactly (0: never); otherwise the record says the reasons are
+    not certified."""
+
+    z: float
+    target_error: float
+    max_pairs: int
+    exact_rows: int
+
+
 class ExplainerSettings(_Strict, kw_only=True, frozen=True):
     """How contributions are computed (docs/explanations.md).
 
@@ -81,17 +100,19 @@ class ExplainerSettings(_Strict, kw_only=True, frozen=True):
     manifest bytes, so a later change to it in code would silently change how
     already registered models explain and word their decisions."""
 
-    algorithm: Literal["exact", "permutation"]
+    algorithm: Literal["exact", "permutation", "certified"]
     output_space: OutputSpace
     background_sha256: str
     background_rows: int
     background_summary: str  # how the background rows and their counts were chosen
     max_evaluations: int  # model rows per explanation (budget); settings needing more are refused
-    permutations: int  # antithetic permutation pairs per explanation ("permutation"; 0 for "exact")
+    permutations: int  # antithetic pairs per explanation ("permutation"), per background row in the first round ("certified"); 0 for "exact"
     seed_policy: str  # how the per-request seed is derived
     additivity_epsilon: float
     reason_templates: dict[str, str]  # "increased_risk"/"decreased_risk" -> str.format template ({label}, {value})
     top_reasons: int = 4
+    certification: CertificationSettings | None = None
+    """Required by "certified", absent otherwise (None is left out of the canonical bytes)."""
 
 
 class ReplayTolerance(_Strict, frozen=True):

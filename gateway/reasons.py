@@ -22,6 +22,7 @@ from typing import Any, Literal
 import msgspec
 
 from verdict.gateway.explanation import ExplanationResult
+from verdict.gateway.fidelity import ECOA_MAX_REASONS
 from verdict.gateway.manifest import Manifest
 
 __all__ = [
@@ -38,7 +39,6 @@ DEFAULT_REASON_TEMPLATES: dict[str, str] = {
     "increased_risk": "{label}: {value} — increased risk",
     "decreased_risk": "{label}: {value} — decreased risk",
 }
-ECOA_MAX_REASONS = 4
 
 
 class ReasonTemplateError(ValueError):

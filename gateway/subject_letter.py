@@ -90,6 +90,7 @@ class _DecisionPart:
     facts: list[tuple[str, str]]  # date, model, outcome, score
     reasons_heading: str
     reasons: list[str]
+    reasons_checked: str | None  # whether the reasons are certified; None: not recorded (an older decision)
     quoted: list[tuple[str, str]]  # (label, the applicant's value) for each attribute a reason quotes
     bars: list[Bar]
     chart_note: str
@@ -168,6 +169,7 @@ def _decision_part(decision: ExplanationView, number: int) -> _DecisionPart:
         ],
         reasons_heading=heading,
         reasons=[r.text for r in reasons],
+        reasons_checked=_reasons_checked(decision) if reasons else None,
         quoted=_quoted_values(reasons),
         bars=chart_bars(decision),
         chart_note=_chart_note(decision),
@@ -209,6 +211,25 @@ def _principal_reasons(decision: ExplanationView) -> tuple[str, list[ReasonView]
     return (
         f"No reasons per detail were recorded for this decision (explanation method: {decision.method}).",
         [],
+    )
+
+
+def _reasons_checked(decision: ExplanationView) -> str | None:
+    """One plain sentence on how far the reasons can be relied on: a sampled calculation is never exact,
+    but its reasons can be certified (gateway.fidelity), and the person should know which. A decision
+    recorded before this was recorded says nothing rather than guess."""
+    fidelity = decision.fidelity
+    if fidelity is None:
+        return None
+    if fidelity.certified:
+        return (
+            "These reasons were checked against the exact calculation for this model's reference data, "
+            "and it gives the same reasons (certified)."
+        )
+    return (
+        "These reasons come from a sampled calculation that could not be certified within its budget: "
+        "the exact calculation for this model's reference data could rank your details differently and "
+        "give other reasons."
     )
 
 
@@ -331,6 +352,8 @@ def _html_decision(part: _DecisionPart) -> str:
     ]
     if part.reasons:
         pieces.append('<ol class="reasons">' + "".join(f"<li>{_e(t)}</li>" for t in part.reasons) + "</ol>")
+    if part.reasons_checked:
+        pieces.append(f'<p class="reasons-checked">{_e(part.reasons_checked)}</p>')
     if part.quoted:
         pieces.append(f"<h3>{_e(_QUOTED_HEADING)}</h3>")
         pieces.append(_html_table(part.quoted, "quoted", header=("Detail", "Your value")))
@@ -411,6 +434,8 @@ def _pdf_lines(letter: _Letter) -> list[tuple[str, str]]:
         lines += [("p", f"{k}: {v}") for k, v in part.facts]
         lines.append(("h3", part.reasons_heading))
         lines += [("item", f"{n}. {t}") for n, t in enumerate(part.reasons, start=1)]
+        if part.reasons_checked:
+            lines.append(("p", part.reasons_checked))
         if part.quoted:
             lines.append(("h3", _QUOTED_HEADING))
             lines += [("item", f"{k}: {v}") for k, v in part.quoted]

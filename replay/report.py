@@ -5,7 +5,8 @@ was registered with and the one applied, the environment the replay ran in
 (its full fingerprint) and how each recorded environment differs from it,
 summary counts per verdict, and one entry per decision with the verdict of its
 score, base value, every contribution (counts for all, numbers for each one
-that is not bit-identical), decision label and reasons.
+that is not bit-identical), the explanation's fidelity where the record has one
+(its exact fields, its error bounds like contributions), decision label and reasons.
 
 Signature: the report is stored inside an envelope
 ``{"format": "verdict.signed-replay-report/v1", "report": {...}, "signature": {...}}``
@@ -108,6 +109,8 @@ class Summary(msgspec.Struct):
     base_value: dict[str, int] = {}
     contributions: dict[str, int] = {}
     """verdict counts over every contribution of every replayed decision"""
+    fidelity: dict[str, int] = {}
+    """verdict counts over the decisions whose record has an explanation fidelity"""
     decisions_changed: int = 0
     reasons_changed: int = 0
     max_abs_score_delta: float = 0.0
@@ -178,6 +181,7 @@ def summarize(results: list[DecisionResult]) -> Summary:
     score: dict[str, int] = {}
     base: dict[str, int] = {}
     contributions: dict[str, int] = {}
+    fidelity: dict[str, int] = {}
     for r in results:
         setattr(summary, r.verdict, getattr(summary, r.verdict) + 1)
         if r.reason:
@@ -191,12 +195,14 @@ def summarize(results: list[DecisionResult]) -> Summary:
         if r.contributions is not None:
             for k, v in r.contributions.counts.items():
                 contributions[k] = contributions.get(k, 0) + v
+        if r.fidelity is not None:
+            fidelity[r.fidelity.verdict] = fidelity.get(r.fidelity.verdict, 0) + 1
         if r.decision is not None:
             summary.decisions_changed += r.decision.logged != r.decision.replayed
             summary.reasons_changed += r.decision.reasons_match is False
     summary.by_reason = dict(sorted(by_reason.items()))
-    summary.score, summary.base_value, summary.contributions = (
-        dict(sorted(d.items())) for d in (score, base, contributions)
+    summary.score, summary.base_value, summary.contributions, summary.fidelity = (
+        dict(sorted(d.items())) for d in (score, base, contributions, fidelity)
     )
     summary.passed = summary.out_of_tolerance == 0 and summary.cannot_replay == 0 and len(results) > 0
     return summary
@@ -616,7 +622,7 @@ def render_html(report: ReplayReport) -> str:
 
     out.append("<h2>Summary</h2><table><tr><th>verdict</th><th>decisions</th><th>meaning</th></tr>")
     meanings = {
-        "identical": "same bits as logged (score, base value, every contribution)",
+        "identical": "same bits as logged (score, base value, every contribution, fidelity)",
         "within_tolerance": "not bit-identical, inside the tolerance registered with the model",
         "erased": "personal data erased (GDPR Art. 17 or retention): the record verified, nothing left to re-score",
         "out_of_tolerance": "outside the registered tolerance, or decision/reasons changed: flagged",
@@ -627,7 +633,12 @@ def render_html(report: ReplayReport) -> str:
             f"<tr class='{v}'><td>{v}</td><td class='num'>{getattr(s, v, 0)}</td><td>{_e(meanings[v])}</td></tr>"
         )
     out.append("</table>")
-    detail = [("score", s.score), ("base value", s.base_value), ("contributions (all values)", s.contributions)]
+    detail = [
+        ("score", s.score),
+        ("base value", s.base_value),
+        ("contributions (all values)", s.contributions),
+        ("explanation fidelity (per decision)", s.fidelity),
+    ]
     out.append("<table><tr><th>value</th>" + "".join(f"<th>{v}</th>" for v in VALUE_VERDICTS) + "</tr>")
     for name, counts in detail:
         out.append(
@@ -724,7 +735,7 @@ def render_html(report: ReplayReport) -> str:
     out.append(
         "<table><tr><th>request id</th><th>chain/seq</th><th>model</th><th>decided at</th><th>verdict</th>"
         "<th>logged score</th><th>replayed score</th><th>delta</th><th>bound</th><th>contributions</th>"
-        "<th>decision</th><th>why</th></tr>"
+        "<th>fidelity</th><th>decision</th><th>why</th></tr>"
     )
     order = {v: i for i, v in enumerate(reversed(VERDICTS))}
     for r in sorted(report.decisions, key=lambda r: order.get(r.verdict, 9)):
@@ -734,6 +745,7 @@ def render_html(report: ReplayReport) -> str:
             contrib = ", ".join(f"{k} {v}" for k, v in r.contributions.counts.items())
             if r.contributions.max_abs_delta:
                 contrib += f" (max |Δ| {_num(r.contributions.max_abs_delta)})"
+        fidelity = _fidelity_cell(r)
         decision = ""
         if r.decision is not None:
             decision = (
@@ -747,7 +759,7 @@ def render_html(report: ReplayReport) -> str:
             f"<td>{_e(r.model)}</td><td>{_e(r.decided_at)}</td><td>{r.verdict}</td>"
             f"<td class='num'>{_num(sc.logged) if sc else ''}</td><td class='num'>{_num(sc.replayed) if sc else ''}</td>"
             f"<td class='num'>{_num(sc.delta) if sc else ''}</td><td class='num'>{_num(sc.bound) if sc else ''}</td>"
-            f"<td>{_e(contrib)}</td><td>{_e(decision)}</td><td>{_e(why)}</td></tr>"
+            f"<td>{_e(contrib)}</td><td>{_e(fidelity)}</td><td>{_e(decision)}</td><td>{_e(why)}</td></tr>"
         )
     out.append("</table>")
     out.append(
@@ -756,6 +768,17 @@ def render_html(report: ReplayReport) -> str:
         "<code>verdict replay --verify-report FILE</code>.</p></body></html>"
     )
     return "\n".join(out)
+
+
+def _fidelity_cell(result: DecisionResult) -> str:
+    """A decision's fidelity check in a few words: verdict, the logged certificate, what differs."""
+    check = result.fidelity
+    if check is None:
+        return ""
+    text = f"{check.verdict}, {'certified' if check.certified else 'not certified'}"
+    if check.differences:
+        text += "; differs: " + ", ".join(d.name for d in check.differences)
+    return text
 
 
 def _environment_line(report: ReplayReport) -> str:

@@ -9,7 +9,8 @@ device, dtype, score bucket, explain bucket (``runtime.explain_bucket``, or the
 legacy ``explanation.budget.bucket``: audit.records.explain_bucket), thread
 count and seed. Nothing here loads, scores, explains or words anything itself
 (tests/replay/test_rescore_engine.py reads this module's code to hold it to
-that); it only checks what it is given and compares.
+that); it only checks what it is given and compares, the explanation's fidelity
+too, converted to the record's shape by the gateway's own ``fidelity.to_record``.
 
 Why group by runtime settings: scoring is bit-for-bit batch invariant at a
 fixed bucket, so the rows of many decisions with the same recorded bucket are
@@ -392,6 +393,7 @@ class Rescorer:
     def _score(self, model, explainer, tolerance, score_bucket, runtime, replay_env, rows, kept):  # noqa: ANN001, ANN202
         # lazy: torch: the replaying parent proves records without it; workers load it in init_worker
         from verdict.gateway.engine import decide_rows
+        from verdict.gateway.fidelity import to_record
 
         # A decision logged without an explanation (the gateway's explain=false benchmark mode)
         # has none to reproduce: its contributions are reported not_replayed. An explanation
@@ -415,9 +417,14 @@ class Rescorer:
             reasons_match = None
             replayed_contributions = None
             replayed_base = None
+            replayed_fidelity = None
             if result is not None:
                 replayed_contributions = dict(result.contributions)
                 replayed_base = float(result.base_value)
+                try:
+                    replayed_fidelity = to_record(result.fidelity)  # as the gateway would have logged it
+                except ValueError as exc:  # a fidelity the gateway could not have logged reproduces nothing
+                    problems_here.append(f"the replayed explanation's fidelity is invalid: {exc}")
                 reasons_match = [(r.attribute, r.label, r.value, r.direction, r.text) for r in outcome.reasons] == [
                     (r.attribute, r.label, r.value, r.direction, r.text) for r in body.reasons
                 ]
@@ -439,6 +446,8 @@ class Rescorer:
                 replayed_contributions=replayed_contributions,
                 reasons_match=reasons_match,
                 problems=problems_here,
+                logged_fidelity=body.explanation.fidelity,
+                replayed_fidelity=replayed_fidelity,
                 **known,
             )
             out.append((i, verdict))

@@ -24,6 +24,8 @@ from typing import Literal, TypedDict, Unpack
 
 import msgspec
 
+from verdict.audit.records import Fidelity
+
 __all__ = [
     "CANNOT_REPLAY_REASONS",
     "VALUE_VERDICTS",
@@ -31,12 +33,15 @@ __all__ = [
     "ContributionSummary",
     "DecisionCheck",
     "DecisionResult",
+    "FidelityCheck",
+    "FieldDifference",
     "KnownFields",
     "Tolerance",
     "ToleranceError",
     "ValueCheck",
     "Verdict",
     "cannot_replay",
+    "check_fidelity",
     "check_value",
     "effective_tolerance",
     "erased",
@@ -201,6 +206,78 @@ def summarize_contributions(checks: list[ValueCheck], missing: list[str]) -> Con
     )
 
 
+class FieldDifference(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A fidelity field that must be reproduced exactly and was not (absent: the field was absent)."""
+
+    name: str
+    logged: bool | int | float | None = None
+    replayed: bool | int | float | None = None
+
+
+class FidelityCheck(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The logged explanation's fidelity vs the replayed one (audit-format §3, "Fidelity").
+
+    Why ``certified``, ``evaluations``, ``pairs`` and ``z`` have no tolerance: they are
+    counts and a yes/no, decided by the sampler's stopping rule; the same bits in give the
+    same answers out, so any difference means the replay did not run the same explanation
+    (or changed what the applicant may rely on). The error bounds are numbers like the
+    contributions and are judged the same way."""
+
+    verdict: ValueVerdict
+    certified: bool | None = None
+    """the logged certificate"""
+    differences: list[FieldDifference] = []
+    """the exact fields that differ (any one makes the fidelity out_of_tolerance)"""
+    error_bounds: ContributionSummary | None = None
+    """every error bound's verdict; absent when neither side estimated bounds"""
+
+
+_EXACT_FIDELITY_FIELDS = ("certified", "evaluations", "pairs", "z")
+
+
+def check_fidelity(logged: Fidelity, replayed: Fidelity | None, tolerance: Tolerance) -> FidelityCheck:
+    """Judge a replayed fidelity: exact fields exactly, error bounds like contributions.
+    ``replayed`` None: the replay produced none, which reproduces nothing."""
+    if replayed is None:
+        return FidelityCheck("out_of_tolerance", logged.certified, [FieldDifference("fidelity")])
+    differences = [
+        FieldDifference(name, getattr(logged, name), getattr(replayed, name))
+        for name in _EXACT_FIDELITY_FIELDS
+        if getattr(logged, name) != getattr(replayed, name)
+    ]
+    bounds = None
+    if logged.error_bounds or replayed.error_bounds:
+        bounds = _summarize_values(logged.error_bounds, replayed.error_bounds, tolerance)
+    verdict: ValueVerdict = "out_of_tolerance" if differences else bounds.verdict if bounds else "identical"
+    return FidelityCheck(verdict, logged.certified, differences, bounds)
+
+
+def _summarize_values(
+    logged: Mapping[str, float], replayed: Mapping[str, float], tolerance: Tolerance
+) -> ContributionSummary:
+    """Every value of two per-attribute maps judged, and the attributes only one side has."""
+    checks = [check_value(name, logged[name], replayed[name], tolerance) for name in logged if name in replayed]
+    return summarize_contributions(checks, sorted(set(logged) ^ set(replayed)))
+
+
+def _fidelity_why(check: FidelityCheck) -> list[str]:
+    if check.verdict == "identical":
+        return []
+    why = [
+        f"fidelity {d.name} not reproduced: logged {d.logged!r}, replayed {d.replayed!r}"
+        if d.name != "fidelity"
+        else "fidelity not reproduced: the replayed explanation has none"
+        for d in check.differences
+    ]
+    bounds = check.error_bounds
+    if bounds is not None and bounds.verdict != "identical":
+        why.append(
+            f"{len(bounds.deviations) + len(bounds.missing)} fidelity error bounds not bit-identical, worst "
+            f"{bounds.verdict.replace('_', ' ')} (max |delta| {bounds.max_abs_delta!r})"
+        )
+    return why
+
+
 class DecisionCheck(msgspec.Struct, frozen=True, omit_defaults=True):
     """The logged vs replayed decision label and reasons."""
 
@@ -237,6 +314,8 @@ class DecisionResult(msgspec.Struct, frozen=True, omit_defaults=True):
     score: ValueCheck | None = None
     base_value: ValueCheck | None = None
     contributions: ContributionSummary | None = None
+    fidelity: FidelityCheck | None = None
+    """absent when the logged explanation has no fidelity (a record written before it existed)"""
     decision: DecisionCheck | None = None
     seed: int | None = None
 
@@ -301,13 +380,17 @@ def judge(
     replayed_contributions: Mapping[str, float] | None = None,
     reasons_match: bool | None = None,
     problems: list[str] | None = None,
+    logged_fidelity: Fidelity | None = None,
+    replayed_fidelity: Fidelity | None = None,
     **known: Unpack[KnownFields],
 ) -> DecisionResult:
     """Build a decision's result from the logged and replayed numbers.
 
     With ``replayed_contributions`` None the explanation was not replayed
-    (score-only scope): contributions and base value are ``not_replayed``,
-    said so explicitly, and do not count towards the overall verdict.
+    (score-only scope): contributions, base value and fidelity are
+    ``not_replayed``, said so explicitly, and do not count towards the overall
+    verdict. Without ``logged_fidelity`` (a record older than the field) the
+    fidelity is not judged at all.
     """
     why: list[str] = []
     score = check_value("score", logged_score, replayed_score, tolerance)
@@ -319,25 +402,23 @@ def judge(
     parts = [score.verdict]
     base = None
     contributions = None
+    fidelity = None
     logged_contributions = logged_contributions or {}
     if replayed_contributions is None:
         base = ValueCheck("base_value", "not_replayed", logged_base)
         contributions = ContributionSummary(
             verdict="not_replayed", counts={"not_replayed": len(logged_contributions)}, deviations=[]
         )
+        if logged_fidelity is not None:
+            fidelity = FidelityCheck("not_replayed", logged_fidelity.certified)
     else:
         if logged_base is not None and replayed_base is not None:
             base = check_value("base_value", logged_base, replayed_base, tolerance)
             parts.append(base.verdict)
             if base.verdict != "identical":
                 why.append(f"base value {base.verdict.replace('_', ' ')} (delta {base.delta!r})")
-        checks = [
-            check_value(name, logged_contributions[name], replayed_contributions[name], tolerance)
-            for name in logged_contributions
-            if name in replayed_contributions
-        ]
-        missing = sorted(set(logged_contributions) ^ set(replayed_contributions))
-        contributions = summarize_contributions(checks, missing)
+        contributions = _summarize_values(logged_contributions, replayed_contributions, tolerance)
+        missing = contributions.missing
         parts.append(contributions.verdict)
         if contributions.verdict != "identical":
             n = len(contributions.deviations) + len(missing)
@@ -348,6 +429,10 @@ def judge(
             )
         if missing:
             why.append(f"attributes explained differently: {', '.join(missing)}")
+        if logged_fidelity is not None:
+            fidelity = check_fidelity(logged_fidelity, replayed_fidelity, tolerance)
+            parts.append(fidelity.verdict)
+            why += _fidelity_why(fidelity)
     decision = DecisionCheck(logged=logged_decision, replayed=replayed_decision, reasons_match=reasons_match)
     if logged_decision != replayed_decision:
         parts.append("out_of_tolerance")
@@ -365,6 +450,7 @@ def judge(
         score=score,
         base_value=base,
         contributions=contributions,
+        fidelity=fidelity,
         decision=decision,
         **known,
     )

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from verdict.gateway.contribution_chart import chart_bars, contribution_svg
+from verdict.gateway.fidelity import Fidelity
 from verdict.gateway.lookups import ExplanationView
 from verdict.gateway.manifest import Manifest
 
-__all__ = ["Check", "DecisionPage", "decision_page", "failed_check"]
+__all__ = ["Check", "DecisionPage", "ReasonsCheck", "decision_page", "failed_check"]
 
 _MEANING = {
     "verified": (
@@ -50,6 +51,17 @@ class Check:
 
 
 @dataclass(frozen=True)
+class ReasonsCheck:
+    """Whether the reasons shown are those the exact Shapley values give: a state (ok / pending,
+    never colour alone: the heading says it), one sentence, and what the explanation cost."""
+
+    state: str
+    heading: str
+    meaning: str
+    evaluations: str
+
+
+@dataclass(frozen=True)
 class DecisionPage:
     view: ExplanationView
     outcome: str
@@ -57,11 +69,13 @@ class DecisionPage:
     reasons: list[str]
     denial_reasons: list[str]
     inputs: list[tuple[str, str, str]]  # label, value in words, protected note
-    contributions: list[tuple[str, float]]  # label, contribution; largest raise first
+    contributions: list[tuple[str, float, float | None]]  # label, contribution, ± bound; largest raise first
     withheld: list[str]
     chart_svg: str
     chart_note: str
     check: Check
+    reasons_check: ReasonsCheck | None = None  # None: a record from before fidelity was recorded
+    bound_note: str = ""  # what the "± bound" column means; empty: no bounds, no column
 
 
 def decision_page(view: ExplanationView, attributes: dict[str, Any], manifest: Manifest) -> DecisionPage:
@@ -74,6 +88,7 @@ def decision_page(view: ExplanationView, attributes: dict[str, Any], manifest: M
             continue
         inputs.append((spec.label, spec.describe(value), "protected characteristic" if spec.protected else ""))
     bars = chart_bars(view)
+    bounds = view.fidelity.error_bounds if view.fidelity is not None else {}
     return DecisionPage(
         view=view,
         outcome=view.decision,
@@ -82,7 +97,8 @@ def decision_page(view: ExplanationView, attributes: dict[str, Any], manifest: M
         denial_reasons=[r.text for r in view.principal_reasons_for_denial if r.text],
         inputs=inputs,
         contributions=sorted(
-            ((specs[n].label if n in specs else n, v) for n, v in view.contributions.items()), key=lambda c: -c[1]
+            ((specs[n].label if n in specs else n, v, bounds.get(n)) for n, v in view.contributions.items()),
+            key=lambda c: -c[1],
         ),
         withheld=[f"{w.label}: {w.reason}" for w in manifest.withheld],
         chart_svg=contribution_svg(bars, title="How each attribute moved the score") if bars else "",
@@ -94,7 +110,45 @@ def decision_page(view: ExplanationView, attributes: dict[str, Any], manifest: M
             else "This decision was not explained attribute by attribute."
         ),
         check=_check(view),
+        reasons_check=None if view.fidelity is None else _reasons_check(view.fidelity),
+        bound_note=_bound_note(view.fidelity) if bounds else "",
     )
+
+
+def _reasons_check(fidelity: Fidelity) -> ReasonsCheck:
+    """Say how far the reasons can be relied on: a sampled explanation is never exact, but its
+    reason lists can be (gateway.fidelity), and staff answering "why was I declined" must know which."""
+    evaluations = f"{fidelity.evaluations:,} model evaluations spent on this explanation"
+    if fidelity.certified:
+        how = (
+            "by exact enumeration."
+            if fidelity.z is None
+            else f"statistically, at {fidelity.z:g} standard errors (a confidence level, not a proof); their "
+            "order may differ where two reasons are close."
+        )
+        meaning = (
+            "The principal reasons and the top reasons are the same as the exact Shapley values for this "
+            f"model's reference data give, checked {how}"
+        )
+        return ReasonsCheck("ok", "Reasons certified", meaning, evaluations)
+    if fidelity.error_bounds:
+        meaning = (
+            "The sampling budget ran out before the reasons could be certified: within the error bounds below, "
+            "the exact Shapley values for this model's reference data could give different reasons."
+        )
+    else:
+        meaning = (
+            "The contributions were sampled without estimating their error, so the exact Shapley values for "
+            "this model's reference data could give different reasons."
+        )
+    return ReasonsCheck("pending", "Reasons not certified", meaning, evaluations)
+
+
+def _bound_note(fidelity: Fidelity | None) -> str:
+    """What the "± bound" column means: a bound of zero is exact, others are z standard errors."""
+    if fidelity is None or fidelity.z is None:
+        return "± bound: each contribution's error bound; 0 means it is exact."
+    return f"± bound: {fidelity.z:g} standard errors of each sampled contribution; 0 means it is exact."
 
 
 def _check(view: ExplanationView) -> Check:

@@ -29,7 +29,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -42,6 +42,7 @@ from verdict import __version__
 from verdict.audit.canonical import canonical_bytes
 from verdict.gateway import determinism, environment, explanation
 from verdict.gateway.manifest import (
+    CertificationSettings,
     DatasetProvenance,
     DecisionRule,
     ExplainerSettings,
@@ -266,13 +267,21 @@ def _reason_templates(spec: PackageSpec) -> dict[str, str]:
     return {**defaults, **(spec.explainer.reason_templates or {})}
 
 
+class _Budgeted(NamedTuple):
+    """The settings explanation.worst_case_rows reads, before the ExplainerSettings exist."""
+
+    algorithm: str
+    background_rows: int
+    permutations: int
+    certification: CertificationSettings | None
+
+
 def _explainer(spec: PackageSpec, d: int, background: bytes) -> ExplainerSettings:
     e = spec.explainer
     rows = e.background_rows
     budget = explanation.default_budget(d, rows)
-    algorithm: Literal["exact", "permutation"] = (
-        "exact" if (e.algorithm or budget.algorithm) == "exact" else "permutation"
-    )
+    algorithm: Literal["exact", "permutation", "certified"] = e.algorithm or budget.algorithm  # type: ignore[assignment]
+    certification = None
     if algorithm == "exact":
         if d > explanation.MAX_EXACT_ATTRIBUTES:
             raise SpecError(
@@ -280,9 +289,17 @@ def _explainer(spec: PackageSpec, d: int, background: bytes) -> ExplainerSetting
                 f"{explanation.MAX_EXACT_ATTRIBUTES} attributes, the model has {d}"
             )
         permutations = 0
+    elif algorithm == "permutation":
+        permutations = e.permutations or 1
     else:
-        permutations = e.permutations or (budget.permutations if budget.algorithm == "permutation" else 1)
-    needed = explanation.rows_needed(algorithm, d, rows, permutations)
+        permutations = e.permutations or explanation.DEFAULT_FIRST_PAIRS
+        default = explanation.DEFAULT_CERTIFICATION
+        certification = msgspec.structs.replace(
+            default,
+            max_pairs=e.max_pairs if e.max_pairs is not None else max(default.max_pairs, permutations),
+            exact_rows=e.exact_rows if e.exact_rows is not None else default.exact_rows,
+        )
+    needed = explanation.worst_case_rows(_Budgeted(algorithm, rows, permutations, certification), d)
     max_evaluations = e.max_evaluations if e.max_evaluations is not None else needed
     if max_evaluations < needed:
         raise SpecError(
@@ -300,6 +317,7 @@ def _explainer(spec: PackageSpec, d: int, background: bytes) -> ExplainerSetting
         seed_policy=explanation.SEED_POLICY,
         additivity_epsilon=e.additivity_epsilon,
         reason_templates=_reason_templates(spec),
+        certification=certification,
     )
     # at most one reason per attribute: a model with 3 inputs gives at most 3 principal reasons
     top_reasons = e.top_reasons if e.top_reasons is not None else min(settings.top_reasons, d)

@@ -136,8 +136,12 @@ class ExplainerSection(_Table, frozen=True, kw_only=True):
     """Defaults: 24 herded background rows and ``explanation.default_budget``."""
 
     background_rows: int = DEFAULT_BACKGROUND_ROWS
-    algorithm: Literal["exact", "permutation"] | None = None
+    algorithm: Literal["exact", "permutation", "certified"] | None = None
     permutations: int | None = None
+    max_pairs: int | None = None
+    """"certified": antithetic pairs per background row at most (default: explanation.DEFAULT_CERTIFICATION)."""
+    exact_rows: int | None = None
+    """"certified": model rows exact enumeration may take when sampling could not certify (0: never)."""
     max_evaluations: int | None = None
     reason_templates: dict[str, str] | None = None
     top_reasons: int | None = None

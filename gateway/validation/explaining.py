@@ -156,7 +156,9 @@ def exact_check(runtime: ModelRuntime, manifest: Manifest, background: bytes, ex
     needed = explanation.rows_needed("exact", d, settings.background_rows, 0)
     exact_manifest = msgspec.structs.replace(
         manifest,
-        explainer=msgspec.structs.replace(settings, algorithm="exact", permutations=0, max_evaluations=needed),
+        explainer=msgspec.structs.replace(
+            settings, algorithm="exact", permutations=0, max_evaluations=needed, certification=None
+        ),
     )
     manifest_exact = settings.algorithm == "exact"
     m = min(len(explained.rows), max(1, EXACT_ROW_BUDGET // needed))

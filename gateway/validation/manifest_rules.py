@@ -16,7 +16,7 @@ import string
 from collections.abc import Callable
 
 from verdict.gateway import explanation
-from verdict.gateway.manifest import Manifest
+from verdict.gateway.manifest import ExplainerSettings, Manifest
 from verdict.gateway.validation.report import Check
 
 __all__ = ["TEMPLATE_FIELDS", "TEMPLATE_KEYS", "manifest_checks"]
@@ -100,6 +100,12 @@ def _explainer_problems(manifest: Manifest) -> list[Problem]:
                 f"(explanation.MAX_EXACT_ATTRIBUTES), the model has {d}: use 'permutation'",
             )
         )
+    if settings.algorithm == "certified":
+        problems += _certification_problems(settings)
+    elif settings.certification is not None:
+        problems.append(
+            ("explainer.certification", "explainer.certification is only for explainer.algorithm 'certified'")
+        )
     if settings.algorithm == "permutation" and settings.permutations < 1:
         problems.append(
             (
@@ -108,7 +114,7 @@ def _explainer_problems(manifest: Manifest) -> list[Problem]:
             )
         )
     if settings.background_rows >= 1 and d >= 1 and not problems:
-        needed = explanation.rows_needed(settings.algorithm, d, settings.background_rows, settings.permutations)
+        needed = explanation.worst_case_rows(settings, d)
         if settings.max_evaluations < needed:
             problems.append(
                 (
@@ -127,6 +133,36 @@ def _explainer_problems(manifest: Manifest) -> list[Problem]:
         problems.append(
             ("explainer.top_reasons", f"explainer.top_reasons {settings.top_reasons} must be 1..{d} (the attributes)")
         )
+    return problems
+
+
+def _certification_problems(settings: ExplainerSettings) -> list[Problem]:
+    c = settings.certification
+    if c is None:
+        return [("explainer.certification", "explainer.algorithm 'certified' needs explainer.certification")]
+    problems: list[Problem] = []
+    if settings.permutations < 2:
+        problems.append(
+            (
+                "explainer.permutations",
+                f"explainer.permutations is {settings.permutations}; 'certified' needs >= 2 pairs per background row "
+                f"in its first round (one pair cannot estimate its own error)",
+            )
+        )
+    if c.max_pairs < settings.permutations:
+        problems.append(
+            (
+                "explainer.certification.max_pairs",
+                f"certification.max_pairs {c.max_pairs} is below explainer.permutations",
+            )
+        )
+    for name, value in (("z", c.z), ("target_error", c.target_error)):
+        if not (math.isfinite(value) and value > 0):
+            problems.append(
+                (f"explainer.certification.{name}", f"certification.{name} {value!r} must be finite and > 0")
+            )
+    if c.exact_rows < 0:
+        problems.append(("explainer.certification.exact_rows", "certification.exact_rows must be >= 0 (0: never)"))
     return problems
 
 

@@ -67,8 +67,8 @@ def test_golden_trail_verifies(tmp_path):
     report = verify_store(FilesystemStore(tmp_path / "store"))
     assert report.ok, report.failures
     # golden-0 (6 records, 3 checkpoints, 2 index entries), golden-registry (5, 2, 1), golden-1 (3, 2, 2),
-    # golden-models (4, 2, 0), golden-sealed (6, 2, 2)
-    assert report.records == 24 and report.checkpoints == 11 and report.index_entries == 7
+    # golden-models (4, 2, 0), golden-sealed (6, 2, 2), golden-fidelity (4, 2, 3)
+    assert report.records == 28 and report.checkpoints == 13 and report.index_entries == 10
 
 
 def test_golden_vectors_independently():

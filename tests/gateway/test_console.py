@@ -16,14 +16,21 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
+from markupsafe import escape
 
 from tests.gateway.test_http_decisions import chain_records
 from tests.support.browser import assert_accessible, keyboard_reachable
 from tests.support.gateway_server import GatewayServer, prepare_home
 from verdict.audit.records import AccessBody
 from verdict.audit.stores import open_store
+from verdict.gateway.console.decision_page import decision_page
+from verdict.gateway.console.render import render_page, trusted_svg
 from verdict.gateway.datasets import load_dataset
+from verdict.gateway.fidelity import Fidelity
+from verdict.gateway.lookups import ExplanationView
+from verdict.gateway.registry import Registry
 from verdict.replay.report import verify_signed_report
 
 SUBJECTS = ("anna-1", "ben-2", "cleo-3")
@@ -171,6 +178,59 @@ def test_a_decision_page_is_recorded_in_the_trail_like_an_api_lookup(console):
     assert logged["decision"].capitalize() in page.text and "cleo-3" in page.text
     new = [a for a in accesses(console) if a not in before]
     assert new == [("lookup", key_id(console.tokens["staff"]), "loan-2")]
+
+
+def explanation_of(server: GatewayServer, request_id: str) -> ExplanationView:
+    """The decision's explanation as the API lookup answers it (itself a recorded lookup)."""
+    answer = httpx.get(
+        f"{server.url}/v1/decisions/{request_id}/explanation", headers=auth(server.tokens["staff"]), timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    return msgspec.json.decode(answer.content, type=ExplanationView)
+
+
+def test_a_decision_page_says_whether_its_reasons_are_certified_and_what_they_cost(console):
+    fidelity = explanation_of(console, "loan-0").fidelity
+    assert fidelity is not None  # every decision explained since fidelity is recorded
+    page = sign_in(console, console.tokens["staff"]).get("/console/decisions/loan-0").text
+    reasons = page.split('id="reasons-heading"', 1)[1].split("</section>", 1)[0]
+    heading = "Reasons certified" if fidelity.certified else "Reasons not certified"
+    state = "ok" if fidelity.certified else "pending"
+    assert f'<strong class="tag {state}">{heading}</strong>' in reasons  # in words, not colour alone
+    assert f"{fidelity.evaluations:,} model evaluations spent on this explanation" in reasons
+    assert reasons.index(heading) < reasons.index("<ol>")  # read before the reasons it qualifies
+    assert ("± bound" in page) == bool(fidelity.error_bounds)  # the column only where bounds were estimated
+
+
+def rendered(view: ExplanationView, attributes: dict, manifest) -> str:
+    """The decision page the console would send for ``view`` (its main part; no session)."""
+    page = decision_page(view, attributes, manifest)
+    return render_page("decision.html", session=None, nav=[], current="", page=page, chart=trusted_svg(page.chart_svg))
+
+
+def test_a_decision_page_shows_each_contributions_bound_when_they_were_estimated(console):
+    """The logged decision's page as the console renders it, its fidelity replaced by a
+    certified explainer's (the reference model's algorithm may estimate no bounds)."""
+    view = explanation_of(console, "loan-1")
+    registry = Registry(open_store((console.home / "store").as_uri()))
+    manifest = registry.manifest(view.model["name"], view.model["version"])
+    attributes = load_dataset("german-credit").rows[1]
+    bounds = {name: 0.00125 * (i + 1) for i, name in enumerate(view.contributions)}
+    certified = msgspec.structs.replace(view, fidelity=Fidelity(True, 14_593, 8, bounds, 3.0))
+    html = rendered(certified, attributes, manifest)
+    assert '<strong class="tag ok">Reasons certified</strong>' in html and "at 3 standard errors" in html
+    assert "14,593 model evaluations" in html
+    table = html.split("<summary>Every attribute", 1)[1].split("</table>", 1)[0]
+    assert '<th scope="col" class="num">± bound</th>' in table
+    labels = {spec.name: spec.label for spec in manifest.inputs}
+    for name, bound in bounds.items():
+        row = rf'<td>{re.escape(str(escape(labels.get(name, name))))}</td><td class="num">[+-][0-9.]+</td><td class="num">±{bound:.5f}</td>'
+        assert re.search(row, table), name
+    assert "± bound: 3 standard errors of each sampled contribution" in html
+
+    older = rendered(msgspec.structs.replace(view, fidelity=None), attributes, manifest)
+    assert "certified" not in older.split('id="reasons-heading"', 1)[1].split("</section>", 1)[0]
+    assert "± bound" not in older  # a record from before fidelity was recorded: nothing claimed
 
 
 def test_a_key_without_the_explain_scope_sees_no_decision_and_leaves_no_record(console):

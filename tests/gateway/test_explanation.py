@@ -27,7 +27,6 @@ from tests.gateway.shapley_oracle import interventional_shapley
 from verdict.gateway import environment, training
 from verdict.gateway.datasets import load_dataset
 from verdict.gateway.explanation import (
-    ROWS_PER_GROUP,
     SEED_POLICY,
     AdditivityError,
     Explainer,
@@ -109,6 +108,7 @@ def small(tmp_path_factory, german_model):
             base.explainer,
             algorithm="exact",
             permutations=0,
+            certification=None,
             background_rows=len(background_rows),
             background_sha256=hashlib.sha256(background).hexdigest(),
             background_summary="test",
@@ -177,6 +177,7 @@ def test_sampled_mode_is_additive_and_converges_to_exact(small):
             background_rows,
             SMALL_COUNTS,
             algorithm="permutation",
+            certification=None,
             permutations=pairs,
             max_evaluations=rows_needed("permutation", len(SMALL_ATTRIBUTES), len(background_rows), pairs),
         )
@@ -198,7 +199,7 @@ def test_seed_follows_the_manifest_policy(german_model):
 
 
 def test_contributions_do_not_depend_on_the_batch(german_model, german_explainer):
-    count = ROWS_PER_GROUP // german_explainer.max_evaluations + 13  # crosses a group boundary too
+    count = german_explainer.group_size + 13  # crosses a group boundary too
     _, x, scores, seeds = applicants(german_model, 0, count)
     together = german_explainer.explain(x, scores, seeds)
     order = np.random.default_rng(3).permutation(len(x))
@@ -386,7 +387,13 @@ def test_refuses_settings_it_cannot_honour(german_model, german_explainer, regis
         variant(max_evaluations=german_explainer.max_evaluations - 1)
     with pytest.raises(ExplainerConfigError, match="seed policy"):
         variant(seed_policy="uuid4 per request")
+    with pytest.raises(ExplainerConfigError, match="permutations >= 2"):
+        variant(permutations=1)  # one pair per row cannot estimate its own error
     with pytest.raises(ExplainerConfigError, match="permutations >= 1"):
-        variant(permutations=0)
+        variant(algorithm="permutation", certification=None, permutations=0)
+    with pytest.raises(ExplainerConfigError, match="only for algorithm 'certified'"):
+        variant(algorithm="permutation", permutations=1)
+    with pytest.raises(ExplainerConfigError, match=r"needs explainer\.certification"):
+        variant(certification=None)
     with pytest.raises(ExplainerConfigError, match="exact enumeration is limited"):
-        variant(algorithm="exact", max_evaluations=10**12)
+        variant(algorithm="exact", certification=None, max_evaluations=10**12)

@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import httpx
+import msgspec
 import numpy as np
 
 from tests.gateway.conftest import auth
@@ -117,6 +118,13 @@ def test_response_fields_and_lookups(live_gateway):
         assert gdpr["verification"]["status"] in ("verified", "verified_pending_checkpoint")
         if decision["decision"] == "decline":
             assert 1 <= len(gdpr["principal_reasons_for_denial"]) <= 4
+        # fidelity: the record's, as logged (whatever algorithm the reference model uses)
+        logged = read_decision(open_store((live_gateway.home / "store").as_uri()), "lookup-0001").body
+        fidelity = logged.explanation.fidelity
+        assert fidelity is not None and gdpr["fidelity"] == msgspec.to_builtins(fidelity)
+        assert set(gdpr["fidelity"]) >= {"certified", "evaluations", "pairs"} and gdpr["fidelity"]["evaluations"] >= 1
+        assert set(gdpr["fidelity"].get("error_bounds", {})) <= set(gdpr["contributions"])
+        assert all(set(r) == {"attribute", "label", "value", "direction", "text"} for r in gdpr["reasons"])
 
         png = client.get("/v1/decisions/lookup-0001/explanation.png", headers=auth(tokens["staff"]))
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"

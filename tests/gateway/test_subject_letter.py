@@ -14,9 +14,11 @@ import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
+import msgspec
 import pytest
 
 from verdict.gateway.contribution_chart import LOWERED_COLOUR, MAX_BARS, RAISED_COLOUR
+from verdict.gateway.fidelity import Fidelity
 from verdict.gateway.lookups import (
     ExplanationView,
     InclusionView,
@@ -268,6 +270,32 @@ def test_a_decision_without_contributions_has_no_chart(approved):
     assert svgs(page) == []
     assert "No chart" in page
     assert "No reasons per detail were recorded" in page
+
+
+CERTIFIED_SENTENCE = "checked against the exact calculation for this model's reference data"
+UNCERTIFIED_SENTENCE = "come from a sampled calculation that could not be certified within its budget"
+
+
+def test_the_letter_says_whether_the_reasons_are_certified_right_after_them(declined, approved):
+    bounds = dict.fromkeys(DECLINE_CONTRIBUTIONS, 0.004)
+    certified = msgspec.structs.replace(declined, fidelity=Fidelity(True, 7297, 4, bounds, 3.0))
+    sampled = msgspec.structs.replace(approved, fidelity=Fidelity(False, 913, 1))
+    page = render_letter_html(view_of(certified, sampled))
+    sampled_part, certified_part = page.split('<section class="decision">')[1:]  # date order
+    for part, sentence, other in (
+        (certified_part, CERTIFIED_SENTENCE, UNCERTIFIED_SENTENCE),
+        (sampled_part, UNCERTIFIED_SENTENCE, CERTIFIED_SENTENCE),
+    ):
+        assert html.escape(sentence) in part and html.escape(other) not in part
+        assert part.index('<ol class="reasons">') < part.index("reasons-checked") < part.index("<figure>")
+    structure(page)
+
+
+def test_an_older_decision_without_fidelity_says_nothing_about_it(declined, approved):
+    assert declined.fidelity is None and approved.fidelity is None  # as a record from before fidelity reads
+    page = render_letter_html(view_of(declined, approved))
+    assert "reasons-checked" not in page
+    assert html.escape(CERTIFIED_SENTENCE) not in page and html.escape(UNCERTIFIED_SENTENCE) not in page
 
 
 def test_nothing_on_file_is_said_plainly():

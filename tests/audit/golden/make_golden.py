@@ -24,6 +24,11 @@ Sealed personal data (``verdict.audit/v2``, spec §3a) is pinned by a fifth chai
 ``golden-sealed``: a sealed decision with a subject, one without, a legal hold and its
 release, and an erasure, under fixed data keys and nonces (``sealed.data_keys``).
 
+Explanation fidelity (spec §3 "Fidelity") is pinned by a sixth chain, ``golden-fidelity``:
+one decision per explainer algorithm as the gateway writes it (certified sampling with
+bounds and ``z``, certified; the legacy shared-order sample, not certified and without
+bounds; exact enumeration, zero bounds); the earlier chains' bytes are unchanged by it.
+
 Regenerate ONLY for an intended format change (which also needs a new
 format string):  .venv/bin/python -m tests.audit.golden.make_golden
 """
@@ -50,6 +55,7 @@ from verdict.audit.records import (
     ErasureBody,
     EvidenceBody,
     Explanation,
+    Fidelity,
     ModelRef,
     LegalHoldBody,
     ModelVersion,
@@ -96,6 +102,8 @@ status objects (``status_key``/``status_sha256``)."""
 BYO_NAME, BYO_VERSION = "claims-triage", "1.0.0"
 SEALED_CHAIN = "golden-sealed"
 """Sealed decisions, a legal hold, its release and an erasure (``verdict.audit/v2``)."""
+FIDELITY_CHAIN = "golden-fidelity"
+"""Decisions carrying ``explanation.fidelity``, one per explainer algorithm."""
 DATA_KEYS = {
     "dk_" + "5" * 32: bytes(range(96, 128)),  # the subject's key (req-0006)
     "dk_" + "7" * 32: bytes(range(128, 160)),  # req-0007's own key (no subject)
@@ -181,11 +189,13 @@ def root_key() -> RootKey:
 
 def certificates() -> list[tuple[str, bytes]]:
     """(store key, bytes) of the golden certificates: golden-0's two (key A from seq 0, key B
-    from seq 5, rotation at 4), then golden-registry's, golden-1's, golden-models' and golden-sealed's (key A from seq 0)."""
+    from seq 5, rotation at 4), then golden-registry's, golden-1's, golden-models', golden-sealed's
+    and golden-fidelity's (key A from seq 0)."""
     out = []
     chains = (
         (CHAIN, 0, signer_a()), (CHAIN, 5, signer_b()), (REGISTRY_CHAIN, 0, signer_a()),
         (EXPLAIN_BUCKET_CHAIN, 0, signer_a()), (MODELS_CHAIN, 0, signer_a()), (SEALED_CHAIN, 0, signer_a()),
+        (FIDELITY_CHAIN, 0, signer_a()),
     )
     for chain, from_seq, signer in chains:
         doc = signer.public_key_document
@@ -291,6 +301,7 @@ def build(root: Path) -> FilesystemStore:
     build_explain_bucket(store)
     build_models(store)
     build_sealed(store)
+    build_fidelity(store)
     # Certified after the fact with a fixed issue time (a root at the writer would stamp the real time).
     for key, data in certificates():
         store.put_once(key, data)
@@ -431,6 +442,57 @@ def build_explain_bucket(store: FilesystemStore) -> None:
     writer.close()
 
 
+def build_fidelity(store: FilesystemStore) -> None:
+    """golden-fidelity: one explained decision per explainer algorithm, each with the
+    ``explanation.fidelity`` the gateway writes for it (spec §3 "Fidelity")."""
+    writer = ChainWriter.open(
+        store, FIDELITY_CHAIN, signer_a(), created_by="verdict golden vectors", clock=FixedClock(minute=9),
+        lease=None,
+    )
+    plain = PlainInputs(attributes={"duration": 30, "credit_amount": 4000.0, "purpose": "A40", "age": 27.0})
+    contributions = {"duration": 0.25, "credit_amount": -0.03125, "age": 0.0, "purpose": 0.2125}
+    shapes = (
+        ("req-0008", "interventional-shapley/certified-per-reference-permutations", 4242, Fidelity(
+            certified=True, evaluations=2913, pairs=24, z=3.0,
+            error_bounds={"duration": 0.0078125, "credit_amount": 0.001953125, "age": 0.0, "purpose": 0.00390625},
+        )),
+        ("req-0009", "interventional-shapley/antithetic-permutations", 4243,
+         Fidelity(certified=False, evaluations=913, pairs=1)),
+        ("req-0010", "interventional-shapley/exact-enumeration", 4244, Fidelity(
+            certified=True, evaluations=1537, pairs=0, error_bounds=dict.fromkeys(contributions, 0.0),
+        )),
+    )
+    bodies = [
+        msgspec.structs.replace(
+            decision(request_id, plain),
+            runtime=Runtime(device="cpu", dtype="float32", bucket=64, threads=1, explain_bucket=4096),
+            explanation=Explanation(
+                method=method,
+                output_space="probability",
+                base_value=0.3,
+                contributions=contributions,
+                seed=seed,
+                budget={"evaluations": fidelity.evaluations},
+                additivity_error=5.551115123125783e-17,
+                fidelity=fidelity,
+            ),
+            reasons=[
+                Reason(
+                    attribute="duration",
+                    label="Duration of credit",
+                    value=30,
+                    direction="raises_risk",
+                    text="Duration of credit: 30 months raised the risk",
+                ),
+            ],
+            manifest_sha256=_sha(MANIFEST_DOC),
+        )
+        for request_id, method, seed, fidelity in shapes
+    ]
+    writer.append_batch(bodies)
+    writer.close()
+
+
 def _chain_vectors(root: Path, chain: str) -> list[dict]:
     out = []
     for key in sorted((root / layout.segments_prefix(chain)).iterdir()):
@@ -467,8 +529,14 @@ def vectors(root: Path) -> dict:
 
     ``records`` and ``certificates``: golden-0; ``registry``: the registry chain with
     the objects its records (and golden-0's decisions) name; ``explain_bucket``: golden-1;
-    ``models``: golden-models with the objects its records name."""
+    ``models``: golden-models with the objects its records name; ``sealed``: golden-sealed
+    with its data keys; ``fidelity``: golden-fidelity."""
     return {
+        "fidelity": {
+            "chain_id": FIDELITY_CHAIN,
+            "certificates": _certificate_vectors(FIDELITY_CHAIN),
+            "records": _chain_vectors(root, FIDELITY_CHAIN),
+        },
         "sealed": {
             "chain_id": SEALED_CHAIN,
             "data_keys": {key_ref: key.hex() for key_ref, key in DATA_KEYS.items()},
