@@ -21,7 +21,8 @@ two attributes so close that many pairs are needed to tell them apart, and a
 few so close (within 1e-4) that no affordable number does. Each request starts
 with ``first_pairs`` pairs per row and doubles them until its reason lists are
 certified (gateway.fidelity) and every bound is at most ``target_error``, or
-``max_pairs`` is reached; then, where the manifest affords it
+``max_pairs`` is reached, or until even the bounds ``max_pairs`` would give
+could not certify it (a near-tie: it stops early); then, where the manifest affords it
 (``exact_rows``), its values are enumerated exactly
 (gateway.reference_enumeration); only then is an uncertified explanation
 returned, and it says so.
@@ -41,6 +42,7 @@ applicant (that is ``f(x)``): ``m_k - 1`` rows per walk where row k differs on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -51,7 +53,11 @@ from verdict.gateway.fixed_order import ordered_sum
 from verdict.gateway.manifest import CertificationSettings
 from verdict.gateway.reference_enumeration import enumeration_rows, exact_contributions
 
-__all__ = ["CertifiedEstimate", "CertifiedSampler", "pair_schedule"]
+__all__ = ["FUTILITY_MARGIN", "CertifiedEstimate", "CertifiedSampler", "pair_schedule"]
+
+FUTILITY_MARGIN = 0.5
+"""A request stops early, uncertified, when even bounds this fraction of the ones
+``max_pairs`` pairs should give would not certify it (CertifiedSampler._hopeless)."""
 
 
 class CertifiedEstimate(NamedTuple):
@@ -118,8 +124,7 @@ class CertifiedSampler:
             for start in range(0, len(active), step):
                 chunk = active[start : start + step]
                 self._round(x[chunk], full[chunk], [requests[i] for i in chunk], added)
-            for i in active:
-                self._judge(requests[i])
+            self._judge([requests[i] for i in active])
         for i, request in enumerate(requests):
             if request.done is not None and not request.done.certified:
                 request.done = self._enumerated(x[i], float(full[i]), request.done)
@@ -187,18 +192,45 @@ class CertifiedSampler:
         weights = self.squared_weights.reshape((-1,) + (1,) * (spread.ndim - 1))
         return self.settings.z * np.sqrt(ordered_sum(spread * weights / count, axis=0))
 
-    def _judge(self, request: _Request) -> None:
-        """Estimate, bound and certify from every pair so far; settle the request when it is certified or spent."""
-        pairs = np.concatenate(request.pair_means)  # [P, K, d], rounds in order
-        count = len(pairs)
-        per_row = ordered_sum(pairs, axis=0) / count  # [K, d]
-        contributions = ordered_sum(per_row * self.weights[:, None], axis=0)
-        deviations = pairs - per_row[None]  # [P, K, d]
-        bounds = self._bound(deviations**2, count)
-        differences = deviations[:, :, :, None] - deviations[:, :, None, :]
-        totals = deviations[:, :, :, None] + deviations[:, :, None, :]
-        pair_bounds = PairBounds(self._bound(differences**2, count), self._bound(totals**2, count))
-        certified = certified_reasons(contributions, bounds, self.top, pair_bounds)
-        precise = bool(bounds.max() <= self.settings.target_error)
-        if (certified and precise) or count >= self.settings.max_pairs:
-            request.done = CertifiedEstimate(contributions, bounds, certified, count, request.evaluations)
+    def _judge(self, requests: list[_Request]) -> None:
+        """Estimate, bound and certify from every pair so far (all requests of a round have
+        the same count); settle each request that is certified or spent.
+
+        Every reduction is an elementwise fixed-order sum over pairs, then rows, so judging
+        requests together gives each the bits it would get alone."""
+        pairs = np.stack([np.concatenate(r.pair_means) for r in requests])  # [n, P, K, d], rounds in order
+        count = pairs.shape[1]
+        per_row = ordered_sum(pairs, axis=1) / count  # [n, K, d]
+        contributions = ordered_sum(np.moveaxis(per_row * self.weights[None, :, None], 1, 0), axis=0)  # [n, d]
+        deviations = np.moveaxis(pairs - per_row[:, None], 0, 2)  # [P, K, n, d]
+        bounds = self._bound(deviations**2, count)  # [n, d]
+        spent = count >= self.settings.max_pairs
+        for i, request in enumerate(requests):
+            mine = deviations[:, :, i]
+
+            def pair_bounds(above: np.ndarray, below: np.ndarray, same_sign: np.ndarray, mine=mine) -> np.ndarray:  # noqa: ANN001
+                a, b = mine[:, :, above, None], mine[:, :, None, below]
+                joint = np.where(same_sign[None, None], a - b, a + b)  # [P, K, len(above), len(below)]
+                return self._bound(joint**2, count)
+
+            certified = certified_reasons(contributions[i], bounds[i], self.top, pair_bounds)
+            precise = bool(bounds[i].max() <= self.settings.target_error)
+            if (
+                (certified and precise)
+                or spent
+                or (not certified and self._hopeless(contributions[i], bounds[i], pair_bounds, count))
+            ):
+                request.done = CertifiedEstimate(contributions[i], bounds[i], certified, count, request.evaluations)
+
+    def _hopeless(self, phi: np.ndarray, bounds: np.ndarray, pair_bounds: PairBounds, count: int) -> bool:
+        """Would the lists stay uncertified even with bounds at half what ``max_pairs`` pairs should give?
+
+        Bounds shrink like 1 / sqrt(pairs). A request whose two closest attributes are far closer
+        than that (a near-tie) cannot be certified by sampling within the budget; more rounds would
+        only spend rows, so it stops here (and goes to exact enumeration where that is allowed)."""
+        scale = FUTILITY_MARGIN * math.sqrt(count / self.settings.max_pairs)
+
+        def scaled(above: np.ndarray, below: np.ndarray, same_sign: np.ndarray) -> np.ndarray:
+            return pair_bounds(above, below, same_sign) * scale
+
+        return not certified_reasons(phi, bounds * scale, self.top, scaled)

@@ -29,7 +29,7 @@ with exact values (every time, on every applicant measured).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import msgspec
 import numpy as np
@@ -39,6 +39,7 @@ from verdict.audit import records as rec
 __all__ = [
     "ECOA_MAX_REASONS",
     "Fidelity",
+    "FixedPairBounds",
     "PairBounds",
     "certified_reasons",
     "from_record",
@@ -96,15 +97,28 @@ def top_set(phi: np.ndarray, top: int) -> np.ndarray:
     return _ranked(phi, np.abs(phi), phi != 0.0, top)
 
 
-class PairBounds(NamedTuple):
-    """Bounds on the difference and on the sum of two contributions, [d, d] each.
+class PairBounds(Protocol):
+    """Bounds on the difference or the sum of two contributions.
 
     Why pairs: a reason list changes only if two contributions swap, and the
     errors of two contributions estimated from the same walks are correlated,
-    so ``phi[a] - phi[b]`` is often known far better than ``bounds[a] + bounds[b]``."""
+    so ``phi[a] - phi[b]`` is often known far better than ``bounds[a] + bounds[b]``.
+    Asked only for the pairs that straddle a list's boundary."""
+
+    def __call__(self, above: np.ndarray, below: np.ndarray, same_sign: np.ndarray) -> np.ndarray:
+        """float [len(above), len(below)]: bound on ``phi[a] - phi[b]`` where ``same_sign``, else on ``phi[a] + phi[b]``."""
+        ...
+
+
+class FixedPairBounds(NamedTuple):
+    """Pair bounds given as two [d, d] matrices (and, by default, the separate bounds added)."""
 
     difference: np.ndarray
     total: np.ndarray
+
+    def __call__(self, above: np.ndarray, below: np.ndarray, same_sign: np.ndarray) -> np.ndarray:
+        cell = np.ix_(above, below)
+        return np.where(same_sign, self.difference[cell], self.total[cell])
 
 
 def _principal_certified(phi: np.ndarray, bounds: np.ndarray, pairs: PairBounds) -> bool:
@@ -115,7 +129,7 @@ def _principal_certified(phi: np.ndarray, bounds: np.ndarray, pairs: PairBounds)
     if len(listed) < ECOA_MAX_REASONS:
         return bool(np.all(phi[others] + bounds[others] <= 0.0))
     gaps = phi[listed][:, None] - phi[others][None, :]
-    return bool(np.all(gaps > pairs.difference[np.ix_(listed, others)]))
+    return bool(np.all(gaps > pairs(listed, others, np.ones(gaps.shape, dtype=bool))))
 
 
 def _top_certified(phi: np.ndarray, bounds: np.ndarray, pairs: PairBounds, top: int) -> bool:
@@ -132,10 +146,8 @@ def _top_certified(phi: np.ndarray, bounds: np.ndarray, pairs: PairBounds, top: 
         return False
     # |a| - |b| is sign(a) * (a - b) when the signs agree and sign(a) * (a + b) when they differ
     agree = np.sign(phi[listed])[:, None] == np.sign(phi[sure])[None, :]
-    cell = np.ix_(listed, sure)
-    limit = np.where(agree, pairs.difference[cell], pairs.total[cell])
     gaps = np.abs(phi[listed])[:, None] - np.abs(phi[sure])[None, :]
-    return bool(np.all(gaps > limit))
+    return not len(sure) or bool(np.all(gaps > pairs(listed, sure, agree)))
 
 
 def certified_reasons(phi: np.ndarray, bounds: np.ndarray, top: int, pairs: PairBounds | None = None) -> bool:
@@ -146,5 +158,5 @@ def certified_reasons(phi: np.ndarray, bounds: np.ndarray, top: int, pairs: Pair
     phi, bounds = np.asarray(phi, dtype=np.float64), np.asarray(bounds, dtype=np.float64)
     if pairs is None:
         widest = bounds[:, None] + bounds[None, :]
-        pairs = PairBounds(widest, widest)
+        pairs = FixedPairBounds(widest, widest)
     return _principal_certified(phi, bounds, pairs) and _top_certified(phi, bounds, pairs, top)

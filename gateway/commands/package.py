@@ -115,7 +115,11 @@ def _summary(packaged: Packaged) -> None:
     console.print(f"held-out metrics: {metrics}")
     console.print(f"split: {m.training.split}")
     e = m.explainer
-    budget = f"{e.algorithm}" + (f", {e.permutations} permutation pairs" if e.algorithm == "permutation" else "")
+    budget: str = e.algorithm
+    if e.algorithm == "permutation":
+        budget += f", {e.permutations} permutation pairs"
+    elif e.certification is not None:
+        budget += f", {e.permutations}..{e.certification.max_pairs} antithetic pairs per background row"
     console.print(
         f"explainer: {e.background_rows} background rows (herded), {budget}, at most {e.max_evaluations} model rows "
         f"per explanation"

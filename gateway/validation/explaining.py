@@ -20,6 +20,7 @@ import numpy as np
 
 from verdict.gateway import explanation
 from verdict.gateway.explanation import AdditivityError, ExplainerConfigError, ExplanationResult
+from verdict.gateway.fidelity import principal_set, top_set
 from verdict.gateway.manifest import Manifest
 from verdict.gateway.model_runtime import ModelRuntime
 from verdict.gateway.reasons import ECOA_MAX_REASONS, ReasonTemplateError, principal_reasons_for_denial, reasons
@@ -216,6 +217,8 @@ def exact_check(runtime: ModelRuntime, manifest: Manifest, background: bytes, ex
             rule="exact.agreement",
             measured=measured,
         )
+    if settings.algorithm == "certified":
+        return _certified_check(name, explained, exact, m, top, measured)
     return Check(
         name,
         True,
@@ -224,6 +227,44 @@ def exact_check(runtime: ModelRuntime, manifest: Manifest, background: bytes, ex
         f"{float(error.mean()):.3g}; {agreement}",
         rule="exact.informational",
         measured=measured,
+    )
+
+
+def _certified_check(
+    name: str,
+    explained: Explained,
+    exact: list[ExplanationResult],
+    m: int,
+    top: int,
+    measured: dict[str, float | int | str],
+) -> Check:
+    """A certified explainer may leave reasons uncertified, never certify wrong ones: a certified
+    row whose reason lists differ from the exact values' fails validation."""
+    certified = silent = 0
+    for mine, theirs in zip(explained.results[:m], exact, strict=True):
+        if mine.fidelity is None or not mine.fidelity.certified:
+            continue
+        certified += 1
+        a = np.array(list(mine.contributions.values()))
+        b = np.array(list(theirs.contributions.values()))
+        same = set(principal_set(a)) == set(principal_set(b)) and set(top_set(a, top)) == set(top_set(b, top))
+        silent += not same
+    measured = {**measured, "certified": certified, "certified_but_different": silent}
+    summary = (
+        f"certified reasons on {certified} of {m} rows; mean |error| {measured['mean_abs_error']:.3g}, "
+        f"max {measured['max_abs_error']:.3g} against exact Shapley values over the same background"
+    )
+    if silent:
+        return Check(
+            name,
+            False,
+            f"{silent} certified reason list(s) differ from the exact values' ({summary}): the certificate "
+            f"does not hold for this model",
+            rule="exact.certified",
+            measured=measured,
+        )
+    return Check(
+        name, True, f"{summary}; every certified list equals the exact one", rule="exact.certified", measured=measured
     )
 
 

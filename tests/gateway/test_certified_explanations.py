@@ -82,7 +82,6 @@ def test_every_certified_reason_list_is_the_exact_one(small):
     for r in results:
         f = r.fidelity
         assert f.z == 4.0 and f.evaluations == r.evaluations and 2 <= f.pairs <= 64
-        assert f.pairs == 64 or f.certified  # stopped early only when certified
     spent = {r.fidelity.pairs for r in results}
     assert len(spent) > 1  # hard requests got more pairs than easy ones
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verdict.gateway.fidelity import PairBounds, certified_reasons, principal_set, top_set
+from verdict.gateway.fidelity import FixedPairBounds, certified_reasons, principal_set, top_set
 
 #                 0      1     2     3     4      5      6    7
 PHI = np.array([0.09, -0.20, 0.05, 0.04, 0.030, -0.010, 0.0, 0.002])
@@ -59,7 +59,7 @@ def test_a_tight_bound_on_a_difference_certifies_what_separate_bounds_cannot():
     phi = np.array([0.05, 0.04, 0.03, 0.021, 0.019, -0.1])
     bounds = np.full(6, 0.002)  # 0.021 - 0.002 < 0.019 + 0.002: separately, the 4th and 5th may swap
     assert not certified_reasons(phi, bounds, top=5)
-    pairs = PairBounds(difference=np.full((6, 6), 0.001), total=np.full((6, 6), 0.004))
+    pairs = FixedPairBounds(difference=np.full((6, 6), 0.001), total=np.full((6, 6), 0.004))
     assert certified_reasons(phi, bounds, top=5, pairs=pairs)  # 0.021 - 0.019 = 0.002 > 0.001
-    pairs = PairBounds(difference=np.full((6, 6), 0.0025), total=np.full((6, 6), 0.004))
+    pairs = FixedPairBounds(difference=np.full((6, 6), 0.0025), total=np.full((6, 6), 0.004))
     assert not certified_reasons(phi, bounds, top=5, pairs=pairs)

@@ -32,6 +32,7 @@ from tests.support.byo_models import (
     tiny_package,
 )
 from verdict.audit.stores import FilesystemStore
+from verdict.gateway import explanation
 from verdict.gateway.manifest import decode_manifest, encode_manifest
 from verdict.gateway.model_files import (
     ARTIFACT_FILE,
@@ -116,7 +117,10 @@ def test_the_claims_example_packages_into_a_registrable_directory(claims, tmp_pa
     assert {"auc_heldout", "log_loss_heldout", "heldout_rows", "training_rows"} <= set(t.metrics)
     assert t.metrics["auc_heldout"] > 0.6
     assert t.metrics["heldout_rows"] + t.metrics["training_rows"] == 4000
-    assert m.explainer.background_rows == 24 and m.explainer.algorithm == "permutation"
+    assert m.explainer.background_rows == 24 and m.explainer.algorithm == "certified"
+    assert m.explainer.certification == explanation.DEFAULT_CERTIFICATION
+    exact_check = next(c for c in claims.report.checks if c.name == "sampled_vs_exact")
+    assert exact_check.status == "passed" and exact_check.measured["certified_but_different"] == 0
     assert (m.tolerance.absolute, m.tolerance.relative) == (1e-6, 1e-5)
     # the manifest round-trips, byte for byte
     raw = (directory / MANIFEST_FILE).read_bytes()
