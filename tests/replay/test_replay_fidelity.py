@@ -9,6 +9,7 @@ import math
 import msgspec
 
 from tests.replay.conftest import cli, report_of
+from tests.replay.test_verdicts import judge_unchanged_score
 from verdict.audit.chain import ChainWriter
 from verdict.audit.personal_data import existing_personal_data
 from verdict.audit.reader import read_decision
@@ -17,7 +18,7 @@ from verdict.audit.signing import FileKeyStore
 from verdict.audit.stores import open_store
 from verdict.audit.trust import RootKey
 from verdict.replay.report import summarize
-from verdict.replay.verdicts import FieldDifference, Tolerance, check_fidelity, judge
+from verdict.replay.verdicts import FieldDifference, Tolerance, check_fidelity
 
 TOL = Tolerance(absolute=1e-6, relative=1e-5)
 CERTIFIED = Fidelity(certified=True, evaluations=2913, pairs=24, error_bounds={"a": 0.0078125, "b": 0.0}, z=3.0)
@@ -25,17 +26,10 @@ CERTIFIED = Fidelity(certified=True, evaluations=2913, pairs=24, error_bounds={"
 
 def _judged(logged: Fidelity | None, replayed: Fidelity | None, *, explained: bool = True):
     contributions = {"a": 0.25, "b": 0.0}
-    return judge(
+    return judge_unchanged_score(
         "r",
-        logged_score=0.4,
-        replayed_score=0.4,
-        tolerance=TOL,
-        logged_decision="approve",
-        replayed_decision="approve",
-        logged_base=0.3,
-        replayed_base=0.3,
-        logged_contributions=contributions,
-        replayed_contributions=dict(contributions) if explained else None,
+        contributions,
+        dict(contributions) if explained else None,
         logged_fidelity=logged,
         replayed_fidelity=replayed,
     )

@@ -12,6 +12,23 @@ from verdict.replay.verdicts import Tolerance, ToleranceError, check_value, effe
 TOL = Tolerance(absolute=1e-6, relative=1e-5)
 
 
+def judge_unchanged_score(request_id: str, logged: dict, replayed: dict | None, **more):
+    """judge() for a decision whose score (0.4), label and base value (0.3) replayed unchanged."""
+    return judge(
+        request_id,
+        logged_score=0.4,
+        replayed_score=0.4,
+        tolerance=TOL,
+        logged_decision="approve",
+        replayed_decision="approve",
+        logged_base=0.3,
+        replayed_base=0.3,
+        logged_contributions=logged,
+        replayed_contributions=replayed,
+        **more,
+    )
+
+
 def test_identical_means_same_bits():
     assert check_value("score", 0.25, 0.25, TOL).verdict == "identical"
     # 0.0 and -0.0 compare equal but are different bits: not "identical".
@@ -57,19 +74,7 @@ def test_tolerance_may_only_be_tightened():
 def test_every_contribution_gets_a_verdict_and_the_worst_decides():
     logged = {"a": 0.1, "b": -0.2, "c": 0.0}
     replayed = {"a": 0.1, "b": -0.2 + 1e-9, "c": 0.5}
-    result = judge(
-        "r1",
-        logged_score=0.4,
-        replayed_score=0.4,
-        tolerance=TOL,
-        logged_decision="approve",
-        replayed_decision="approve",
-        logged_base=0.3,
-        replayed_base=0.3,
-        logged_contributions=logged,
-        replayed_contributions=replayed,
-        reasons_match=True,
-    )
+    result = judge_unchanged_score("r1", logged, replayed, reasons_match=True)
     assert result.verdict == "out_of_tolerance"
     assert result.contributions.counts == {"identical": 1, "out_of_tolerance": 1, "within_tolerance": 1}
     assert {d.name: d.verdict for d in result.contributions.deviations} == {
