@@ -13,20 +13,19 @@ TOL = Tolerance(absolute=1e-6, relative=1e-5)
 
 
 def judge_unchanged_score(request_id: str, logged: dict, replayed: dict | None, **more):
-    """judge() for a decision whose score (0.4), label and base value (0.3) replayed unchanged."""
-    return judge(
-        request_id,
-        logged_score=0.4,
-        replayed_score=0.4,
-        tolerance=TOL,
-        logged_decision="approve",
-        replayed_decision="approve",
-        logged_base=0.3,
-        replayed_base=0.3,
-        logged_contributions=logged,
-        replayed_contributions=replayed,
+    """judge() for a decision whose score (0.4) and base value (0.3) replayed unchanged; label
+    "approve" both times unless ``more`` says otherwise."""
+    fields = {
+        "logged_score": 0.4,
+        "replayed_score": 0.4,
+        "tolerance": TOL,
+        "logged_decision": "approve",
+        "replayed_decision": "approve",
+        "logged_base": 0.3,
+        "replayed_base": 0.3,
         **more,
-    )
+    }
+    return judge(request_id, logged_contributions=logged, replayed_contributions=replayed, **fields)
 
 
 def test_identical_means_same_bits():
@@ -85,18 +84,8 @@ def test_every_contribution_gets_a_verdict_and_the_worst_decides():
 
 
 def test_missing_contribution_or_changed_decision_is_flagged():
-    result = judge(
-        "r2",
-        logged_score=0.4,
-        replayed_score=0.4,
-        tolerance=TOL,
-        logged_decision="approve",
-        replayed_decision="decline",
-        logged_base=0.3,
-        replayed_base=0.3,
-        logged_contributions={"a": 0.1},
-        replayed_contributions={"a": 0.1, "b": 0.0},
-        reasons_match=False,
+    result = judge_unchanged_score(
+        "r2", {"a": 0.1}, {"a": 0.1, "b": 0.0}, replayed_decision="decline", reasons_match=False
     )
     assert result.verdict == "out_of_tolerance"
     assert result.contributions.missing == ["b"]
