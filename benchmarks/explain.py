@@ -24,7 +24,18 @@ split's test rows):
    ``interleaved`` (and with the naive pattern: a fresh
    ``shap.PermutationExplainer`` per request, given as many model rows).
 3. Targets, each met or not.
-4. Why the engine samples itself: shap.PermutationExplainer's seed behaviour.
+4. What certifying costs: per applicant with exact values, the pairs per
+   background row its certificate would need (predicted from the bounds at
+   16 pairs, shrinking like 1/sqrt(pairs), around the exact values), the model
+   rows that takes, the rows exact enumeration takes, and, for a share of the
+   applicants to be certified, the mean rows of the cheaper of the two and the
+   explanations/s the model alone would allow at that cost: the ceiling any
+   explainer calling this model faces on this machine.
+5. Why the engine samples itself: shap.PermutationExplainer's seed behaviour.
+
+``benchmarks/explain_device.py`` measures exact enumeration on the device the
+gateway picks (a GPU where there is one): bits across runs and positions, and
+throughput.
 
 ``--full-training-set`` (German only) instead measures what background size
 pays: exact values against every training row as background, and how often
@@ -59,6 +70,7 @@ import torch
 
 from benchmarks._common import interleaved, reference_model
 from verdict.gateway import certified_sampling, explanation, fidelity, fixed_order, reference_enumeration, training
+from verdict.gateway.certified_sampling import Sampled
 from verdict.gateway.datasets import load_dataset
 from verdict.gateway.explanation import (
     DEFAULT_CERTIFICATION,
@@ -69,7 +81,7 @@ from verdict.gateway.explanation import (
     seed_for,
     worst_case_rows,
 )
-from verdict.gateway.fidelity import Fidelity, principal_set, top_set
+from verdict.gateway.fidelity import Fidelity, certified_reasons, principal_set, top_set
 from verdict.gateway.manifest import CertificationSettings
 from verdict.gateway.runtime import LoadedModel
 from verdict.gateway.schema import encode_rows
@@ -474,6 +486,8 @@ def report(args: argparse.Namespace) -> None:
     print()
     report_targets(args.model, measured, rates, m, n, naive_ratio)
     print()
+    report_what_certifying_costs(model, explainers[DEFAULT.label], x[:m], seeds[:m], exact)
+    print()
     report_shap_determinism(model, pinned.matrix, x)
 
 
@@ -510,6 +524,85 @@ def report_targets(
         if model_name == "german-credit":
             checks["rate"] = rates[label] >= TARGETS["rate"]
         print(f"    {label:<{LABEL_WIDTH}} " + ", ".join(f"{name} {verdict(ok)}" for name, ok in checks.items()))
+
+
+# -- what certifying every applicant would cost --------------------------------------------
+
+MARGIN_PAIRS = 16  # the default's max_pairs: bounds measured there are scaled to other pair counts
+SHARES = (0.5, 0.9, 0.95, 0.99, 1.0)
+
+
+def pairs_to_certify(phi: np.ndarray, sampled: Sampled, top: int) -> float:
+    """Pairs per background row after which the certificate would hold, were the estimate the exact
+    values ``phi`` and the bounds (separate and pairwise) those measured at ``sampled.pairs`` pairs,
+    shrunk like 1 / sqrt(pairs). A bisection on the bounds' scale; inf when no scale certifies."""
+
+    def holds(scale: float) -> bool:
+        def pairs(above: np.ndarray, below: np.ndarray, same_sign: np.ndarray) -> np.ndarray:
+            return sampled.pair_bounds(above, below, same_sign) * scale
+
+        return certified_reasons(phi, sampled.bounds * scale, top, pairs)
+
+    low, high = 1e-6, 1e2  # log-space bisection of the largest scale that still certifies
+    if not holds(low):
+        return math.inf
+    if holds(high):
+        return 2.0
+    for _ in range(50):
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if holds(middle) else (low, middle)
+    return max(2.0, sampled.pairs / low**2)
+
+
+def model_rows_per_second(model: LoadedModel, x: np.ndarray) -> float:
+    """The model alone at the explain bucket (median of 3), the ceiling every explainer shares."""
+    rows = np.resize(x, (1 << 18, x.shape[1]))
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        model.evaluate_for_explanation(rows)
+        rates.append(len(rows) / (time.perf_counter() - started))
+    return float(np.median(rates))
+
+
+def report_what_certifying_costs(
+    model: LoadedModel, explainer: Explainer, x: np.ndarray, seeds: list[int], exact: np.ndarray
+) -> None:
+    """Why the certified share stops where it does: per applicant, the model rows that would certify
+    its reasons by sampling (predicted from the bounds at 16 pairs) or by exact enumeration, and what
+    the cheaper of the two costs when a share of the applicants must be certified."""
+    if not len(exact):
+        return
+    top = model.manifest.explainer.top_reasons
+    sampled = explainer.sampled(x, seeds, MARGIN_PAIRS)
+    background = explainer.background.matrix
+    differing = (x[:, None, :] != background[None, :, :]).sum(axis=2)  # [m, K]
+    rows_per_pair = 2 * np.maximum(differing - 1, 0).sum(axis=1)
+    pairs = np.array([pairs_to_certify(phi, s, top) for phi, s in zip(exact, sampled, strict=True)])
+    by_sampling = 1 + rows_per_pair * pairs
+    by_enumeration = np.array([enumeration_rows(row, background) for row in x], dtype=np.float64)
+    cheapest = np.sort(np.minimum(by_sampling, by_enumeration))
+    rate = model_rows_per_second(model, x)
+    print(
+        f"what certifying costs ({len(exact)} applicants with exact values; pairs predicted from the bounds at "
+        f"{MARGIN_PAIRS} pairs per background row, scaled like 1/sqrt(pairs), around the exact values; "
+        f"the model alone evaluates {rate:,.0f} rows/s at the explain bucket here):"
+    )
+    print(
+        "  pairs per background row needed, percentiles 50/90/95/99: "
+        + " / ".join(f"{np.percentile(pairs, q):,.0f}" for q in (50, 90, 95, 99))
+    )
+    print(
+        "  model rows per explanation, percentiles 50/90/99: sampling "
+        + " / ".join(f"{np.percentile(by_sampling, q):,.0f}" for q in (50, 90, 99))
+        + "; exact enumeration "
+        + " / ".join(f"{np.percentile(by_enumeration, q):,.0f}" for q in (50, 90, 99))
+    )
+    print(f"  {'certify the cheapest':<22} {'rows mean (cheaper of the two)':>30} {'ceiling expl/s (model alone)':>28}")
+    for share in SHARES:
+        count = max(1, math.ceil(share * len(cheapest)))
+        mean = (cheapest[:count].sum() + (len(cheapest) - count)) / len(cheapest)  # the rest: f(x) only
+        print(f"  {share:<22.0%} {mean:>30,.0f} {rate / mean:>28,.0f}")
 
 
 # -- shap's own determinism -------------------------------------------------------------

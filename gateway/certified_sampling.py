@@ -53,7 +53,7 @@ from verdict.gateway.fixed_order import ordered_sum
 from verdict.gateway.manifest import CertificationSettings
 from verdict.gateway.reference_enumeration import enumeration_rows, exact_contributions
 
-__all__ = ["FUTILITY_MARGIN", "CertifiedEstimate", "CertifiedSampler", "pair_schedule"]
+__all__ = ["FUTILITY_MARGIN", "CertifiedEstimate", "CertifiedSampler", "Sampled", "pair_schedule"]
 
 FUTILITY_MARGIN = 0.5
 """A request stops early, uncertified, when even bounds this fraction of the ones
@@ -66,6 +66,38 @@ class CertifiedEstimate(NamedTuple):
     certified: bool
     pairs: int  # antithetic pairs per background row spent
     evaluations: int  # model rows evaluated, f(x) included
+
+
+class Sampled(NamedTuple):
+    """One request's estimate from a fixed number of pairs, before any certification."""
+
+    contributions: np.ndarray  # float64 [d]
+    bounds: np.ndarray  # float64 [d]: z standard errors
+    pair_bounds: PairBounds  # z standard errors of differences and sums, from the same walks
+    pairs: int  # per background row
+
+
+def _bound(z: float, squared_weights: np.ndarray, squared_deviations: np.ndarray, count: int) -> np.ndarray:
+    """z standard errors of a weighted mean over rows of per-row means of ``count`` pairs.
+
+    Each row's variance of one pair is estimated from its pairs' spread; the
+    rows are independent, so their variances add with squared weights."""
+    spread = ordered_sum(squared_deviations, axis=0) / (count - 1)  # [K, ...]
+    weights = squared_weights.reshape((-1,) + (1,) * (spread.ndim - 1))
+    return z * np.sqrt(ordered_sum(spread * weights / count, axis=0))
+
+
+class _PairSpread:
+    """PairBounds of one request: the spread of the difference (or sum) of two attributes' pair means."""
+
+    def __init__(self, z: float, squared_weights: np.ndarray, deviations: np.ndarray, count: int) -> None:
+        self.z, self.squared_weights = z, squared_weights
+        self.deviations, self.count = deviations, count  # deviations: [P, K, d]
+
+    def __call__(self, above: np.ndarray, below: np.ndarray, same_sign: np.ndarray) -> np.ndarray:
+        a, b = self.deviations[:, :, above, None], self.deviations[:, :, None, below]
+        joint = np.where(same_sign[None, None], a - b, a + b)  # [P, K, len(above), len(below)]
+        return _bound(self.z, self.squared_weights, joint**2, self.count)
 
 
 def pair_schedule(first_pairs: int, max_pairs: int) -> list[int]:
@@ -183,44 +215,45 @@ class CertifiedSampler:
             request.pair_means.append(means)
             request.evaluations += int(counts[r])
 
-    def _bound(self, squared_deviations: np.ndarray, count: int) -> np.ndarray:
-        """z standard errors of a weighted mean over rows of per-row means of ``count`` pairs.
+    def sampled(self, x: np.ndarray, full: np.ndarray, seeds: Sequence[int], pairs: int) -> list[Sampled]:
+        """Exactly ``pairs`` pairs per background row for every request, nothing certified or enumerated.
 
-        Each row's variance of one pair is estimated from its pairs' spread; the
-        rows are independent, so their variances add with squared weights."""
-        spread = ordered_sum(squared_deviations, axis=0) / (count - 1)  # [K, ...]
-        weights = self.squared_weights.reshape((-1,) + (1,) * (spread.ndim - 1))
-        return self.settings.z * np.sqrt(ordered_sum(spread * weights / count, axis=0))
+        Not a serving path: benchmarks/explain.py uses it to predict how many pairs a
+        certificate would need (bounds shrink like 1 / sqrt(pairs))."""
+        requests = [_Request(seed) for seed in seeds]
+        self._round(x, full, requests, pairs)
+        return self._estimates(requests)
 
-    def _judge(self, requests: list[_Request]) -> None:
-        """Estimate, bound and certify from every pair so far (all requests of a round have
-        the same count); settle each request that is certified or spent.
+    def _estimates(self, requests: list[_Request]) -> list[Sampled]:
+        """Values, bounds and pair bounds from every pair so far (all requests have the same count).
 
-        Every reduction is an elementwise fixed-order sum over pairs, then rows, so judging
+        Every reduction is an elementwise fixed-order sum over pairs, then rows, so estimating
         requests together gives each the bits it would get alone."""
         pairs = np.stack([np.concatenate(r.pair_means) for r in requests])  # [n, P, K, d], rounds in order
         count = pairs.shape[1]
         per_row = ordered_sum(pairs, axis=1) / count  # [n, K, d]
         contributions = ordered_sum(np.moveaxis(per_row * self.weights[None, :, None], 1, 0), axis=0)  # [n, d]
         deviations = np.moveaxis(pairs - per_row[:, None], 0, 2)  # [P, K, n, d]
-        bounds = self._bound(deviations**2, count)  # [n, d]
-        spent = count >= self.settings.max_pairs
-        for i, request in enumerate(requests):
-            mine = deviations[:, :, i]
+        z = self.settings.z
+        bounds = _bound(z, self.squared_weights, deviations**2, count)  # [n, d]
+        return [
+            Sampled(
+                contributions[i], bounds[i], _PairSpread(z, self.squared_weights, deviations[:, :, i], count), count
+            )
+            for i in range(len(requests))
+        ]
 
-            def pair_bounds(above: np.ndarray, below: np.ndarray, same_sign: np.ndarray, mine=mine) -> np.ndarray:  # noqa: ANN001
-                a, b = mine[:, :, above, None], mine[:, :, None, below]
-                joint = np.where(same_sign[None, None], a - b, a + b)  # [P, K, len(above), len(below)]
-                return self._bound(joint**2, count)
-
-            certified = certified_reasons(contributions[i], bounds[i], self.top, pair_bounds)
-            precise = bool(bounds[i].max() <= self.settings.target_error)
+    def _judge(self, requests: list[_Request]) -> None:
+        """Estimate, bound and certify from every pair so far; settle each request that is certified or spent."""
+        for request, (phi, bounds, pair_bounds, count) in zip(requests, self._estimates(requests), strict=True):
+            certified = certified_reasons(phi, bounds, self.top, pair_bounds)
+            precise = bool(bounds.max() <= self.settings.target_error)
             if (
                 (certified and precise)
-                or spent
-                or (not certified and self._hopeless(contributions[i], bounds[i], pair_bounds, count))
+                or count >= self.settings.max_pairs
+                or (not certified and self._hopeless(phi, bounds, pair_bounds, count))
             ):
-                request.done = CertifiedEstimate(contributions[i], bounds[i], certified, count, request.evaluations)
+                request.done = CertifiedEstimate(phi, bounds, certified, count, request.evaluations)
 
     def _hopeless(self, phi: np.ndarray, bounds: np.ndarray, pair_bounds: PairBounds, count: int) -> bool:
         """Would the lists stay uncertified even with bounds at half what ``max_pairs`` pairs should give?

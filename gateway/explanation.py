@@ -42,7 +42,7 @@ import msgspec
 import numpy as np
 
 from verdict.audit.canonical import canonical_bytes
-from verdict.gateway.certified_sampling import CertifiedSampler
+from verdict.gateway.certified_sampling import CertifiedSampler, Sampled
 from verdict.gateway.fidelity import Fidelity
 from verdict.gateway.fixed_order import ordered_sum
 from verdict.gateway.manifest import CertificationSettings, Manifest
@@ -536,6 +536,15 @@ class Explainer:
             return phi, [Fidelity(True, int(r), 0, zero) for r in rows]
         pairs = self.manifest.explainer.permutations  # one shared sample: no error estimate
         return phi, [Fidelity(False, int(r), pairs) for r in rows]
+
+    def sampled(self, x: np.ndarray, seeds: Sequence[int], pairs: int) -> list[Sampled]:
+        """A certified model's estimates from exactly ``pairs`` pairs per background row, uncertified.
+
+        Benchmarks use it to predict the pairs a certificate would need; serving never does."""
+        if self._sampler is None:
+            raise ExplainerConfigError(f"{self.manifest.ref}: only a certified explainer samples per background row")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return self._sampler.sampled(x, self._evaluate(x).astype(np.float64), seeds, pairs)
 
     def _by_name(self, values: np.ndarray) -> dict[str, float]:
         return dict(zip(self.names, (float(v) for v in values), strict=True))

@@ -15,14 +15,14 @@ from tests.gateway import test_explanation
 from tests.gateway.shapley_oracle import interventional_shapley
 from tests.gateway.test_explanation import SMALL_COUNTS, applicants, bits, explainer_with
 from verdict.gateway.certified_sampling import pair_schedule
-from verdict.gateway.explanation import Explainer, rows_needed, worst_case_rows
+from verdict.gateway.explanation import Explainer, ExplainerConfigError, rows_needed, worst_case_rows
 from verdict.gateway.fidelity import principal_set, top_set
 from verdict.gateway.manifest import CertificationSettings
 
 small = test_explanation.small  # the 8-attribute model and its exact-mode registry (a module-scoped fixture)
 
 
-def certified_explainer(small, **certification) -> Explainer:
+def certified_explainer(small, first_pairs: int = 2, **certification) -> Explainer:
     model, registry, background_rows, _, _ = small
     settings = CertificationSettings(
         **{"z": 4.0, "target_error": 1.0, "max_pairs": 16, "exact_rows": 0, **certification}
@@ -30,7 +30,7 @@ def certified_explainer(small, **certification) -> Explainer:
     probe = msgspec.structs.replace(
         model.manifest.explainer,
         algorithm="certified",
-        permutations=2,
+        permutations=first_pairs,
         certification=settings,
         background_rows=len(background_rows),
     )
@@ -40,7 +40,7 @@ def certified_explainer(small, **certification) -> Explainer:
         background_rows,
         SMALL_COUNTS,
         algorithm="certified",
-        permutations=2,
+        permutations=first_pairs,
         certification=settings,
         max_evaluations=worst_case_rows(probe, len(model.manifest.inputs)),
     )
@@ -145,3 +145,17 @@ def test_other_algorithms_say_what_they_know(small, algorithm):
         else:
             assert not f.certified and f.error_bounds == {} and f.pairs == 1 and f.z is None
         assert f.evaluations == r.evaluations
+
+
+def test_a_fixed_number_of_pairs_is_one_round_of_explain_bit_for_bit(small):
+    """Explainer.sampled (what the benchmark predicts certificates from) is the sampler's first round."""
+    one_round = certified_explainer(small, first_pairs=4, max_pairs=4)
+    _, x, _, seeds = applicants(small[0], 12, 7)
+    phi, fidelity = one_round.estimate(x, seeds)
+    sampled = one_round.sampled(x, seeds, 4)
+    assert [f.pairs for f in fidelity] == [4] * len(x)
+    assert np.stack([s.contributions for s in sampled]).tobytes() == phi.tobytes()
+    recorded = np.array([[f.error_bounds[n] for n in one_round.names] for f in fidelity])
+    assert np.stack([s.bounds for s in sampled]).tobytes() == recorded.tobytes()
+    with pytest.raises(ExplainerConfigError, match="only a certified explainer"):
+        test_explanation.explainer_with(*small[:2], small[2], SMALL_COUNTS).sampled(x, seeds, 4)
